@@ -1,0 +1,108 @@
+"""gradtx: composable, exact gradient transformations for JAX.
+
+Every name has one home; this module re-exports them as a flat namespace.
+"""
+
+from gradtx import tree
+from gradtx.base import (
+    EmptyState,
+    GradientTransformation,
+    OptState,
+    Params,
+    ScalarOrSchedule,
+    Schedule,
+    Updates,
+    apply_updates,
+    identity,
+    stateless,
+)
+from gradtx.combine import chain, named_chain
+from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
+from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
+from gradtx.optimizers.adam import (
+    ScaleByAdamState,
+    ScaleByAmsgradState,
+    ScaleByNadamState,
+    adam,
+    adamax,
+    adamw,
+    amsgrad,
+    nadam,
+    scale_by_adam,
+    scale_by_adamax,
+    scale_by_amsgrad,
+    scale_by_nadam,
+)
+from gradtx.optimizers.rmsprop import (
+    ScaleByRmsState,
+    ScaleByStddevState,
+    rmsprop,
+    scale_by_rms,
+    scale_by_stddev,
+)
+from gradtx.optimizers.sgd import TraceState, momentum, nesterov, nesterov_momentum, sgd, trace
+from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
+from gradtx.transforms.regularize import AddDecayedWeightsState, add_decayed_weights
+from gradtx.transforms.scale import (
+    ScaleByScheduleState,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddDecayedWeightsState",
+    "BiasCorrectionState",
+    "EmaState",
+    "EmptyState",
+    "GradientTransformation",
+    "OptState",
+    "Params",
+    "ScalarOrSchedule",
+    "ScaleByAdaDeltaState",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByNadamState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScaleByScheduleState",
+    "ScaleByStddevState",
+    "Schedule",
+    "TraceState",
+    "Updates",
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "add_decayed_weights",
+    "amsgrad",
+    "apply_updates",
+    "bias_correction",
+    "chain",
+    "ema",
+    "identity",
+    "momentum",
+    "nadam",
+    "named_chain",
+    "nesterov",
+    "nesterov_momentum",
+    "rmsprop",
+    "scale",
+    "scale_by_adadelta",
+    "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_amsgrad",
+    "scale_by_learning_rate",
+    "scale_by_nadam",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_schedule",
+    "scale_by_stddev",
+    "sgd",
+    "stateless",
+    "trace",
+    "tree",
+]

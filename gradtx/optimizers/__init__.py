@@ -1,0 +1,1 @@
+"""One file per algorithm family: its state, its block(s), its named optimizer(s)."""

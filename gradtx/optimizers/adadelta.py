@@ -1,0 +1,126 @@
+"""AdaDelta: RMSProp whose numerator is the RMS of past steps (no rate needed)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from gradtx import _checks, tree
+from gradtx.base import GradientTransformation, ScalarOrSchedule, Updates
+from gradtx.combine import chain
+from gradtx.transforms.regularize import Mask, add_decayed_weights
+from gradtx.transforms.scale import scale_by_learning_rate
+
+
+class ScaleByAdaDeltaState(NamedTuple):
+    """State of :func:`scale_by_adadelta`."""
+
+    e_g: Updates  # E[g^2], the decaying average of squared gradients (real dtype).
+    e_x: Updates  # E[dx^2], the decaying average of squared steps (real dtype).
+
+
+def _adadelta_leaf(g, e_g, e_x, rho, eps):
+    c = tree.compute_dtype(g.dtype)
+    new_e_g = tree.moment_leaf(g, e_g, rho, 2)
+    rms_step = jnp.sqrt(e_x.astype(tree.real_dtype(c)) + eps)
+    rms_grad = jnp.sqrt(new_e_g.astype(tree.real_dtype(c)) + eps)
+    step = rms_step / rms_grad * g.astype(c)
+    new_e_x = tree.moment_leaf(step, e_x, rho, 2)
+    return step.astype(g.dtype), new_e_g, new_e_x
+
+
+def scale_by_adadelta(
+    rho: float = 0.9, eps: float = 1e-6, *, nu_dtype: Any | None = None
+) -> GradientTransformation:
+    """AdaDelta's scaling (Zeiler 2012, Alg. 1), returned as a descent direction.
+
+    .. math::
+        E[g^2] \\leftarrow \\rho E[g^2] + (1-\\rho) g^2, \\quad
+        d = \\frac{\\mathrm{RMS}[\\Delta x]_{t-1}}{\\mathrm{RMS}[g]_t} g, \\quad
+        E[\\Delta x^2] \\leftarrow \\rho E[\\Delta x^2] + (1-\\rho) d^2
+
+    with ``RMS[y] = sqrt(E[y^2] + eps)``. The output is ``d`` (pointing uphill, like a
+    gradient); Zeiler's ``Delta x = -d`` is made by the step that follows.
+
+    Args:
+      rho: decay ``rho`` in [0, 1) (Zeiler: 0.95; Optax and PyTorch: 0.9).
+      eps: ``epsilon`` > 0 (Zeiler: 1e-6). It must be positive: it is the
+        whole numerator on the first step.
+      nu_dtype: dtype of both averages; ``None`` keeps the params' (real part).
+
+    Raises:
+      ValueError: ``rho`` outside [0, 1); ``eps`` not > 0.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.scale_by_adadelta(rho=0.0, eps=1e-6)
+      >>> u = tx.update(jnp.array([1.0]), tx.init(jnp.zeros(1)))[0]
+      >>> bool(jnp.allclose(u, 1e-3, rtol=1e-3))  # sqrt(eps) / sqrt(1 + eps)
+      True
+    """
+    _checks.in_range("scale_by_adadelta", "rho", rho, 0.0, 1.0)
+    _checks.positive("scale_by_adadelta", "eps", eps)
+    _checks.dtype_or_none("scale_by_adadelta", "nu_dtype", nu_dtype)
+
+    def init_fn(params):
+        zeros = tree.zeros_like(params, nu_dtype, real=True)
+        return ScaleByAdaDeltaState(e_g=zeros, e_x=zeros)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree.check_structure(state.e_g, updates, owner="scale_by_adadelta")
+        out, e_g, e_x = tree.map_unzip(
+            lambda g, a, b: _adadelta_leaf(g, a, b, rho, eps), 3, updates, state.e_g, state.e_x
+        )
+        return out, ScaleByAdaDeltaState(e_g, e_x)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule | None = None,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    weight_decay_mask: Mask | None = None,
+) -> GradientTransformation:
+    """AdaDelta (Zeiler 2012): per-coordinate steps with no learning rate needed.
+
+    .. math::
+        \\Delta x_t = -\\frac{\\mathrm{RMS}[\\Delta x]_{t-1}}{\\mathrm{RMS}[g]_t} g_t,
+        \\qquad x_{t+1} = x_t + \\eta \\, \\Delta x_t
+
+    Composition: ``chain(add_decayed_weights(weight_decay, weight_decay_mask),
+    scale_by_adadelta(rho, eps), scale_by_learning_rate(eta))``, the decay block
+    left out when ``weight_decay`` is 0.
+
+    Args:
+      learning_rate: ``eta``; ``None`` (default) is Zeiler's method, a rate of
+        exactly 1.0 in the descent direction. (Optax's ``adadelta`` with no rate
+        does not descend: it returns the ascent direction; gradtx does.)
+      rho, eps: see :func:`scale_by_adadelta`.
+      weight_decay: coupled L2 coefficient added to the gradient (>= 0).
+      weight_decay_mask: which leaves are decayed (see
+        :func:`add_decayed_weights`).
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> loss = lambda w: jnp.sum(w**2)
+      >>> tx = gradtx.adadelta()
+      >>> w = jnp.array([1.0, -2.0]); state = tx.init(w)
+      >>> updates, state = tx.update(jax.grad(loss)(w), state, w)
+      >>> bool(loss(gradtx.apply_updates(w, updates)) < loss(w))
+      True
+
+    References:
+      Zeiler (2012), ADADELTA: an adaptive learning rate method, Alg. 1.
+    """
+    _checks.learning_rate("adadelta", learning_rate)
+    rate = 1.0 if learning_rate is None else learning_rate
+    decay = (
+        ()
+        if _checks.is_zero(weight_decay)
+        else (add_decayed_weights(weight_decay, weight_decay_mask),)
+    )
+    return chain(*decay, scale_by_adadelta(rho, eps), scale_by_learning_rate(rate))

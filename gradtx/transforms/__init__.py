@@ -1,0 +1,1 @@
+"""Generic blocks that are not optimizers, one file per theme."""

@@ -1,0 +1,205 @@
+"""Pytree arithmetic shared by every method: moments, corrections, norms, casts.
+
+Every optimizer in gradtx does its per-leaf math through these helpers, so the
+rules for numbers live in one place:
+
+* Arithmetic runs in at least float32 (:func:`compute_dtype`): a bfloat16 or
+  float16 leaf is promoted for the root and the division, so a small ``eps``
+  never underflows, and the result is cast back by the caller.
+* Second moments use the squared magnitude ``|g|^2`` (:func:`abs_sq`), which is
+  right for complex leaves, and are stored in the real dtype.
+* ``None`` leaves are empty subtrees and pass through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from gradtx.base import Array
+
+_INT32_MAX = jnp.iinfo(jnp.int32).max
+
+
+# ---------------------------------------------------------------------- dtypes
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype to do arithmetic in: ``dtype`` promoted to at least float32.
+
+    bfloat16 and float16 become float32; float64, complex64 and complex128 stay.
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def real_dtype(dtype: Any) -> jnp.dtype:
+    """The real dtype of ``dtype`` (complex64 -> float32); real dtypes unchanged."""
+    return jnp.finfo(dtype).dtype
+
+
+def cast(tree: Any, dtype: Any | None) -> Any:
+    """Casts every leaf to ``dtype``; ``None`` returns the tree unchanged."""
+    if dtype is None:
+        return tree
+    return jax.tree.map(lambda x: jnp.asarray(x).astype(dtype), tree)
+
+
+def cast_like(tree: Any, like: Any) -> Any:
+    """Casts each leaf of ``tree`` to the dtype of the matching leaf of ``like``."""
+    return jax.tree.map(lambda x, y: x.astype(y.dtype), tree, like)
+
+
+def zeros_like(tree: Any, dtype: Any | None = None, *, real: bool = False) -> Any:
+    """Zeros shaped like ``tree``: in ``dtype`` if given, else each leaf's dtype.
+
+    With ``real=True`` a complex leaf gets zeros of its real dtype (for second
+    moments, which are real).
+    """
+    return full_like(tree, 0.0, dtype, real=real)
+
+
+def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = False) -> Any:
+    """Arrays of ``value`` shaped like ``tree`` (see :func:`zeros_like` for dtypes)."""
+
+    def leaf(x):
+        x = jnp.asarray(x)
+        leaf_dtype = dtype if dtype is not None else x.dtype
+        if real:
+            leaf_dtype = real_dtype(leaf_dtype)
+        return jnp.full(x.shape, value, leaf_dtype)
+
+    return jax.tree.map(leaf, tree)
+
+
+# ---------------------------------------------------------------------- structure
+
+
+def _leaf_paths(tree: Any) -> list[str]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [jax.tree_util.keystr(path) for path, _ in leaves]
+
+
+def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates") -> None:
+    """Raises ValueError naming the paths where ``got`` and ``expected`` differ.
+
+    ``expected`` is the tree the state was built from (via ``init``). The check
+    compares tree structures only, so it costs nothing once traced under jit.
+    """
+    expected_def = jax.tree.structure(expected)
+    got_def = jax.tree.structure(got)
+    if expected_def == got_def:
+        return
+    expected_paths = _leaf_paths(expected)
+    got_paths = _leaf_paths(got)
+    missing = [p for p in expected_paths if p not in set(got_paths)]
+    unexpected = [p for p in got_paths if p not in set(expected_paths)]
+    details = []
+    if missing:
+        details.append(f"missing from {what}: {', '.join(missing)}")
+    if unexpected:
+        details.append(f"in {what} but not in the state: {', '.join(unexpected)}")
+    if not details:
+        details.append(f"state structure {expected_def}, {what} structure {got_def}")
+    raise ValueError(
+        f"{owner}: the {what} do not have the tree structure of the params the state "
+        f"was initialised with ({'; '.join(details)})."
+    )
+
+
+def map_unzip(fn: Any, n: int, first: Any, *rest: Any) -> tuple[Any, ...]:
+    """Maps ``fn`` (returning an n-tuple per leaf) and returns n trees like ``first``.
+
+    The per-leaf step of an optimizer returns its output and its new state
+    together; this splits them back into trees.
+    """
+    treedef = jax.tree.structure(first)
+    per_leaf = treedef.flatten_up_to(jax.tree.map(fn, first, *rest))
+    columns = list(zip(*per_leaf, strict=True)) if per_leaf else [()] * n
+    return tuple(treedef.unflatten(list(column)) for column in columns)
+
+
+# ---------------------------------------------------------------------- counters
+
+
+def safe_increment(count: Array) -> Array:
+    """``count + 1`` for an int32 counter, saturating at the int32 maximum."""
+    count = jnp.asarray(count, jnp.int32)
+    return jnp.where(count < _INT32_MAX, count + 1, _INT32_MAX).astype(jnp.int32)
+
+
+def zero_count() -> Array:
+    """The initial value of a step counter: an int32 scalar zero."""
+    return jnp.zeros([], jnp.int32)
+
+
+# ---------------------------------------------------------------------- magnitudes
+
+
+def abs_sq(x: Array) -> Array:
+    """``|x|^2`` element-wise, real-valued for complex ``x`` (not ``x * x``)."""
+    if jnp.iscomplexobj(x):
+        return jnp.real(x) ** 2 + jnp.imag(x) ** 2
+    return x * x
+
+
+def squared_norm(tree: Any) -> Array:
+    """``sum |x|^2`` over every element of every leaf, in at least float32."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    sums = [jnp.sum(abs_sq(x.astype(compute_dtype(x.dtype)))) for x in leaves]
+    dtype = jnp.result_type(*sums)
+    return sum((s.astype(dtype) for s in sums), jnp.zeros([], dtype))
+
+
+def global_norm(tree: Any) -> Array:
+    """The Euclidean norm of the whole tree seen as one flat vector."""
+    return jnp.sqrt(squared_norm(tree))
+
+
+# ---------------------------------------------------------------------- moments
+
+
+def moment_leaf(g: Array, moment: Array, decay: Any, order: int) -> Array:
+    """One leaf's EMA: ``decay * moment + (1 - decay) * g`` (order 1) or ``|g|^2``.
+
+    Computed in at least float32 and returned in the moment's dtype.
+    """
+    c = compute_dtype(jnp.result_type(g, moment))
+    g = g.astype(c)
+    x = g if order == 1 else abs_sq(g)
+    if order == 2:
+        c = real_dtype(c)
+    return (decay * moment.astype(c) + (1 - decay) * x.astype(c)).astype(moment.dtype)
+
+
+def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
+    """The exponential moving average of ``updates**order`` over a whole tree.
+
+    ``m <- decay * m + (1 - decay) * g`` for ``order=1`` and
+    ``r <- decay * r + (1 - decay) * |g|^2`` for ``order=2`` (Goodfellow et al.
+    2016, Alg. 8.5 and 8.7).
+    """
+    return jax.tree.map(lambda g, m: moment_leaf(g, m, decay, order), updates, moments)
+
+
+def bias_correction_factor(decay: Any, count: Array, dtype: Any) -> Array:
+    """``1 - decay**t`` in ``dtype``: the mass an EMA started at zero has after t steps."""
+    dtype = real_dtype(compute_dtype(dtype))
+    return 1 - jnp.asarray(decay, dtype) ** count.astype(dtype)
+
+
+def bias_correction(moments: Any, decay: Any, count: Array) -> Any:
+    """``m / (1 - decay**t)`` for every leaf (Kingma & Ba 2015, Alg. 1).
+
+    Leaves are computed in at least float32 and returned in that dtype; callers
+    cast the final update back to the gradient's dtype.
+    """
+
+    def leaf(m):
+        c = compute_dtype(m.dtype)
+        return m.astype(c) / bias_correction_factor(decay, count, c)
+
+    return jax.tree.map(leaf, moments)
