@@ -91,10 +91,9 @@ def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates
     got_def = jax.tree.structure(got)
     if expected_def == got_def:
         return
-    expected_paths = _leaf_paths(expected)
-    got_paths = _leaf_paths(got)
-    missing = [p for p in expected_paths if p not in set(got_paths)]
-    unexpected = [p for p in got_paths if p not in set(expected_paths)]
+    expected_paths, got_paths = _leaf_paths(expected), _leaf_paths(got)
+    missing = sorted(set(expected_paths) - set(got_paths))
+    unexpected = sorted(set(got_paths) - set(expected_paths))
     details = []
     if missing:
         details.append(f"missing from {what}: {', '.join(missing)}")
