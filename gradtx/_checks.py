@@ -31,7 +31,9 @@ def _concrete(value: Any) -> np.ndarray | None:
 
 
 def _fail(owner: str, name: str, value: Any, expected: str) -> None:
-    shown = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+    # A one-element array (numpy or JAX) is shown as its number, not its repr.
+    is_array = isinstance(value, (np.ndarray, jax.Array))
+    shown = value.item() if is_array and value.size == 1 else value
     raise ValueError(f"{owner}: {name} must be {expected}, got {shown!r}.")
 
 

@@ -122,6 +122,10 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     the promoted dtype of the two leaves, then cast back, so a float32 update on a
     bfloat16 parameter rounds once.
 
+    Args:
+      params: the parameters, a pytree (its ``None`` leaves are kept).
+      updates: a pytree shaped like ``params``, as returned by ``update``.
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> gradtx.apply_updates({"w": jnp.ones(2)}, {"w": jnp.full(2, -0.5)})

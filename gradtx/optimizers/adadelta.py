@@ -64,8 +64,10 @@ def scale_by_adadelta(
     _checks.dtype_or_none("scale_by_adadelta", "nu_dtype", nu_dtype)
 
     def init_fn(params):
-        zeros = tree.zeros_like(params, nu_dtype, real=True)
-        return ScaleByAdaDeltaState(e_g=zeros, e_x=zeros)
+        # Two buffers, not one shared: a state whose leaves alias cannot be donated.
+        e_g = tree.zeros_like(params, nu_dtype, real=True)
+        e_x = tree.zeros_like(params, nu_dtype, real=True)
+        return ScaleByAdaDeltaState(e_g=e_g, e_x=e_x)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -96,7 +96,11 @@ def adagrad(
     Composition: ``chain(scale_by_rss(...), scale_by_learning_rate(epsilon))``.
     The defaults are Optax's (``r_0 = 0.1``, ``delta = 1e-7`` inside the root);
     the book's Alg. 8.4 is ``adagrad(lr, initial_accumulator_value=0.0,
-    eps_in_sqrt=False)``. See :func:`scale_by_rss` for every argument.
+    eps_in_sqrt=False)``.
+
+    Args:
+      learning_rate: ``epsilon``, a number or a schedule ``k -> epsilon_k``.
+      initial_accumulator_value, eps, eps_in_sqrt: see :func:`scale_by_rss`.
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp

@@ -112,7 +112,7 @@ def scale_by_adam(
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.scale_by_adam()
       >>> tx.update(jnp.array([0.5, -2.0]), tx.init(jnp.zeros(2)))[0]  # ~ sign(g)
-      Array([ 1., -1.], dtype=float32)
+      Array([ 0.99999..., -0.99999...], dtype=float32)
     """
     _check_adam_args("scale_by_adam", b1, b2, eps, eps_root, mu_dtype, nu_dtype)
 
@@ -188,8 +188,8 @@ def scale_by_amsgrad(
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.scale_by_amsgrad()
-      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
-      Array([1.], dtype=float32)
+      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]  # ~ sign(g)
+      Array([0.99999...], dtype=float32)
     """
     _check_adam_args("scale_by_amsgrad", b1, b2, eps, eps_root, mu_dtype, nu_dtype)
 
@@ -213,7 +213,9 @@ def scale_by_amsgrad(
 
     def init_fn(params):
         mu, nu = _init_moments(params, mu_dtype, nu_dtype)
-        return ScaleByAmsgradState(tree.zero_count(), mu, nu, nu)
+        # nu_max gets its own buffer: a state whose leaves alias cannot be donated.
+        nu_max = tree.zeros_like(params, nu_dtype, real=True)
+        return ScaleByAmsgradState(tree.zero_count(), mu, nu, nu_max)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -260,8 +262,8 @@ def scale_by_adamax(
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.scale_by_adamax(eps=0.0)
-      >>> tx.update(jnp.array([-3.0]), tx.init(jnp.zeros(1)))[0]
-      Array([-1.], dtype=float32)
+      >>> tx.update(jnp.array([-3.0]), tx.init(jnp.zeros(1)))[0]  # m / ((1 - b1) |g|)
+      Array([-0.99999...], dtype=float32)
     """
     _check_adam_args("scale_by_adamax", b1, b2, eps, 0.0, mu_dtype, nu_dtype)
 
@@ -325,8 +327,8 @@ def scale_by_nadam(
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.scale_by_nadam(momentum_decay=None)
-      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
-      Array([1.], dtype=float32)
+      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]  # (0.9 * 0.2 / 0.19 + 2) / 2
+      Array([1.47367...], dtype=float32)
     """
     _check_adam_args("scale_by_nadam", b1, b2, eps, eps_root, mu_dtype, nu_dtype)
     if momentum_decay is not None:
@@ -450,12 +452,12 @@ def adamw(
       mask: which leaves are decayed (see :func:`add_decayed_weights`).
 
     Examples:
-      >>> import gradtx, jax.numpy as jnp
+      >>> import gradtx, jax, jax.numpy as jnp
       >>> params = {"w": jnp.ones(2), "b": jnp.zeros(2)}
       >>> tx = gradtx.adamw(1e-3, weight_decay=0.01, mask={"w": True, "b": False})
       >>> updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
       >>> updates["w"]  # -lr * lambda * w with a zero gradient
-      Array([-1.e-05, -1.e-05], dtype=float32)
+      Array([-1.0...e-05, -1.0...e-05], dtype=float32)
 
     References:
       Loshchilov & Hutter (2019), Decoupled Weight Decay Regularization, Alg. 2.
@@ -486,11 +488,17 @@ def amsgrad(
     Composition: ``chain(scale_by_amsgrad(...), scale_by_learning_rate(lr))``; the
     rule and the conventions for the maximum are in :func:`scale_by_amsgrad`.
 
+    Args:
+      learning_rate: the step size, a number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, nu_dtype: see :func:`scale_by_adam`.
+      bias_correction_mu, bias_correction_nu, max_before_bias_correction: see
+        :func:`scale_by_amsgrad`.
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.amsgrad(0.1)
       >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
-      Array([-0.1], dtype=float32)
+      Array([-0.0999...], dtype=float32)
 
     References:
       Reddi, Kale & Kumar (2018), On the Convergence of Adam and Beyond, Alg. 2.
@@ -529,11 +537,15 @@ def adamax(
     Composition: ``chain(scale_by_adamax(...), scale_by_learning_rate(alpha))``.
     Default rate 2e-3 as the paper (Optax requires it to be given).
 
+    Args:
+      learning_rate: ``alpha``, a number or a schedule.
+      b1, b2, eps, mu_dtype, nu_dtype: see :func:`scale_by_adamax`.
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.adamax(0.1)
       >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
-      Array([-0.1], dtype=float32)
+      Array([-0.0999...], dtype=float32)
 
     References:
       Kingma & Ba (2015), Sec. 7.1 and Alg. 2.
@@ -563,11 +575,16 @@ def nadam(
     schedule (``momentum_decay=0.004``, as PyTorch and Keras);
     ``momentum_decay=None`` gives Optax's ``nadam`` (a constant ``mu_t = b1``).
 
+    Args:
+      learning_rate: the step size, a number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, momentum_decay, nu_dtype: see
+        :func:`scale_by_nadam`.
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.nadam(0.1, momentum_decay=None)
       >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
-      Array([-0.1], dtype=float32)
+      Array([-0.147367...], dtype=float32)
 
     References:
       Dozat (2016), Incorporating Nesterov Momentum into Adam, ICLR workshop, Alg. 2.

@@ -128,6 +128,11 @@ def scale_by_stddev(
     Arguments as :func:`scale_by_rms` (``eps_in_sqrt=False`` gives
     ``g / (sqrt(r - |g_bar|^2) + delta)``, PyTorch's ``centered=True``).
 
+    The variance estimate is clamped at 0, so rounding never makes the root NaN.
+    With ``bias_correction=True`` it is exactly 0 on the first step
+    (``g^2 - g^2``), so that step is ``g / sqrt(delta)``: large for a small
+    ``delta``. Start from ``initial_scale > 0`` or skip the correction to avoid it.
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.scale_by_stddev(decay=0.5, eps=0.0)
@@ -144,7 +149,11 @@ def scale_by_stddev(
         if bias_correction:
             factor = tree.bias_correction_factor(decay, count, c)
             mu_hat, nu_hat = mu_hat / factor, nu_hat / factor
-        out = _normalise(g.astype(c), nu_hat - tree.abs_sq(mu_hat), eps, eps_in_sqrt)
+        # r - |g_bar|^2 >= 0 exactly, but rounding (low-precision state, or the
+        # first bias-corrected step where it is g^2 - g^2) can make it negative:
+        # clamp, so the root is never NaN.
+        variance = jnp.maximum(nu_hat - tree.abs_sq(mu_hat), 0)
+        out = _normalise(g.astype(c), variance, eps, eps_in_sqrt)
         return out.astype(g.dtype), new_mu, new_nu
 
     def init_fn(params):

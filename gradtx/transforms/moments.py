@@ -15,7 +15,9 @@ class EmaState(NamedTuple):
     ema: Updates  # The raw (biased) average, shaped like the params.
 
 
-def ema(decay: float, debias: bool = True, accumulator_dtype: Any | None = None):
+def ema(
+    decay: float, debias: bool = True, accumulator_dtype: Any | None = None
+) -> GradientTransformation:
     """Replaces updates by their exponential moving average.
 
     .. math::
@@ -34,8 +36,8 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any | None = None)
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.ema(0.9)
-      >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]  # debiased: exact at t=1
-      Array([1., 1.], dtype=float32)
+      >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]  # debiased: g at t=1, to rounding
+      Array([0.99999..., 0.99999...], dtype=float32)
     """
     _checks.in_range("ema", "decay", decay, 0.0, 1.0)
     _checks.dtype_or_none("ema", "accumulator_dtype", accumulator_dtype)

@@ -1,0 +1,39 @@
+"""Independent float64 numpy references for gradtx's first-order methods.
+
+One module per algorithm family, each a plain loop over steps (and over leaves)
+that follows the published pseudo-code line by line, with its symbol names:
+
+==============  =====================================================================
+module          algorithms
+==============  =====================================================================
+``sgd``         Goodfellow, Bengio & Courville (2016) Alg. 8.1 (SGD), 8.2 (momentum,
+                both placements of the rate), 8.3 (Nesterov: literal and
+                reparametrised)
+``adagrad``     Alg. 8.4 (delta outside the root, as the book; or inside, as Optax)
+``rmsprop``     Alg. 8.5 (delta inside as the book, or outside as PyTorch), centered
+                (Graves 2013), heavy-ball momentum, Alg. 8.6 (Nesterov, literal)
+``adadelta``    Zeiler (2012) Alg. 1
+``adam``        Alg. 8.7 / Kingma & Ba (2015) Alg. 1, their eps-hat form, and
+                AdamW (Loshchilov & Hutter 2019, Alg. 2)
+``amsgrad``     Reddi, Kale & Kumar (2018) Alg. 2, and the bias-corrected forms of
+                Optax (max after correction) and PyTorch (max of the raw moment)
+``adamax``      Kingma & Ba (2015) Alg. 2
+``nadam``       Dozat (2016) Alg. 2, with the warming momentum schedule or a constant
+==============  =====================================================================
+
+Every reference takes the initial parameters as a list of arrays (the leaves of
+a pytree, in any order the caller likes) and the gradients as a sequence of
+such lists, or as a function of the point (see ``_common.Gradients``), and
+returns the trajectory: one float64 array per leaf, row ``t`` the parameters
+after ``t`` steps. Learning rates may be numbers or functions of the 0-based
+step ``k``.
+
+These modules import numpy only: nothing from gradtx or Optax, so that a bug in
+gradtx cannot be copied into the oracle that checks it (a test checks this).
+``report_deviations`` is the one module here that drives gradtx, to print how
+far gradtx strays from each reference.
+"""
+
+from . import adadelta, adagrad, adam, adamax, amsgrad, nadam, rmsprop, sgd
+
+__all__ = ["adadelta", "adagrad", "adam", "adamax", "amsgrad", "nadam", "rmsprop", "sgd"]

@@ -1,0 +1,366 @@
+"""Every public transformation of gradtx, with default arguments and capability flags.
+
+The contract, behaviour and validation tests are parametrized over ``REGISTRY``;
+generic tests branch on the flags below, never on an entry's name. A meta-test
+(tests/test_contract.py) walks ``gradtx.__all__`` and fails when a public function
+that returns a ``GradientTransformation`` has no entry here, so a new optimizer
+is covered by every contract test the moment it is exported.
+
+An entry is one *configuration*: a public factory may have several entries when
+an option changes the state or the arithmetic (``rmsprop(centered=True,
+momentum=...)``, ``scale_by_adam(nesterov=True, eps_hat=True)``), and each entry
+names the public function it exercises in ``public``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradtx
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered configuration of a public transformation.
+
+    Attributes:
+      name: the test id (unique).
+      public: the name in ``gradtx.__all__`` that this entry exercises.
+      factory: builds the transformation; called as ``factory(**kwargs)``.
+      kwargs: the default arguments of this configuration.
+      is_named_optimizer: a named optimizer of gradtx (a complete method, run in
+        the Flax test).
+      descends: a complete method: its update is a step to add to the params,
+        pointing downhill (a named optimizer, or a chain ending in the step).
+      needs_params: ``update`` must be given the params.
+      supports_complex: complex params work: second moments use ``|g|^2``, so the
+        update is equivariant under a common phase of gradients and params.
+      checks_structure: ``update`` raises when the gradient's tree differs from
+        the tree the state was built from (every block holding per-leaf state).
+      hyperparameter: a scalar argument that may be a tracer (jit, vmap, grad):
+        the learning rate where there is one, else a decay or a scale.
+      hyperparameter_values: a few valid values of it, for vmap.
+      linear_in_hyperparameter: the update is proportional to ``hyperparameter``
+        (a learning rate or a step size), so ``d update / d h = update / h``.
+    """
+
+    name: str
+    public: str
+    factory: Callable[..., gradtx.GradientTransformation]
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    is_named_optimizer: bool = False
+    descends: bool = False
+    needs_params: bool = False
+    supports_complex: bool = True
+    checks_structure: bool = True
+    hyperparameter: str | None = None
+    hyperparameter_values: tuple[float, ...] = ()
+    linear_in_hyperparameter: bool = False
+
+    def make(self, **overrides: Any) -> gradtx.GradientTransformation:
+        """The transformation with the default arguments, updated by ``overrides``."""
+        return self.factory(**{**self.kwargs, **overrides})
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# ---------------------------------------------------------------- combinators
+# ``chain``, ``named_chain`` and ``stateless`` take transformations or a function
+# rather than hyperparameters; these wrap a representative use in a factory.
+
+
+def _stateless_example(factor: float = 0.5) -> gradtx.GradientTransformation:
+    return gradtx.stateless(lambda u, p: jax.tree.map(lambda x: (factor * x).astype(x.dtype), u))
+
+
+def _chain_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.chain(gradtx.trace(0.9), gradtx.scale_by_learning_rate(learning_rate))
+
+
+def _named_chain_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.named_chain(
+        ("adam", gradtx.scale_by_adam()), ("step", gradtx.scale_by_learning_rate(learning_rate))
+    )
+
+
+def _scale_by_schedule_example(peak: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.scale_by_schedule(lambda count: peak / (1.0 + count))
+
+
+# ---------------------------------------------------------------- the registry
+
+_LR = dict(
+    hyperparameter="learning_rate",
+    hyperparameter_values=(0.01, 0.1, 0.3),
+    linear_in_hyperparameter=True,
+)
+_OPTIMIZER = dict(is_named_optimizer=True, descends=True, **_LR)
+
+
+def _decay(name: str) -> dict[str, Any]:
+    return dict(hyperparameter=name, hyperparameter_values=(0.0, 0.5, 0.9))
+
+
+REGISTRY: tuple[Entry, ...] = (
+    # Protocol and combinators.
+    Entry("identity", "identity", gradtx.identity, checks_structure=False),
+    Entry(
+        "stateless",
+        "stateless",
+        _stateless_example,
+        checks_structure=False,
+        hyperparameter="factor",
+        hyperparameter_values=(0.5, 2.0),
+        linear_in_hyperparameter=True,
+    ),
+    Entry("chain", "chain", _chain_example, descends=True, **_LR),
+    Entry("named_chain", "named_chain", _named_chain_example, descends=True, **_LR),
+    # Scaling blocks.
+    Entry(
+        "scale",
+        "scale",
+        gradtx.scale,
+        {"step_size": -0.1},
+        checks_structure=False,
+        hyperparameter="step_size",
+        hyperparameter_values=(-0.1, 0.5, 2.0),
+        linear_in_hyperparameter=True,
+    ),
+    Entry(
+        "scale_by_learning_rate",
+        "scale_by_learning_rate",
+        gradtx.scale_by_learning_rate,
+        {"learning_rate": 0.1},
+        descends=True,
+        checks_structure=False,
+        **_LR,
+    ),
+    Entry(
+        "scale_by_schedule",
+        "scale_by_schedule",
+        _scale_by_schedule_example,
+        checks_structure=False,
+        hyperparameter="peak",
+        hyperparameter_values=(0.1, 1.0),
+        linear_in_hyperparameter=True,
+    ),
+    # Momentum and averages.
+    Entry("trace", "trace", gradtx.trace, {"decay": 0.9}, **_decay("decay")),
+    Entry("nesterov", "nesterov", gradtx.nesterov, {"decay": 0.9}, **_decay("decay")),
+    Entry("ema", "ema", gradtx.ema, {"decay": 0.9}, **_decay("decay")),
+    Entry(
+        "bias_correction",
+        "bias_correction",
+        gradtx.bias_correction,
+        {"decay": 0.9},
+        # Its state is a step count only: nothing per leaf to disagree with.
+        checks_structure=False,
+        hyperparameter="decay",
+        hyperparameter_values=(0.5, 0.9),
+    ),
+    Entry(
+        "add_decayed_weights",
+        "add_decayed_weights",
+        gradtx.add_decayed_weights,
+        {"weight_decay": 1e-2},
+        needs_params=True,
+        hyperparameter="weight_decay",
+        hyperparameter_values=(0.0, 1e-2, 0.5),
+    ),
+    # Adaptive scalings.
+    Entry(
+        "scale_by_rss",
+        "scale_by_rss",
+        gradtx.scale_by_rss,
+        hyperparameter="initial_accumulator_value",
+        hyperparameter_values=(0.1, 1.0),
+    ),
+    Entry(
+        "scale_by_rss_book",
+        "scale_by_rss",
+        gradtx.scale_by_rss,
+        {"initial_accumulator_value": 0.0, "eps_in_sqrt": False},
+        **_decay("initial_accumulator_value"),
+    ),
+    Entry("scale_by_rms", "scale_by_rms", gradtx.scale_by_rms, **_decay("decay")),
+    Entry(
+        "scale_by_rms_options",
+        "scale_by_rms",
+        gradtx.scale_by_rms,
+        {"eps_in_sqrt": False, "bias_correction": True, "initial_scale": 1.0},
+        **_decay("decay"),
+    ),
+    Entry("scale_by_stddev", "scale_by_stddev", gradtx.scale_by_stddev, **_decay("decay")),
+    Entry(
+        "scale_by_adadelta",
+        "scale_by_adadelta",
+        gradtx.scale_by_adadelta,
+        **_decay("rho"),
+    ),
+    Entry("scale_by_adam", "scale_by_adam", gradtx.scale_by_adam, **_decay("b1")),
+    Entry(
+        "scale_by_adam_nesterov_eps_hat",
+        "scale_by_adam",
+        gradtx.scale_by_adam,
+        {"nesterov": True, "eps_hat": True, "eps_root": 1e-8},
+        **_decay("b1"),
+    ),
+    Entry("scale_by_amsgrad", "scale_by_amsgrad", gradtx.scale_by_amsgrad, **_decay("b2")),
+    Entry(
+        "scale_by_amsgrad_max_before",
+        "scale_by_amsgrad",
+        gradtx.scale_by_amsgrad,
+        {"max_before_bias_correction": True},
+        **_decay("b2"),
+    ),
+    Entry("scale_by_adamax", "scale_by_adamax", gradtx.scale_by_adamax, **_decay("b1")),
+    Entry("scale_by_nadam", "scale_by_nadam", gradtx.scale_by_nadam, **_decay("b1")),
+    Entry(
+        "scale_by_nadam_constant",
+        "scale_by_nadam",
+        gradtx.scale_by_nadam,
+        {"momentum_decay": None},
+        **_decay("b1"),
+    ),
+    # Named optimizers.
+    # Plain SGD is the step alone: nothing per leaf to check the tree against.
+    Entry("sgd", "sgd", gradtx.sgd, {"learning_rate": 0.1}, checks_structure=False, **_OPTIMIZER),
+    Entry(
+        "sgd_nesterov",
+        "sgd",
+        gradtx.sgd,
+        {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True},
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "sgd_momentum_lr_in_velocity",
+        "sgd",
+        gradtx.sgd,
+        {"learning_rate": 0.1, "momentum": 0.9, "learning_rate_in_velocity": True},
+        **_OPTIMIZER,
+    ),
+    Entry("momentum", "momentum", gradtx.momentum, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "nesterov_momentum",
+        "nesterov_momentum",
+        gradtx.nesterov_momentum,
+        {"learning_rate": 0.1},
+        **_OPTIMIZER,
+    ),
+    Entry("adagrad", "adagrad", gradtx.adagrad, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry("rmsprop", "rmsprop", gradtx.rmsprop, {"learning_rate": 0.01}, **_OPTIMIZER),
+    Entry(
+        "rmsprop_centered_nesterov",
+        "rmsprop",
+        gradtx.rmsprop,
+        {
+            "learning_rate": 0.01,
+            "centered": True,
+            "momentum": 0.9,
+            "nesterov": True,
+        },
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "rmsprop_momentum_lr_in_velocity",
+        "rmsprop",
+        gradtx.rmsprop,
+        {"learning_rate": 0.01, "momentum": 0.9, "learning_rate_in_velocity": True},
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "adadelta",
+        "adadelta",
+        gradtx.adadelta,
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.5, 1.0, 2.0),
+        linear_in_hyperparameter=True,
+    ),
+    Entry(
+        "adadelta_weight_decay",
+        "adadelta",
+        gradtx.adadelta,
+        {"learning_rate": 1.0, "weight_decay": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    Entry("adam", "adam", gradtx.adam, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "adam_bfloat16_mu",
+        "adam",
+        gradtx.adam,
+        {"learning_rate": 0.1, "mu_dtype": jnp.bfloat16},
+        # A real mu_dtype cannot hold the complex first moment of complex params.
+        supports_complex=False,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "adamw",
+        "adamw",
+        gradtx.adamw,
+        {"learning_rate": 0.1, "weight_decay": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    Entry("amsgrad", "amsgrad", gradtx.amsgrad, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry("adamax", "adamax", gradtx.adamax, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry("nadam", "nadam", gradtx.nadam, {"learning_rate": 0.1}, **_OPTIMIZER),
+)
+
+BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
+assert len(BY_NAME) == len(REGISTRY), "registry names must be unique"
+
+NAMED_OPTIMIZERS = tuple(e for e in REGISTRY if e.is_named_optimizer)
+DESCENDING = tuple(e for e in REGISTRY if e.descends)
+COMPLEX = tuple(e for e in REGISTRY if e.supports_complex)
+STRUCTURE_CHECKED = tuple(e for e in REGISTRY if e.checks_structure)
+WITH_HYPERPARAMETER = tuple(e for e in REGISTRY if e.hyperparameter is not None)
+
+# Public functions that are not transformation factories; the meta-test checks
+# that each of them is indeed not one.
+NOT_TRANSFORMATIONS = frozenset({"apply_updates"})
+
+
+# ---------------------------------------------------------------- shared inputs
+
+
+def tiny_params(dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+    """A two-leaf tree of different shapes, small enough to compile fast."""
+    return {
+        "w": jnp.asarray([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]], dtype),
+        "b": jnp.asarray([0.3, -0.2], dtype),
+    }
+
+
+def tiny_grads(step: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
+    """Deterministic, step-dependent gradients shaped like :func:`tiny_params`.
+
+    Drawn with numpy, so that building them inside a jitted test function adds
+    constants, not a random-number program to compile.
+    """
+    rng = np.random.default_rng(1000 + step)
+    return {
+        "w": jnp.asarray(rng.normal(size=(2, 3)).astype(np.float32)).astype(dtype),
+        "b": jnp.asarray(rng.normal(size=2).astype(np.float32)).astype(dtype),
+    }
+
+
+def run(
+    tx: gradtx.GradientTransformation, params: Any, grads_seq: list[Any]
+) -> tuple[list[Any], Any]:
+    """Feeds ``grads_seq`` to ``tx`` at fixed ``params``; returns the updates and the last state."""
+    state = tx.init(params)
+    outputs = []
+    for grads in grads_seq:
+        updates, state = tx.update(grads, state, params)
+        outputs.append(updates)
+    return outputs, state

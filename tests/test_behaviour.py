@@ -1,0 +1,312 @@
+"""How every transformation behaves as a JAX citizen, over the whole registry.
+
+jit equals eager; a batch of hyperparameters under ``vmap`` equals separate runs;
+the state is a plain pytree of arrays (``tree.map``, donation, flatten/unflatten);
+float32, float64, bfloat16, float16 and complex64 parameters; scalar leaves,
+``None`` leaves and the empty tree. Complex Adam and RMSProp are checked against
+numpy loops written here from the update rules, with ``|g|^2`` second moments.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx
+from tests.registry import (
+    COMPLEX,
+    REGISTRY,
+    WITH_HYPERPARAMETER,
+    run,
+    tiny_grads,
+    tiny_params,
+)
+
+STEPS = 3
+
+# The same arithmetic compiled as one XLA program (jit, vmap) or op by op (eager)
+# may fuse and reassociate differently: a few float32 ulps, never more.
+RTOL = 1e-5
+ATOL = 1e-6
+
+
+def _close(a, b, rtol=RTOL, atol=ATOL):
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(
+            np.asarray(x, np.float64) if not jnp.iscomplexobj(x) else np.asarray(x),
+            np.asarray(y, np.float64) if not jnp.iscomplexobj(y) else np.asarray(y),
+            rtol=rtol,
+            atol=atol,
+        ),
+        a,
+        b,
+    )
+
+
+def _grads(dtype=jnp.float32, steps=STEPS):
+    return [tiny_grads(i, dtype) for i in range(steps)]
+
+
+# ---------------------------------------------------------------- jit and vmap
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_jit_with_donated_state_equals_no_jit(entry):
+    """One compiled step, fed its own output state (donated, as a training loop does)."""
+    tx = entry.make()
+    params = tiny_params()
+    eager, eager_state = run(tx, params, _grads())
+
+    step = jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)
+    state = tx.init(params)
+    for i, expected in enumerate(eager):
+        updates, state = step(tiny_grads(i), state)
+        _close(updates, expected)
+    _close(state, eager_state)
+
+
+@pytest.mark.parametrize("entry", WITH_HYPERPARAMETER, ids=str)
+def test_vmap_over_a_batch_of_hyperparameters_equals_separate_runs(entry):
+    """The factory is called *inside* the vmapped function: the value is a tracer."""
+    params = tiny_params()
+    grads = _grads(steps=2)
+
+    def final_updates(h):
+        outputs, state = run(entry.make(**{entry.hyperparameter: h}), params, grads)
+        return outputs[-1], state
+
+    values = jnp.asarray(entry.hyperparameter_values, jnp.float32)
+    batched_updates, batched_state = jax.vmap(final_updates)(values)
+    for i, h in enumerate(entry.hyperparameter_values):
+        separate_updates, separate_state = final_updates(h)
+        _close(jax.tree.map(lambda x, i=i: x[i], batched_updates), separate_updates)
+        _close(jax.tree.map(lambda x, i=i: x[i], batched_state), separate_state)
+
+
+# ---------------------------------------------------------------- the state as a pytree
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_state_survives_tree_map_and_flatten_round_trip(entry):
+    """Donation is in :func:`test_jit_with_donated_state_equals_no_jit`."""
+    tx = entry.make()
+    params = tiny_params()
+    _, state = run(tx, params, _grads(steps=2))
+    g = tiny_grads(5)
+    expected = tx.update(g, state, params)
+
+    leaves, treedef = jax.tree.flatten(state)
+    assert all(isinstance(leaf, jax.Array) for leaf in leaves), entry.name
+    round_trip = jax.tree.unflatten(treedef, leaves)
+    _close(tx.update(g, round_trip, params), expected, rtol=0, atol=0)
+
+    copied = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+    assert jax.tree.structure(copied) == treedef
+    _close(tx.update(g, copied, params), expected, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_float64_params_with_x64_enabled(entry):
+    outputs32, state32 = run(entry.make(), tiny_params(), _grads())
+    with jax.enable_x64(True):
+        outputs64, state64 = run(entry.make(), tiny_params(jnp.float64), _grads(jnp.float64))
+        for updates in outputs64:
+            assert all(u.dtype == jnp.float64 for u in jax.tree.leaves(updates)), entry.name
+        # State leaves that follow the params' float32 become float64; explicitly
+        # chosen dtypes (a bfloat16 mu, the int32 count) stay what they were. (No
+        # registry entry pins a state dtype to float32, which would stay float32.)
+        for s32, s64 in zip(jax.tree.leaves(state32), jax.tree.leaves(state64), strict=True):
+            want = jnp.float64 if s32.dtype == jnp.float32 else s32.dtype
+            assert s64.dtype == want, (entry.name, s32.dtype, s64.dtype)
+        # float32 rounding of the float32 run bounds the difference.
+        _close(outputs64, outputs32, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_bfloat16_params_track_the_float32_run(entry):
+    expected, _ = run(entry.make(), tiny_params(), _grads())
+    params16 = tiny_params(jnp.bfloat16)
+    outputs, state = run(entry.make(), params16, _grads(jnp.bfloat16))
+    for updates in outputs:
+        assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates)), entry.name
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-9 per value); the
+    # inputs, the stored moments and the output are each rounded once per step,
+    # so a few steps stay within a few percent of the float32 run.
+    _close(outputs, expected, rtol=3e-2, atol=3e-3)
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_low_precision_params_with_zero_gradient_give_finite_updates(entry, dtype):
+    """eps must not underflow: 1e-8 is 0 in float16, so the root and division run in float32."""
+    params = tiny_params(dtype)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    outputs, state = run(entry.make(), params, [zeros] * STEPS)
+    for updates in outputs:
+        for u in jax.tree.leaves(updates):
+            assert u.dtype == dtype
+            assert bool(jnp.all(jnp.isfinite(u))), entry.name
+            if not entry.needs_params:
+                # Nothing but the gradient drives these: no gradient, no step.
+                assert bool(jnp.all(u == 0)), entry.name
+    for leaf in jax.tree.leaves(state):
+        assert bool(jnp.all(jnp.isfinite(leaf))), entry.name
+
+
+def test_centered_rmsprop_bias_corrected_first_step_is_finite_in_bfloat16():
+    """r_hat - g_bar_hat^2 is exactly 0 at t=1; rounding must not take the root of < 0."""
+    tx = gradtx.scale_by_stddev(bias_correction=True)
+    params = tiny_params(jnp.bfloat16)
+    outputs, _ = run(tx, params, _grads(jnp.bfloat16, steps=2))
+    for updates in outputs:
+        assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+
+
+# ---------------------------------------------------------------- complex parameters
+
+
+@pytest.mark.parametrize("entry", COMPLEX, ids=str)
+def test_complex_run_is_the_real_run_rotated(entry):
+    """Rotating gradients and params by a common phase rotates the updates.
+
+    Every moment is linear in ``g`` or uses ``|g|^2``, which the phase leaves
+    unchanged; a ``g * g`` second moment would turn by twice the angle and fail.
+    """
+    phase = np.exp(1j * 0.7).astype(np.complex64)
+    rotate = lambda tree: jax.tree.map(lambda x: x.astype(jnp.complex64) * phase, tree)
+    expected, _ = run(entry.make(), tiny_params(), _grads())
+    outputs, _ = run(entry.make(), rotate(tiny_params()), [rotate(g) for g in _grads()])
+    for updates in outputs:
+        assert all(u.dtype == jnp.complex64 for u in jax.tree.leaves(updates)), entry.name
+    _close(outputs, [rotate(u) for u in expected])
+
+
+def _complex_grads(steps, seed=3):
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "w": (rng.normal(size=(2, 3)) + 1j * rng.normal(size=(2, 3))).astype(np.complex64),
+            "b": (rng.normal(size=2) + 1j * rng.normal(size=2)).astype(np.complex64),
+        }
+        for _ in range(steps)
+    ]
+
+
+def _adam_numpy(grads, lr, b1, b2, eps):
+    """Kingma & Ba Alg. 1 on complex numbers, second moment |g|^2 (complex128 math)."""
+    m = v = 0.0
+    out = []
+    for t, g in enumerate(grads, start=1):
+        g = g.astype(np.complex128)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * np.abs(g) ** 2
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        out.append(-lr * m_hat / (np.sqrt(v_hat) + eps))
+    return out
+
+
+def _centered_rmsprop_numpy(grads, lr, decay, eps, momentum):
+    """Graves (2013) centered RMSProp with heavy-ball momentum (lr outside), complex."""
+    g_bar = r = b = 0.0
+    out = []
+    for g in grads:
+        g = g.astype(np.complex128)
+        g_bar = decay * g_bar + (1 - decay) * g
+        r = decay * r + (1 - decay) * np.abs(g) ** 2
+        b = momentum * b + g / np.sqrt(r - np.abs(g_bar) ** 2 + eps)
+        out.append(-lr * b)
+    return out
+
+
+def _per_leaf(reference, grads, **hyper):
+    names = grads[0].keys()
+    columns = {k: reference([g[k] for g in grads], **hyper) for k in names}
+    return [{k: columns[k][t] for k in names} for t in range(len(grads))]
+
+
+@pytest.mark.parametrize(
+    "make, reference, hyper",
+    [
+        (
+            lambda: gradtx.adam(0.1, b1=0.8, b2=0.9),
+            _adam_numpy,
+            dict(lr=0.1, b1=0.8, b2=0.9, eps=1e-8),
+        ),
+        (
+            lambda: gradtx.rmsprop(0.05, decay=0.8, eps=1e-6, centered=True, momentum=0.5),
+            _centered_rmsprop_numpy,
+            dict(lr=0.05, decay=0.8, eps=1e-6, momentum=0.5),
+        ),
+    ],
+    ids=["adam", "rmsprop_centered_momentum"],
+)
+def test_complex64_matches_a_numpy_complex_reference(make, reference, hyper):
+    grads = _complex_grads(6)
+    params = jax.tree.map(jnp.zeros_like, grads[0])
+    outputs, state = run(make(), params, [jax.tree.map(jnp.asarray, g) for g in grads])
+    # Second moments are real: |g|^2 in float32, not a complex g * g.
+    second = [x for x in jax.tree.leaves(state) if x.ndim and not jnp.iscomplexobj(x)]
+    assert second and all(x.dtype == jnp.float32 for x in second)
+    _close(outputs, _per_leaf(reference, grads, **hyper), rtol=2e-5, atol=1e-6)
+
+
+def test_complex_sgd_momentum_equals_sgd_on_stacked_real_and_imaginary_parts():
+    """Momentum SGD is linear in g: a complex coordinate is two independent real ones."""
+    grads = _complex_grads(5)
+    stack = lambda tree: jax.tree.map(lambda z: jnp.stack([z.real, z.imag]), tree)
+    tx = gradtx.sgd(0.1, momentum=0.9, nesterov=True)
+    complex_out, _ = run(tx, jax.tree.map(jnp.zeros_like, grads[0]), grads)
+    real_out, _ = run(tx, stack(jax.tree.map(jnp.zeros_like, grads[0])), [stack(g) for g in grads])
+    _close([stack(u) for u in complex_out], real_out)
+
+
+# ---------------------------------------------------------------- unusual trees
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_scalar_leaves(entry):
+    """A 0-d leaf behaves as the same number held in a 1-element vector."""
+    scalar = lambda t: {"s": t["b"][0], "w": t["w"]}
+    vector = lambda t: {"s": t["b"][:1], "w": t["w"]}
+    out_s, state_s = run(entry.make(), scalar(tiny_params()), [scalar(g) for g in _grads()])
+    out_v, _ = run(entry.make(), vector(tiny_params()), [vector(g) for g in _grads()])
+    for us, uv in zip(out_s, out_v, strict=True):
+        assert us["s"].shape == ()
+        _close(us["s"], uv["s"][0])
+        _close(us["w"], uv["w"])
+    params = gradtx.apply_updates(scalar(tiny_params()), out_s[-1])
+    assert params["s"].shape == () and params["s"].dtype == jnp.float32
+    assert all(jnp.ndim(x) in (0, 1, 2) for x in jax.tree.leaves(state_s))
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_none_leaves_pass_through(entry):
+    with_none = lambda t: {**t, "frozen": None}
+    params = with_none(tiny_params())
+    outputs, _ = run(entry.make(), params, [with_none(g) for g in _grads()])
+    expected, _ = run(entry.make(), tiny_params(), _grads())
+    for updates, reference in zip(outputs, expected, strict=True):
+        assert updates["frozen"] is None
+        _close({k: v for k, v in updates.items() if k != "frozen"}, reference)
+    moved = gradtx.apply_updates(params, outputs[-1])
+    assert moved["frozen"] is None
+    assert moved["w"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_empty_tree(entry):
+    tx = entry.make()
+    state = tx.init({})
+    updates, new_state = tx.update({}, state, {})
+    assert updates == {}
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert gradtx.apply_updates({}, updates) == {}
+    jitted_updates, _ = jax.jit(lambda s: tx.update({}, s, {}))(state)
+    assert jitted_updates == {}

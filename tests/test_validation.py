@@ -1,0 +1,296 @@
+"""Bad input fails early and says what is wrong; traced input is left alone.
+
+* Every invalid hyperparameter raises ``ValueError`` at construction, naming the
+  argument, the value given and the range allowed (the table below).
+* Hyperparameters that are tracers (under ``jit``, ``vmap``, ``grad``) or
+  schedules are not checked, so those uses keep working.
+* Gradients whose tree differs from the one the state was built from raise a
+  ``ValueError`` naming the paths that differ, for every registry entry that
+  holds per-leaf state.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx
+from tests.registry import STRUCTURE_CHECKED, WITH_HYPERPARAMETER, run, tiny_grads, tiny_params
+
+NAN, INF = math.nan, math.inf
+UNIT = r"in \[0, 1\)"  # the range every decay rate must lie in
+
+# (factory, bad keyword arguments, regex the message must match). Each regex
+# names the argument and the value given; most also the allowed range.
+BAD_HYPERPARAMETERS = [
+    # Decay rates outside [0, 1).
+    (gradtx.ema, dict(decay=1.0), rf"decay must be {UNIT}, got 1\.0"),
+    (gradtx.ema, dict(decay=-0.1), rf"decay must be {UNIT}, got -0\.1"),
+    (gradtx.bias_correction, dict(decay=1.5), rf"decay must be {UNIT}, got 1\.5"),
+    (gradtx.trace, dict(decay=1.0), rf"decay must be {UNIT}, got 1\.0"),
+    (gradtx.nesterov, dict(decay=-0.5), rf"decay must be {UNIT}, got -0\.5"),
+    (gradtx.scale_by_rms, dict(decay=1.0), rf"decay must be {UNIT}, got 1\.0"),
+    (gradtx.scale_by_stddev, dict(decay=1.2), rf"decay must be {UNIT}, got 1\.2"),
+    (gradtx.scale_by_adadelta, dict(rho=1.0), rf"rho must be {UNIT}, got 1\.0"),
+    (gradtx.scale_by_adam, dict(b1=1.5), rf"b1 must be {UNIT}, got 1\.5"),
+    (gradtx.scale_by_adam, dict(b2=-3.0), rf"b2 must be {UNIT}, got -3\.0"),
+    (gradtx.scale_by_adam, dict(b1=NAN), rf"b1 must be {UNIT}, got nan"),
+    (gradtx.scale_by_amsgrad, dict(b2=1.0), rf"b2 must be {UNIT}, got 1\.0"),
+    (gradtx.scale_by_adamax, dict(b1=INF), rf"b1 must be {UNIT}, got inf"),
+    (gradtx.scale_by_nadam, dict(b1=1.0), rf"b1 must be {UNIT}, got 1\.0"),
+    (gradtx.sgd, dict(learning_rate=0.1, momentum=1.0), rf"momentum must be {UNIT}, got 1\.0"),
+    (gradtx.momentum, dict(learning_rate=0.1, momentum=-0.1), r"momentum must be .*got -0\.1"),
+    (gradtx.nesterov_momentum, dict(learning_rate=0.1, momentum=2.0), r"momentum.*got 2\.0"),
+    (gradtx.rmsprop, dict(learning_rate=0.1, decay=1.0), rf"decay must be {UNIT}, got 1\.0"),
+    (gradtx.rmsprop, dict(learning_rate=0.1, momentum=1.5), rf"momentum must be {UNIT}, got 1\.5"),
+    (gradtx.adadelta, dict(rho=-0.1), rf"rho must be {UNIT}, got -0\.1"),
+    (gradtx.adam, dict(b1=1.5), rf"b1 must be {UNIT}, got 1\.5"),
+    (gradtx.adam, dict(b2=-3.0), rf"b2 must be {UNIT}, got -3\.0"),
+    (gradtx.adamw, dict(b2=1.0), rf"b2 must be {UNIT}, got 1\.0"),
+    (gradtx.amsgrad, dict(b1=1.0), rf"b1 must be {UNIT}, got 1\.0"),
+    (gradtx.adamax, dict(b2=1.0), rf"b2 must be {UNIT}, got 1\.0"),
+    (gradtx.nadam, dict(b1=-0.1), rf"b1 must be {UNIT}, got -0\.1"),
+    # Concrete arrays are checked like numbers.
+    (gradtx.adam, dict(b1=jnp.asarray(1.5)), rf"b1 must be {UNIT}, got 1\.5"),
+    (gradtx.scale_by_rms, dict(decay=np.float32(1.0)), rf"decay must be {UNIT}"),
+    # Negative epsilons and accumulators.
+    (gradtx.scale_by_rss, dict(eps=-1e-7), r"eps must be a finite number >= 0, got -1e-07"),
+    (
+        gradtx.scale_by_rss,
+        dict(initial_accumulator_value=-0.1),
+        r"initial_accumulator_value.*-0\.1",
+    ),
+    (
+        gradtx.adagrad,
+        dict(learning_rate=0.1, initial_accumulator_value=-1.0),
+        r"initial_acc.*-1\.0",
+    ),
+    (gradtx.adagrad, dict(learning_rate=0.1, eps=-1.0), r"eps must be .*>= 0, got -1\.0"),
+    (gradtx.scale_by_rms, dict(eps=-1e-8), r"eps must be .*>= 0, got -1e-08"),
+    (gradtx.scale_by_rms, dict(initial_scale=-1.0), r"initial_scale must be .*>= 0, got -1\.0"),
+    (gradtx.scale_by_stddev, dict(eps=INF), r"eps must be a finite number >= 0, got inf"),
+    (gradtx.rmsprop, dict(learning_rate=0.1, eps=-1.0), r"eps must be .*>= 0, got -1\.0"),
+    (gradtx.scale_by_adam, dict(eps=-1e-8), r"eps must be .*>= 0, got -1e-08"),
+    (gradtx.scale_by_adam, dict(eps_root=-1.0), r"eps_root must be .*>= 0, got -1\.0"),
+    (gradtx.scale_by_amsgrad, dict(eps=NAN), r"eps must be .*>= 0, got nan"),
+    (gradtx.scale_by_adamax, dict(eps=-1.0), r"eps must be .*>= 0, got -1\.0"),
+    (gradtx.scale_by_nadam, dict(eps_root=-1.0), r"eps_root must be .*>= 0, got -1\.0"),
+    (gradtx.scale_by_nadam, dict(momentum_decay=-0.004), r"momentum_decay.*>= 0, got -0\.004"),
+    (gradtx.adam, dict(eps=-1.0), r"eps must be .*>= 0, got -1\.0"),
+    (gradtx.nadam, dict(momentum_decay=-1.0), r"momentum_decay.*got -1\.0"),
+    # AdaDelta's eps is the whole numerator of the first step: it must be > 0.
+    (gradtx.scale_by_adadelta, dict(eps=0.0), r"eps must be a finite number > 0, got 0\.0"),
+    (gradtx.scale_by_adadelta, dict(eps=-1e-6), r"eps must be .*> 0, got -1e-06"),
+    (gradtx.adadelta, dict(eps=0.0), r"eps must be .*> 0, got 0\.0"),
+    # Learning rates and step sizes that are not finite.
+    (gradtx.scale, dict(step_size=INF), r"step_size must be finite, got inf"),
+    (
+        gradtx.scale_by_learning_rate,
+        dict(learning_rate=NAN),
+        r"learning_rate must be finite, got nan",
+    ),
+    (gradtx.sgd, dict(learning_rate=NAN), r"learning_rate must be finite, got nan"),
+    (gradtx.sgd, dict(learning_rate=-INF), r"learning_rate must be finite, got -inf"),
+    (gradtx.momentum, dict(learning_rate=INF), r"learning_rate must be finite, got inf"),
+    (gradtx.nesterov_momentum, dict(learning_rate=NAN), r"learning_rate.*got nan"),
+    (gradtx.adagrad, dict(learning_rate=INF), r"learning_rate must be finite, got inf"),
+    (gradtx.rmsprop, dict(learning_rate=NAN), r"learning_rate must be finite, got nan"),
+    (gradtx.adadelta, dict(learning_rate=INF), r"learning_rate must be finite, got inf"),
+    (gradtx.adam, dict(learning_rate=NAN), r"learning_rate must be finite, got nan"),
+    (gradtx.adam, dict(learning_rate=np.float32(INF)), r"learning_rate must be finite.*inf"),
+    (gradtx.adamw, dict(learning_rate=INF), r"learning_rate must be finite, got inf"),
+    (gradtx.amsgrad, dict(learning_rate=NAN), r"learning_rate must be finite, got nan"),
+    (gradtx.adamax, dict(learning_rate=-INF), r"learning_rate must be finite, got -inf"),
+    (gradtx.nadam, dict(learning_rate=NAN), r"learning_rate must be finite, got nan"),
+    # Weight decay: >= 0 and finite.
+    (
+        gradtx.add_decayed_weights,
+        dict(weight_decay=-1e-4),
+        r"weight_decay must be .*>= 0, got -0\.0001",
+    ),
+    (gradtx.add_decayed_weights, dict(weight_decay=NAN), r"weight_decay must be .*got nan"),
+    (gradtx.adamw, dict(weight_decay=-1e-4), r"weight_decay must be .*>= 0, got -0\.0001"),
+    (gradtx.adadelta, dict(weight_decay=-1.0), r"weight_decay must be .*>= 0, got -1\.0"),
+    # Dtypes that are not floating-point dtypes.
+    (
+        gradtx.ema,
+        dict(decay=0.9, accumulator_dtype="int32"),
+        r"accumulator_dtype must be None or a floating-point dtype, got 'int32'",
+    ),
+    (
+        gradtx.trace,
+        dict(decay=0.9, accumulator_dtype="no_such_dtype"),
+        r"accumulator_dtype.*got 'no_such_dtype'",
+    ),
+    (
+        gradtx.sgd,
+        dict(learning_rate=0.1, momentum=0.9, accumulator_dtype=jnp.int8),
+        r"accumulator_dtype.*int8",
+    ),
+    (
+        gradtx.scale_by_rss,
+        dict(nu_dtype="bool"),
+        r"nu_dtype must be None or a floating-point dtype, got 'bool'",
+    ),
+    (gradtx.scale_by_rms, dict(nu_dtype="int32"), r"nu_dtype.*got 'int32'"),
+    (gradtx.scale_by_stddev, dict(nu_dtype="uint8"), r"nu_dtype.*got 'uint8'"),
+    (gradtx.scale_by_adadelta, dict(nu_dtype="int16"), r"nu_dtype.*got 'int16'"),
+    (gradtx.scale_by_adam, dict(mu_dtype="int32"), r"mu_dtype.*got 'int32'"),
+    (gradtx.scale_by_adam, dict(nu_dtype="bogus"), r"nu_dtype.*got 'bogus'"),
+    (gradtx.scale_by_amsgrad, dict(mu_dtype="int32"), r"mu_dtype.*got 'int32'"),
+    (gradtx.scale_by_adamax, dict(nu_dtype="int32"), r"nu_dtype.*got 'int32'"),
+    (gradtx.scale_by_nadam, dict(mu_dtype="int64"), r"mu_dtype.*got 'int64'"),
+    (gradtx.adam, dict(mu_dtype="int32"), r"mu_dtype.*got 'int32'"),
+    (gradtx.adamw, dict(nu_dtype="int32"), r"nu_dtype.*got 'int32'"),
+    (gradtx.amsgrad, dict(nu_dtype="int32"), r"nu_dtype.*got 'int32'"),
+    (gradtx.adamax, dict(mu_dtype="int32"), r"mu_dtype.*got 'int32'"),
+    (gradtx.nadam, dict(nu_dtype="int32"), r"nu_dtype.*got 'int32'"),
+    # Options that contradict each other.
+    (
+        gradtx.sgd,
+        dict(learning_rate=0.1, nesterov=True),
+        r"nesterov=True needs a momentum, got momentum=None",
+    ),
+    (gradtx.rmsprop, dict(learning_rate=0.1, nesterov=True), r"nesterov=True needs a momentum"),
+]
+
+
+def _case_id(case):
+    factory, kwargs, _ = case
+    shown = ",".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"{factory.__name__}({shown})"
+
+
+@pytest.mark.parametrize("case", BAD_HYPERPARAMETERS, ids=_case_id)
+def test_bad_hyperparameter_raises_at_construction(case):
+    factory, kwargs, message = case
+    with pytest.raises(ValueError, match=message) as info:
+        factory(**kwargs)
+    # The message starts with the public function that complained: the one
+    # called, or the block of its chain that owns the argument.
+    owner = str(info.value).split(":", 1)[0]
+    assert owner in gradtx.__all__, str(info.value)
+
+
+def test_validation_table_covers_every_validating_public_factory():
+    """Every public factory with a hyperparameter is in the table at least once."""
+    in_table = {factory.__name__ for factory, _, _ in BAD_HYPERPARAMETERS}
+    takes_no_checkable_number = {
+        "identity",
+        "stateless",
+        "chain",
+        "named_chain",
+        "scale_by_schedule",
+    }
+    public = {e.public for e in WITH_HYPERPARAMETER} | {"adadelta"}
+    assert public - takes_no_checkable_number <= in_table, public - in_table
+
+
+def test_scale_by_schedule_rejects_a_non_callable():
+    with pytest.raises(TypeError, match="step_size_fn must be callable, got float"):
+        gradtx.scale_by_schedule(0.1)
+
+
+def test_valid_edge_values_are_accepted():
+    # The closed ends of the ranges, and the documented special values.
+    gradtx.adam(0.0, b1=0.0, b2=0.0, eps=0.0)
+    gradtx.scale_by_rms(decay=0.0, eps=0.0, initial_scale=0.0)
+    gradtx.scale_by_rss(initial_accumulator_value=0.0, eps=0.0)
+    gradtx.sgd(-0.1)  # a negative rate is ascent: the user's call
+    gradtx.adadelta(learning_rate=None, rho=0.0, eps=1e-30)
+    gradtx.scale_by_nadam(momentum_decay=None)
+    gradtx.adamw(weight_decay=0.0, mu_dtype="bfloat16", nu_dtype=jnp.float32)
+
+
+# ---------------------------------------------------------------- traced hyperparameters
+
+
+def _objective(entry, h):
+    """The sum of the second step's updates, built with hyperparameter ``h``."""
+    params = tiny_params()
+    tx = entry.make(**{entry.hyperparameter: h})
+    outputs, _ = run(tx, params, [tiny_grads(0), tiny_grads(1)])
+    return sum(jnp.sum(u) for u in jax.tree.leaves(outputs[-1])), outputs[-1]
+
+
+@pytest.mark.parametrize("entry", WITH_HYPERPARAMETER, ids=str)
+def test_traced_hyperparameters_do_not_trip_the_checks(entry):
+    """Built under jit and differentiated with respect to the hyperparameter.
+
+    (vmap over the hyperparameter is in tests/test_behaviour.py.)
+    """
+    h = entry.hyperparameter_values[-1]
+    value, expected = _objective(entry, h)
+    traced = jax.jit(jax.value_and_grad(lambda h: _objective(entry, h), has_aux=True))
+    (traced_value, updates), derivative = traced(jnp.float32(h))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), updates, expected
+    )
+    assert bool(jnp.isfinite(derivative)), entry.name
+    if entry.linear_in_hyperparameter:
+        # The update is proportional to h, so d/dh of it is the update over h.
+        np.testing.assert_allclose(derivative, value / h, rtol=1e-5, atol=1e-6)
+
+
+def test_a_traced_value_is_not_checked_even_when_it_is_out_of_range():
+    """Checks need concrete numbers; under jit the value is the caller's responsibility."""
+
+    @jax.jit
+    def build_and_step(b1):
+        tx = gradtx.scale_by_adam(b1=b1)
+        return tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+
+    assert build_and_step(jnp.float32(1.5)).shape == (2,)
+    with pytest.raises(ValueError, match="b1"):
+        gradtx.scale_by_adam(b1=1.5)
+
+
+def test_schedules_are_not_checked_at_construction():
+    decay_schedule = lambda count: 1e-3 / (1.0 + count)
+    tx = gradtx.adamw(lambda count: 0.1 * 0.5**count, weight_decay=decay_schedule)
+    params = tiny_params()
+    outputs, _ = run(tx, params, [tiny_grads(0), tiny_grads(1)])
+    assert all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(outputs))
+
+
+# ---------------------------------------------------------------- mismatched trees
+
+
+def _pair(keys):
+    shapes = {"a": (2,), "b": (3,), "c": (1,)}
+    return {k: jnp.full(shapes[k], 0.5, jnp.float32) for k in keys}
+
+
+MISMATCHES = [
+    # (gradient keys, patterns the message must contain)
+    (("a",), [r"missing from updates: \['b'\]"]),
+    (("a", "b", "c"), [r"\['c'\]", r"not in the state"]),
+    (("a", "c"), [r"missing from updates: \['b'\]", r"not in the state: \['c'\]"]),
+]
+
+
+@pytest.mark.parametrize("keys, patterns", MISMATCHES, ids=["missing_b", "extra_c", "b_renamed_c"])
+@pytest.mark.parametrize("entry", STRUCTURE_CHECKED, ids=str)
+def test_gradients_with_another_tree_structure_name_the_differing_paths(entry, keys, patterns):
+    params = _pair("ab")
+    tx = entry.make()
+    state = tx.init(params)
+    with pytest.raises(ValueError) as info:
+        tx.update(_pair(keys), state, params)
+    message = str(info.value)
+    for pattern in patterns:
+        assert re.search(pattern, message), (entry.name, message)
+
+
+def test_chain_rejects_a_state_from_another_chain():
+    tx = gradtx.adam(0.1)
+    with pytest.raises(ValueError, match="expected a state tuple of 2 members"):
+        tx.update(jnp.ones(2), (tx.init(jnp.zeros(2)),) * 3, None)
+    named = gradtx.named_chain(("adam", gradtx.scale_by_adam()))
+    with pytest.raises(ValueError, match=r"expected a state dict with keys \['adam'\]"):
+        named.update(jnp.ones(2), {"other": None}, None)
