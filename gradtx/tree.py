@@ -66,6 +66,11 @@ def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = F
     def leaf(x):
         x = jnp.asarray(x)
         leaf_dtype = dtype if dtype is not None else x.dtype
+        if not real and jnp.iscomplexobj(x) and not jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+            raise ValueError(
+                f"a state dtype of {jnp.dtype(leaf_dtype)} would drop the imaginary part of a "
+                f"{x.dtype} parameter: pass a complex dtype, or None to follow the params."
+            )
         if real:
             leaf_dtype = real_dtype(leaf_dtype)
         return jnp.full(x.shape, value, leaf_dtype)

@@ -81,3 +81,13 @@ def test_compute_dtype_never_goes_below_float32():
     assert tree.compute_dtype(jnp.complex64) == jnp.complex64
     with jax.enable_x64(True):
         assert tree.compute_dtype(jnp.float64) == jnp.float64
+
+
+def test_a_real_state_dtype_for_a_complex_parameter_is_refused():
+    with pytest.raises(ValueError, match="imaginary part of a complex64 parameter"):
+        tree.zeros_like({"z": jnp.ones(2, jnp.complex64)}, jnp.bfloat16)
+    # Second moments are real by design, so real=True accepts it.
+    assert (
+        tree.zeros_like({"z": jnp.ones(2, jnp.complex64)}, jnp.bfloat16, real=True)["z"].dtype
+        == jnp.bfloat16
+    )
