@@ -79,6 +79,8 @@ def in_range(
 
 def learning_rate(owner: str, value: Any) -> None:
     """A learning rate: a schedule, or a finite number (its sign is the user's call)."""
+    if value is None:
+        _fail(owner, "learning_rate", value, "a finite number or a schedule")
     finite(owner, "learning_rate", value)
 
 

@@ -4,6 +4,12 @@ Members may be gradtx or Optax transformations (anything with ``init`` and
 ``update``). Extra arguments reach each member that accepts them: all of them for
 an ``update`` with ``**kwargs``, the ones it names otherwise, none for a plain
 Optax ``update(updates, state, params=None)``.
+
+The other direction has one catch: ``optax.chain`` passes extra arguments only to
+members of its own ``GradientTransformationExtraArgs`` type and silently drops
+them for anything else, gradtx blocks included. When a gradtx block inside an
+``optax.chain`` needs ``value`` or ``value_fn``, wrap it:
+``optax.GradientTransformationExtraArgs(*gradtx_block)``.
 """
 
 from __future__ import annotations

@@ -163,6 +163,16 @@ def global_norm(tree: Any) -> Array:
     return jnp.sqrt(squared_norm(tree))
 
 
+def divide_by_root(numerator: Array, denominator: Array) -> Array:
+    """``numerator / denominator``, giving 0 where the denominator is 0.
+
+    For the second-moment methods: their root is 0 only when every gradient so
+    far was 0, and then the numerator is 0 too, so the limit is 0, not 0/0 (which
+    is what ``eps=0`` with an all-zero gradient would otherwise give).
+    """
+    return numerator / jnp.where(denominator > 0, denominator, 1)
+
+
 # ---------------------------------------------------------------------- moments
 
 

@@ -177,3 +177,28 @@ def test_eps_hat_moves_eps_onto_the_uncorrected_root():
     c = np.sqrt(1 - 0.999)
     np.testing.assert_allclose(plain, 0.5, rtol=1e-5)
     np.testing.assert_allclose(hat, c * 1e-3 / (c * 1e-3 + 1e-3), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "tx",
+    [
+        gradtx.adam(0.1, eps=0.0),
+        gradtx.adam(0.1, eps=0.0, eps_hat=True),
+        gradtx.amsgrad(0.1, eps=0.0),
+        gradtx.nadam(0.1, eps=0.0),
+        gradtx.rmsprop(0.1, eps=0.0),
+        gradtx.adagrad(0.1, initial_accumulator_value=0.0, eps=0.0),
+        gradtx.adamax(0.1, eps=0.0),
+    ],
+    ids=["adam", "adam-eps-hat", "amsgrad", "nadam", "rmsprop", "adagrad", "adamax"],
+)
+def test_eps_zero_with_an_all_zero_gradient_steps_zero_not_nan(tx):
+    out = _outputs(tx, {"w": jnp.zeros((3, 2))})["w"]
+    np.testing.assert_array_equal(np.asarray(out), 0.0)
+
+
+def test_a_missing_learning_rate_is_refused_by_name():
+    with pytest.raises(ValueError, match="learning_rate must be a finite number or a schedule"):
+        gradtx.scale_by_learning_rate(None)
+    with pytest.raises(ValueError, match="adam: learning_rate .* got None"):
+        gradtx.adam(None)

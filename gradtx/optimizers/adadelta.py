@@ -118,8 +118,8 @@ def adadelta(
     References:
       Zeiler (2012), ADADELTA: an adaptive learning rate method, Alg. 1.
     """
-    _checks.learning_rate("adadelta", learning_rate)
     rate = 1.0 if learning_rate is None else learning_rate
+    _checks.learning_rate("adadelta", rate)
     decay = (
         ()
         if _checks.is_zero(weight_decay)

@@ -23,9 +23,7 @@ def _rss_leaf(g, r, eps, eps_in_sqrt):
     gc = g.astype(c)
     r_new = r.astype(tree.real_dtype(c)) + tree.abs_sq(gc)
     denom = jnp.sqrt(r_new + eps) if eps_in_sqrt else jnp.sqrt(r_new) + eps
-    # r == 0 only when every gradient so far was 0: the step is 0, not 0/0.
-    safe = jnp.where(r_new > 0, denom, 1)
-    out = jnp.where(r_new > 0, gc / safe, 0)
+    out = tree.divide_by_root(gc, denom)
     return out.astype(g.dtype), r_new.astype(r.dtype)
 
 

@@ -130,9 +130,11 @@ def scale_by_adam(
             mu_hat = mu_c / bc1
         nu_c = new_nu.astype(tree.real_dtype(c))
         if eps_hat:
-            out = mu_hat * jnp.sqrt(bc2) / _denominator(nu_c, eps, eps_root * bc2)
+            out = tree.divide_by_root(
+                mu_hat * jnp.sqrt(bc2), _denominator(nu_c, eps, eps_root * bc2)
+            )
         else:
-            out = mu_hat / _denominator(nu_c / bc2, eps, eps_root)
+            out = tree.divide_by_root(mu_hat, _denominator(nu_c / bc2, eps, eps_root))
         return out.astype(g.dtype), new_mu, new_nu
 
     def init_fn(params):
@@ -208,7 +210,7 @@ def scale_by_amsgrad(
         else:
             new_max = jnp.maximum(nu_max.astype(r), new_nu.astype(r) / bc2)
             nu_hat = new_max
-        out = mu_hat / _denominator(nu_hat, eps, eps_root)
+        out = tree.divide_by_root(mu_hat, _denominator(nu_hat, eps, eps_root))
         return out.astype(g.dtype), new_mu, new_nu, new_max.astype(nu_max.dtype)
 
     def init_fn(params):
@@ -360,7 +362,7 @@ def scale_by_nadam(
                 c
             ) * new_mu.astype(c) / (1 - p_next)
             nu_hat = new_nu.astype(tree.real_dtype(c)) / tree.bias_correction_factor(b2, count, c)
-            out = mixed / _denominator(nu_hat, eps, eps_root)
+            out = tree.divide_by_root(mixed, _denominator(nu_hat, eps, eps_root))
             return out.astype(g.dtype), new_mu, new_nu
 
         out, mu, nu = tree.map_unzip(leaf, 3, updates, state.mu, state.nu)
