@@ -19,20 +19,10 @@ from gradtx.base import (
 from gradtx.combine import chain, named_chain
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
-from gradtx.optimizers.adam import (
-    ScaleByAdamState,
-    ScaleByAmsgradState,
-    ScaleByNadamState,
-    adam,
-    adamax,
-    adamw,
-    amsgrad,
-    nadam,
-    scale_by_adam,
-    scale_by_adamax,
-    scale_by_amsgrad,
-    scale_by_nadam,
-)
+from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from gradtx.optimizers.adamax import adamax, scale_by_adamax
+from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
+from gradtx.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from gradtx.optimizers.rmsprop import (
     ScaleByRmsState,
     ScaleByStddevState,

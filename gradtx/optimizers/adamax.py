@@ -1,0 +1,107 @@
+"""AdaMax: Adam with the infinity norm (Kingma & Ba 2015, Sec. 7.1, Alg. 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from gradtx import _checks, tree
+from gradtx.base import GradientTransformation, ScalarOrSchedule
+from gradtx.combine import chain
+from gradtx.optimizers.adam import ScaleByAdamState, check_adam_args, init_moments
+from gradtx.transforms.scale import scale_by_learning_rate
+
+
+def scale_by_adamax(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """AdaMax's scaling: Adam with the infinity norm (Kingma & Ba 2015, Alg. 2).
+
+    .. math::
+        m \\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad
+        u \\leftarrow \\max(\\beta_2 u, |g| + \\epsilon), \\quad
+        \\text{out} = \\frac{m}{(1-\\beta_1^t)\\, u}
+
+    The limit ``p -> infinity`` of ``v <- b2^p v + (1 - b2^p) |g|^p`` (the seeds'
+    derivation). The paper has no ``eps``; it is added inside the maximum, as Optax
+    and PyTorch do, so an all-zero gradient gives 0, not 0/0.
+
+    Args:
+      b1: ``beta_1`` in [0, 1).
+      b2: ``beta_2`` in [0, 1).
+      eps: >= 0; ``eps=0`` is the paper's rule.
+      mu_dtype, nu_dtype: dtypes of ``m`` and ``u``; ``None`` keeps the params'.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.scale_by_adamax(eps=0.0)
+      >>> tx.update(jnp.array([-3.0]), tx.init(jnp.zeros(1)))[0]  # m / ((1 - b1) |g|)
+      Array([-0.99999...], dtype=float32)
+    """
+    check_adam_args("scale_by_adamax", b1, b2, eps, 0.0, mu_dtype, nu_dtype)
+
+    def leaf(g, mu, u, count):
+        c = tree.compute_dtype(g.dtype)
+        new_mu = tree.moment_leaf(g, mu, b1, 1)
+        magnitude = jnp.abs(g.astype(c)) + eps
+        new_u = jnp.maximum(b2 * u.astype(tree.real_dtype(c)), magnitude)
+        bc1 = tree.bias_correction_factor(b1, count, c)
+        out = jnp.where(new_u > 0, new_mu.astype(c) / (bc1 * jnp.where(new_u > 0, new_u, 1)), 0)
+        return out.astype(g.dtype), new_mu, new_u.astype(u.dtype)
+
+    def init_fn(params):
+        return ScaleByAdamState(tree.zero_count(), *init_moments(params, mu_dtype, nu_dtype))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree.check_structure(state.mu, updates, owner="scale_by_adamax")
+        count = tree.safe_increment(state.count)
+        out, mu, nu = tree.map_unzip(
+            lambda g, m, u: leaf(g, m, u, count), 3, updates, state.mu, state.nu
+        )
+        return out, ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def adamax(
+    learning_rate: ScalarOrSchedule = 2e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """AdaMax (Kingma & Ba 2015, Alg. 2): Adam with the infinity norm.
+
+    .. math::
+        \\theta \\leftarrow \\theta - \\frac{\\alpha}{1-\\beta_1^t} \\frac{m}{u}
+
+    Composition: ``chain(scale_by_adamax(...), scale_by_learning_rate(alpha))``.
+    Default rate 2e-3 as the paper (Optax requires it to be given).
+
+    Args:
+      learning_rate: ``alpha``, a number or a schedule.
+      b1, b2, eps, mu_dtype, nu_dtype: see :func:`scale_by_adamax`.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.adamax(0.1)
+      >>> tx.update(jnp.array([2.0]), tx.init(jnp.zeros(1)))[0]
+      Array([-0.0999...], dtype=float32)
+
+    References:
+      Kingma & Ba (2015), Sec. 7.1 and Alg. 2.
+    """
+    _checks.learning_rate("adamax", learning_rate)
+    return chain(
+        scale_by_adamax(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
+        scale_by_learning_rate(learning_rate),
+    )
