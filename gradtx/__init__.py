@@ -30,6 +30,7 @@ from gradtx.optimizers.rmsprop import (
     scale_by_rms,
     scale_by_stddev,
 )
+from gradtx.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradtx.optimizers.sgd import TraceState, momentum, nesterov, nesterov_momentum, sgd, trace
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
 from gradtx.transforms.regularize import AddDecayedWeightsState, add_decayed_weights
@@ -56,6 +57,7 @@ __all__ = [
     "ScaleByAmsgradState",
     "ScaleByNadamState",
     "ScaleByRmsState",
+    "ScaleByRpropState",
     "ScaleByRssState",
     "ScaleByScheduleState",
     "ScaleByStddevState",
@@ -80,6 +82,7 @@ __all__ = [
     "nesterov",
     "nesterov_momentum",
     "rmsprop",
+    "rprop",
     "scale",
     "scale_by_adadelta",
     "scale_by_adam",
@@ -88,6 +91,7 @@ __all__ = [
     "scale_by_learning_rate",
     "scale_by_nadam",
     "scale_by_rms",
+    "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_stddev",

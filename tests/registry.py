@@ -48,6 +48,9 @@ class Entry:
       hyperparameter_values: a few valid values of it, for vmap.
       linear_in_hyperparameter: the update is proportional to ``hyperparameter``
         (a learning rate or a step size), so ``d update / d h = update / h``.
+      extra_args: extra arguments the method needs on every ``update`` (e.g. the
+        loss ``value`` for iRprop+ or reduce_on_plateau); :meth:`make` supplies
+        them as defaults, so generic tests need not know about them.
     """
 
     name: str
@@ -62,10 +65,19 @@ class Entry:
     hyperparameter: str | None = None
     hyperparameter_values: tuple[float, ...] = ()
     linear_in_hyperparameter: bool = False
+    extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> gradtx.GradientTransformation:
         """The transformation with the default arguments, updated by ``overrides``."""
-        return self.factory(**{**self.kwargs, **overrides})
+        tx = self.factory(**{**self.kwargs, **overrides})
+        if not self.extra_args:
+            return tx
+        defaults = dict(self.extra_args)
+
+        def update(updates, state, params=None, **extra_args):
+            return tx.update(updates, state, params, **{**defaults, **extra_args})
+
+        return gradtx.GradientTransformation(tx.init, update)
 
     def __str__(self) -> str:
         return self.name
@@ -314,6 +326,27 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("amsgrad", "amsgrad", gradtx.amsgrad, {"learning_rate": 0.1}, **_OPTIMIZER),
     Entry("adamax", "adamax", gradtx.adamax, {"learning_rate": 0.1}, **_OPTIMIZER),
     Entry("nadam", "nadam", gradtx.nadam, {"learning_rate": 0.1}, **_OPTIMIZER),
+    # Rprop: sign-based, so complex leaves are refused at init.
+    *(
+        Entry(
+            f"rprop_{variant.replace('-', '_minus').replace('+', '_plus')}",
+            "rprop",
+            gradtx.rprop,
+            {"learning_rate": 0.1, "variant": variant},
+            supports_complex=False,
+            extra_args={"value": 1.0} if variant == "irprop+" else {},
+            **_OPTIMIZER,
+        )
+        for variant in ("irprop-", "rprop-", "rprop+", "irprop+")
+    ),
+    Entry(
+        "scale_by_rprop",
+        "scale_by_rprop",
+        gradtx.scale_by_rprop,
+        {"learning_rate": 0.1},
+        supports_complex=False,
+        **_LR,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}

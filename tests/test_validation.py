@@ -55,6 +55,19 @@ BAD_HYPERPARAMETERS = [
     (gradtx.amsgrad, dict(b1=1.0), rf"b1 must be {UNIT}, got 1\.0"),
     (gradtx.adamax, dict(b2=1.0), rf"b2 must be {UNIT}, got 1\.0"),
     (gradtx.nadam, dict(b1=-0.1), rf"b1 must be {UNIT}, got -0\.1"),
+    # Rprop's step-size factors and bounds.
+    (
+        gradtx.rprop,
+        dict(learning_rate=0.1, eta_minus=1.5),
+        r"eta_minus must be in \(0, 1\), got 1\.5",
+    ),
+    (gradtx.rprop, dict(learning_rate=0.1, eta_plus=0.9), r"eta_plus must be .*> 1, got 0\.9"),
+    (
+        gradtx.rprop,
+        dict(learning_rate=0.1, variant="rprop"),
+        r"variant must be one of .*got 'rprop'",
+    ),
+    (gradtx.scale_by_rprop, dict(learning_rate=-1.0), r"learning_rate must be .*> 0, got -1\.0"),
     # Concrete arrays are checked like numbers.
     (gradtx.adam, dict(b1=jnp.asarray(1.5)), rf"b1 must be {UNIT}, got 1\.5"),
     (gradtx.scale_by_rms, dict(decay=np.float32(1.0)), rf"decay must be {UNIT}"),
