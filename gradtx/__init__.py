@@ -17,12 +17,14 @@ from gradtx.base import (
     stateless,
 )
 from gradtx.combine import chain, named_chain
+from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradtx.optimizers.adamax import adamax, scale_by_adamax
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
+from gradtx.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradtx.optimizers.rmsprop import (
     ScaleByRmsState,
     ScaleByStddevState,
@@ -53,9 +55,11 @@ __all__ = [
     "Params",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
+    "ScaleByAdaboundState",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "ScaleByNadamState",
+    "ScaleByRadamState",
     "ScaleByRmsState",
     "ScaleByRpropState",
     "ScaleByRssState",
@@ -64,12 +68,14 @@ __all__ = [
     "Schedule",
     "TraceState",
     "Updates",
+    "adabound",
     "adadelta",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
     "add_decayed_weights",
+    "amsbound",
     "amsgrad",
     "apply_updates",
     "bias_correction",
@@ -81,15 +87,18 @@ __all__ = [
     "named_chain",
     "nesterov",
     "nesterov_momentum",
+    "radam",
     "rmsprop",
     "rprop",
     "scale",
+    "scale_by_adabound",
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_amsgrad",
     "scale_by_learning_rate",
     "scale_by_nadam",
+    "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
     "scale_by_rss",

@@ -326,6 +326,50 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("amsgrad", "amsgrad", gradtx.amsgrad, {"learning_rate": 0.1}, **_OPTIMIZER),
     Entry("adamax", "adamax", gradtx.adamax, {"learning_rate": 0.1}, **_OPTIMIZER),
     Entry("nadam", "nadam", gradtx.nadam, {"learning_rate": 0.1}, **_OPTIMIZER),
+    # RAdam and AdaBound (issue 3).
+    Entry("radam", "radam", gradtx.radam, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "radam_threshold4_skip_eps_hat",
+        "radam",
+        gradtx.radam,
+        {"learning_rate": 0.1, "threshold": 4.0, "below_threshold": "skip", "eps_hat": True},
+        # Below the threshold it takes no step (zeros), so it is left out of the
+        # tests that expect one step to descend.
+        **_LR,
+    ),
+    Entry("scale_by_radam", "scale_by_radam", gradtx.scale_by_radam, **_decay("b1")),
+    # With a constant rate AdaBound's bounds are absolute: not linear in the rate.
+    Entry(
+        "adabound",
+        "adabound",
+        gradtx.adabound,
+        {"learning_rate": 0.1},
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "adabound_paper",
+        "adabound",
+        gradtx.adabound,
+        {"learning_rate": 0.1, "form": "paper"},
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "amsbound",
+        "amsbound",
+        gradtx.amsbound,
+        {"learning_rate": 0.1},
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry("scale_by_adabound", "scale_by_adabound", gradtx.scale_by_adabound, **_decay("b1")),
     # Rprop: sign-based, so complex leaves are refused at init.
     *(
         Entry(

@@ -55,6 +55,14 @@ BAD_HYPERPARAMETERS = [
     (gradtx.amsgrad, dict(b1=1.0), rf"b1 must be {UNIT}, got 1\.0"),
     (gradtx.adamax, dict(b2=1.0), rf"b2 must be {UNIT}, got 1\.0"),
     (gradtx.nadam, dict(b1=-0.1), rf"b1 must be {UNIT}, got -0\.1"),
+    # RAdam and AdaBound.
+    (gradtx.radam, dict(threshold=3.0), r"threshold must be in \[4, inf\), got 3\.0"),
+    (gradtx.radam, dict(below_threshold="none"), r"below_threshold must be one of .*got 'none'"),
+    (gradtx.scale_by_radam, dict(b2=1.0), rf"b2 must be {UNIT}, got 1\.0"),
+    (gradtx.adabound, dict(final_lr=-1.0), r"final_lr must be .*> 0, got -1\.0"),
+    (gradtx.adabound, dict(gamma=-1.0), r"gamma must be .*>= 0, got -1\.0"),
+    (gradtx.amsbound, dict(b1=1.5), rf"b1 must be {UNIT}, got 1\.5"),
+    (gradtx.scale_by_adabound, dict(form="x"), r"form must be one of .*got 'x'"),
     # Rprop's step-size factors and bounds.
     (
         gradtx.rprop,
