@@ -3,7 +3,7 @@
 Every name has one home; this module re-exports them as a flat namespace.
 """
 
-from gradtx import tree
+from gradtx import schedules, tree
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
@@ -34,7 +34,29 @@ from gradtx.optimizers.rmsprop import (
 )
 from gradtx.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradtx.optimizers.sgd import TraceState, momentum, nesterov, nesterov_momentum, sgd, trace
+from gradtx.schedules import (
+    constant_schedule,
+    cosine_decay_schedule,
+    cosine_onecycle_schedule,
+    cosine_restarts_schedule,
+    exponential_decay,
+    inverse_time_decay,
+    join_schedules,
+    linear_decay,
+    linear_onecycle_schedule,
+    linear_schedule,
+    piecewise_constant_schedule,
+    piecewise_constant_values,
+    piecewise_interpolate_schedule,
+    polynomial_schedule,
+    sgdr_schedule,
+    warmup_constant_schedule,
+    warmup_cosine_decay_schedule,
+    warmup_exponential_decay_schedule,
+    warmup_schedule,
+)
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
+from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradtx.transforms.regularize import AddDecayedWeightsState, add_decayed_weights
 from gradtx.transforms.scale import (
     ScaleByScheduleState,
@@ -53,6 +75,7 @@ __all__ = [
     "GradientTransformation",
     "OptState",
     "Params",
+    "ReduceOnPlateauState",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
     "ScaleByAdaboundState",
@@ -80,14 +103,29 @@ __all__ = [
     "apply_updates",
     "bias_correction",
     "chain",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "cosine_restarts_schedule",
     "ema",
+    "exponential_decay",
     "identity",
+    "inverse_time_decay",
+    "join_schedules",
+    "linear_decay",
+    "linear_onecycle_schedule",
+    "linear_schedule",
     "momentum",
     "nadam",
     "named_chain",
     "nesterov",
     "nesterov_momentum",
+    "piecewise_constant_schedule",
+    "piecewise_constant_values",
+    "piecewise_interpolate_schedule",
+    "polynomial_schedule",
     "radam",
+    "reduce_on_plateau",
     "rmsprop",
     "rprop",
     "scale",
@@ -104,8 +142,14 @@ __all__ = [
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_stddev",
+    "schedules",
     "sgd",
+    "sgdr_schedule",
     "stateless",
     "trace",
     "tree",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+    "warmup_schedule",
 ]

@@ -370,6 +370,18 @@ REGISTRY: tuple[Entry, ...] = (
         hyperparameter_values=(0.01, 0.1, 0.3),
     ),
     Entry("scale_by_adabound", "scale_by_adabound", gradtx.scale_by_adabound, **_decay("b1")),
+    # Performance-dependent scaling: reads the loss from extra_args["value"].
+    Entry(
+        "reduce_on_plateau",
+        "reduce_on_plateau",
+        gradtx.reduce_on_plateau,
+        {"patience": 1},
+        # Its state holds scalars only: nothing per leaf to check the tree against.
+        checks_structure=False,
+        hyperparameter="factor",
+        hyperparameter_values=(0.1, 0.5),
+        extra_args={"value": 1.0},
+    ),
     # Rprop: sign-based, so complex leaves are refused at init.
     *(
         Entry(
@@ -404,7 +416,13 @@ WITH_HYPERPARAMETER = tuple(e for e in REGISTRY if e.hyperparameter is not None)
 
 # Public functions that are not transformation factories; the meta-test checks
 # that each of them is indeed not one.
-NOT_TRANSFORMATIONS = frozenset({"apply_updates"})
+NOT_TRANSFORMATIONS = frozenset(
+    {
+        "apply_updates",
+        # Schedules return count -> value functions (tests/test_schedules.py).
+        *(name for name in gradtx.schedules.__all__),
+    }
+)
 
 
 # ---------------------------------------------------------------- shared inputs

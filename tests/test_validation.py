@@ -63,6 +63,9 @@ BAD_HYPERPARAMETERS = [
     (gradtx.adabound, dict(gamma=-1.0), r"gamma must be .*>= 0, got -1\.0"),
     (gradtx.amsbound, dict(b1=1.5), rf"b1 must be {UNIT}, got 1\.5"),
     (gradtx.scale_by_adabound, dict(form="x"), r"form must be one of .*got 'x'"),
+    # Performance-dependent scaling.
+    (gradtx.reduce_on_plateau, dict(factor=1.5), r"factor must be in \(0, 1\), got 1\.5"),
+    (gradtx.reduce_on_plateau, dict(patience=0), r"patience must be an integer >= 1, got 0"),
     # Rprop's step-size factors and bounds.
     (
         gradtx.rprop,
