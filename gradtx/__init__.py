@@ -23,6 +23,8 @@ from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradtx.optimizers.adamax import adamax, scale_by_adamax
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
+from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
 from gradtx.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradtx.optimizers.rmsprop import (
@@ -69,10 +71,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AddDecayedWeightsState",
+    "AverageParamsState",
     "BiasCorrectionState",
     "EmaState",
     "EmptyState",
     "GradientTransformation",
+    "LookaheadState",
     "OptState",
     "Params",
     "ReduceOnPlateauState",
@@ -101,6 +105,8 @@ __all__ = [
     "amsbound",
     "amsgrad",
     "apply_updates",
+    "average_params",
+    "averaged_params",
     "bias_correction",
     "chain",
     "constant_schedule",
@@ -115,6 +121,8 @@ __all__ = [
     "linear_decay",
     "linear_onecycle_schedule",
     "linear_schedule",
+    "lookahead",
+    "lookahead_slow_params",
     "momentum",
     "nadam",
     "named_chain",
@@ -125,6 +133,7 @@ __all__ = [
     "piecewise_interpolate_schedule",
     "polynomial_schedule",
     "radam",
+    "ranger",
     "reduce_on_plateau",
     "rmsprop",
     "rprop",

@@ -106,6 +106,19 @@ def _scale_by_schedule_example(peak: float = 0.1) -> gradtx.GradientTransformati
     return gradtx.scale_by_schedule(lambda count: peak / (1.0 + count))
 
 
+def _lookahead_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    # sync_period=2, so that the few steps of a contract test reach a sync.
+    return gradtx.lookahead(gradtx.adam(learning_rate), sync_period=2, slow_step_size=0.5)
+
+
+def _lookahead_reset_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.lookahead(gradtx.sgd(learning_rate, 0.9), sync_period=1, reset_state=True)
+
+
+def _averaged_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.chain(gradtx.sgd(learning_rate), gradtx.average_params(decay=0.9))
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -382,6 +395,41 @@ REGISTRY: tuple[Entry, ...] = (
         hyperparameter_values=(0.1, 0.5),
         extra_args={"value": 1.0},
     ),
+    # Lookahead, Ranger and parameter averaging: they need the params.
+    *(
+        Entry(
+            name,
+            "lookahead",
+            factory,
+            needs_params=True,
+            descends=True,
+            hyperparameter="learning_rate",
+            hyperparameter_values=(0.01, 0.1, 0.3),
+        )
+        for name, factory in (
+            ("lookahead_adam", _lookahead_example),
+            ("lookahead_momentum_reset", _lookahead_reset_example),
+        )
+    ),
+    Entry(
+        "ranger",
+        "ranger",
+        gradtx.ranger,
+        {"learning_rate": 0.1, "sync_period": 2},
+        needs_params=True,
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "average_params",
+        "average_params",
+        _averaged_example,
+        needs_params=True,
+        descends=True,
+        **_LR,
+    ),
     # Rprop: sign-based, so complex leaves are refused at init.
     *(
         Entry(
@@ -419,6 +467,9 @@ WITH_HYPERPARAMETER = tuple(e for e in REGISTRY if e.hyperparameter is not None)
 NOT_TRANSFORMATIONS = frozenset(
     {
         "apply_updates",
+        # Readers of a state, for evaluation.
+        "lookahead_slow_params",
+        "averaged_params",
         # Schedules return count -> value functions (tests/test_schedules.py).
         *(name for name in gradtx.schedules.__all__),
     }

@@ -1,0 +1,296 @@
+"""Lookahead, a wrapper around any optimizer, and Ranger: Lookahead over RAdam.
+
+Lookahead (Zhang, Lucas, Hinton & Ba 2019, Alg. 1) keeps two sets of weights:
+the *fast* weights ``theta``, moved ``k`` times by an inner optimizer ``A``, and
+the *slow* weights ``phi``, which then move a fraction ``alpha`` of the way to the
+fast ones; the fast weights restart from there:
+
+.. math::
+    \\theta_{t,0} = \\phi_{t-1}, \\quad
+    \\theta_{t,i} = \\theta_{t,i-1} + A(L, \\theta_{t,i-1}, d)
+    \\ (i = 1..k), \\quad
+    \\phi_t = \\phi_{t-1} + \\alpha (\\theta_{t,k} - \\phi_{t-1})
+
+Symbols: ``k`` = ``sync_period``, ``alpha`` = ``slow_step_size``, ``A`` =
+``fast_optimizer``.
+
+**The user's params are the fast weights.** Optax's ``lookahead`` asks the user
+to carry both sets in an ``optax.LookaheadParams(fast, slow)`` and to take
+gradients at ``params.fast``. Here the params stay a plain tree (the fast
+weights, at which the gradient is taken), the slow weights live in the state,
+and :func:`lookahead_slow_params` reads them for evaluation. On the ``k``-th step
+of a period the returned update moves the params to the new slow weights
+``phi_t`` (up to the rounding of ``params + update``); on the other steps it is
+the inner optimizer's update. So a training loop, a Flax ``nnx.Optimizer`` or a
+checkpoint needs no change to use Lookahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import _checks, tree
+from gradtx.base import Array, GradientTransformation, OptState, Params, ScalarOrSchedule
+from gradtx.combine import _accepts_extra_args
+from gradtx.optimizers.averaging import find_state
+from gradtx.optimizers.radam import BelowThreshold, radam
+
+
+class LookaheadState(NamedTuple):
+    """State of :func:`lookahead`."""
+
+    fast_state: OptState  # The inner optimizer A's state (Optax's name).
+    steps_since_sync: Array  # int32 scalar in [0, k): fast steps since the last sync.
+    slow: Params  # phi, the slow weights, shaped like the params, in their dtypes.
+
+
+def _check_sync_period(value: Any) -> None:
+    """``k``: an integer >= 1 (a concrete integer array counts; a tracer is not checked)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0:
+        if jnp.issubdtype(value.dtype, jnp.integer):
+            value = int(value)
+    _checks.positive_int("lookahead", "sync_period", value)
+
+
+def _sync_leaf(p, u, slow, alpha):
+    """The last fast step, the slow step, and the update that lands on the slow weights."""
+    c = tree.compute_dtype(jnp.result_type(p, u, slow))
+    p = jnp.asarray(p).astype(c)
+    # theta_{t,k}, unrounded: the user never holds it, as the step lands on phi_t.
+    fast = p + u.astype(c)
+    slow_c = slow.astype(c)
+    new_slow = slow_c + alpha * (fast - slow_c)
+    # The update aims at the unrounded phi_t: with bfloat16 params, apply_updates
+    # then rounds once to the same number the state stores, and the update itself
+    # keeps the relative precision of its dtype.
+    return (new_slow - p).astype(u.dtype), new_slow.astype(slow.dtype)
+
+
+def _branch(pred: Array, on_true: Callable, on_false: Callable, operand: Any) -> Any:
+    """``lax.cond`` when tracing, a plain ``if`` on a concrete predicate.
+
+    Under ``jit`` only the branch taken runs: the slow-weight arithmetic (and the
+    inner state's reset) costs nothing on the ``k - 1`` steps without a sync. Eager
+    calls branch in Python rather than compile a fresh ``cond`` at every step.
+    (Under ``vmap`` with a batched predicate, ``cond`` computes both and selects.)
+    """
+    if isinstance(pred, jax.core.Tracer):
+        return jax.lax.cond(pred, on_true, on_false, operand)
+    return on_true(operand) if bool(pred) else on_false(operand)
+
+
+def _like(new_state: Any, old_state: Any) -> Any:
+    """``new_state`` with the dtypes of ``old_state``, so both ``cond`` branches agree."""
+    return jax.tree.map(lambda n, o: jax.lax.convert_element_type(n, o.dtype), new_state, old_state)
+
+
+def lookahead(
+    fast_optimizer: GradientTransformation,
+    sync_period: int = 6,
+    slow_step_size: float = 0.5,
+    reset_state: bool = False,
+) -> GradientTransformation:
+    """Lookahead around any transformation: k steps forward, one step back.
+
+    Runs ``fast_optimizer`` on the params (the fast weights ``theta``); every
+    ``sync_period``-th step it moves the slow weights ``phi`` (kept in the state)
+    toward the fast ones and returns the update that sets the params to them:
+
+    .. math::
+        \\phi \\leftarrow \\phi + \\alpha (\\theta + u - \\phi), \\qquad
+        \\text{out} = \\phi - \\theta
+
+    where ``u`` is the inner update of that step; on the other steps
+    ``out = u``. The slow weights start at the initial params; read them with
+    :func:`lookahead_slow_params` to evaluate the model between syncs.
+
+    Differences from ``optax.lookahead``: the params are a plain tree (no
+    ``LookaheadParams``, see the module docstring); ``sync_period`` and
+    ``slow_step_size`` have defaults (``k = 6``, ``alpha = 0.5``, Ranger's); with
+    ``reset_state=True`` the inner state is re-initialised from the new slow
+    weights (Optax: from the fast weights before the step), which differs only
+    for an inner optimizer whose ``init`` reads the params' values. Otherwise the
+    two give the same fast and slow trajectories.
+
+    Args:
+      fast_optimizer: ``A``, the inner transformation (gradtx or Optax), a
+        complete optimizer whose updates are added to the params.
+      sync_period: ``k``, fast steps per slow step, an integer >= 1.
+      slow_step_size: ``alpha`` in (0, 1]; ``sync_period=1, slow_step_size=1`` is
+        ``fast_optimizer`` itself.
+      reset_state: re-initialise ``fast_optimizer``'s state at each sync
+        (default ``False``: the state carries on across syncs).
+
+    Returns:
+      A transformation whose state is :class:`LookaheadState` and whose
+      ``update`` needs the params. Apply its updates unchanged: the sync step's
+      update assumes the params it was given.
+
+    Raises:
+      ValueError: ``sync_period`` not an integer >= 1, ``slow_step_size`` outside
+        (0, 1], or ``update`` called without the params.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> loss = lambda w: jnp.sum(w**2)
+      >>> tx = gradtx.lookahead(gradtx.sgd(0.1), sync_period=5, slow_step_size=0.5)
+      >>> w = jnp.array([1.0, -2.0]); state = tx.init(w)
+      >>> for _ in range(100):
+      ...     updates, state = tx.update(jax.grad(loss)(w), state, w)
+      ...     w = gradtx.apply_updates(w, updates)
+      >>> bool(loss(gradtx.lookahead_slow_params(state)) < 1e-6)
+      True
+
+    References:
+      Zhang, Lucas, Hinton & Ba (2019), Lookahead Optimizer: k steps forward, 1
+      step back, NeurIPS, Alg. 1.
+    """
+    _check_sync_period(sync_period)
+    _checks.positive("lookahead", "slow_step_size", slow_step_size)
+    _checks.in_range("lookahead", "slow_step_size", slow_step_size, 0.0, 1.0, closed_high=True)
+    inner_update = _accepts_extra_args(fast_optimizer.update)
+
+    def init_fn(params):
+        # A copy, so that donating the state never deletes the caller's params.
+        slow = jax.tree.map(lambda p: jnp.array(p, dtype=jnp.asarray(p).dtype, copy=True), params)
+        return LookaheadState(fast_optimizer.init(params), tree.zero_count(), slow)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is None:
+            raise ValueError(
+                "lookahead: update needs the params (the fast weights) to move the slow weights."
+            )
+        tree.check_structure(state.slow, params, owner="lookahead", what="params")
+        inner, fast_state = inner_update(updates, state.fast_state, params, **extra_args)
+
+        def sync(operand):
+            inner, slow, fast_state = operand
+            out, slow = tree.map_unzip(
+                lambda p, u, s: _sync_leaf(p, u, s, slow_step_size), 2, params, inner, slow
+            )
+            if reset_state:
+                fast_state = _like(fast_optimizer.init(slow), fast_state)
+            return out, slow, fast_state
+
+        is_sync = state.steps_since_sync >= sync_period - 1
+        out, slow, fast_state = _branch(
+            is_sync, sync, lambda operand: operand, (inner, state.slow, fast_state)
+        )
+        steps = jnp.where(is_sync, 0, state.steps_since_sync + 1).astype(jnp.int32)
+        return out, LookaheadState(fast_state, steps, slow)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def lookahead_slow_params(state: OptState) -> Params:
+    """The slow weights ``phi`` of a :func:`lookahead`, found anywhere in ``state``.
+
+    ``state`` may be a :class:`LookaheadState` or the state of any chain or wrapper
+    holding one :func:`lookahead` (a lookahead nested inside another's
+    ``fast_optimizer`` is not searched: the outer one's slow weights are returned).
+    Right after a sync step they equal the params; in between they are the point
+    the fast weights will be pulled back toward, and the weights to evaluate.
+    With Flax NNX: ``lookahead_slow_params(nnx.as_pure(optimizer.opt_state))``.
+
+    Args:
+      state: an optimizer state holding a :class:`LookaheadState`.
+
+    Returns:
+      The slow weights, shaped like the params, in their dtypes.
+
+    Raises:
+      ValueError: ``state`` holds no :class:`LookaheadState`, or several side by side.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.lookahead(gradtx.sgd(1.0), sync_period=2, slow_step_size=0.5)
+      >>> w = jnp.array([4.0]); state = tx.init(w)
+      >>> u, state = tx.update(jnp.array([1.0]), state, w)  # fast: 4 -> 3
+      >>> gradtx.lookahead_slow_params(state)  # not synced yet
+      Array([4.], dtype=float32)
+      >>> u, state = tx.update(jnp.array([1.0]), state, w + u)  # fast: 3 -> 2, sync
+      >>> gradtx.lookahead_slow_params(state)  # 4 + 0.5 * (2 - 4)
+      Array([3.], dtype=float32)
+    """
+    return find_state(state, LookaheadState, "lookahead_slow_params").slow
+
+
+def ranger(
+    learning_rate: ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    threshold: float = 5.0,
+    *,
+    sync_period: int = 6,
+    slow_step_size: float = 0.5,
+    reset_state: bool = False,
+    nesterov: bool = False,
+    below_threshold: BelowThreshold = "momentum",
+    eps_hat: bool = False,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """Ranger: Lookahead over RAdam (Wright 2019).
+
+    Composition, literally: ``lookahead(radam(learning_rate, b1, b2, eps,
+    eps_root, threshold, ...), sync_period, slow_step_size, reset_state)``. Read
+    the slow weights with :func:`lookahead_slow_params`.
+
+    Defaults: RAdam's (Optax's ``radam``) and Ranger's ``k = 6, alpha = 0.5``.
+    Wright's released code is ``ranger(lr, b1=0.95, eps=1e-5, eps_hat=True)``
+    (eps on the uncorrected root, the momentum step below the threshold; it tests
+    ``rho_t > 5`` where gradtx tests ``>=``, which differs only when ``rho_t``
+    is exactly 5); later versions of that code also centralise the gradients,
+    which is not part of Ranger here.
+
+    Args:
+      learning_rate: RAdam's step size ``alpha_t``, a number or a schedule.
+      b1, b2, eps, eps_root, threshold: see :func:`scale_by_radam`.
+      sync_period: Lookahead's ``k`` (default 6), see :func:`lookahead`.
+      slow_step_size: Lookahead's ``alpha`` (default 0.5), see :func:`lookahead`.
+      reset_state: see :func:`lookahead`.
+      nesterov, below_threshold, eps_hat, mu_dtype, nu_dtype: see :func:`scale_by_radam`.
+
+    Raises:
+      ValueError: a bad hyperparameter of RAdam or Lookahead (see both).
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> loss = lambda w: jnp.sum(w**2)
+      >>> tx = gradtx.ranger(0.1)
+      >>> w = jnp.array([1.0, -2.0]); state = tx.init(w)
+      >>> for _ in range(300):
+      ...     updates, state = tx.update(jax.grad(loss)(w), state, w)
+      ...     w = gradtx.apply_updates(w, updates)
+      >>> bool(loss(gradtx.lookahead_slow_params(state)) < 1e-3)
+      True
+
+    References:
+      Wright (2019), Ranger (github.com/lessw2020/Ranger-Deep-Learning-Optimizer);
+      Liu et al. (2020), On the Variance of the Adaptive Learning Rate and Beyond,
+      ICLR, Alg. 2; Zhang et al. (2019), Lookahead Optimizer: k steps forward, 1
+      step back, NeurIPS, Alg. 1.
+    """
+    inner = radam(
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        threshold,
+        nesterov=nesterov,
+        below_threshold=below_threshold,
+        eps_hat=eps_hat,
+        mu_dtype=mu_dtype,
+        nu_dtype=nu_dtype,
+    )
+    return lookahead(inner, sync_period, slow_step_size, reset_state)
