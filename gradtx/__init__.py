@@ -16,7 +16,7 @@ from gradtx.base import (
     identity,
     stateless,
 )
-from gradtx.combine import chain, named_chain
+from gradtx.combine import MaskedState, PartitionState, chain, masked, named_chain, partition
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
@@ -57,6 +57,8 @@ from gradtx.schedules import (
     warmup_exponential_decay_schedule,
     warmup_schedule,
 )
+from gradtx.transforms.accumulate import AccumulateState, accumulate, has_updated
+from gradtx.transforms.conditional import ApplyIfFiniteState, apply_if_finite
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradtx.transforms.regularize import AddDecayedWeightsState, add_decayed_weights
@@ -70,15 +72,19 @@ from gradtx.transforms.scale import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccumulateState",
     "AddDecayedWeightsState",
+    "ApplyIfFiniteState",
     "AverageParamsState",
     "BiasCorrectionState",
     "EmaState",
     "EmptyState",
     "GradientTransformation",
     "LookaheadState",
+    "MaskedState",
     "OptState",
     "Params",
+    "PartitionState",
     "ReduceOnPlateauState",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
@@ -95,6 +101,7 @@ __all__ = [
     "Schedule",
     "TraceState",
     "Updates",
+    "accumulate",
     "adabound",
     "adadelta",
     "adagrad",
@@ -104,6 +111,7 @@ __all__ = [
     "add_decayed_weights",
     "amsbound",
     "amsgrad",
+    "apply_if_finite",
     "apply_updates",
     "average_params",
     "averaged_params",
@@ -115,6 +123,7 @@ __all__ = [
     "cosine_restarts_schedule",
     "ema",
     "exponential_decay",
+    "has_updated",
     "identity",
     "inverse_time_decay",
     "join_schedules",
@@ -123,11 +132,13 @@ __all__ = [
     "linear_schedule",
     "lookahead",
     "lookahead_slow_params",
+    "masked",
     "momentum",
     "nadam",
     "named_chain",
     "nesterov",
     "nesterov_momentum",
+    "partition",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
     "piecewise_interpolate_schedule",

@@ -1,4 +1,4 @@
-"""Composition: ``chain`` and ``named_chain``.
+"""Composition: ``chain``, ``named_chain``, ``masked`` and ``partition``.
 
 Members may be gradtx or Optax transformations (anything with ``init`` and
 ``update``). Extra arguments reach each member that accepts them: all of them for
@@ -15,10 +15,15 @@ them for anything else, gradtx blocks included. When a gradtx block inside an
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, NamedTuple
 
-from gradtx.base import GradientTransformation
+import jax
+import numpy as np
+
+from gradtx import tree
+from gradtx.base import GradientTransformation, OptState, Params
+from gradtx.transforms.regularize import Mask, resolve_mask
 
 _POSITIONAL = ("updates", "state", "params")
 
@@ -130,5 +135,313 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
         for name, update in updaters:
             updates, new_state[name] = update(updates, state[name], params, **extra_args)
         return updates, new_state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------- masks
+# A leaf (or subtree) that a mask leaves out is replaced by ``None``, an empty
+# subtree for JAX: the inner transformation's ``init`` and ``update`` see a tree of
+# the params' shape in which those leaves simply are not there, so they hold no
+# state for them and pay nothing for them, whatever the inner is (a gradtx block, a
+# chain, an Optax transformation). The outputs are merged back with the mask.
+
+
+def _path_keys(path: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple(str(key) for key in path)
+
+
+def _mismatch(owner: str, prefix: Any, full: Any, kind: str, what: str) -> ValueError:
+    """The error for a mask/labels tree that is not a prefix of the ``what`` tree."""
+    is_none = lambda x: x is None  # None leaves have paths too
+    prefix_paths = [_path_keys(p) for p, _ in jax.tree_util.tree_flatten_with_path(prefix)[0]]
+    full_paths = [
+        _path_keys(p) for p, _ in jax.tree_util.tree_flatten_with_path(full, is_leaf=is_none)[0]
+    ]
+    absent = ["".join(q) for q in prefix_paths if not any(p[: len(q)] == q for p in full_paths)]
+    uncovered = ["".join(p) for p in full_paths if not any(p[: len(q)] == q for q in prefix_paths)]
+    details = []
+    if absent:
+        details.append(f"in the {kind} but not in the {what}: {', '.join(absent)}")
+    if uncovered:
+        details.append(f"in the {what} but not in the {kind}: {', '.join(uncovered)}")
+    if not details:
+        details.append(
+            f"{kind} structure {jax.tree.structure(prefix)}, "
+            f"{what} structure {jax.tree.structure(full, is_leaf=is_none)}"
+        )
+    return ValueError(
+        f"{owner}: the {kind} must have the tree structure of the {what} (or be a prefix "
+        f"of it): {'; '.join(details)}."
+    )
+
+
+def _mask_leaf(owner: str, path: Any, leaf: Any) -> bool:
+    where = jax.tree_util.keystr(path) or "the root"
+    if isinstance(leaf, (bool, np.bool_)):
+        return bool(leaf)
+    if isinstance(leaf, jax.core.Tracer):
+        raise TypeError(
+            f"{owner}: the mask must be known when the step is traced, got a traced value at "
+            f"{where}: build it from the tree's structure, names and shapes, not its values."
+        )
+    shape, dtype = np.shape(leaf), getattr(leaf, "dtype", None)
+    if shape == () and dtype is not None and np.dtype(dtype) == np.bool_:
+        return bool(leaf)
+    shown = f"an array of shape {shape}" if shape else repr(leaf)
+    raise TypeError(
+        f"{owner}: every mask leaf must be a bool (one per parameter leaf or subtree), "
+        f"got {shown} at {where}."
+    )
+
+
+def _bool_mask(owner: str, mask: Any) -> Any:
+    """``mask`` with every leaf checked and turned into a Python bool."""
+    return jax.tree_util.tree_map_with_path(lambda p, m: _mask_leaf(owner, p, m), mask)
+
+
+def _hide(owner: str, keep: Any, tree: Any, what: str, kind: str = "mask") -> Any:
+    """``tree`` with the leaves (or subtrees) where ``keep`` is False set to None."""
+    try:
+        return jax.tree.map(lambda k, x: x if k else None, keep, tree)
+    except ValueError as error:
+        raise _mismatch(owner, keep, tree, kind, what) from error
+
+
+def _merge(keep: Any, inner: Any, outer: Any) -> Any:
+    """``inner`` where ``keep`` is True, ``outer`` elsewhere."""
+    return jax.tree.map(lambda k, i, o: i if k else o, keep, inner, outer)
+
+
+def _hide_extra_args(owner, keep, updates, extra_args, enabled):
+    """Masks the extra args shaped like the updates (``mask_compatible_extra_args``)."""
+    if not enabled:
+        return extra_args
+    structure = jax.tree.structure(updates)
+    return {
+        name: _hide(owner, keep, value, name) if jax.tree.structure(value) == structure else value
+        for name, value in extra_args.items()
+    }
+
+
+class MaskedState(NamedTuple):
+    """State of :func:`masked`."""
+
+    # The inner transformation's state, built on the params with every masked-out
+    # leaf set to None (it holds nothing for those leaves).
+    inner_state: OptState
+
+
+def masked(
+    inner: GradientTransformation,
+    mask: Mask,
+    *,
+    mask_compatible_extra_args: bool = False,
+) -> GradientTransformation:
+    """Applies ``inner`` to the leaves where ``mask`` is True; passes the others through.
+
+    Masked-out leaves come back unchanged and ``inner`` holds no state for them: it
+    is initialised and updated on the tree with those leaves replaced by ``None``
+    (an empty subtree for JAX), so any transformation works as ``inner``: a gradtx
+    block, a chain, an Optax transformation. Same semantics and arguments as
+    ``optax.masked``.
+
+    Args:
+      inner: the transformation to apply to the selected leaves.
+      mask: a pytree of bools with the params' structure, or a prefix of it (one
+        bool for a whole subtree), ``True`` where ``inner`` applies; or a function
+        returning one. The function is called with the params in ``init`` and with
+        the updates in ``update`` (as Optax does), so it must depend on the tree's
+        structure, names and shapes only; each mask leaf is a Python or numpy bool,
+        known when the step is traced.
+      mask_compatible_extra_args: also mask the extra arguments of ``update`` that
+        have the updates' tree structure (per-parameter tags, for example).
+
+    Returns:
+      A transformation whose state is :class:`MaskedState`.
+
+    Raises:
+      TypeError: ``inner`` is not a transformation; ``mask`` is None or has a leaf
+        that is not a bool (an element-wise array mask, a traced value).
+      ValueError: the mask does not have the params' tree structure or a prefix of it.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from gradtx.combine import masked
+      >>> params = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> tx = masked(gradtx.sgd(0.1), {"w": True, "b": False})
+      >>> grads = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> tx.update(grads, tx.init(params), params)[0]  # b is passed through
+      {'b': Array([1., 1.], dtype=float32), 'w': Array([-0.1, -0.1], dtype=float32)}
+    """
+    _check_members("masked", (inner,))
+    if mask is None:
+        raise TypeError(
+            "masked: mask must be a pytree of bools or a function of the params, got None."
+        )
+    if not callable(mask):
+        _bool_mask("masked", mask)
+    update = _accepts_extra_args(inner.update)
+
+    def resolve(tree):
+        return _bool_mask("masked", resolve_mask(mask, tree))
+
+    def init_fn(params):
+        return MaskedState(inner.init(_hide("masked", resolve(params), params, "params")))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is not None:
+            tree.check_structure(params, updates, owner="masked")
+        keep = resolve(updates)
+        inner_updates = _hide("masked", keep, updates, "updates")
+        inner_params = None if params is None else _hide("masked", keep, params, "params")
+        extra_args = _hide_extra_args(
+            "masked", keep, updates, extra_args, mask_compatible_extra_args
+        )
+        new, inner_state = update(inner_updates, state.inner_state, inner_params, **extra_args)
+        return _merge(keep, new, updates), MaskedState(inner_state)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------- partition
+
+
+class PartitionState(NamedTuple):
+    """State of :func:`partition`."""
+
+    # {label: that label's transformation's state}, each built on the params with
+    # the leaves of every other label set to None.
+    inner_states: dict[Hashable, OptState]
+
+
+def _check_labels(labels: Any, transforms: Mapping[Hashable, Any]) -> None:
+    used = []
+    for path, label in jax.tree_util.tree_flatten_with_path(labels)[0]:
+        try:
+            hash(label)
+        except TypeError:
+            raise TypeError(
+                f"partition: every label must be hashable (a string, an int), got "
+                f"{type(label).__name__} at {jax.tree_util.keystr(path) or 'the root'}."
+            ) from None
+        used.append(label)
+    unknown = sorted({repr(label) for label in used if label not in transforms})
+    if unknown:
+        raise ValueError(
+            f"partition: no transformation for the label(s) {', '.join(unknown)}: "
+            f"transforms has {', '.join(sorted(map(repr, transforms)))}."
+        )
+
+
+def partition(
+    transforms: Mapping[Hashable, GradientTransformation],
+    param_labels: Any | Callable[[Params], Any],
+    *,
+    mask_compatible_extra_args: bool = False,
+) -> GradientTransformation:
+    """Applies a different transformation to each group of parameters.
+
+    Every parameter leaf carries a label; the transformation of that label
+    updates it and holds its state (as :func:`masked` on that label's leaves),
+    so biases, embeddings or normalisation scales can get another optimizer or
+    other hyperparameters. Same semantics and arguments as ``optax.partition``
+    (``optax.multi_transform``). A transformation whose label no leaf carries is
+    allowed (as in Optax): its state is built on an empty tree.
+
+    Args:
+      transforms: ``{label: transformation}``.
+      param_labels: a pytree of labels with the params' structure, or a prefix of
+        it (one label for a whole subtree); or a function of the params returning
+        one (called with the params in ``init`` and with the updates in ``update``,
+        as Optax does, so it must depend on structure, names and shapes only).
+      mask_compatible_extra_args: also split the extra arguments of ``update`` that
+        have the updates' tree structure, as :func:`masked` does.
+
+    Returns:
+      A transformation whose state is :class:`PartitionState`.
+
+    Raises:
+      TypeError: ``transforms`` is not a mapping of transformations; a label is
+        not hashable.
+      ValueError: ``transforms`` is empty; a label has no transformation; the labels
+        do not have the params' tree structure or a prefix of it; the state has
+        other labels than ``transforms``.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from gradtx.combine import partition
+      >>> params = {"w": jnp.ones(2), "b": jnp.ones(2)}
+      >>> tx = partition({"adam": gradtx.adam(0.1), "sgd": gradtx.sgd(0.01)},
+      ...                {"w": "adam", "b": "sgd"})
+      >>> grads = {"w": jnp.full(2, 3.0), "b": jnp.full(2, 3.0)}
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> updates["b"]  # sgd: -0.01 * 3
+      Array([-0.03, -0.03], dtype=float32)
+      >>> sorted(state.inner_states)
+      ['adam', 'sgd']
+    """
+    if not isinstance(transforms, Mapping):
+        raise TypeError(
+            f"partition: transforms must be a mapping {{label: transformation}}, "
+            f"got {type(transforms).__name__}."
+        )
+    if not transforms:
+        raise ValueError("partition: transforms is empty: give at least one {label: tx}.")
+    order = list(transforms)
+    _check_members("partition", tuple(transforms.values()))
+    if not callable(param_labels):
+        _check_labels(param_labels, transforms)
+    updaters = {label: _accepts_extra_args(tx.update) for label, tx in transforms.items()}
+
+    def resolve(tree):
+        labels = param_labels(tree) if callable(param_labels) else param_labels
+        _check_labels(labels, transforms)
+        return labels
+
+    def keep(labels, label):
+        return jax.tree.map(lambda leaf: leaf == label, labels)
+
+    def init_fn(params):
+        labels = resolve(params)
+        return PartitionState(
+            {
+                label: tx.init(_hide("partition", keep(labels, label), params, "params", "labels"))
+                for label, tx in transforms.items()
+            }
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        inner_states = getattr(state, "inner_states", None)
+        if not isinstance(inner_states, Mapping) or set(inner_states) != set(order):
+            got = (
+                f"the labels {', '.join(sorted(map(repr, inner_states)))}"
+                if isinstance(inner_states, Mapping)
+                else type(state).__name__
+            )
+            raise ValueError(
+                f"partition: expected a PartitionState with the labels "
+                f"{', '.join(sorted(map(repr, order)))} (from init), got {got}."
+            )
+        if params is not None:
+            tree.check_structure(params, updates, owner="partition")
+        labels = resolve(updates)
+        outputs, new_states = [], {}
+        for label in order:
+            group = keep(labels, label)
+            hidden = _hide("partition", group, updates, "updates", "labels")
+            hidden_params = (
+                None if params is None else _hide("partition", group, params, "params", "labels")
+            )
+            extra = _hide_extra_args(
+                "partition", group, updates, extra_args, mask_compatible_extra_args
+            )
+            out, new_states[label] = updaters[label](
+                hidden, inner_states[label], hidden_params, **extra
+            )
+            outputs.append(out)
+        index = {label: i for i, label in enumerate(order)}
+        merged = jax.tree.map(lambda label, *outs: outs[index[label]], labels, *outputs)
+        return merged, PartitionState(new_states)
 
     return GradientTransformation(init_fn, update_fn)

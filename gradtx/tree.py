@@ -82,7 +82,8 @@ def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = F
 
 
 def _leaf_paths(tree: Any) -> list[str]:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    # None leaves are listed too: a masked-out leaf is None in a state (see masked).
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
     return [jax.tree_util.keystr(path) for path, _ in leaves]
 
 

@@ -119,6 +119,36 @@ def _averaged_example(learning_rate: float = 0.1) -> gradtx.GradientTransformati
     return gradtx.chain(gradtx.sgd(learning_rate), gradtx.average_params(decay=0.9))
 
 
+def _by_size(params: Any) -> Any:
+    return jax.tree.map(lambda x: x.size > 2, params)
+
+
+def _masked_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.masked(gradtx.adam(learning_rate), _by_size)
+
+
+def _masked_adamw_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.masked(gradtx.adamw(learning_rate, weight_decay=1e-2), _by_size)
+
+
+def _partition_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    labels = lambda p: jax.tree.map(lambda x: "big" if x.size > 2 else "small", p)  # noqa: E731
+    transforms = {"big": gradtx.adam(learning_rate), "small": gradtx.sgd(learning_rate, 0.9)}
+    return gradtx.partition(transforms, labels)
+
+
+def _apply_if_finite_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.apply_if_finite(gradtx.adam(learning_rate), raise_after=3)
+
+
+def _accumulate_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.accumulate(gradtx.adam(learning_rate), 2)
+
+
+def _accumulate_every_step_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.accumulate(gradtx.rmsprop(learning_rate), 1)
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -430,6 +460,33 @@ REGISTRY: tuple[Entry, ...] = (
         descends=True,
         **_LR,
     ),
+    # Wrappers. masked passes the masked-out leaves through, so it is neither a
+    # descent step nor linear in the rate; accumulate(k=2) returns zeros first.
+    Entry(
+        "masked",
+        "masked",
+        _masked_example,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "masked_adamw",
+        "masked",
+        _masked_adamw_example,
+        needs_params=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry("partition", "partition", _partition_example, descends=True, **_LR),
+    Entry("apply_if_finite", "apply_if_finite", _apply_if_finite_example, descends=True, **_LR),
+    Entry("accumulate", "accumulate", _accumulate_example, **_LR),
+    Entry(
+        "accumulate_every_step",
+        "accumulate",
+        _accumulate_every_step_example,
+        descends=True,
+        **_LR,
+    ),
     # Rprop: sign-based, so complex leaves are refused at init.
     *(
         Entry(
@@ -467,7 +524,8 @@ WITH_HYPERPARAMETER = tuple(e for e in REGISTRY if e.hyperparameter is not None)
 NOT_TRANSFORMATIONS = frozenset(
     {
         "apply_updates",
-        # Readers of a state, for evaluation.
+        # Readers of a state, for evaluation or logging.
+        "has_updated",
         "lookahead_slow_params",
         "averaged_params",
         # Schedules return count -> value functions (tests/test_schedules.py).

@@ -79,6 +79,18 @@ BAD_HYPERPARAMETERS = [
     ),
     (gradtx.ranger, dict(sync_period=0), r"sync_period must be an integer >= 1, got 0"),
     (gradtx.average_params, dict(decay=1.0), rf"decay must be {UNIT}, got 1\.0"),
+    # Wrappers.
+    (
+        gradtx.accumulate,
+        dict(inner=gradtx.sgd(0.1), every_k=0),
+        r"every_k must be an integer >= 1, got 0",
+    ),
+    (
+        gradtx.apply_if_finite,
+        dict(inner=gradtx.sgd(0.1), raise_after=0),
+        r"raise_after must be an integer >= 1, got 0",
+    ),
+    (gradtx.partition, dict(transforms={}, param_labels={}), r"transforms is empty"),
     # Rprop's step-size factors and bounds.
     (
         gradtx.rprop,

@@ -1,0 +1,171 @@
+"""Gradient accumulation: one inner step per ``every_k`` micro-batches."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradtx import _checks, tree
+from gradtx.base import Array, GradientTransformation, OptState, Updates
+from gradtx.combine import _accepts_extra_args, _check_members
+
+
+class AccumulateState(NamedTuple):
+    """State of :func:`accumulate` (Optax's ``MultiStepsState`` field names)."""
+
+    mini_step: Array  # int32 scalar in [0, every_k): micro-batches gathered since the last step.
+    gradient_step: Array  # int32 scalar: inner steps taken so far (saturating).
+    inner_state: OptState  # the inner transformation's state; moves on inner steps only.
+    acc_grads: Updates  # mean (or sum) of the gathered gradients, in the accumulator dtype.
+
+
+def _accumulator_zeros(params: Any, dtype: Any | None) -> Any:
+    if dtype is not None:
+        return tree.zeros_like(params, dtype)
+    return jax.tree.map(
+        lambda p: jnp.zeros(jnp.shape(p), tree.compute_dtype(jnp.result_type(p))), params
+    )
+
+
+def _gather(g: Array, acc: Array, n: Array, use_grad_mean: bool) -> Array:
+    """Adds micro-batch gradient ``g`` to ``acc``, which holds ``n`` of them already."""
+    g = g.astype(acc.dtype)
+    if use_grad_mean:
+        # The running mean (Welford): no sum of k gradients to overflow or round.
+        return acc + (g - acc) / (n + 1).astype(tree.real_dtype(acc.dtype))
+    return acc + g
+
+
+def accumulate(
+    inner: GradientTransformation,
+    every_k: int,
+    use_grad_mean: bool = True,
+    *,
+    accumulator_dtype: Any | None = None,
+) -> GradientTransformation:
+    """Gradient accumulation: ``inner`` steps once per ``every_k`` gradients.
+
+    The gradients of ``every_k`` consecutive micro-batches are averaged; the
+    ``every_k``-th call feeds the average to ``inner`` and returns its update. The
+    calls in between return zero updates and leave ``inner``'s state alone, so
+    ``inner`` sees exactly the sequence of averaged gradients, as if trained on
+    batches ``every_k`` times larger. The trajectory is Optax's ``MultiSteps`` with
+    ``every_k_schedule=every_k`` (and ``accumulator_dtype`` set as below).
+    :func:`has_updated` says whether a call was an inner step. To drop the
+    micro-batches whose gradient holds NaN or inf (Optax's
+    ``should_skip_update_fn=skip_not_finite``), wrap the whole:
+    ``apply_if_finite(accumulate(inner, k))``.
+
+    Note:
+      Optax accumulates in float32 by default, which drops the imaginary part of
+      complex gradients and the extra digits of float64 ones; gradtx's default
+      accumulates each leaf in its gradient's dtype, widened to at least float32
+      (bfloat16 and float16 gradients are averaged in float32). The in-between
+      steps do not run ``inner`` at all (a ``lax.cond``).
+
+    Args:
+      inner: the transformation that steps on the averaged gradient.
+      every_k: the number of gradients per inner step, an integer >= 1.
+      use_grad_mean: average the gradients (default); ``False`` sums them.
+      accumulator_dtype: dtype of the accumulated gradients; ``None`` (default)
+        uses each leaf's dtype, at least float32.
+
+    Returns:
+      A transformation whose state is :class:`AccumulateState`.
+
+    Raises:
+      ValueError: ``every_k`` is not an integer >= 1; ``accumulator_dtype`` is not
+        a floating dtype (or is real for complex params); the updates' tree differs
+        from the params'.
+      TypeError: ``inner`` is not a transformation.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from gradtx.transforms.accumulate import accumulate, has_updated
+      >>> tx = accumulate(gradtx.sgd(0.1), every_k=2)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> updates, state = tx.update(jnp.array([1.0]), state)
+      >>> updates, bool(has_updated(state))
+      (Array([0.], dtype=float32), False)
+      >>> updates, state = tx.update(jnp.array([3.0]), state)
+      >>> updates, bool(has_updated(state))  # -0.1 * mean(1, 3)
+      (Array([-0.2], dtype=float32), True)
+    """
+    _check_members("accumulate", (inner,))
+    _checks.positive_int("accumulate", "every_k", every_k)
+    _checks.dtype_or_none("accumulate", "accumulator_dtype", accumulator_dtype)
+    update = _accepts_extra_args(inner.update)
+
+    def init_fn(params):
+        return AccumulateState(
+            tree.zero_count(),
+            tree.zero_count(),
+            inner.init(params),
+            _accumulator_zeros(params, accumulator_dtype),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        tree.check_structure(state.acc_grads, updates, owner="accumulate")
+        n = state.mini_step
+        acc = jax.tree.map(lambda g, a: _gather(g, a, n, use_grad_mean), updates, state.acc_grads)
+        emit = n == every_k - 1
+
+        def inner_update(averaged, inner_state, params):
+            return update(averaged, inner_state, params, **extra_args)
+
+        def step():
+            return inner_update(tree.cast_like(acc, updates), state.inner_state, params)
+
+        def hold():
+            # Zeros shaped like the inner's output, found without running it.
+            outputs, _ = jax.eval_shape(inner_update, updates, state.inner_state, params)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs)
+            return zeros, state.inner_state
+
+        if isinstance(emit, jax.core.Tracer):
+            out, inner_state = jax.lax.cond(emit, step, hold)
+        else:  # eagerly: a Python branch, not a cond compiled at every call
+            out, inner_state = step() if bool(emit) else hold()
+        return out, AccumulateState(
+            jnp.where(emit, 0, n + 1).astype(jnp.int32),
+            jnp.where(emit, tree.safe_increment(state.gradient_step), state.gradient_step),
+            inner_state,
+            jax.tree.map(lambda a: jnp.where(emit, jnp.zeros_like(a), a), acc),
+        )
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def has_updated(state: Any) -> Array:
+    """Whether the step that produced ``state`` was an inner step of :func:`accumulate`.
+
+    True right after the ``every_k``-th gradient of a group, False in between.
+    ``state`` is the state of :func:`accumulate`, or any state holding exactly one
+    (a chain around it, for example).
+
+    Args:
+      state: an :class:`AccumulateState`, or a pytree that holds exactly one.
+
+    Returns:
+      A bool scalar (batched under ``vmap``).
+
+    Raises:
+      ValueError: ``state`` holds no :class:`AccumulateState`, or several.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from gradtx.transforms.accumulate import accumulate, has_updated
+      >>> tx = gradtx.chain(accumulate(gradtx.adam(0.1), every_k=3))
+      >>> bool(has_updated(tx.init(jnp.zeros(2))))
+      False
+    """
+    is_acc = lambda x: isinstance(x, AccumulateState)
+    found = [x for x in jax.tree.leaves(state, is_leaf=is_acc) if is_acc(x)]
+    if len(found) != 1:
+        raise ValueError(
+            f"has_updated: expected a state holding exactly one AccumulateState "
+            f"(from accumulate), found {len(found)}."
+        )
+    return jnp.logical_and(found[0].mini_step == 0, found[0].gradient_step > 0)

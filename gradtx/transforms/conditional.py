@@ -1,0 +1,141 @@
+"""Transformations that apply another one only under a condition: ``apply_if_finite``."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import _checks, tree
+from gradtx.base import Array, GradientTransformation, OptState
+from gradtx.combine import _accepts_extra_args, _check_members
+
+
+class ApplyIfFiniteState(NamedTuple):
+    """State of :func:`apply_if_finite` (Optax's field names)."""
+
+    notfinite_count: Array  # int32 scalar: consecutive non-finite gradients (0 after a finite one).
+    last_finite: Array  # bool scalar: whether the last gradient was finite.
+    total_notfinite: Array  # int32 scalar: non-finite gradients since init, never reset.
+    inner_state: OptState  # the inner transformation's state, as of the last finite gradient.
+
+
+def _leaf_flags(updates: Any) -> tuple[list[Array], list[str]]:
+    """Per leaf: whether it is all finite (complex: both parts), and its path."""
+    with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
+    flags = [jnp.all(jnp.isfinite(x)) for _, x in with_paths]
+    return flags, [jax.tree_util.keystr(path) or "the root" for path, _ in with_paths]
+
+
+def _too_many(raise_after: int, paths: list[str], consecutive, total, leaf_flags) -> None:
+    """Raises FloatingPointError when ``consecutive >= raise_after``; runs on the host.
+
+    Under ``vmap`` the arguments arrive batched: one member over the limit raises.
+    """
+    consecutive = np.asarray(consecutive)
+    if not np.any(consecutive >= raise_after):
+        return
+    flags = [np.asarray(f) for f in leaf_flags]
+    bad = [path for path, ok in zip(paths, flags, strict=True) if not np.all(ok)]
+    in_a_row, in_all = int(np.max(consecutive)), int(np.max(np.asarray(total)))
+    plural = "s" if in_a_row > 1 else ""
+    raise FloatingPointError(
+        f"apply_if_finite: {in_a_row} consecutive gradient{plural} held NaN or inf "
+        f"(raise_after={raise_after}; {in_all} skipped in all); the last one in: "
+        f"{', '.join(bad) or '(no leaf)'}. The updates were skipped and the optimizer "
+        f"state is the one after the last finite gradient."
+    )
+
+
+def apply_if_finite(
+    inner: GradientTransformation, *, raise_after: int | None = None
+) -> GradientTransformation:
+    """Skips the steps whose gradients hold a NaN or an infinity.
+
+    When any element of any leaf of the incoming updates is not finite (NaN,
+    +-inf, or a complex number with such a part), the step returns zero updates
+    and leaves ``inner``'s state as it was, as if the step had not happened; the
+    state counts such steps (``notfinite_count`` in a row, ``total_notfinite`` in
+    all). A finite gradient is passed to ``inner`` as usual and resets the
+    consecutive count. The trajectory is Optax's ``apply_if_finite`` for as long as
+    Optax keeps skipping.
+
+    Note:
+      Optax's ``max_consecutive_errors=N`` *applies* the non-finite update after N
+      skips (its parameters and state then become NaN). gradtx never applies one:
+      ``raise_after=N`` raises instead, and is keyword-only so that code written
+      for Optax, ``apply_if_finite(tx, N)``, fails loudly rather than changing
+      meaning.
+
+    Args:
+      inner: the transformation to protect.
+      raise_after: raise once this many consecutive gradients were non-finite
+        (``1``: on the first one); ``None`` (default) skips them forever. Eagerly
+        the error is a ``FloatingPointError``; under ``jit`` it comes from a host
+        callback, and JAX raises it as a ``jax.errors.JaxRuntimeError`` (a
+        ``RuntimeError``) whose message ends with the same text, when the step is
+        run (or its result first awaited).
+
+    Returns:
+      A transformation whose state is :class:`ApplyIfFiniteState`.
+
+    Raises:
+      ValueError: ``raise_after`` is not an integer >= 1.
+      TypeError: ``inner`` is not a transformation.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from gradtx.transforms.conditional import apply_if_finite
+      >>> tx = apply_if_finite(gradtx.sgd(0.1))
+      >>> state = tx.init(jnp.zeros(2))
+      >>> updates, state = tx.update(jnp.array([1.0, jnp.nan]), state)
+      >>> updates, int(state.total_notfinite)
+      (Array([0., 0.], dtype=float32), 1)
+    """
+    _check_members("apply_if_finite", (inner,))
+    if raise_after is not None:
+        _checks.positive_int("apply_if_finite", "raise_after", raise_after)
+    update = _accepts_extra_args(inner.update)
+
+    def init_fn(params):
+        # Two distinct zeros: one buffer in two fields could not be donated.
+        zero, other_zero = tree.zero_count(), tree.zero_count()
+        return ApplyIfFiniteState(zero, jnp.array(True), other_zero, inner.init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        leaf_flags, paths = _leaf_flags(updates)
+        finite = jnp.all(jnp.stack(leaf_flags)) if leaf_flags else jnp.array(True)
+        consecutive = jnp.where(finite, 0, tree.safe_increment(state.notfinite_count))
+        total = jnp.where(finite, state.total_notfinite, tree.safe_increment(state.total_notfinite))
+        if raise_after is not None:
+            if isinstance(consecutive, jax.core.Tracer):
+                # Traced: the check must run when the step runs, on the host.
+                check = functools.partial(_too_many, raise_after, paths)
+                jax.debug.callback(check, consecutive, total, leaf_flags)
+            else:
+                _too_many(raise_after, paths, consecutive, total, leaf_flags)
+
+        def inner_update(updates, inner_state, params):
+            return update(updates, inner_state, params, **extra_args)
+
+        def apply():
+            return inner_update(updates, state.inner_state, params)
+
+        def skip():
+            # Zeros shaped like the inner's output, found without running it.
+            outputs, _ = jax.eval_shape(inner_update, updates, state.inner_state, params)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs)
+            return zeros, state.inner_state
+
+        if isinstance(finite, jax.core.Tracer):
+            out, inner_state = jax.lax.cond(finite, apply, skip)
+        else:  # eagerly: a Python branch, not a cond compiled at every call
+            out, inner_state = apply() if bool(finite) else skip()
+        return out, ApplyIfFiniteState(
+            consecutive.astype(jnp.int32), finite, total.astype(jnp.int32), inner_state
+        )
+
+    return GradientTransformation(init_fn, update_fn)
