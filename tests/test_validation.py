@@ -240,6 +240,7 @@ def test_validation_table_covers_every_validating_public_factory():
         "chain",
         "named_chain",
         "scale_by_schedule",
+        "masked",  # a transformation and a mask: its mask is checked against the params
     }
     public = {e.public for e in WITH_HYPERPARAMETER} | {"adadelta"}
     assert public - takes_no_checkable_number <= in_table, public - in_table
