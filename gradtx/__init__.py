@@ -58,10 +58,28 @@ from gradtx.schedules import (
     warmup_schedule,
 )
 from gradtx.transforms.accumulate import AccumulateState, accumulate, has_updated
+from gradtx.transforms.clipping import (
+    adaptive_grad_clip,
+    clip,
+    clip_by_block_rms,
+    clip_by_global_norm,
+    clip_by_leaf_norm,
+)
 from gradtx.transforms.conditional import ApplyIfFiniteState, apply_if_finite
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
+from gradtx.transforms.noise import AddNoiseState, add_noise
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
-from gradtx.transforms.regularize import AddDecayedWeightsState, add_decayed_weights
+from gradtx.transforms.regularize import (
+    AddDecayedWeightsState,
+    PenaltyState,
+    add_decayed_weights,
+    add_elastic_net,
+    add_l1_penalty,
+    decoupled_weight_decay,
+    exclude_bias_and_norm,
+    proximal_elastic_net,
+    proximal_l1,
+)
 from gradtx.transforms.scale import (
     ScaleByScheduleState,
     scale,
@@ -74,6 +92,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AccumulateState",
     "AddDecayedWeightsState",
+    "AddNoiseState",
     "ApplyIfFiniteState",
     "AverageParamsState",
     "BiasCorrectionState",
@@ -85,6 +104,7 @@ __all__ = [
     "OptState",
     "Params",
     "PartitionState",
+    "PenaltyState",
     "ReduceOnPlateauState",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
@@ -108,7 +128,11 @@ __all__ = [
     "adam",
     "adamax",
     "adamw",
+    "adaptive_grad_clip",
     "add_decayed_weights",
+    "add_elastic_net",
+    "add_l1_penalty",
+    "add_noise",
     "amsbound",
     "amsgrad",
     "apply_if_finite",
@@ -117,11 +141,17 @@ __all__ = [
     "averaged_params",
     "bias_correction",
     "chain",
+    "clip",
+    "clip_by_block_rms",
+    "clip_by_global_norm",
+    "clip_by_leaf_norm",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
     "cosine_restarts_schedule",
+    "decoupled_weight_decay",
     "ema",
+    "exclude_bias_and_norm",
     "exponential_decay",
     "has_updated",
     "identity",
@@ -143,6 +173,8 @@ __all__ = [
     "piecewise_constant_values",
     "piecewise_interpolate_schedule",
     "polynomial_schedule",
+    "proximal_elastic_net",
+    "proximal_l1",
     "radam",
     "ranger",
     "reduce_on_plateau",

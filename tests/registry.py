@@ -48,6 +48,9 @@ class Entry:
       hyperparameter_values: a few valid values of it, for vmap.
       linear_in_hyperparameter: the update is proportional to ``hyperparameter``
         (a learning rate or a step size), so ``d update / d h = update / h``.
+      stochastic: adds random noise (from a PRNG key in its state): a zero
+        gradient gives a nonzero update, and the key is a state leaf that is not
+        per parameter.
       extra_args: extra arguments the method needs on every ``update`` (e.g. the
         loss ``value`` for iRprop+ or reduce_on_plateau); :meth:`make` supplies
         them as defaults, so generic tests need not know about them.
@@ -65,6 +68,7 @@ class Entry:
     hyperparameter: str | None = None
     hyperparameter_values: tuple[float, ...] = ()
     linear_in_hyperparameter: bool = False
+    stochastic: bool = False
     extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> gradtx.GradientTransformation:
@@ -487,6 +491,91 @@ REGISTRY: tuple[Entry, ...] = (
         descends=True,
         **_LR,
     ),
+    # Penalties (issue 4): they read the params.
+    Entry(
+        "add_l1_penalty",
+        "add_l1_penalty",
+        gradtx.add_l1_penalty,
+        {"l1_strength": 1e-2},
+        needs_params=True,
+        hyperparameter="l1_strength",
+        hyperparameter_values=(0.0, 1e-2, 0.1),
+    ),
+    Entry(
+        "add_elastic_net",
+        "add_elastic_net",
+        gradtx.add_elastic_net,
+        {"strength": 1e-2},
+        needs_params=True,
+        hyperparameter="strength",
+        hyperparameter_values=(0.0, 1e-2, 0.1),
+    ),
+    Entry(
+        "proximal_l1",
+        "proximal_l1",
+        gradtx.proximal_l1,
+        {"l1_strength": 1e-2, "learning_rate": 0.1},
+        needs_params=True,
+        hyperparameter="l1_strength",
+        hyperparameter_values=(0.0, 1e-2, 0.1),
+    ),
+    Entry(
+        "proximal_elastic_net",
+        "proximal_elastic_net",
+        gradtx.proximal_elastic_net,
+        {"strength": 1e-2, "learning_rate": 0.1},
+        needs_params=True,
+        hyperparameter="strength",
+        hyperparameter_values=(0.0, 1e-2, 0.1),
+    ),
+    Entry(
+        "decoupled_weight_decay",
+        "decoupled_weight_decay",
+        gradtx.decoupled_weight_decay,
+        {"weight_decay": 1e-2, "learning_rate": 0.1},
+        needs_params=True,
+        hyperparameter="weight_decay",
+        hyperparameter_values=(0.0, 1e-2, 0.1),
+    ),
+    # Clipping (stateless).
+    *(
+        Entry(
+            name,
+            name,
+            getattr(gradtx, name),
+            {arg: 0.5},
+            checks_structure=False,
+            hyperparameter=arg,
+            hyperparameter_values=(0.1, 0.5, 2.0),
+        )
+        for name, arg in (
+            ("clip", "max_delta"),
+            ("clip_by_global_norm", "max_norm"),
+            ("clip_by_leaf_norm", "max_norm"),
+            ("clip_by_block_rms", "threshold"),
+        )
+    ),
+    Entry(
+        "adaptive_grad_clip",
+        "adaptive_grad_clip",
+        gradtx.adaptive_grad_clip,
+        {"clipping": 0.1},
+        needs_params=True,
+        hyperparameter="clipping",
+        hyperparameter_values=(0.01, 0.1, 1.0),
+    ),
+    # Gradient noise: random, so neither zero on a zero gradient nor phase-equivariant.
+    Entry(
+        "add_noise",
+        "add_noise",
+        gradtx.add_noise,
+        {"eta": 0.01, "gamma": 0.55, "key": 0},
+        supports_complex=False,
+        checks_structure=False,
+        stochastic=True,
+        hyperparameter="eta",
+        hyperparameter_values=(0.0, 0.01, 0.1),
+    ),
     # Rprop: sign-based, so complex leaves are refused at init.
     *(
         Entry(
@@ -526,6 +615,8 @@ NOT_TRANSFORMATIONS = frozenset(
         "apply_updates",
         # Readers of a state, for evaluation or logging.
         "has_updated",
+        # A mask function for the penalties.
+        "exclude_bias_and_norm",
         "lookahead_slow_params",
         "averaged_params",
         # Schedules return count -> value functions (tests/test_schedules.py).

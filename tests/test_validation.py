@@ -91,6 +91,18 @@ BAD_HYPERPARAMETERS = [
         r"raise_after must be an integer >= 1, got 0",
     ),
     (gradtx.partition, dict(transforms={}, param_labels={}), r"transforms is empty"),
+    # Penalties, clipping and noise.
+    (gradtx.add_l1_penalty, dict(l1_strength=-1.0), r"l1_strength must be .*>= 0, got -1\.0"),
+    (gradtx.add_elastic_net, dict(strength=0.1, alpha=1.5), r"alpha must be in \[0, 1\], got 1\.5"),
+    (gradtx.proximal_l1, dict(l1_strength=-1.0), r"l1_strength must be .*got -1\.0"),
+    (gradtx.proximal_elastic_net, dict(strength=-1.0), r"strength must be .*got -1\.0"),
+    (gradtx.decoupled_weight_decay, dict(weight_decay=-1.0), r"weight_decay must be .*got -1\.0"),
+    (gradtx.clip, dict(max_delta=-1.0), r"max_delta must be a number >= 0.*got -1\.0"),
+    (gradtx.clip_by_global_norm, dict(max_norm=NAN), r"max_norm must be .*got nan"),
+    (gradtx.clip_by_leaf_norm, dict(max_norm=-1.0), r"max_norm must be .*got -1\.0"),
+    (gradtx.clip_by_block_rms, dict(threshold=-1.0), r"threshold must be .*got -1\.0"),
+    (gradtx.adaptive_grad_clip, dict(clipping=-1.0), r"clipping must be .*got -1\.0"),
+    (gradtx.add_noise, dict(eta=-1.0, gamma=0.55, key=0), r"eta must be .*>= 0, got -1\.0"),
     # Rprop's step-size factors and bounds.
     (
         gradtx.rprop,

@@ -1,0 +1,376 @@
+"""Clipping the updates: by value, by norm (global, per leaf, per block RMS), adaptively.
+
+Near a cliff of the loss (Goodfellow, Bengio & Courville 2016, Sec. 8.2.4 and
+10.11.1; the seeds' "exploding gradient in cliff structure") one gradient can
+be orders of magnitude larger than the rest and throw the parameters far away.
+Clipping keeps its direction and bounds its length:
+
+.. math::
+    g \\leftarrow \\begin{cases} \\dfrac{v}{\\|g\\|} g & \\|g\\| > v \\\\ g & \\text{otherwise}
+    \\end{cases}
+
+(Pascanu, Mikolov & Bengio 2013, Alg. 1), over the whole tree
+(:func:`clip_by_global_norm`), per leaf (:func:`clip_by_leaf_norm`,
+:func:`clip_by_block_rms`) or per unit relative to the weights
+(:func:`adaptive_grad_clip`); :func:`clip` bounds each element.
+
+Shared rules, all tested:
+
+* **No NaN from zeros.** The scale ``v / ||g||`` is only formed where
+  ``||g|| > v >= 0``, so an all-zero gradient, or a maximum of 0, gives zero
+  updates, never ``0 / 0``. (Optax's ``clip_by_global_norm(0.)`` and
+  ``clip_by_block_rms(0.)`` return NaN on a zero gradient.)
+* **Complex leaves** use magnitudes, ``|g|^2`` in every norm, and :func:`clip`
+  limits the modulus and keeps the phase, so a common phase rotation of the
+  gradient rotates the clipped result (Optax's ``clip`` refuses complex input).
+* **Overflow.** Norms are summed in at least float32; where the sum of squares
+  overflows (a float32 gradient above ~1e19) it is recomputed from the gradient
+  divided by its largest magnitude, so a huge gradient is clipped to the right
+  length in its own direction instead of to zero (a rescaled second pass that
+  runs only when the first overflowed).
+* A maximum of ``inf`` disables the clipping; NaN or negative maxima are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import _checks, tree
+from gradtx.base import Array, EmptyState, GradientTransformation
+
+
+def _check_maximum(owner: str, name: str, value: Any) -> None:
+    """A clipping bound: a number >= 0, ``inf`` allowed (no clipping); skipped for tracers."""
+    array = _checks._concrete(value)
+    if array is not None and (np.isnan(array).any() or (array < 0).any()):
+        _checks._fail(owner, name, value, "a number >= 0 (inf: no clipping)")
+
+
+def _stateless(update_leaves) -> GradientTransformation:
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        return update_leaves(updates, params), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------- norms
+
+
+def _sqrt(x: Array) -> Array:
+    """``sqrt(x)`` whose derivative at 0 is 0, not ``inf * 0``: the clipping of a
+    zero gradient stays differentiable (meta-gradients through an update)."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+
+
+def _branch(overflowed: Array, rescaled, plain):
+    """``lax.cond`` under a trace; a plain Python branch on concrete values (eager
+    calls then neither stage nor compile the branch they do not take)."""
+    if isinstance(overflowed, jax.core.Tracer):
+        return jax.lax.cond(overflowed, rescaled, plain)
+    return rescaled() if bool(overflowed) else plain()
+
+
+def _global_norm(xs: Sequence[Array]) -> Array:
+    """``sqrt(sum |x|^2)`` over every element of every array, in at least float32.
+
+    Where the sum of squares overflows to ``inf`` while every element is finite,
+    it is recomputed as ``m * sqrt(sum |x / m|^2)``, ``m`` the largest magnitude;
+    that second pass runs only when the first overflowed.
+    """
+    xs = [x.astype(tree.compute_dtype(x.dtype)) for x in xs]
+    if not xs:
+        return jnp.zeros([], jnp.float32)
+    squares = sum(jnp.sum(tree.abs_sq(x)) for x in xs)
+
+    def rescaled():
+        big = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in xs]))
+        safe = jnp.where(jnp.isfinite(big) & (big > 0), big, 1)
+        again = safe * _sqrt(sum(jnp.sum(tree.abs_sq(x / safe)) for x in xs))
+        return jnp.where(jnp.isfinite(big), again, _sqrt(squares))
+
+    return _branch(jnp.isposinf(squares), rescaled, lambda: _sqrt(squares))
+
+
+def _unit_norms(xs: Sequence[Array], axes: Sequence[Any]) -> list[Array]:
+    """The norm of each unit of each array: ``sqrt(sum |x|^2)`` over ``axes[i]``
+    of ``xs[i]`` (kept as size-1 dimensions), with the same overflow rescue as
+    :func:`_global_norm`, one branch for all of them."""
+    xs = [x.astype(tree.compute_dtype(x.dtype)) for x in xs]
+    squares = [jnp.sum(tree.abs_sq(x), a, keepdims=True) for x, a in zip(xs, axes, strict=True)]
+    if not xs:
+        return []
+
+    def rescaled():
+        out = []
+        for x, a, sq in zip(xs, axes, squares, strict=True):
+            big = jnp.max(jnp.abs(x), a, keepdims=True, initial=0)
+            safe = jnp.where(jnp.isfinite(big) & (big > 0), big, 1)
+            again = safe * _sqrt(jnp.sum(tree.abs_sq(x / safe), a, keepdims=True))
+            out.append(jnp.where(jnp.isposinf(sq) & jnp.isfinite(big), again, _sqrt(sq)))
+        return out
+
+    overflowed = jnp.any(jnp.stack([jnp.any(jnp.isposinf(sq)) for sq in squares]))
+    return _branch(overflowed, rescaled, lambda: [_sqrt(sq) for sq in squares])
+
+
+def _leaf_norms(leaves: Sequence[Array]) -> list[Array]:
+    """The Euclidean norm of each leaf, as a scalar."""
+    norms = _unit_norms(leaves, [None] * len(leaves))
+    return [jnp.reshape(n, ()) for n in norms]
+
+
+def _shrink(x: Array, norm: Array, maximum: Any) -> Array:
+    """``x * maximum / norm`` where ``norm > maximum``, else ``x``; in ``x``'s dtype.
+
+    ``norm > maximum >= 0`` implies ``norm > 0``: the division never meets a zero,
+    so zero gradients and a zero maximum give zeros, not NaN (and no NaN in the
+    derivative either: the untaken branch divides by 1).
+    """
+    over = norm > maximum
+    factor = jnp.where(over, maximum / jnp.where(over, norm, 1), 1)
+    return (x.astype(tree.compute_dtype(x.dtype)) * factor).astype(x.dtype)
+
+
+# ---------------------------------------------------------------------- by value
+
+
+def _clip_leaf(u: Array, max_delta: Any) -> Array:
+    if not jnp.iscomplexobj(u):
+        return jnp.clip(u, -max_delta, max_delta).astype(u.dtype)
+    return _shrink(u, _sqrt(tree.abs_sq(u.astype(tree.compute_dtype(u.dtype)))), max_delta)
+
+
+def clip(max_delta: float | Array) -> GradientTransformation:
+    """Clips every element of the updates to magnitude at most ``max_delta``.
+
+    For real leaves this is ``clip(g, -max_delta, max_delta)``, as Optax's
+    ``clip``. For complex leaves the modulus is limited and the phase kept,
+    ``g * min(1, max_delta / |g|)``: clipping the real and imaginary parts
+    separately would turn the update and depend on the phase convention (Optax
+    raises on complex input). Unlike the norm clippings this changes the
+    direction of the update as a whole.
+
+    Args:
+      max_delta: the largest magnitude of an element, >= 0 (0 zeroes every
+        update, ``inf`` clips nothing).
+
+    Raises:
+      ValueError: ``max_delta`` negative or NaN.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.clip(1.0)
+      >>> tx.update(jnp.array([0.5, -3.0, 2.0]), tx.init(None))[0]
+      Array([ 0.5, -1. ,  1. ], dtype=float32)
+      >>> tx.update(jnp.array([3.0 + 4.0j]), tx.init(None))[0]  # modulus 5 -> 1
+      Array([0.6+0.8j], dtype=complex64)
+    """
+    _check_maximum("clip", "max_delta", max_delta)
+    return _stateless(lambda updates, _: jax.tree.map(lambda u: _clip_leaf(u, max_delta), updates))
+
+
+# ---------------------------------------------------------------------- by norm
+
+
+def clip_by_global_norm(max_norm: float | Array) -> GradientTransformation:
+    """Rescales the updates so that their global norm is at most ``max_norm``.
+
+    .. math::
+        g \\leftarrow \\frac{v}{\\|g\\|} g \\quad \\text{if } \\|g\\| > v
+
+    with ``||g||`` the Euclidean norm of all leaves together (Pascanu et al.
+    2013, Alg. 1; Goodfellow et al. 2016, Sec. 10.11.1, ``v`` the threshold).
+    The direction of the update is kept: this is the remedy for the cliffs of
+    Sec. 8.2.4. Zero gradients and ``max_norm=0`` give zeros, not NaN.
+
+    Args:
+      max_norm: ``v``, the largest global norm, >= 0 (``inf``: no clipping).
+
+    Raises:
+      ValueError: ``max_norm`` negative or NaN.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.clip_by_global_norm(1.0)
+      >>> g = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}  # norm 5
+      >>> tx.update(g, tx.init(g))[0]
+      {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
+
+    References:
+      Pascanu, Mikolov & Bengio (2013), On the difficulty of training recurrent
+      neural networks, Alg. 1; Goodfellow, Bengio & Courville (2016), Sec. 10.11.1.
+    """
+    _check_maximum("clip_by_global_norm", "max_norm", max_norm)
+
+    def update(updates, params):
+        del params
+        norm = _global_norm(jax.tree.leaves(updates))
+        return jax.tree.map(lambda u: _shrink(u, norm, max_norm), updates)
+
+    return _stateless(update)
+
+
+def clip_by_leaf_norm(max_norm: float | Array) -> GradientTransformation:
+    """Rescales each leaf separately so that its Euclidean norm is at most ``max_norm``.
+
+    ``g_l <- max_norm / ||g_l|| * g_l`` for each leaf ``l`` with
+    ``||g_l|| > max_norm``: Pascanu et al.'s rule applied per parameter array
+    instead of over the whole tree, so one exploding layer does not shrink the
+    steps of the others.
+
+    Args:
+      max_norm: the largest norm of a leaf, >= 0 (``inf``: no clipping).
+
+    Raises:
+      ValueError: ``max_norm`` negative or NaN.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.clip_by_leaf_norm(1.0)
+      >>> g = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([0.5])}
+      >>> tx.update(g, tx.init(g))[0]
+      {'a': Array([0.6, 0.8], dtype=float32), 'b': Array([0.5], dtype=float32)}
+    """
+    _check_maximum("clip_by_leaf_norm", "max_norm", max_norm)
+
+    def update(updates, params):
+        del params
+        leaves, treedef = jax.tree.flatten(updates)
+        norms = _leaf_norms(leaves)
+        shrunk = [_shrink(u, n, max_norm) for u, n in zip(leaves, norms, strict=True)]
+        return jax.tree.unflatten(treedef, shrunk)
+
+    return _stateless(update)
+
+
+def clip_by_block_rms(threshold: float | Array) -> GradientTransformation:
+    """Rescales each leaf so that its root-mean-square is at most ``threshold``.
+
+    ``g_l <- threshold / rms(g_l) * g_l`` where ``rms(g_l) = sqrt(mean |g_l|^2)``
+    exceeds ``threshold``: :func:`clip_by_leaf_norm` with the bound
+    ``threshold * sqrt(size)``, so it does not depend on the size of the leaf.
+    A block is a leaf (a weight vector, matrix or filter bank), as in Optax.
+
+    Args:
+      threshold: the largest RMS of a leaf, >= 0 (``inf``: no clipping).
+
+    Raises:
+      ValueError: ``threshold`` negative or NaN.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.clip_by_block_rms(1.0)
+      >>> tx.update(jnp.array([3.0, -3.0, 3.0, 3.0]), tx.init(None))[0]  # rms 3 -> 1
+      Array([ 1., -1.,  1.,  1.], dtype=float32)
+    """
+    _check_maximum("clip_by_block_rms", "threshold", threshold)
+
+    def update(updates, params):
+        del params
+        leaves, treedef = jax.tree.flatten(updates)
+        norms = _leaf_norms(leaves)
+        shrunk = [
+            _shrink(u, n, threshold * jnp.sqrt(jnp.asarray(u.size, n.dtype)))
+            for u, n in zip(leaves, norms, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, shrunk)
+
+    return _stateless(update)
+
+
+# ---------------------------------------------------------------------- adaptive
+
+
+def _unit_axes(x: Array, axis: Any) -> Any:
+    """The axes a unit spans: the given ``axis``, else NFNets' convention.
+
+    Brock et al. (2021) clip per output unit. Their code (and Optax) reads the
+    layout from the rank: scalars and vectors (after squeezing) are one unit;
+    rank 2 and 3 (``(in, out)`` dense kernels, ``(in, heads, dim)`` attention
+    kernels) reduce over axis 0; rank 4 and up (``HWIO`` convolutions and their
+    3-D kind) over every axis but the last. A scalar is one unit whatever ``axis``.
+    """
+    if x.ndim == 0:
+        return ()
+    if axis is not None:
+        return axis
+    if jnp.squeeze(x).ndim <= 1:
+        return tuple(range(x.ndim))
+    if x.ndim in (2, 3):
+        return (0,)
+    return tuple(range(x.ndim - 1))
+
+
+def adaptive_grad_clip(
+    clipping: float | Array, eps: float = 1e-3, axis: int | tuple[int, ...] | None = None
+) -> GradientTransformation:
+    """Adaptive gradient clipping (AGC): unit-wise, relative to the weights' norm.
+
+    For each unit ``i`` (an output neuron: a slice of a leaf, see ``axis``) of a
+    weight ``W`` with gradient ``G``:
+
+    .. math::
+        G_i \\leftarrow \\lambda \\frac{\\max(\\|W_i\\|, \\epsilon)}{\\|G_i\\|} G_i
+        \\quad \\text{if } \\frac{\\|G_i\\|}{\\max(\\|W_i\\|, \\epsilon)} > \\lambda
+
+    (Brock et al. 2021, eq. 3): a step may change a unit's weights by at most the
+    fraction ``lambda`` of their norm; ``eps`` keeps zero-initialised units (biases)
+    from being frozen. Zero gradients and ``clipping=0`` give zeros, not NaN.
+
+    Args:
+      clipping: ``lambda`` >= 0, the largest ratio of gradient to weight norm
+        (Brock et al. use 0.01 to 0.16 depending on the batch size).
+      eps: ``epsilon`` >= 0, the smallest weight norm a unit is measured against.
+      axis: the axes a unit's norm runs over; ``None`` reads them from the rank:
+        one unit for scalars and vectors, axis 0 for rank 2-3 (dense kernels
+        ``(in, out)``), all axes but the last for rank 4+ (``HWIO`` convolutions),
+        as the paper's code and Optax. A scalar leaf is always one unit.
+
+    Raises:
+      ValueError: ``clipping`` or ``eps`` negative or NaN; ``update`` called
+        without ``params``.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.adaptive_grad_clip(0.5)
+      >>> w = jnp.array([[3.0], [4.0]])  # one unit of norm 5: at most 2.5
+      >>> tx.update(jnp.array([[30.0], [40.0]]), tx.init(w), w)[0]
+      Array([[1.5],
+             [2. ]], dtype=float32)
+
+    References:
+      Brock, De, Smith & Simonyan (2021), High-Performance Large-Scale Image
+      Recognition Without Normalization, Sec. 4.1.
+    """
+    _check_maximum("adaptive_grad_clip", "clipping", clipping)
+    _checks.non_negative("adaptive_grad_clip", "eps", eps)
+
+    def update(updates, params):
+        if params is None:
+            raise ValueError(
+                "adaptive_grad_clip: update needs the params: call update(updates, state, params)."
+            )
+        tree.check_structure(params, updates, owner="adaptive_grad_clip")
+        grads, treedef = jax.tree.flatten(updates)
+        weights = treedef.flatten_up_to(params)
+        axes = [_unit_axes(w, axis) for w in weights]
+        norms = _unit_norms(grads + weights, axes + axes)
+        g_norms, w_norms = norms[: len(grads)], norms[len(grads) :]
+        shrunk = [
+            _shrink(g, g_norm, clipping * jnp.maximum(w_norm, eps))
+            for g, g_norm, w_norm in zip(grads, g_norms, w_norms, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, shrunk)
+
+    return _stateless(update)

@@ -1,0 +1,531 @@
+"""Clipping: the numpy references, Optax, zeros, complex leaves, overflow, the cliff.
+
+* Every clipping rule, followed by an SGD step, reproduces its float64 numpy
+  reference (``tests/reference/clipping.py``, from Pascanu et al. 2013, Alg. 1 and
+  Brock et al. 2021, eq. 3) at every one of 120 steps on a pytree of four leaves
+  (a 4-D filter bank, a vector, a matrix and a scalar), with thresholds at which
+  the clipping is active on some steps and idle on others.
+* The same runs against Optax's ``clip``, ``clip_by_global_norm``,
+  ``clip_by_block_rms`` and ``adaptive_grad_clip``.
+* Zero gradients and zero maxima give zeros (Optax: NaN); complex leaves clip
+  magnitudes (a common phase rotates the result); a float32 gradient whose squares
+  overflow is clipped to the right length (Optax: to zero); the clipping of a zero
+  gradient has a finite derivative.
+* The cliff of Goodfellow et al. (2016), Sec. 8.2.4 (seed 001): one unclipped SGD
+  step at the cliff throws the parameters far away; the clipped step does not.
+
+Tolerances as in tests/test_reference_trajectories.py: ``max |gradtx - ref| /
+(|ref| + 1) <= 1e-10`` in float64 and ``1e-5`` in float32 (the parameters are of
+order 1, where float32 rounds at ~1e-7 per step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradtx
+from gradtx.transforms.clipping import (
+    adaptive_grad_clip,
+    clip,
+    clip_by_block_rms,
+    clip_by_global_norm,
+    clip_by_leaf_norm,
+)
+from tests.reference import clipping as ref
+
+NUM_STEPS = 120
+RTOL = {"float64": 1e-10, "float32": 1e-5}
+LR = 0.05
+
+SHAPES = {"conv": (2, 2, 2, 3), "layer": {"b": (5,), "w": (3, 4)}, "temperature": ()}
+TREEDEF = jax.tree.structure(SHAPES, is_leaf=lambda x: isinstance(x, tuple))
+LEAF_SHAPES = jax.tree.leaves(SHAPES, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _make_data(seed=2013):
+    """Initial parameters and gradients (float32-representable float64).
+
+    Each leaf has its own gradient scale and the scale changes over time (a burst
+    at steps 40-49), so every clipping rule is active on some steps and idle on
+    others at the thresholds below.
+    """
+    rng = np.random.default_rng(seed)
+    k = np.arange(NUM_STEPS)
+    in_time = 1 + 2 * np.exp(-k / 15) + 4 * ((k >= 40) & (k < 50))
+    theta0, grads = [], []
+    for i, shape in enumerate(LEAF_SHAPES):
+        scale = (0.3, 2.0, 1.0, 0.5)[i]
+        g = rng.normal(size=(NUM_STEPS, *shape)) * scale
+        g *= in_time.reshape((NUM_STEPS,) + (1,) * len(shape))
+        theta0.append(rng.normal(size=shape).astype(np.float32).astype(np.float64))
+        grads.append(g.astype(np.float32).astype(np.float64))
+    return theta0, grads
+
+
+THETA0, GRADS = _make_data()
+GRADS_BY_STEP = [[g[k] for g in GRADS] for k in range(NUM_STEPS)]
+_NORMS = np.array([np.sqrt(sum(np.sum(x**2) for x in g)) for g in GRADS_BY_STEP])
+GLOBAL_MAX = float(np.float32(np.median(_NORMS)))  # clips about half of the steps
+
+
+def _unflatten(leaves):
+    return jax.tree.unflatten(TREEDEF, list(leaves))
+
+
+def gradtx_trajectory(tx, dtype: str, theta0=THETA0, grads=GRADS) -> list[np.ndarray]:
+    """``chain(tx, sgd(LR))`` in one jitted scan; the params after every step."""
+    with jax.enable_x64(dtype == "float64"):
+        full = gradtx.chain(tx, gradtx.sgd(LR))
+        params = _unflatten([jnp.asarray(t, dtype) for t in theta0])
+        gs = _unflatten([jnp.asarray(g, dtype) for g in grads])
+
+        @jax.jit
+        def run(params, gs):
+            def body(carry, g):
+                p, state = carry
+                updates, state = full.update(g, state, p)
+                p = gradtx.apply_updates(p, updates)
+                return (p, state), p
+
+            return jax.lax.scan(body, (params, full.init(params)), gs)[1]
+
+        path = jax.tree.leaves(run(params, gs))
+        return [
+            np.concatenate([np.asarray(t, np.float64)[None], np.asarray(p, np.float64)])
+            for t, p in zip(theta0, path, strict=True)
+        ]
+
+
+def deviation(got, want) -> float:
+    """``max |got - want| / (|want| + 1)`` over every leaf, element and step."""
+    return max(
+        float(np.max(np.abs(g - w) / (np.abs(w) + 1))) for g, w in zip(got, want, strict=True)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    id: str
+    method: str
+    reference: str
+    make: Callable[[], gradtx.GradientTransformation]
+    clip: Callable  # (g leaves, theta leaves) -> clipped leaves, numpy
+
+
+PASCANU = "Pascanu et al. 2013 Alg. 1"
+CASES = [
+    Case(
+        "clip", "clip", "element-wise clip", lambda: clip(1.5), lambda g, th: ref.value_clip(g, 1.5)
+    ),
+    Case(
+        "global-norm",
+        "clip_by_global_norm",
+        PASCANU,
+        lambda: clip_by_global_norm(GLOBAL_MAX),
+        lambda g, th: ref.global_norm_clip(g, GLOBAL_MAX),
+    ),
+    Case(
+        "leaf-norm",
+        "clip_by_leaf_norm",
+        PASCANU + ", per leaf",
+        lambda: clip_by_leaf_norm(2.0),
+        lambda g, th: ref.leaf_norm_clip(g, 2.0),
+    ),
+    Case(
+        "block-rms",
+        "clip_by_block_rms",
+        "rms per leaf",
+        lambda: clip_by_block_rms(1.2),
+        lambda g, th: ref.block_rms_clip(g, 1.2),
+    ),
+    Case(
+        "agc",
+        "adaptive_grad_clip",
+        "Brock et al. 2021 eq. 3",
+        lambda: adaptive_grad_clip(0.4),
+        lambda g, th: ref.agc_clip(g, th, 0.4, 1e-3),
+    ),
+    Case(
+        "agc-large-eps",
+        "adaptive_grad_clip",
+        "Brock et al. 2021 eq. 3",
+        lambda: adaptive_grad_clip(0.3, eps=0.8),
+        lambda g, th: ref.agc_clip(g, th, 0.3, 0.8),
+    ),
+]
+RUNS = [(c, d) for c in CASES for d in ("float64", "float32")]
+
+
+def reference_run(case):
+    return ref.clipped_sgd(THETA0, GRADS_BY_STEP, LR, case.clip)
+
+
+def case_deviation(case, dtype):
+    return deviation(gradtx_trajectory(case.make(), dtype), reference_run(case)[0])
+
+
+@pytest.mark.parametrize("case, dtype", RUNS, ids=[f"{c.id}-{d}" for c, d in RUNS])
+def test_trajectory_matches_reference(case, dtype):
+    want, changed = reference_run(case)
+    # Not vacuous: the clipping changed some of the gradients and left others alone.
+    assert 0.1 < np.mean(changed) < 0.9, f"{case.id}: changed {np.mean(changed):.0%}"
+    worst = deviation(gradtx_trajectory(case.make(), dtype), want)
+    assert worst <= RTOL[dtype], f"{case.id} [{dtype}]: deviation {worst:.3e}"
+
+
+def test_unclipped_run_is_far_from_the_clipped_ones():
+    """The tolerance above could not pass a run that ignored the clipping."""
+    plain = ref.clipped_sgd(THETA0, GRADS_BY_STEP, LR, lambda g, th: g)[0]
+    for case in CASES:
+        assert deviation(plain, reference_run(case)[0]) > 1e3 * RTOL["float32"], case.id
+
+
+# ---------------------------------------------------------------- Optax
+
+# As tests/test_optax_parity.py: same formulas, evaluated in a different order
+# now and then (``t / n * v`` against ``t * (v / n)``), so a few ulps of the
+# trajectory's scale.
+OPTAX_TOL = {"float32": dict(rtol=1e-6, atol=5e-7), "float64": dict(rtol=1e-12, atol=1e-13)}
+OPTAX_CASES = [
+    ("clip", lambda: clip(1.5), lambda: optax.clip(1.5)),
+    (
+        "clip_by_global_norm",
+        lambda: clip_by_global_norm(GLOBAL_MAX),
+        lambda: optax.clip_by_global_norm(GLOBAL_MAX),
+    ),
+    ("clip_by_block_rms", lambda: clip_by_block_rms(1.2), lambda: optax.clip_by_block_rms(1.2)),
+    ("adaptive_grad_clip", lambda: adaptive_grad_clip(0.4), lambda: optax.adaptive_grad_clip(0.4)),
+    (
+        "adaptive_grad_clip-eps",
+        lambda: adaptive_grad_clip(0.3, eps=0.8),
+        lambda: optax.adaptive_grad_clip(0.3, eps=0.8),
+    ),
+]
+OPTAX_RUNS = [(c, d) for c in OPTAX_CASES for d in ("float64", "float32")]
+
+
+def optax_deviation(ours, theirs, dtype):
+    a = gradtx_trajectory(ours(), dtype)
+    b = gradtx_trajectory(theirs(), dtype)  # optax's clip inside gradtx's chain + sgd
+    return a, b
+
+
+@pytest.mark.parametrize("case, dtype", OPTAX_RUNS, ids=[f"{c[0]}-{d}" for c, d in OPTAX_RUNS])
+def test_same_trajectory_as_optax(case, dtype):
+    _, ours, theirs = case
+    a, b = optax_deviation(ours, theirs, dtype)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x, y, **OPTAX_TOL[dtype])
+    assert max(float(np.max(np.abs(x[-1] - x[0]))) for x in a) > 0.1  # it moved
+
+
+# ---------------------------------------------------------------- zeros and edges
+
+ALL = {
+    "clip": lambda m: clip(m),
+    "clip_by_global_norm": lambda m: clip_by_global_norm(m),
+    "clip_by_leaf_norm": lambda m: clip_by_leaf_norm(m),
+    "clip_by_block_rms": lambda m: clip_by_block_rms(m),
+    "adaptive_grad_clip": lambda m: adaptive_grad_clip(m),
+}
+DTYPES = [jnp.float32, jnp.bfloat16, jnp.float16, jnp.complex64]
+
+
+def _tree(dtype, fill=None, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = {"w": (3, 4), "b": (4,), "s": ()}
+    if fill is not None:
+        return {k: jnp.full(s, fill, dtype) for k, s in shapes.items()}
+    out = {}
+    for k, s in shapes.items():
+        x = rng.normal(size=s)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            x = x + 1j * rng.normal(size=s)
+        out[k] = jnp.asarray(x, dtype)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_zero_gradients_and_zero_maxima_give_zeros_not_nan(name):
+    # The bound is an argument of the jitted function: one compile per dtype.
+    clipped = jax.jit(lambda m, g, p: ALL[name](m).update(g, EMPTY, p)[0])
+    for dtype in DTYPES:
+        params = _tree(dtype)
+        for maximum in (0.0, 1.0):
+            updates = clipped(maximum, _tree(dtype, fill=0), params)
+            for u in jax.tree.leaves(updates):
+                assert u.dtype == dtype
+                assert bool(jnp.all(u == 0)), (dtype, maximum)
+        # A zero bound also zeroes a non-zero gradient.
+        updates = clipped(0.0, _tree(dtype, seed=1), params)
+        assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates)), dtype
+
+
+def test_optax_returns_nan_where_gradtx_returns_zeros():
+    """The documented difference: Optax forms 0/0 for a zero gradient and a zero bound."""
+    zeros = _tree(jnp.float32, fill=0)
+    for theirs, ours in [
+        (optax.clip_by_global_norm(0.0), clip_by_global_norm(0.0)),
+        (optax.clip_by_block_rms(0.0), clip_by_block_rms(0.0)),
+    ]:
+        got = theirs.update(zeros, theirs.init(zeros))[0]
+        assert all(bool(jnp.all(jnp.isnan(u))) for u in jax.tree.leaves(got))
+        got = ours.update(zeros, ours.init(zeros))[0]
+        assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(got))
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_infinite_maximum_clips_nothing_and_none_leaves_and_empty_trees_pass(name):
+    tx = ALL[name](np.inf)
+    g = _tree(jnp.float32, seed=3)
+    out, _ = tx.update(g, tx.init(g), g)
+    jax.tree.map(np.testing.assert_array_equal, out, g)
+    with_none = {"a": None, "b": jnp.full(3, 10.0)}
+    out, _ = ALL[name](1.0).update(with_none, EMPTY, {"a": None, "b": jnp.ones(3)})
+    assert out["a"] is None and bool(jnp.all(jnp.abs(out["b"]) <= 10.0))
+    assert ALL[name](1.0).update({}, EMPTY, {})[0] == {}
+
+
+EMPTY = gradtx.EmptyState()
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_bfloat16_gradients_of_float32_params_keep_their_dtype(name):
+    params = _tree(jnp.float32)
+    g = jax.tree.map(lambda x: (4 * x).astype(jnp.bfloat16), _tree(jnp.float32, seed=4))
+    out, _ = ALL[name](0.5).update(g, EMPTY, params)
+    expected, _ = ALL[name](0.5).update(
+        jax.tree.map(lambda x: x.astype(jnp.float32), g), EMPTY, params
+    )
+    for u, e in zip(jax.tree.leaves(out), jax.tree.leaves(expected), strict=True):
+        assert u.dtype == jnp.bfloat16
+        np.testing.assert_allclose(np.asarray(u, np.float32), e, rtol=1e-2, atol=1e-3)
+
+
+def test_clip_bounds_every_element_and_is_jnp_clip_on_reals():
+    g = _tree(jnp.float32, seed=5)
+    out, _ = clip(0.7).update(g, EMPTY)
+    jax.tree.map(lambda o, x: np.testing.assert_array_equal(o, jnp.clip(x, -0.7, 0.7)), out, g)
+
+
+def test_norm_clippings_give_the_bound_and_keep_the_direction():
+    g = jax.tree.map(lambda x: 10 * x, _tree(jnp.float32, seed=6))
+    out, _ = clip_by_global_norm(1.5).update(g, EMPTY)
+    np.testing.assert_allclose(gradtx.tree.global_norm(out), 1.5, rtol=1e-6)
+    scale = gradtx.tree.global_norm(g) / 1.5
+    jax.tree.map(lambda o, x: np.testing.assert_allclose(o * scale, x, rtol=1e-5), out, g)
+    out, _ = clip_by_leaf_norm(1.5).update(g, EMPTY)
+    for o in jax.tree.leaves(out):
+        np.testing.assert_allclose(jnp.linalg.norm(o.ravel()), 1.5, rtol=1e-6)
+    out, _ = clip_by_block_rms(0.5).update(g, EMPTY)
+    for o in jax.tree.leaves(out):
+        np.testing.assert_allclose(jnp.sqrt(jnp.mean(o**2)), 0.5, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- complex leaves
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_complex_clipping_is_the_real_clipping_rotated(name):
+    """A common phase on gradients (and params) turns the result by the same phase:
+    only magnitudes enter, ``|g|^2`` in the norms and the modulus in ``clip``."""
+    phase = np.exp(0.7j)
+    g = jax.tree.map(lambda x: 3 * x, _tree(jnp.float32, seed=7))
+    params = _tree(jnp.float32, seed=8)
+    rotate = lambda t: jax.tree.map(lambda x: (x * phase).astype(jnp.complex64), t)
+    tx = ALL[name](0.8)
+    real, _ = tx.update(g, EMPTY, params)
+    turned, _ = tx.update(rotate(g), EMPTY, rotate(params))
+    assert any(
+        not np.allclose(a, b)
+        for a, b in zip(jax.tree.leaves(real), jax.tree.leaves(g), strict=True)
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), turned, rotate(real)
+    )
+
+
+def test_complex_clip_limits_the_modulus_and_keeps_the_phase():
+    g = jnp.asarray([3 + 4j, 0.3 - 0.4j, 0j, -6j], jnp.complex64)
+    out, _ = clip(1.0).update(g, EMPTY)
+    np.testing.assert_allclose(out, [0.6 + 0.8j, 0.3 - 0.4j, 0, -1j], rtol=1e-6)
+
+
+def test_complex_global_norm_is_the_norm_of_real_and_imaginary_parts():
+    g = _tree(jnp.complex64, seed=9)
+    stacked = jax.tree.map(lambda x: jnp.stack([x.real, x.imag]), g)
+    out, _ = clip_by_global_norm(1.0).update(g, EMPTY)
+    out_real, _ = clip_by_global_norm(1.0).update(stacked, EMPTY)
+    jax.tree.map(
+        lambda c, r: np.testing.assert_allclose(jnp.stack([c.real, c.imag]), r, rtol=1e-6),
+        out,
+        out_real,
+    )
+
+
+# ---------------------------------------------------------------- overflow, derivatives
+
+
+def test_gradient_whose_squares_overflow_is_clipped_in_its_direction():
+    """float32 squares overflow above ~1.8e19: gradtx rescales and clips to the bound
+    in the gradient's direction; Optax's norm is inf and its update 0 (a lost step)."""
+    direction = np.array([3.0, -4.0, 0.0, 12.0], np.float32) / 13
+    g = {"a": jnp.asarray(direction[:2] * 1e25), "b": jnp.asarray(direction[2:] * 1e25)}
+    out, _ = clip_by_global_norm(2.0).update(g, EMPTY)
+    got = np.concatenate([out["a"], out["b"]])
+    np.testing.assert_allclose(got, 2.0 * direction, rtol=1e-6, atol=1e-7)
+    theirs = optax.clip_by_global_norm(2.0).update(g, optax.EmptyState())[0]
+    assert all(bool(jnp.all(x == 0)) for x in jax.tree.leaves(theirs))
+    for tx, bound in [(clip_by_leaf_norm(2.0), 2.0), (clip_by_block_rms(2.0), 2.0 * np.sqrt(2))]:
+        out, _ = tx.update(g, EMPTY)
+        for leaf in jax.tree.leaves(out):
+            assert np.isclose(float(jnp.linalg.norm(leaf)), bound, rtol=1e-6) or not jnp.any(leaf)
+    w = {"a": jnp.ones((2, 1)), "b": jnp.ones((2, 1))}
+    out, _ = adaptive_grad_clip(0.5).update(jax.tree.map(lambda x: x[:, None], g), EMPTY, w)
+    assert np.isclose(float(jnp.linalg.norm(out["a"])), 0.5 * np.sqrt(2), rtol=1e-6)
+    # A non-finite gradient stays non-finite: hiding it is apply_if_finite's job.
+    out, _ = clip_by_global_norm(2.0).update({"a": jnp.asarray([jnp.inf, 1.0])}, EMPTY)
+    assert not bool(jnp.all(jnp.isfinite(out["a"])))
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_derivative_through_the_clipping_of_a_zero_gradient_is_finite(name):
+    params = _tree(jnp.float32)
+    tx = ALL[name](1.0)
+
+    @jax.jit
+    @jax.grad
+    def derivative(g):
+        return sum(jnp.sum(u) for u in jax.tree.leaves(tx.update(g, EMPTY, params)[0]))
+
+    for g in (_tree(jnp.float32, fill=0), jax.tree.map(lambda x: 10 * x, _tree(jnp.float32, 1))):
+        grads = derivative(g)
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(grads)), name
+
+
+# ---------------------------------------------------------------- units of AGC
+
+
+def test_adaptive_grad_clip_units():
+    """Dense kernel ``(in, out)``: one unit per column; ``HWIO``: one per output
+    channel; a vector (or a ``(1, n)`` row) is one unit; ``axis`` overrides."""
+    w = jnp.asarray([[3.0, 1.0], [4.0, 0.0]])  # column norms 5 and 1
+    g = jnp.asarray([[30.0, 0.1], [40.0, 0.0]])  # column norms 50 and 0.1
+    out, _ = adaptive_grad_clip(0.5).update(g, EMPTY, w)
+    np.testing.assert_allclose(out, [[1.5, 0.1], [2.0, 0.0]], rtol=1e-6)
+    out, _ = adaptive_grad_clip(0.5, axis=1).update(g, EMPTY, w)  # rows: norms 3.16, 4
+    np.testing.assert_allclose(out[1], g[1] * 2.0 / np.linalg.norm(g[1]), rtol=1e-6)
+    conv_w = jnp.ones((3, 3, 2, 4))
+    conv_g = jnp.full((3, 3, 2, 4), 0.05).at[..., 0].set(100.0)
+    out, _ = adaptive_grad_clip(0.1).update(conv_g, EMPTY, conv_w)
+    np.testing.assert_allclose(jnp.linalg.norm(out[..., 0]), 0.1 * np.sqrt(18), rtol=1e-6)
+    np.testing.assert_array_equal(out[..., 1:], conv_g[..., 1:])
+    # An explicit axis applies to every leaf with that axis, as in Optax; a scalar
+    # leaf is one unit whatever the axis.
+    tree_w = {"k": w, "c": conv_w, "s": jnp.asarray(2.0)}
+    tree_g = {"k": g, "c": conv_g, "s": jnp.asarray(5.0)}
+    out, _ = adaptive_grad_clip(0.3, axis=-1).update(tree_g, EMPTY, tree_w)
+    theirs = optax.adaptive_grad_clip(0.3, axis=-1).update(
+        {"k": g, "c": conv_g}, optax.EmptyState(), {"k": w, "c": conv_w}
+    )[0]
+    np.testing.assert_allclose(out["k"], theirs["k"], rtol=1e-6)
+    np.testing.assert_allclose(out["c"], theirs["c"], rtol=1e-6)
+    np.testing.assert_allclose(out["s"], 0.6, rtol=1e-6)
+    row = adaptive_grad_clip(0.1).update(jnp.full((1, 4), 5.0), EMPTY, jnp.ones((1, 4)))[0]
+    np.testing.assert_allclose(jnp.linalg.norm(row), 0.2, rtol=1e-6)
+    # eps: a zero-initialised unit may still move by clipping * eps.
+    out, _ = adaptive_grad_clip(0.5, eps=0.1).update(jnp.ones(4), EMPTY, jnp.zeros(4))
+    np.testing.assert_allclose(jnp.linalg.norm(out), 0.05, rtol=1e-6)
+
+
+def test_adaptive_grad_clip_needs_params_and_matching_trees():
+    tx = adaptive_grad_clip(0.1)
+    with pytest.raises(ValueError, match="params"):
+        tx.update(jnp.ones(2), EMPTY)
+    with pytest.raises(ValueError, match="tree structure"):
+        tx.update({"a": jnp.ones(2)}, EMPTY, {"b": jnp.ones(2)})
+
+
+# ---------------------------------------------------------------- the cliff
+
+
+def _cliff(w, height=50.0, steepness=2000.0):
+    """A bowl ``|w|^2 / 2`` with a cliff: the loss drops by ``height`` across a band
+    of width ~1/steepness at ``w_0 = 1`` (a sigmoid step), the shape Goodfellow et
+    al. (2016, Fig. 8.3) draw for recurrent networks; the gradient on the cliff face
+    is ~ height * steepness / 4 = 25000, fifty thousand times the bowl's."""
+    return 0.5 * jnp.sum(w**2) + height * jax.nn.sigmoid(steepness * (w[0] - 1.0))
+
+
+def test_cliff_unclipped_step_is_thrown_far_away_the_clipped_one_is_not():
+    w0 = jnp.asarray([1.0005, 0.5])  # on the cliff face
+    grad = jax.grad(_cliff)(w0)
+    assert float(jnp.linalg.norm(grad)) > 1e4
+    before = float(_cliff(w0))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def step(tx, w):
+        updates, _ = tx.update(jax.grad(_cliff)(w), tx.init(w), w)
+        return gradtx.apply_updates(w, updates)
+
+    thrown = step(gradtx.sgd(0.1), w0)
+    assert float(jnp.linalg.norm(thrown - w0)) > 1000  # thrown ~1500 units away
+    assert float(_cliff(thrown)) > 1e4 * before  # into a region far worse than the cliff
+
+    clipped_tx = gradtx.chain(clip_by_global_norm(1.0), gradtx.sgd(0.1))
+    w1 = step(clipped_tx, w0)
+    np.testing.assert_allclose(jnp.linalg.norm(w1 - w0), 0.1, rtol=1e-5)  # lr * max_norm
+    cosine = jnp.dot(w0 - w1, grad) / (jnp.linalg.norm(w0 - w1) * jnp.linalg.norm(grad))
+    np.testing.assert_allclose(cosine, 1.0, rtol=1e-6)  # down the cliff, as the gradient says
+    assert float(_cliff(w1)) < before  # went down the cliff, not away
+    optax_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1))
+    np.testing.assert_allclose(step(optax_tx, w0), w1, rtol=1e-6)
+
+    # Clipped SGD then settles at the bottom of the bowl below the cliff.
+    w = jax.lax.fori_loop(0, 150, lambda _, w: step(clipped_tx, w), w1)
+    assert float(jnp.linalg.norm(w)) < 1e-3
+
+
+# ---------------------------------------------------------------- hyperparameters
+
+
+BAD = [
+    (clip, dict(max_delta=-1.0), r"clip: max_delta must be a number >= 0 .*got -1\.0"),
+    (clip, dict(max_delta=np.nan), r"max_delta must be .*got nan"),
+    (clip_by_global_norm, dict(max_norm=-0.5), r"max_norm must be a number >= 0 .*got -0\.5"),
+    (clip_by_leaf_norm, dict(max_norm=np.nan), r"max_norm must be .*got nan"),
+    (clip_by_block_rms, dict(threshold=-np.inf), r"threshold must be .*got -inf"),
+    (adaptive_grad_clip, dict(clipping=-0.1), r"clipping must be .*got -0\.1"),
+    (adaptive_grad_clip, dict(clipping=0.1, eps=-1e-3), r"eps must be a finite number >= 0"),
+]
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, message", BAD, ids=[f"{f.__name__}-{sorted(k.items())}" for f, k, _ in BAD]
+)
+def test_bad_hyperparameters_are_refused_at_construction(factory, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        factory(**kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_vmap_over_the_bound_equals_separate_runs(name):
+    params = _tree(jnp.float32)
+    g = jax.tree.map(lambda x: 3 * x, _tree(jnp.float32, seed=11))
+    bounds = jnp.asarray([0.0, 0.3, 2.0])
+    batched = jax.vmap(lambda m: ALL[name](m).update(g, EMPTY, params)[0])(bounds)
+    for i, m in enumerate([0.0, 0.3, 2.0]):
+        separate = ALL[name](m).update(g, EMPTY, params)[0]
+        jax.tree.map(
+            lambda b, s, i=i: np.testing.assert_allclose(b[i], s, rtol=1e-6, atol=1e-7),
+            batched,
+            separate,
+        )
