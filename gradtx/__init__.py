@@ -66,6 +66,8 @@ from gradtx.transforms.clipping import (
     clip_by_leaf_norm,
 )
 from gradtx.transforms.conditional import ApplyIfFiniteState, apply_if_finite
+from gradtx.transforms.flat import FlatState, flat
+from gradtx.transforms.inject import InjectHyperparamsState, inject_hyperparams
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
 from gradtx.transforms.noise import AddNoiseState, add_noise
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
@@ -98,7 +100,9 @@ __all__ = [
     "BiasCorrectionState",
     "EmaState",
     "EmptyState",
+    "FlatState",
     "GradientTransformation",
+    "InjectHyperparamsState",
     "LookaheadState",
     "MaskedState",
     "OptState",
@@ -153,8 +157,10 @@ __all__ = [
     "ema",
     "exclude_bias_and_norm",
     "exponential_decay",
+    "flat",
     "has_updated",
     "identity",
+    "inject_hyperparams",
     "inverse_time_decay",
     "join_schedules",
     "linear_decay",

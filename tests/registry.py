@@ -153,6 +153,14 @@ def _accumulate_every_step_example(learning_rate: float = 0.1) -> gradtx.Gradien
     return gradtx.accumulate(gradtx.rmsprop(learning_rate), 1)
 
 
+def _flat_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.flat(gradtx.adam(learning_rate))
+
+
+def _inject_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.inject_hyperparams(gradtx.adam)(learning_rate=learning_rate)
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -491,6 +499,9 @@ REGISTRY: tuple[Entry, ...] = (
         descends=True,
         **_LR,
     ),
+    # Execution wrappers: one flat buffer per dtype; hyperparameters in the state.
+    Entry("flat", "flat", _flat_example, descends=True, **_LR),
+    Entry("inject_hyperparams", "inject_hyperparams", _inject_example, descends=True, **_LR),
     # Penalties (issue 4): they read the params.
     Entry(
         "add_l1_penalty",

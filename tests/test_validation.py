@@ -91,6 +91,11 @@ BAD_HYPERPARAMETERS = [
         r"raise_after must be an integer >= 1, got 0",
     ),
     (gradtx.partition, dict(transforms={}, param_labels={}), r"transforms is empty"),
+    (
+        gradtx.inject_hyperparams,
+        dict(inner_factory=gradtx.adam, hyperparam_dtype=jnp.float16),
+        r"hyperparam_dtype must be None or a real floating dtype of at least 32 bits",
+    ),
     # Penalties, clipping and noise.
     (gradtx.add_l1_penalty, dict(l1_strength=-1.0), r"l1_strength must be .*>= 0, got -1\.0"),
     (gradtx.add_elastic_net, dict(strength=0.1, alpha=1.5), r"alpha must be in \[0, 1\], got 1\.5"),
@@ -223,12 +228,15 @@ BAD_HYPERPARAMETERS = [
 
 def _case_id(case):
     factory, kwargs, _ = case
-    # A transformation argument is shown by its type: its repr holds function
-    # addresses, which differ between pytest-xdist workers.
-    shown = ",".join(
-        f"{k}={type(v).__name__ if callable(getattr(v, 'update', None)) else repr(v)}"
-        for k, v in kwargs.items()
-    )
+
+    # A transformation is shown by its type and a function by its name: their
+    # reprs hold addresses, which differ between pytest-xdist workers.
+    def show(v):
+        if callable(getattr(v, "update", None)):
+            return type(v).__name__
+        return getattr(v, "__name__", None) or repr(v)
+
+    shown = ",".join(f"{k}={show(v)}" for k, v in kwargs.items())
     return f"{factory.__name__}({shown})"
 
 
@@ -253,6 +261,7 @@ def test_validation_table_covers_every_validating_public_factory():
         "named_chain",
         "scale_by_schedule",
         "masked",  # a transformation and a mask: its mask is checked against the params
+        "flat",  # a transformation only
     }
     public = {e.public for e in WITH_HYPERPARAMETER} | {"adadelta"}
     assert public - takes_no_checkable_number <= in_table, public - in_table

@@ -1,0 +1,259 @@
+"""Running a transformation on one contiguous buffer per dtype.
+
+``flat(inner)`` concatenates the leaves of the params (and of every gradient)
+into one 1-D buffer per dtype, ``{"bfloat16": ..., "float32": ...}``, runs
+``inner`` on those few large arrays instead of on many small ones, and cuts its
+output back into the user's tree. The inner state lives on the buffers between
+steps, so a step flattens the gradient once and unflattens the update once.
+
+**Same numbers.** Every per-leaf method in gradtx is element-wise (moments,
+roots, divisions, decays), so running it on a concatenation of the leaves
+computes the same numbers: a leaf keeps its dtype (one buffer per dtype, so
+bfloat16 and complex leaves are never promoted, unlike a single raveled vector),
+and each leaf of the update comes back in its gradient's dtype. Two caveats of
+the compiler, not of the math: a power or a root may be evaluated by vector code
+for a buffer and by scalar code for a scalar leaf (one ulp apart), and for
+bfloat16, XLA's default ``--xla_allow_excess_precision`` lets each program skip
+a different intermediate rounding to bfloat16 (with the flag off, the bfloat16
+numbers are identical too).
+
+**What does not carry over.** Inside ``flat`` the inner transformation sees one
+leaf per dtype, not the user's tree:
+
+* masks written for the params cannot apply there: a mask *tree*
+  (``add_decayed_weights(mask=...)``, ``adamw(mask=...)``) fails with a
+  ``ValueError`` saying so, and a mask *function* would be called on the
+  buffers and decide on them, which is silently wrong. Keep masked blocks
+  outside: ``chain(flat(scale_by_adam()), add_decayed_weights(wd, mask),
+  scale_by_learning_rate(lr))``;
+* per-leaf reductions (a norm per layer, trust ratios) become one per dtype;
+  whole-tree reductions (a global norm) keep their value, summed in another
+  order.
+
+Extra arguments of ``update`` reach ``inner`` unchanged, except ``value_fn``
+(the loss as a function of the params), which is wrapped to accept the buffers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.base import GradientTransformation, OptState, Params, Updates
+from gradtx.combine import _accepts_extra_args
+
+
+class _Leaf(NamedTuple):
+    buffer: str  # The name of the params' dtype: the key of the leaf's buffer.
+    start: int  # Offset of the leaf's first element in that buffer.
+    shape: tuple[int, ...]
+
+
+class FlatLayout(NamedTuple):
+    """Where each leaf of the params lives in the buffers: static and hashable."""
+
+    treedef: Any  # The params' tree structure (``None`` leaves included).
+    names: tuple[tuple[Any, ...], ...]  # Each leaf's dict keys and sequence indices.
+    leaves: tuple[_Leaf, ...]  # One per array leaf, in ``treedef`` order.
+    sizes: tuple[tuple[str, int], ...]  # (dtype name, buffer length), sorted by name.
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatState:
+    """State of :func:`flat`: the inner state on the buffers, and the layout.
+
+    ``layout`` is static metadata of the pytree (it is part of the tree
+    structure, not a leaf), so the state is still a pytree of arrays that jits,
+    vmaps and checkpoints like any other.
+    """
+
+    inner_state: OptState  # The inner transformation's state, on {dtype name: buffer}.
+    layout: FlatLayout  # Static: the params' tree, shapes and buffer offsets.
+
+    def to_tree(self, buffers: dict[str, jax.Array]) -> Params:
+        """Cuts ``{dtype name: buffer}`` (a moment of the inner state) into the params' tree."""
+        return _unflatten(self.layout, buffers, None, self.layout.treedef)
+
+
+jax.tree_util.register_dataclass(FlatState, data_fields=["inner_state"], meta_fields=["layout"])
+
+
+def _names(path: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The dict keys and sequence indices of a leaf's path, without attribute hops.
+
+    Containers such as Flax's ``Variable`` add attribute steps (``.value``) to a
+    path; the names a user gives (dict keys, list positions) are what must agree.
+    """
+    kept = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            kept.append(key.key)
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            kept.append(key.idx)
+    return tuple(kept)
+
+
+def _layout(params: Params) -> FlatLayout:
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [leaf for _, leaf in with_paths]
+    names = tuple(_names(path) for path, _ in with_paths)
+    sizes: dict[str, int] = {}
+    entries = []
+    for leaf in leaves:
+        leaf = jnp.asarray(leaf)
+        name = leaf.dtype.name
+        entries.append(_Leaf(name, sizes.get(name, 0), tuple(leaf.shape)))
+        sizes[name] = sizes.get(name, 0) + leaf.size
+    return FlatLayout(treedef, names, tuple(entries), tuple(sorted(sizes.items())))
+
+
+def _leaves(layout: FlatLayout, values: Any, what: str) -> tuple[list[jax.Array], Any]:
+    """The leaves and tree structure of ``values``, checked against the layout.
+
+    The leaves must match the params' in number, shape and names (dict keys and
+    sequence indices). The containers may differ (Flax's ``nnx.Optimizer`` calls
+    ``init`` on ``Variable``-wrapped params and ``update`` on plain arrays); the
+    result takes the structure of ``values``.
+    """
+    with_paths, treedef = jax.tree_util.tree_flatten_with_path(values)
+    names = tuple(_names(path) for path, _ in with_paths)
+    if len(with_paths) != len(layout.leaves) or (
+        treedef != layout.treedef and names != layout.names
+    ):
+        expected = layout.treedef.unflatten(
+            [jax.ShapeDtypeStruct(e.shape, jnp.float32) for e in layout.leaves]
+        )
+        tree.check_structure(expected, values, owner="flat", what=what)
+    leaves = []
+    for (path, leaf), entry in zip(with_paths, layout.leaves, strict=True):
+        leaf = jnp.asarray(leaf)
+        if tuple(leaf.shape) != entry.shape:
+            raise ValueError(
+                f"flat: {what} leaf {jax.tree_util.keystr(path)} has shape {tuple(leaf.shape)}, "
+                f"but the params the state was initialised with have {entry.shape} there."
+            )
+        leaves.append(leaf)
+    return leaves, treedef
+
+
+def _flatten(layout: FlatLayout, leaves: list[jax.Array]) -> dict[str, jax.Array]:
+    """One 1-D buffer per params dtype; a buffer whose leaves differ in dtype is promoted."""
+    groups: dict[str, list[jax.Array]] = {name: [] for name, _ in layout.sizes}
+    for leaf, entry in zip(leaves, layout.leaves, strict=True):
+        groups[entry.buffer].append(jnp.ravel(leaf))
+    return {
+        name: jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+        for name, parts in groups.items()
+    }
+
+
+def _unflatten(
+    layout: FlatLayout, buffers: dict[str, jax.Array], like: list | None, treedef: Any
+) -> Any:
+    """The tree ``treedef`` cut from ``buffers``, each leaf in the dtype of ``like``'s."""
+    leaves = []
+    for i, entry in enumerate(layout.leaves):
+        size = int(np.prod(entry.shape, dtype=np.int64))
+        piece = jax.lax.slice_in_dim(buffers[entry.buffer], entry.start, entry.start + size)
+        piece = piece.reshape(entry.shape)
+        leaves.append(piece if like is None else piece.astype(like[i].dtype))
+    return treedef.unflatten(leaves)
+
+
+def _tree_error_hint(error: ValueError) -> ValueError:
+    return ValueError(
+        f"flat: the inner transformation failed on the flattened tree ({error}). Inside flat "
+        "it sees one 1-D buffer per dtype, not the params' tree, so a mask or labels written "
+        "for the params cannot apply there: keep masked blocks outside flat, e.g. "
+        "chain(flat(scale_by_adam()), add_decayed_weights(wd, mask), scale_by_learning_rate(lr))."
+    )
+
+
+def flat(inner: GradientTransformation) -> GradientTransformation:
+    """Runs ``inner`` on one contiguous 1-D buffer per dtype instead of leaf by leaf.
+
+    ``init`` ravels and concatenates the params' leaves per dtype and builds
+    ``inner``'s state on ``{dtype name: buffer}``; ``update`` does the same to the
+    gradient (and to the params when given), applies ``inner``, and cuts the
+    result back into the gradient's tree, each leaf in its gradient's dtype.
+    Element-wise methods (every per-leaf optimizer of gradtx) give the same
+    numbers as without ``flat``; see the module docstring for masks and per-leaf
+    reductions, which do not carry over.
+
+    Args:
+      inner: the transformation to run on the buffers (a gradtx or Optax
+        transformation, e.g. ``gradtx.adam(1e-3)``).
+
+    Returns:
+      A transformation whose state is :class:`FlatState`
+      (``state.to_tree(buffers)`` reads a buffer dict of the inner state, such as
+      Adam's ``mu``, in the params' tree).
+
+    Raises:
+      TypeError: ``inner`` has no ``init`` / ``update``.
+      ValueError: the gradient (or params) passed to ``update`` does not have the
+        leaves of the params given to ``init`` (their number and shapes: the
+        containers may differ, as Flax's ``Variable`` wrappers do); the inner
+        transformation applies a mask or labels written for the params' tree.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from gradtx.transforms.flat import flat
+      >>> params = {"w": jnp.ones((2, 2)), "b": jnp.zeros(2, jnp.bfloat16)}
+      >>> tx = flat(gradtx.sgd(0.1, momentum=0.9))
+      >>> state = tx.init(params)
+      >>> {k: v.shape for k, v in state.inner_state[0].trace.items()}
+      {'bfloat16': (2,), 'float32': (4,)}
+      >>> grads = {"w": jnp.ones((2, 2)), "b": jnp.ones(2, jnp.bfloat16)}
+      >>> updates, state = tx.update(grads, state)
+      >>> updates["b"]
+      Array([-0.100098, -0.100098], dtype=bfloat16)
+
+    References:
+      Optax's ``flatten`` ravels every leaf into one vector of a single promoted
+      dtype; ``flat`` keeps one buffer per dtype.
+    """
+    if not (callable(getattr(inner, "init", None)) and callable(getattr(inner, "update", None))):
+        raise TypeError(
+            f"flat: inner must be a transformation with init and update, got "
+            f"{type(inner).__name__}."
+        )
+    inner_update = _accepts_extra_args(inner.update)
+
+    def init_fn(params: Params) -> FlatState:
+        layout = _layout(params)
+        buffers = _flatten(layout, [jnp.asarray(p) for p in jax.tree.leaves(params)])
+        return FlatState(inner.init(buffers), layout)
+
+    def update_fn(
+        updates: Updates, state: FlatState, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Updates, FlatState]:
+        layout = state.layout
+        grads, grads_def = _leaves(layout, updates, "updates")
+        flat_params, params_def = None, grads_def
+        if params is not None:
+            param_leaves, params_def = _leaves(layout, params, "params")
+            flat_params = _flatten(layout, param_leaves)
+        if callable(extra_args.get("value_fn")):
+            value_fn = extra_args["value_fn"]
+
+            def flat_value_fn(buffers, *args, **kwargs):
+                return value_fn(_unflatten(layout, buffers, None, params_def), *args, **kwargs)
+
+            extra_args = {**extra_args, "value_fn": flat_value_fn}
+        try:
+            out, inner_state = inner_update(
+                _flatten(layout, grads), state.inner_state, flat_params, **extra_args
+            )
+        except ValueError as error:
+            if "tree" not in str(error).lower():
+                raise
+            raise _tree_error_hint(error) from error
+        return _unflatten(layout, out, grads, grads_def), FlatState(inner_state, layout)
+
+    return GradientTransformation(init_fn, update_fn)
