@@ -48,6 +48,10 @@ class Entry:
       hyperparameter_values: a few valid values of it, for vmap.
       linear_in_hyperparameter: the update is proportional to ``hyperparameter``
         (a learning rate or a step size), so ``d update / d h = update / h``.
+      selects_by_tree: chooses leaves by a function of the params (a mask or
+        labels), so it cannot run inside ``flat``, which hands it one buffer.
+      reduces_per_leaf: reduces over each leaf (a norm per layer), so inside
+        ``flat`` (one leaf per dtype) its numbers change by design.
       stochastic: adds random noise (from a PRNG key in its state): a zero
         gradient gives a nonzero update, and the key is a state leaf that is not
         per parameter.
@@ -69,6 +73,8 @@ class Entry:
     hyperparameter_values: tuple[float, ...] = ()
     linear_in_hyperparameter: bool = False
     stochastic: bool = False
+    selects_by_tree: bool = False
+    reduces_per_leaf: bool = False
     extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> gradtx.GradientTransformation:
@@ -478,6 +484,7 @@ REGISTRY: tuple[Entry, ...] = (
         "masked",
         "masked",
         _masked_example,
+        selects_by_tree=True,
         hyperparameter="learning_rate",
         hyperparameter_values=(0.01, 0.1, 0.3),
     ),
@@ -485,11 +492,19 @@ REGISTRY: tuple[Entry, ...] = (
         "masked_adamw",
         "masked",
         _masked_adamw_example,
+        selects_by_tree=True,
         needs_params=True,
         hyperparameter="learning_rate",
         hyperparameter_values=(0.01, 0.1, 0.3),
     ),
-    Entry("partition", "partition", _partition_example, descends=True, **_LR),
+    Entry(
+        "partition",
+        "partition",
+        _partition_example,
+        descends=True,
+        selects_by_tree=True,
+        **_LR,
+    ),
     Entry("apply_if_finite", "apply_if_finite", _apply_if_finite_example, descends=True, **_LR),
     Entry("accumulate", "accumulate", _accumulate_example, **_LR),
     Entry(
@@ -556,14 +571,15 @@ REGISTRY: tuple[Entry, ...] = (
             getattr(gradtx, name),
             {arg: 0.5},
             checks_structure=False,
+            reduces_per_leaf=per_leaf,
             hyperparameter=arg,
             hyperparameter_values=(0.1, 0.5, 2.0),
         )
-        for name, arg in (
-            ("clip", "max_delta"),
-            ("clip_by_global_norm", "max_norm"),
-            ("clip_by_leaf_norm", "max_norm"),
-            ("clip_by_block_rms", "threshold"),
+        for name, arg, per_leaf in (
+            ("clip", "max_delta", False),
+            ("clip_by_global_norm", "max_norm", False),
+            ("clip_by_leaf_norm", "max_norm", True),
+            ("clip_by_block_rms", "threshold", True),
         )
     ),
     Entry(
@@ -572,6 +588,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.adaptive_grad_clip,
         {"clipping": 0.1},
         needs_params=True,
+        reduces_per_leaf=True,
         hyperparameter="clipping",
         hyperparameter_values=(0.01, 0.1, 1.0),
     ),

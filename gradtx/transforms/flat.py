@@ -26,9 +26,12 @@ leaf per dtype, not the user's tree:
   buffers and decide on them, which is silently wrong. Keep masked blocks
   outside: ``chain(flat(scale_by_adam()), add_decayed_weights(wd, mask),
   scale_by_learning_rate(lr))``;
-* per-leaf reductions (a norm per layer, trust ratios) become one per dtype;
-  whole-tree reductions (a global norm) keep their value, summed in another
-  order.
+* per-leaf reductions (a norm per layer, trust ratios: ``clip_by_leaf_norm``,
+  ``clip_by_block_rms``, ``adaptive_grad_clip``) become one per dtype; keep them
+  outside (``chain(clip_by_leaf_norm(1.0), flat(adam(1e-3)))``). Whole-tree
+  reductions (a global norm) keep their value, summed in another order;
+* randomness drawn per leaf (``add_noise``) is drawn per buffer instead: the same
+  distribution, other samples.
 
 Extra arguments of ``update`` reach ``inner`` unchanged, except ``value_fn``
 (the loss as a function of the params), which is wrapped to accept the buffers.

@@ -1,0 +1,40 @@
+"""``flat(tx)`` gives ``tx``'s numbers for every registered transformation.
+
+Per-leaf methods are element-wise, so running them on one buffer per dtype must
+not change the math. Left out by their flags, as :func:`gradtx.flat` documents:
+entries whose mask or labels are functions of the params (the function would see
+the buffers), per-leaf reductions (one "leaf" per dtype inside), and random noise
+(drawn per buffer: the same distribution, other samples).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx
+from tests.registry import REGISTRY, run, tiny_grads, tiny_params
+
+STEPS = 4
+FLATTENABLE = [e for e in REGISTRY if not (e.selects_by_tree or e.reduces_per_leaf or e.stochastic)]
+
+
+@pytest.mark.parametrize("entry", FLATTENABLE, ids=str)
+def test_flat_gives_the_same_updates_as_leaf_by_leaf(entry):
+    params = tiny_params()
+    grads = [tiny_grads(step) for step in range(STEPS)]
+    expected, _ = run(entry.make(), params, grads)
+    got, _ = run(gradtx.flat(entry.make()), params, grads)
+    for want, have in zip(expected, got, strict=True):
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(have), strict=True):
+            assert a.dtype == b.dtype
+            # Same element-wise arithmetic; global reductions (norms) may sum in
+            # another order, hence a few float32 ulps.
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-6, atol=1e-7)
+
+
+def test_flat_refuses_a_mask_tree_it_cannot_apply():
+    params = tiny_params()
+    tx = gradtx.flat(gradtx.add_decayed_weights(0.1, mask={"w": True, "b": False}))
+    with pytest.raises(ValueError, match="mask"):
+        run(tx, params, [jax.tree.map(jnp.zeros_like, params)])
