@@ -57,6 +57,28 @@ def denominator(nu_hat, eps, eps_root):
     return jnp.sqrt(nu_hat + eps_root) + eps
 
 
+def moment_transformation(owner, state_type, leaf, mu_dtype, nu_dtype) -> GradientTransformation:
+    """A block whose state is ``(count, mu, nu)`` and whose step is per leaf.
+
+    The scaffold shared by Adam, AdaMax and RAdam: ``leaf(g, mu, nu, t)`` returns
+    the leaf's output and its new moments, ``t`` the step number after this one.
+    """
+
+    def init_fn(params):
+        return state_type(tree.zero_count(), *init_moments(params, mu_dtype, nu_dtype))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree.check_structure(state.mu, updates, owner=owner)
+        count = tree.safe_increment(state.count)
+        out, mu, nu = tree.map_unzip(
+            lambda g, m, v: leaf(g, m, v, count), 3, updates, state.mu, state.nu
+        )
+        return out, state_type(count, mu, nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
 def scale_by_adam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -124,19 +146,7 @@ def scale_by_adam(
             out = tree.divide_by_root(mu_hat, denominator(nu_c / bc2, eps, eps_root))
         return out.astype(g.dtype), new_mu, new_nu
 
-    def init_fn(params):
-        return ScaleByAdamState(tree.zero_count(), *init_moments(params, mu_dtype, nu_dtype))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        tree.check_structure(state.mu, updates, owner="scale_by_adam")
-        count = tree.safe_increment(state.count)
-        out, mu, nu = tree.map_unzip(
-            lambda g, m, v: leaf(g, m, v, count), 3, updates, state.mu, state.nu
-        )
-        return out, ScaleByAdamState(count, mu, nu)
-
-    return GradientTransformation(init_fn, update_fn)
+    return moment_transformation("scale_by_adam", ScaleByAdamState, leaf, mu_dtype, nu_dtype)
 
 
 def adam(

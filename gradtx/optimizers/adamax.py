@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from gradtx import _checks, tree
 from gradtx.base import GradientTransformation, ScalarOrSchedule
 from gradtx.combine import chain
-from gradtx.optimizers.adam import ScaleByAdamState, check_adam_args, init_moments
+from gradtx.optimizers.adam import ScaleByAdamState, check_adam_args, moment_transformation
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
@@ -55,19 +55,7 @@ def scale_by_adamax(
         out = jnp.where(new_u > 0, new_mu.astype(c) / (bc1 * jnp.where(new_u > 0, new_u, 1)), 0)
         return out.astype(g.dtype), new_mu, new_u.astype(u.dtype)
 
-    def init_fn(params):
-        return ScaleByAdamState(tree.zero_count(), *init_moments(params, mu_dtype, nu_dtype))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        tree.check_structure(state.mu, updates, owner="scale_by_adamax")
-        count = tree.safe_increment(state.count)
-        out, mu, nu = tree.map_unzip(
-            lambda g, m, u: leaf(g, m, u, count), 3, updates, state.mu, state.nu
-        )
-        return out, ScaleByAdamState(count, mu, nu)
-
-    return GradientTransformation(init_fn, update_fn)
+    return moment_transformation("scale_by_adamax", ScaleByAdamState, leaf, mu_dtype, nu_dtype)
 
 
 def adamax(

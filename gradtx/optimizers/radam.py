@@ -54,7 +54,7 @@ import jax.numpy as jnp
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
-from gradtx.optimizers.adam import check_adam_args, denominator, init_moments
+from gradtx.optimizers.adam import check_adam_args, denominator, moment_transformation
 from gradtx.transforms.scale import scale_by_learning_rate
 
 BelowThreshold = Literal["momentum", "skip"]
@@ -216,19 +216,7 @@ def scale_by_radam(
         out = jnp.where(rectified, r_t * adam, fallback)
         return out.astype(g.dtype), new_mu, new_nu
 
-    def init_fn(params):
-        return ScaleByRadamState(tree.zero_count(), *init_moments(params, mu_dtype, nu_dtype))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        tree.check_structure(state.mu, updates, owner="scale_by_radam")
-        count = tree.safe_increment(state.count)
-        out, mu, nu = tree.map_unzip(
-            lambda g, m, v: leaf(g, m, v, count), 3, updates, state.mu, state.nu
-        )
-        return out, ScaleByRadamState(count, mu, nu)
-
-    return GradientTransformation(init_fn, update_fn)
+    return moment_transformation("scale_by_radam", ScaleByRadamState, leaf, mu_dtype, nu_dtype)
 
 
 def radam(
