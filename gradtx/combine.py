@@ -28,8 +28,12 @@ from gradtx.transforms.regularize import Mask, resolve_mask
 _POSITIONAL = ("updates", "state", "params")
 
 
-def _accepts_extra_args(update: Callable[..., Any]) -> Callable[..., Any]:
-    """Wraps ``update`` so that it only receives the extra args it declares."""
+def accepts_extra_args(update: Callable[..., Any]) -> Callable[..., Any]:
+    """Wraps ``update`` so that it only receives the extra args it declares.
+
+    Shared by every wrapper that calls an inner transformation (chain, masked,
+    lookahead, apply_if_finite, accumulate, inject_hyperparams, flat).
+    """
     try:
         signature = inspect.signature(update)
     except (TypeError, ValueError):
@@ -50,7 +54,7 @@ def _accepts_extra_args(update: Callable[..., Any]) -> Callable[..., Any]:
     return filtered
 
 
-def _check_members(owner: str, transforms: tuple[Any, ...]) -> None:
+def check_members(owner: str, transforms: tuple[Any, ...]) -> None:
     for i, tx in enumerate(transforms):
         if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
             raise TypeError(
@@ -81,8 +85,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
       >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
       Array([-0.2, -0.2], dtype=float32)
     """
-    _check_members("chain", transforms)
-    updaters = tuple(_accepts_extra_args(t.update) for t in transforms)
+    check_members("chain", transforms)
+    updaters = tuple(accepts_extra_args(t.update) for t in transforms)
 
     def init_fn(params):
         return tuple(t.init(params) for t in transforms)
@@ -121,8 +125,8 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
     names = [name for name, _ in transforms]
     if len(set(names)) != len(names):
         raise ValueError(f"named_chain: names must be distinct, got {names}.")
-    _check_members("named_chain", tuple(tx for _, tx in transforms))
-    updaters = tuple((name, _accepts_extra_args(tx.update)) for name, tx in transforms)
+    check_members("named_chain", tuple(tx for _, tx in transforms))
+    updaters = tuple((name, accepts_extra_args(tx.update)) for name, tx in transforms)
 
     def init_fn(params):
         return {name: tx.init(params) for name, tx in transforms}
@@ -274,14 +278,14 @@ def masked(
       >>> tx.update(grads, tx.init(params), params)[0]  # b is passed through
       {'b': Array([1., 1.], dtype=float32), 'w': Array([-0.1, -0.1], dtype=float32)}
     """
-    _check_members("masked", (inner,))
+    check_members("masked", (inner,))
     if mask is None:
         raise TypeError(
             "masked: mask must be a pytree of bools or a function of the params, got None."
         )
     if not callable(mask):
         _bool_mask("masked", mask)
-    update = _accepts_extra_args(inner.update)
+    update = accepts_extra_args(inner.update)
 
     def resolve(tree):
         return _bool_mask("masked", resolve_mask(mask, tree))
@@ -389,10 +393,10 @@ def partition(
     if not transforms:
         raise ValueError("partition: transforms is empty: give at least one {label: tx}.")
     order = list(transforms)
-    _check_members("partition", tuple(transforms.values()))
+    check_members("partition", tuple(transforms.values()))
     if not callable(param_labels):
         _check_labels(param_labels, transforms)
-    updaters = {label: _accepts_extra_args(tx.update) for label, tx in transforms.items()}
+    updaters = {label: accepts_extra_args(tx.update) for label, tx in transforms.items()}
 
     def resolve(tree):
         labels = param_labels(tree) if callable(param_labels) else param_labels

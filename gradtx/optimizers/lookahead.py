@@ -36,7 +36,7 @@ import numpy as np
 
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, OptState, Params, ScalarOrSchedule
-from gradtx.combine import _accepts_extra_args
+from gradtx.combine import accepts_extra_args
 from gradtx.optimizers.averaging import find_state
 from gradtx.optimizers.radam import BelowThreshold, radam
 
@@ -155,7 +155,7 @@ def lookahead(
     _check_sync_period(sync_period)
     _checks.positive("lookahead", "slow_step_size", slow_step_size)
     _checks.in_range("lookahead", "slow_step_size", slow_step_size, 0.0, 1.0, closed_high=True)
-    inner_update = _accepts_extra_args(fast_optimizer.update)
+    inner_update = accepts_extra_args(fast_optimizer.update)
 
     def init_fn(params):
         # A copy, so that donating the state never deletes the caller's params.

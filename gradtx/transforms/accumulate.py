@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, OptState, Updates
-from gradtx.combine import _accepts_extra_args, _check_members
+from gradtx.combine import accepts_extra_args, check_members
 
 
 class AccumulateState(NamedTuple):
@@ -93,10 +93,10 @@ def accumulate(
       >>> updates, bool(has_updated(state))  # -0.1 * mean(1, 3)
       (Array([-0.2], dtype=float32), True)
     """
-    _check_members("accumulate", (inner,))
+    check_members("accumulate", (inner,))
     _checks.positive_int("accumulate", "every_k", every_k)
     _checks.dtype_or_none("accumulate", "accumulator_dtype", accumulator_dtype)
-    update = _accepts_extra_args(inner.update)
+    update = accepts_extra_args(inner.update)
 
     def init_fn(params):
         return AccumulateState(

@@ -11,7 +11,7 @@ import numpy as np
 
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, OptState
-from gradtx.combine import _accepts_extra_args, _check_members
+from gradtx.combine import accepts_extra_args, check_members
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -95,10 +95,10 @@ def apply_if_finite(
       >>> updates, int(state.total_notfinite)
       (Array([0., 0.], dtype=float32), 1)
     """
-    _check_members("apply_if_finite", (inner,))
+    check_members("apply_if_finite", (inner,))
     if raise_after is not None:
         _checks.positive_int("apply_if_finite", "raise_after", raise_after)
-    update = _accepts_extra_args(inner.update)
+    update = accepts_extra_args(inner.update)
 
     def init_fn(params):
         # Two distinct zeros: one buffer in two fields could not be donated.

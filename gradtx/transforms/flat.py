@@ -48,7 +48,7 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.base import GradientTransformation, OptState, Params, Updates
-from gradtx.combine import _accepts_extra_args
+from gradtx.combine import accepts_extra_args
 
 
 class _Leaf(NamedTuple):
@@ -226,7 +226,7 @@ def flat(inner: GradientTransformation) -> GradientTransformation:
             f"flat: inner must be a transformation with init and update, got "
             f"{type(inner).__name__}."
         )
-    inner_update = _accepts_extra_args(inner.update)
+    inner_update = accepts_extra_args(inner.update)
 
     def init_fn(params: Params) -> FlatState:
         layout = _layout(params)

@@ -65,7 +65,7 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.base import Array, GradientTransformation, OptState, Params
-from gradtx.combine import _accepts_extra_args
+from gradtx.combine import accepts_extra_args
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -302,7 +302,7 @@ def _injected(build, static, numeric, schedules, hyperparam_dtype) -> GradientTr
             )
         dtype = _storage_dtype(hyperparam_dtype, updates if params is None else params)
         values = values_at(state.count, state.hyperparams, dtype)
-        inner = _accepts_extra_args(build(**static, **values).update)
+        inner = accepts_extra_args(build(**static, **values).update)
         updates, inner_state = inner(updates, state.inner_state, params, **extra_args)
         return updates, InjectHyperparamsState(
             tree.safe_increment(state.count), values, inner_state
