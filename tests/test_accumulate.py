@@ -29,21 +29,21 @@ from gradtx.transforms.accumulate import AccumulateState, accumulate, has_update
 from gradtx.transforms.conditional import apply_if_finite
 from tests import reference as R
 from tests.reference import wrappers as W
+from tests.wrapper_harness import (
+    IS_SHAPE,
+    PARITY_TOL,
+    RTOL,
+    SHAPES,
+    adam_ref,
+    as_tree,
+    momentum_ref,
+    rmsprop_ref,
+)
 
 NUM_STEPS = 240
-RTOL = {"float64": 1e-10, "float32": 1e-5}
 # Smaller than the other wrappers' (0.01, 0.05): up to 240 inner steps here, and
 # float32 rounding grows with the distance the parameters travel.
 RATES = (0.01, 0.03)
-
-SHAPES = {
-    "emb": (4, 2),
-    "layer": {"b": (5,), "w": (3, 4)},
-    "norm": {"scale": (3,)},
-    "temperature": (),
-}
-IS_SHAPE = lambda x: isinstance(x, tuple)  # noqa: E731
-TREEDEF = jax.tree.structure(SHAPES, is_leaf=IS_SHAPE)
 
 
 def _make_data(seed: int = 11):
@@ -66,12 +66,8 @@ THETA0, GRADS = _make_data()
 GRADS_BY_STEP = [[g[k] for g in GRADS] for k in range(NUM_STEPS)]
 
 
-def _tree(leaves):
-    return jax.tree.unflatten(TREEDEF, list(leaves))
-
-
 def _inputs(dtype):
-    return _tree([jnp.asarray(x, dtype) for x in THETA0]), _tree(
+    return as_tree([jnp.asarray(x, dtype) for x in THETA0]), as_tree(
         [jnp.asarray(g, dtype) for g in GRADS]
     )
 
@@ -101,24 +97,10 @@ def deviation(path, reference):
     )
 
 
-def adam_ref(rate):
-    return functools.partial(R.adam.adam, epsilon=rate, rho_1=0.9, rho_2=0.999, delta=1e-8)
-
-
 def adamw_ref(rate, lam=0.1):
     return functools.partial(
         R.adam.adamw, alpha=1.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8, lam=lam, eta=rate
     )
-
-
-def momentum_ref(rate):
-    return functools.partial(
-        R.sgd.momentum, epsilon=rate, alpha=0.9, learning_rate_in_velocity=False
-    )
-
-
-def rmsprop_ref(rate):
-    return functools.partial(R.rmsprop.rmsprop, epsilon=rate, rho=0.9, delta=1e-8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,14 +195,6 @@ def _both(ours, theirs, dtype):
     return jax.jit(lambda: (path(ours(), has_updated), path(multi, multi.has_updated)))()
 
 
-# The bound of tests/test_optax_parity.py: a few float32 ulps of the trajectory's
-# scale. Even with the same inner (Optax's Adam), the two wrappers give XLA two
-# different programs (MultiSteps runs the inner at every micro-step and selects;
-# accumulate runs it under a cond on the inner steps only), whose fusions round
-# Adam's arithmetic differently by one ulp now and then.
-PARITY_TOL = {"float32": dict(rtol=1e-6, atol=5e-7), "float64": dict(rtol=1e-12, atol=1e-13)}
-
-
 @pytest.mark.parametrize("inner", ["optax", "gradtx"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_same_trajectory_as_optax_multisteps(dtype, inner):
@@ -299,11 +273,11 @@ def test_complex_gradients_keep_their_imaginary_part():
 
 
 def _params(dtype=jnp.float32):
-    return _tree([jnp.asarray(x, dtype) for x in THETA0])
+    return as_tree([jnp.asarray(x, dtype) for x in THETA0])
 
 
 def _grads(k, dtype=jnp.float32):
-    return _tree([jnp.asarray(g[k], dtype) for g in GRADS])
+    return as_tree([jnp.asarray(g[k], dtype) for g in GRADS])
 
 
 def test_in_between_steps_return_zeros_and_leave_the_inner_state_alone():

@@ -28,19 +28,21 @@ import gradtx
 from gradtx.transforms.conditional import ApplyIfFiniteState, apply_if_finite
 from tests import reference as R
 from tests.reference import wrappers as W
+from tests.wrapper_harness import (
+    IS_SHAPE,
+    PARITY_TOL,
+    RTOL,
+    SHAPES,
+    TREEDEF,
+    adam_ref,
+    as_tree,
+    momentum_ref,
+    rmsprop_ref,
+)
 
 NUM_STEPS = 120
-RTOL = {"float64": 1e-10, "float32": 1e-5}
 RATES = (0.01, 0.05)
 
-SHAPES = {
-    "emb": (4, 2),
-    "layer": {"b": (5,), "w": (3, 4)},
-    "norm": {"scale": (3,)},
-    "temperature": (),
-}
-IS_SHAPE = lambda x: isinstance(x, tuple)  # noqa: E731
-TREEDEF = jax.tree.structure(SHAPES, is_leaf=IS_SHAPE)
 NUM_LEAVES = TREEDEF.num_leaves
 
 # step -> (leaf index or None for every leaf, value). Runs of 1, 2 and 3 bad
@@ -75,12 +77,8 @@ THETA0, GRADS = _make_data()
 GRADS_BY_STEP = [[g[k] for g in GRADS] for k in range(NUM_STEPS)]
 
 
-def _tree(leaves):
-    return jax.tree.unflatten(TREEDEF, list(leaves))
-
-
 def _inputs(dtype):
-    return _tree([jnp.asarray(x, dtype) for x in THETA0]), _tree(
+    return as_tree([jnp.asarray(x, dtype) for x in THETA0]), as_tree(
         [jnp.asarray(g, dtype) for g in GRADS]
     )
 
@@ -110,24 +108,10 @@ def deviation(path, reference):
     )
 
 
-def adam_ref(rate):
-    return functools.partial(R.adam.adam, epsilon=rate, rho_1=0.9, rho_2=0.999, delta=1e-8)
-
-
 def adamw_ref(rate, lam=0.1):
     return functools.partial(
         R.adam.adamw, alpha=1.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8, lam=lam, eta=rate
     )
-
-
-def momentum_ref(rate):
-    return functools.partial(
-        R.sgd.momentum, epsilon=rate, alpha=0.9, learning_rate_in_velocity=False
-    )
-
-
-def rmsprop_ref(rate):
-    return functools.partial(R.rmsprop.rmsprop, epsilon=rate, rho=0.9, delta=1e-8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +192,6 @@ def test_reference_counters_are_what_the_injection_says():
 # Optax's apply_if_finite skips the same steps as long as fewer than
 # max_consecutive_errors bad steps come in a row.
 
-PARITY_TOL = {"float32": dict(rtol=1e-6, atol=5e-7), "float64": dict(rtol=1e-12, atol=1e-13)}
-
 
 def _both(ours, theirs, dtype):
     theta, grads = _inputs(dtype)
@@ -261,11 +243,11 @@ def test_optax_gives_up_where_gradtx_keeps_skipping():
 
 
 def _params(dtype=jnp.float32):
-    return _tree([jnp.asarray(x, dtype) for x in THETA0])
+    return as_tree([jnp.asarray(x, dtype) for x in THETA0])
 
 
 def _grads(k, dtype=jnp.float32):
-    return _tree([jnp.asarray(g[k], dtype) for g in GRADS])
+    return as_tree([jnp.asarray(g[k], dtype) for g in GRADS])
 
 
 GOOD, NAN = 1, 0  # steps of GRADS: finite, and NaN in layer/b

@@ -28,19 +28,20 @@ import gradtx
 from gradtx.combine import MaskedState, PartitionState, masked, partition
 from tests import reference as R
 from tests.reference import wrappers as W
+from tests.wrapper_harness import (
+    IS_SHAPE,
+    PARITY_TOL,
+    RTOL,
+    SHAPES,
+    adam_ref,
+    as_tree,
+    momentum_ref,
+    rmsprop_ref,
+)
 
 NUM_STEPS = 120
-RTOL = {"float64": 1e-10, "float32": 1e-5}
 RATES = (0.01, 0.05)
 
-SHAPES = {
-    "emb": (4, 2),
-    "layer": {"b": (5,), "w": (3, 4)},
-    "norm": {"scale": (3,)},
-    "temperature": (),
-}
-IS_SHAPE = lambda x: isinstance(x, tuple)  # noqa: E731
-TREEDEF = jax.tree.structure(SHAPES, is_leaf=IS_SHAPE)
 # Leaves in jax's (sorted-key) order: emb, layer/b, layer/w, norm/scale, temperature.
 MASK = {
     "emb": True,
@@ -67,10 +68,6 @@ THETA0, GRADS = _make_data()
 GRADS_BY_STEP = [[g[k] for g in GRADS] for k in range(NUM_STEPS)]
 
 
-def _tree(leaves):
-    return jax.tree.unflatten(TREEDEF, list(leaves))
-
-
 def scan_path(tx, theta, grads):
     """Params after each step of ``p <- p + update``, stacked along a leading axis."""
 
@@ -84,8 +81,8 @@ def scan_path(tx, theta, grads):
 
 
 def _inputs(dtype):
-    theta = _tree([jnp.asarray(x, dtype) for x in THETA0])
-    grads = _tree([jnp.asarray(g, dtype) for g in GRADS])
+    theta = as_tree([jnp.asarray(x, dtype) for x in THETA0])
+    grads = as_tree([jnp.asarray(g, dtype) for g in GRADS])
     return theta, grads
 
 
@@ -107,25 +104,11 @@ def deviation(path, reference):
 # ---------------------------------------------------------------- reference cases
 
 
-def adam_ref(rate):
-    return functools.partial(R.adam.adam, epsilon=rate, rho_1=0.9, rho_2=0.999, delta=1e-8)
-
-
 def adamw_ref(rate, lam=0.1):
     # Optax/gradtx adamw: the decay is scaled by the rate (alpha = 1, eta_t = lr).
     return functools.partial(
         R.adam.adamw, alpha=1.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8, lam=lam, eta=rate
     )
-
-
-def momentum_ref(rate):
-    return functools.partial(
-        R.sgd.momentum, epsilon=rate, alpha=0.9, learning_rate_in_velocity=False
-    )
-
-
-def rmsprop_ref(rate):
-    return functools.partial(R.rmsprop.rmsprop, epsilon=rate, rho=0.9, delta=1e-8)
 
 
 def by_ndim(params):
@@ -288,7 +271,6 @@ def test_trajectory_matches_reference_float32(case):
 # own optimizers against Optax's: the bound of tests/test_optax_parity.py (a few
 # float32 ulps of the trajectory's scale; 1e-12 in float64).
 
-PARITY_TOL = {"float32": dict(rtol=1e-6, atol=5e-7), "float64": dict(rtol=1e-12, atol=1e-13)}
 LABELS = {"emb": "sgd", "layer": {"b": "rms", "w": "adam"}, "norm": "rms", "temperature": "adam"}
 
 PARITY = {
@@ -359,11 +341,11 @@ def test_same_trajectory_as_optax(name, dtype):
 
 
 def _params(dtype=jnp.float32):
-    return _tree([jnp.asarray(x, dtype) for x in THETA0])
+    return as_tree([jnp.asarray(x, dtype) for x in THETA0])
 
 
 def _grads(k, dtype=jnp.float32):
-    return _tree([jnp.asarray(g[k], dtype) for g in GRADS])
+    return as_tree([jnp.asarray(g[k], dtype) for g in GRADS])
 
 
 def test_masked_out_leaves_pass_through_and_hold_no_state():
