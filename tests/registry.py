@@ -55,6 +55,10 @@ class Entry:
       stochastic: adds random noise (from a PRNG key in its state): a zero
         gradient gives a nonzero update, and the key is a state leaf that is not
         per parameter.
+      searches_line: ends in a line search, which picks the step by comparing loss
+        values at trial points: rounding the trial points to bfloat16 may change
+        which trial is accepted, so the bfloat16 run is not compared with the
+        float32 one step for step (the line-search tests check the conditions).
       extra_args: extra arguments the method needs on every ``update`` (e.g. the
         loss ``value`` for iRprop+ or reduce_on_plateau); :meth:`make` supplies
         them as defaults, so generic tests need not know about them.
@@ -75,6 +79,7 @@ class Entry:
     stochastic: bool = False
     selects_by_tree: bool = False
     reduces_per_leaf: bool = False
+    searches_line: bool = False
     extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> gradtx.GradientTransformation:
@@ -175,6 +180,19 @@ _LR = dict(
     linear_in_hyperparameter=True,
 )
 _OPTIMIZER = dict(is_named_optimizer=True, descends=True, **_LR)
+
+
+def _half_squared_norm(params: Any) -> jax.Array:
+    """``|x|^2 / 2`` over any tree: the loss the second-order entries read."""
+    squares = [0.5 * jnp.sum(jnp.abs(x).astype(jnp.float32) ** 2) for x in jax.tree.leaves(params)]
+    return sum(squares, jnp.zeros([], jnp.float32))
+
+
+_SECOND_ORDER = dict(
+    needs_params=True,
+    supports_complex=False,
+    extra_args={"value_fn": _half_squared_norm},
+)
 
 
 def _decay(name: str) -> dict[str, Any]:
@@ -625,6 +643,123 @@ REGISTRY: tuple[Entry, ...] = (
         supports_complex=False,
         **_LR,
     ),
+    # Second-order methods and line searches: they read the loss from
+    # extra_args["value_fn"]. With f = |x|^2 / 2 the Hessian is I, so Newton and
+    # Hessian-free steps equal the gradient steps (the updates stay comparable
+    # across dtypes); the gradients fed by the generic tests are not f's, which a
+    # line search only sees as a direction that may not descend.
+    Entry(
+        "scale_by_newton",
+        "scale_by_newton",
+        gradtx.scale_by_newton,
+        {"damping": 0.1},
+        hyperparameter="damping",
+        hyperparameter_values=(0.0, 0.1, 1.0),
+        **_SECOND_ORDER,
+    ),
+    Entry(
+        "scale_by_newton_damp",
+        "scale_by_newton",
+        gradtx.scale_by_newton,
+        {"on_indefinite": "damp"},
+        **_SECOND_ORDER,
+    ),
+    Entry(
+        "newton",
+        "newton",
+        gradtx.newton,
+        {"learning_rate": 1.0},
+        **_SECOND_ORDER,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "newton_backtracking",
+        "newton",
+        gradtx.newton,
+        {"linesearch": gradtx.scale_by_backtracking_linesearch(10, store_grad=True)},
+        searches_line=True,
+        **_SECOND_ORDER,
+    ),
+    Entry(
+        "scale_by_hessian_free",
+        "scale_by_hessian_free",
+        gradtx.scale_by_hessian_free,
+        # CG is a while_loop: not reverse-differentiable in the damping inside it,
+        # so the damping is not offered to the generic grad/vmap tests.
+        {"damping": 0.1},
+        **_SECOND_ORDER,
+    ),
+    Entry(
+        "hessian_free",
+        "hessian_free",
+        gradtx.hessian_free,
+        {"learning_rate": 1.0},
+        **_SECOND_ORDER,
+        **_OPTIMIZER,
+    ),
+    *(
+        Entry(
+            f"scale_by_nonlinear_cg_{method}",
+            "scale_by_nonlinear_cg",
+            gradtx.scale_by_nonlinear_cg,
+            {"method": method, "restart_period": 2},
+            supports_complex=False,
+        )
+        for method in ("polak_ribiere_plus", "fletcher_reeves")
+    ),
+    # The named quasi-Newton and CG optimizers as fixed-step chains (a line search
+    # is a discrete search: not differentiable in the learning rate, which the
+    # generic tests do), and once with their default line search.
+    *(
+        Entry(
+            f"{name}_fixed_step",
+            name,
+            getattr(gradtx, name),
+            {"learning_rate": 0.1, "linesearch": None},
+            needs_params=name != "nonlinear_cg",
+            supports_complex=False,
+            **_OPTIMIZER,
+        )
+        for name in ("nonlinear_cg", "bfgs", "lbfgs")
+    ),
+    *(
+        Entry(name, name, getattr(gradtx, name), descends=True, searches_line=True, **_SECOND_ORDER)
+        for name in ("nonlinear_cg", "bfgs", "lbfgs")
+    ),
+    Entry(
+        "scale_by_bfgs",
+        "scale_by_bfgs",
+        gradtx.scale_by_bfgs,
+        needs_params=True,
+        supports_complex=False,
+    ),
+    Entry(
+        "scale_by_lbfgs",
+        "scale_by_lbfgs",
+        gradtx.scale_by_lbfgs,
+        {"memory_size": 3},
+        needs_params=True,
+        supports_complex=False,
+    ),
+    *(
+        Entry(
+            f"scale_by_backtracking_linesearch{suffix}",
+            "scale_by_backtracking_linesearch",
+            gradtx.scale_by_backtracking_linesearch,
+            {"max_backtracking_steps": 10, "store_grad": store_grad},
+            searches_line=True,
+            **_SECOND_ORDER,
+        )
+        for suffix, store_grad in (("", False), ("_store_grad", True))
+    ),
+    Entry(
+        "scale_by_zoom_linesearch",
+        "scale_by_zoom_linesearch",
+        gradtx.scale_by_zoom_linesearch,
+        {"max_linesearch_steps": 10},
+        searches_line=True,
+        **_SECOND_ORDER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
@@ -647,6 +782,9 @@ NOT_TRANSFORMATIONS = frozenset(
         "exclude_bias_and_norm",
         "lookahead_slow_params",
         "averaged_params",
+        # The second-order driver and its helper.
+        "minimize",
+        "value_and_grad_from_state",
         # Schedules return count -> value functions (tests/test_schedules.py).
         *(name for name in gradtx.schedules.__all__),
     }

@@ -28,9 +28,13 @@ def test_flat_gives_the_same_updates_as_leaf_by_leaf(entry):
     for want, have in zip(expected, got, strict=True):
         for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(have), strict=True):
             assert a.dtype == b.dtype
-            # Same element-wise arithmetic; global reductions (norms) may sum in
-            # another order, hence a few float32 ulps.
-            np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-6, atol=1e-7)
+            # Same element-wise arithmetic; global reductions (norms, inner products)
+            # may sum in another order, hence a few float32 ulps of the largest
+            # element: one that cancels (nonlinear CG's g + beta u) can be small.
+            largest = float(np.max(np.abs(np.asarray(a, np.float64)), initial=0.0))
+            np.testing.assert_allclose(
+                np.asarray(b), np.asarray(a), rtol=2e-6, atol=max(1e-7, 1e-6 * largest)
+            )
 
 
 def test_flat_refuses_a_mask_tree_it_cannot_apply():

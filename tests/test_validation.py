@@ -223,6 +223,66 @@ BAD_HYPERPARAMETERS = [
         r"nesterov=True needs a momentum, got momentum=None",
     ),
     (gradtx.rmsprop, dict(learning_rate=0.1, nesterov=True), r"nesterov=True needs a momentum"),
+    # Second-order methods and line searches.
+    (gradtx.scale_by_newton, dict(damping=-1.0), r"damping must be a finite number >= 0"),
+    (gradtx.scale_by_newton, dict(on_indefinite="skip"), r"on_indefinite must be one of"),
+    (gradtx.newton, dict(damping=NAN), r"damping must be a finite number >= 0, got nan"),
+    (gradtx.newton, dict(learning_rate=INF), r"learning_rate must be finite"),
+    (gradtx.scale_by_hessian_free, dict(max_cg_steps=0), r"max_cg_steps must be an integer"),
+    (gradtx.scale_by_hessian_free, dict(cg_tol=1.5), r"cg_tol must be in \[0, 1\), got 1\.5"),
+    (gradtx.scale_by_hessian_free, dict(cg_tol=0.0), r"cg_tol must be None or in \(0, 1\)"),
+    (gradtx.hessian_free, dict(damping=-0.1), r"damping must be a finite number >= 0"),
+    (gradtx.scale_by_nonlinear_cg, dict(method="hestenes"), r"method must be one of"),
+    (gradtx.scale_by_nonlinear_cg, dict(restart_period=0), r"restart_period must be an integer"),
+    (gradtx.nonlinear_cg, dict(learning_rate=NAN), r"learning_rate must be finite"),
+    (gradtx.scale_by_lbfgs, dict(memory_size=0), r"memory_size must be an integer >= 1, got 0"),
+    (gradtx.lbfgs, dict(memory_size=2.5), r"memory_size must be an integer >= 1, got 2\.5"),
+    (gradtx.bfgs, dict(learning_rate=NAN), r"learning_rate must be finite"),
+    (
+        gradtx.scale_by_backtracking_linesearch,
+        dict(max_backtracking_steps=0),
+        r"max_backtracking_steps must be an integer >= 1",
+    ),
+    (
+        gradtx.scale_by_backtracking_linesearch,
+        dict(max_backtracking_steps=5, slope_rtol=1.5),
+        r"slope_rtol must be in \[0, 1\), got 1\.5",
+    ),
+    (
+        gradtx.scale_by_backtracking_linesearch,
+        dict(max_backtracking_steps=5, decrease_factor=0.0),
+        r"decrease_factor must be in \(0, 1\), got 0\.0",
+    ),
+    (
+        gradtx.scale_by_backtracking_linesearch,
+        dict(max_backtracking_steps=5, increase_factor=0.5),
+        r"increase_factor must be in \[1, inf\), got 0\.5",
+    ),
+    (
+        gradtx.scale_by_backtracking_linesearch,
+        dict(max_backtracking_steps=5, max_learning_rate=0.0),
+        r"max_learning_rate must be a finite number > 0",
+    ),
+    (
+        gradtx.scale_by_zoom_linesearch,
+        dict(max_linesearch_steps=10, curv_rtol=1e-5),
+        r"curv_rtol must be greater than slope_rtol=0\.0001, got 1e-05",
+    ),
+    (
+        gradtx.scale_by_zoom_linesearch,
+        dict(max_linesearch_steps=10, increase_factor=1.0),
+        r"increase_factor must be a finite number > 1, got 1\.0",
+    ),
+    (
+        gradtx.scale_by_zoom_linesearch,
+        dict(max_linesearch_steps=10, initial_guess_strategy="zero"),
+        r"initial_guess_strategy must be one of",
+    ),
+    (
+        gradtx.scale_by_zoom_linesearch,
+        dict(max_linesearch_steps=10, max_stepsize=-1.0),
+        r"max_stepsize must be a finite number > 0",
+    ),
 ]
 
 

@@ -1,0 +1,108 @@
+"""What the second-order blocks share: reading the loss, tree algebra, runtime errors.
+
+These methods need the loss itself, not only its gradient. They read it from the
+extra argument ``value_fn`` (a function ``params -> scalar loss``), as
+ARCHITECTURE.md lays out, and the line searches also read ``value`` and ``grad``
+(the loss and its gradient at ``params``) when the caller has them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import tree
+from gradtx.base import Array
+
+ValueFn = Callable[[Any], Array]
+
+
+def require_params(owner: str, params: Any) -> None:
+    """Raises ValueError when ``params`` were not passed to ``update``."""
+    if params is None:
+        raise ValueError(
+            f"{owner}: needs the current parameters: call "
+            "tx.update(grads, state, params, value_fn=loss_fn)."
+        )
+
+
+def require_value_fn(owner: str, value_fn: Any) -> ValueFn:
+    """Returns ``value_fn``, or raises a ValueError that says how to pass it."""
+    if value_fn is None:
+        raise ValueError(
+            f"{owner}: needs the loss as a function of the parameters, passed as the "
+            "extra argument value_fn: tx.update(grads, state, params, value_fn=loss_fn), "
+            "where loss_fn(params) returns a scalar (close over the batch: "
+            "value_fn=lambda p: loss(p, batch)). gradtx.minimize passes it for you."
+        )
+    if not callable(value_fn):
+        raise ValueError(
+            f"{owner}: value_fn must be a function params -> scalar loss, "
+            f"got {type(value_fn).__name__}."
+        )
+    return value_fn
+
+
+def refuse_complex(owner: str, params: Any) -> None:
+    """Raises ValueError naming the complex leaves of ``params``, if any."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    paths = [jax.tree_util.keystr(p) or "(root)" for p, x in leaves if jnp.iscomplexobj(x)]
+    if paths:
+        raise ValueError(
+            f"{owner}: second-order methods work on real parameters; complex leaves: "
+            f"{', '.join(paths)}. Keep the real and imaginary parts as two real leaves."
+        )
+
+
+def tree_dtype(params: Any) -> jnp.dtype:
+    """The dtype the arithmetic runs in: the widest leaf dtype, at least float32."""
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        return jnp.dtype(jnp.float32)
+    return tree.compute_dtype(jnp.result_type(*leaves))
+
+
+def vdot(a: Any, b: Any) -> Array:
+    """``sum_i a_i b_i`` over every element of two trees of the same structure."""
+    products = [
+        jnp.sum(x.astype(tree.compute_dtype(x.dtype)) * y.astype(tree.compute_dtype(y.dtype)))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ]
+    if not products:
+        return jnp.zeros([], jnp.float32)
+    dtype = jnp.result_type(*products)
+    return sum((p.astype(dtype) for p in products), jnp.zeros([], dtype))
+
+
+def axpy(alpha: Array, x: Any, y: Any) -> Any:
+    """``alpha * x + y`` leaf by leaf, in the dtype of ``y``."""
+    return jax.tree.map(lambda a, b: (alpha * a + b).astype(b.dtype), x, y)
+
+
+def scaled(alpha: Array, x: Any) -> Any:
+    """``alpha * x`` leaf by leaf, each leaf keeping its dtype."""
+    return jax.tree.map(lambda a: (alpha * a).astype(a.dtype), x)
+
+
+def error_if(failed: Array, message: str) -> None:
+    """Raises ``message`` when ``failed`` is true, eagerly or from a compiled program.
+
+    A concrete ``failed`` raises ValueError at once. Under ``jit`` (or inside a
+    ``lax.while_loop``) the check runs on the device through ``jax.debug.callback``,
+    and the call that ran the program raises a ``JaxRuntimeError`` carrying
+    ``message``.
+    """
+    if not isinstance(failed, jax.core.Tracer):
+        if bool(np.any(np.asarray(failed))):
+            raise ValueError(message)
+        return
+
+    def _raise(flag: np.ndarray) -> None:
+        if np.any(flag):
+            raise ValueError(message)
+
+    jax.debug.callback(_raise, failed)

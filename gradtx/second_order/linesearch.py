@@ -1,0 +1,511 @@
+"""Line searches: transformations that choose how far to go along a direction.
+
+Chained after a method that proposes a step ``d`` (an update to add to the
+params, pointing downhill: ``newton``, ``lbfgs``, ``nonlinear_cg``, even
+``sgd``), a line search returns ``eta * d`` with ``eta`` chosen on the loss
+``phi(eta) = f(x + eta d)``, whose slope at 0 is ``phi'(0) = grad f(x)' d < 0``:
+
+* Armijo's sufficient decrease (the first Wolfe condition),
+  ``phi(eta) <= phi(0) + c1 eta phi'(0)``;
+* the strong curvature condition, ``|phi'(eta)| <= c2 |phi'(0)|``.
+
+Both read the loss from the extra argument ``value_fn`` and, when the caller has
+them, ``value`` and ``grad`` (the loss and its gradient at ``params``). They keep
+the loss and gradient at the accepted point in their state, so the next step
+need not evaluate them again: :func:`value_and_grad_from_state` reads them back.
+For the stored values to belong to the next params, nothing after the line
+search may change the update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import _checks, tree
+from gradtx.base import Array, GradientTransformation, apply_updates
+from gradtx.second_order import _common
+
+_GUESSES = ("one", "keep")
+
+
+class LinesearchState(NamedTuple):
+    """State of :func:`scale_by_backtracking_linesearch` and :func:`scale_by_zoom_linesearch`.
+
+    Scalars are in the params' compute dtype (at least float32) unless stated.
+    """
+
+    count: Array  # int32: searches done; the fields below are valid once count > 0.
+    learning_rate: Array  # eta accepted by the last successful search (1 or the max at first).
+    value: Array  # f(x + eta d): the loss at the point the last search moved to.
+    grad: Any  # its gradient, a tree like params (None for backtracking without store_grad).
+    succeeded: Array  # bool: the last search met its conditions (else it moved by 0 or best).
+    num_evaluations: Array  # int32: loss evaluations made by the last search.
+
+
+def _init(owner: str, params: Any, learning_rate: float, store_grad: bool) -> LinesearchState:
+    _common.refuse_complex(owner, params)
+    dtype = _common.tree_dtype(params)
+    grad = jax.tree.map(jnp.zeros_like, params) if store_grad else None
+    return LinesearchState(
+        count=tree.zero_count(),
+        learning_rate=jnp.asarray(learning_rate, dtype),
+        value=jnp.asarray(jnp.inf, dtype),
+        grad=grad,
+        succeeded=jnp.asarray(False),
+        num_evaluations=jnp.int32(0),
+    )
+
+
+def _start(
+    owner: str, params: Any, direction: Any, value_fn: Any, value: Any, grad: Any
+) -> tuple[Callable[[Any], Any], Array, Any, Array]:
+    """The loss, ``phi(0)``, the gradient at ``params`` and ``phi'(0) = g' d``."""
+    _common.require_params(owner, params)
+    value_fn = _common.require_value_fn(owner, value_fn)
+    tree.check_structure(params, direction, owner=owner)
+    dtype = _common.tree_dtype(params)
+    if value is None or grad is None:
+        value, grad = jax.value_and_grad(value_fn)(params)
+    grad = tree.cast_like(grad, params)
+    f0 = jnp.asarray(value).astype(dtype)
+    return value_fn, f0, grad, _common.vdot(grad, direction).astype(dtype)
+
+
+def _trial(value_fn: Any, params: Any, direction: Any, eta: Array, with_grad: bool):
+    """``f(x + eta d)`` (and its gradient), with ``x + eta d`` formed as apply_updates will."""
+    point = apply_updates(params, _common.scaled(eta, direction))
+    if with_grad:
+        return jax.value_and_grad(value_fn)(point)
+    return value_fn(point), None
+
+
+def _select(flag: Array, a: Any, b: Any) -> Any:
+    return jax.tree.map(lambda x, y: jnp.where(flag, x, y), a, b)
+
+
+def scale_by_backtracking_linesearch(
+    max_backtracking_steps: int,
+    slope_rtol: float = 1e-4,
+    decrease_factor: float = 0.8,
+    increase_factor: float = 1.5,
+    max_learning_rate: float = 1.0,
+    store_grad: bool = False,
+) -> GradientTransformation:
+    r"""Backtracking line search: the first ``eta`` of a shrinking sequence that satisfies Armijo.
+
+    Tries ``eta_i = eta_0 * decrease_factor^i`` for ``i = 0, 1, ...,
+    max_backtracking_steps`` and accepts the first with
+
+        f(x + eta d) <= f(x) + c1 * eta * grad f(x)' d      (c1 = slope_rtol),
+
+    starting from ``eta_0 = min(increase_factor * eta_prev, max_learning_rate)``,
+    where ``eta_prev`` is the last accepted ``eta`` (``max_learning_rate`` at
+    first). If no trial passes, or ``d`` is not a descent direction, the update is
+    0 and ``state.succeeded`` is False. Each trial costs one loss evaluation (and
+    its gradient with ``store_grad``).
+
+    Args:
+      max_backtracking_steps: the number of reductions tried after the first trial.
+      slope_rtol: ``c1`` in (0, 1).
+      decrease_factor: the reduction factor in (0, 1).
+      increase_factor: the growth of the first trial over the last accepted step,
+        >= 1.
+      max_learning_rate: the largest step tried, > 0.
+      store_grad: also compute and keep the gradient at each trial point, so the
+        next step can reuse it (:func:`value_and_grad_from_state`).
+
+    Returns:
+      A transformation; ``update`` needs ``params`` and ``value_fn``, and reads
+      ``value`` and ``grad`` when given.
+
+    Raises:
+      ValueError: invalid hyperparameters; complex params at ``init``; no
+        ``params`` or ``value_fn`` at ``update``.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> loss = lambda p: jnp.sum(p ** 2)
+      >>> tx = gradtx.chain(gradtx.sgd(1.0), gradtx.scale_by_backtracking_linesearch(20))
+      >>> p = jnp.array([1.0, -2.0])
+      >>> u, state = tx.update(jax.grad(loss)(p), tx.init(p), p, value_fn=loss)
+      >>> loss(p + u) <= loss(p) + 1e-4 * jnp.vdot(jax.grad(loss)(p), u)
+      Array(True, dtype=bool)
+
+    References:
+      Armijo (1966); Nocedal & Wright (2006), Numerical Optimization, 2nd ed.,
+      Alg. 3.1.
+    """
+    owner = "scale_by_backtracking_linesearch"
+    _checks.positive_int(owner, "max_backtracking_steps", max_backtracking_steps)
+    _open_unit(owner, "slope_rtol", slope_rtol)
+    _open_unit(owner, "decrease_factor", decrease_factor)
+    _checks.in_range(owner, "increase_factor", increase_factor, 1.0, float("inf"))
+    _checks.positive(owner, "max_learning_rate", max_learning_rate)
+
+    def init_fn(params):
+        return _init(owner, params, max_learning_rate, store_grad)
+
+    def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
+        del extra
+        value_fn, f0, g0, slope = _start(owner, params, updates, value_fn, value, grad)
+        dtype = f0.dtype
+        eta0 = jnp.minimum(state.learning_rate * increase_factor, max_learning_rate).astype(dtype)
+        descent = slope < 0
+
+        def not_done(carry):
+            i, _, _, _, ok = carry
+            return descent & ~ok & (i <= max_backtracking_steps)
+
+        def try_next(carry):
+            i, _, _, _, _ = carry
+            eta = (eta0 * jnp.asarray(decrease_factor, dtype) ** i).astype(dtype)
+            f, g = _trial(value_fn, params, updates, eta, store_grad)
+            f = f.astype(dtype)
+            ok = jnp.isfinite(f) & (f <= f0 + slope_rtol * eta * slope)
+            return i + 1, eta, f, g, ok
+
+        start = (jnp.int32(0), jnp.zeros([], dtype), f0, g0 if store_grad else None, False)
+        evaluations, eta, f, g, ok = jax.lax.while_loop(not_done, try_next, start)
+        eta = jnp.where(ok, eta, 0.0).astype(dtype)
+        new_state = LinesearchState(
+            count=tree.safe_increment(state.count),
+            learning_rate=jnp.where(ok, eta, state.learning_rate),
+            value=jnp.where(ok, f, f0),
+            grad=_select(ok, g, g0) if store_grad else None,
+            succeeded=ok,
+            num_evaluations=evaluations,
+        )
+        return _common.scaled(eta, updates), new_state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _open_unit(owner: str, name: str, value: Any) -> None:
+    _checks.in_range(owner, name, value, 0.0, 1.0)
+    if _checks.is_zero(value):
+        _checks._fail(owner, name, value, "in (0, 1)")
+
+
+# ------------------------------------------------------------------ zoom (strong Wolfe)
+
+_BRACKET, _ZOOM, _DONE = 0, 1, 2
+
+
+class _ZoomCarry(NamedTuple):
+    evaluations: Array  # int32
+    stage: Array  # int32: _BRACKET, _ZOOM or _DONE
+    eta: Array  # the next trial step
+    prev: tuple[Array, Array, Array]  # (eta, phi, phi') of the previous bracketing trial
+    lo: tuple[Array, Array, Array]  # the end of the zoom interval with the lower phi
+    hi: tuple[Array, Array, Array]  # the other end
+    best_eta: Array  # the accepted step so far (0, or a point with sufficient decrease)
+    best_value: Array
+    best_grad: Any
+    found: Array  # bool: best satisfies the strong Wolfe conditions
+
+
+def cubic_minimizer(a: tuple[Array, Array, Array], b: tuple[Array, Array, Array]) -> Array:
+    """The minimiser of the cubic through two points with their slopes, or a bisection.
+
+    Nocedal & Wright (2006), eq. 3.59: from ``(eta_a, phi_a, phi'_a)`` and
+    ``(eta_b, phi_b, phi'_b)``,
+    ``d1 = phi'_a + phi'_b - 3 (phi_a - phi_b) / (eta_a - eta_b)``,
+    ``d2 = sign(eta_b - eta_a) sqrt(d1^2 - phi'_a phi'_b)`` and
+    ``eta = eta_b - (eta_b - eta_a) (phi'_b + d2 - d1) / (phi'_b - phi'_a + 2 d2)``.
+    Safeguarded: when that is not finite or falls in the outer tenth of the
+    interval at either end, the midpoint is returned instead.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx.second_order.linesearch import cubic_minimizer
+      >>> phi = lambda t: (t - 0.3) ** 2  # slope 2 (t - 0.3)
+      >>> a, b = jnp.float32(0.0), jnp.float32(1.0)
+      >>> eta = cubic_minimizer((a, phi(a), 2 * (a - 0.3)), (b, phi(b), 2 * (b - 0.3)))
+      >>> round(float(eta), 6)
+      0.3
+    """
+    (ea, fa, sa), (eb, fb, sb) = a, b
+    width = eb - ea
+    d1 = sa + sb - 3.0 * (fa - fb) / jnp.where(width == 0, 1.0, -width)
+    radicand = d1 * d1 - sa * sb
+    d2 = jnp.sign(width) * jnp.sqrt(jnp.maximum(radicand, 0.0))
+    denominator = sb - sa + 2.0 * d2
+    eta = eb - width * (sb + d2 - d1) / jnp.where(denominator == 0, 1.0, denominator)
+    low, high = jnp.minimum(ea, eb), jnp.maximum(ea, eb)
+    margin = 0.1 * (high - low)
+    usable = (
+        (radicand >= 0)
+        & (denominator != 0)
+        & jnp.isfinite(eta)
+        & (eta >= low + margin)
+        & (eta <= high - margin)
+    )
+    return jnp.where(usable, eta, 0.5 * (ea + eb))
+
+
+def _zoom_step(carry: _ZoomCarry, point, sufficient, wolfe) -> _ZoomCarry:
+    """One evaluation of N&W Alg. 3.5 (bracketing) or Alg. 3.6 (zoom): the new intervals."""
+    _, f, s = point
+    bracketing = carry.stage == _BRACKET
+    # Alg. 3.5: a trial without sufficient decrease, or no lower than the previous
+    # one, closes the bracket [prev, eta]; a rising slope closes [eta, prev].
+    worse = ~sufficient | ((carry.evaluations > 0) & (f >= carry.prev[1]))
+    rising = s >= 0
+    # Alg. 3.6: inside the zoom, the trial replaces hi, or becomes lo (and the old
+    # lo becomes hi when the slope points past it).
+    zoom_hi = ~sufficient | (f >= carry.lo[1])
+    flip = s * (carry.hi[0] - carry.lo[0]) >= 0
+
+    def pick(bracket_value, zoom_value):
+        return jax.tree.map(lambda x, y: jnp.where(bracketing, x, y), bracket_value, zoom_value)
+
+    lo = pick(
+        _where3(worse, carry.prev, _where3(rising, point, carry.lo)),
+        _where3(zoom_hi, carry.lo, point),
+    )
+    hi = pick(
+        _where3(worse, point, _where3(rising, carry.prev, carry.hi)),
+        _where3(zoom_hi, point, _where3(flip, carry.lo, carry.hi)),
+    )
+    to_zoom = bracketing & (worse | rising)
+    stage = jnp.where(wolfe, _DONE, jnp.where(to_zoom, _ZOOM, carry.stage))
+    return carry._replace(stage=stage.astype(jnp.int32), lo=lo, hi=hi, prev=point)
+
+
+def _where3(flag, a, b):
+    return tuple(jnp.where(flag, x, y) for x, y in zip(a, b, strict=True))
+
+
+def scale_by_zoom_linesearch(
+    max_linesearch_steps: int,
+    max_stepsize: float | None = None,
+    increase_factor: float = 2.0,
+    slope_rtol: float = 1e-4,
+    curv_rtol: float = 0.9,
+    initial_guess_strategy: str = "keep",
+) -> GradientTransformation:
+    r"""A line search for the strong Wolfe conditions: bracketing, then zoom.
+
+    Finds ``eta`` with
+
+        f(x + eta d) <= f(x) + c1 eta grad f(x)' d            (sufficient decrease)
+        |grad f(x + eta d)' d| <= c2 |grad f(x)' d|           (strong curvature)
+
+    by Nocedal & Wright's Alg. 3.5: trial steps grow by ``increase_factor`` until
+    one fails sufficient decrease, is no lower than the previous, or has a rising
+    slope, which brackets a Wolfe point; Alg. 3.6 then shrinks the bracket, each
+    trial the safeguarded minimiser of the cubic through its ends
+    (:func:`cubic_minimizer`). Every trial evaluates the loss and its gradient,
+    which the state keeps (:func:`value_and_grad_from_state`).
+
+    If ``max_linesearch_steps`` evaluations end without a Wolfe point, the search
+    takes the lowest trial that satisfied sufficient decrease (or 0 if none did)
+    and sets ``state.succeeded`` to False; a direction that is not downhill gives
+    0 at once.
+
+    Args:
+      max_linesearch_steps: the cap on loss evaluations per search.
+      max_stepsize: the largest ``eta`` tried, or None for no bound.
+      increase_factor: the growth of the trial step while bracketing, > 1.
+      slope_rtol: ``c1`` in (0, 1).
+      curv_rtol: ``c2`` in (c1, 1); 0.9 for Newton and quasi-Newton directions,
+        0.1 for conjugate gradient (Nocedal & Wright, Sec. 3.1).
+      initial_guess_strategy: the first trial: ``"one"`` (``eta = 1``, for Newton
+        and quasi-Newton directions, whose natural step is 1) or ``"keep"`` (the
+        last accepted ``eta``).
+
+    Returns:
+      A transformation; ``update`` needs ``params`` and ``value_fn``, and reads
+      ``value`` and ``grad`` when given.
+
+    Raises:
+      ValueError: invalid hyperparameters (including ``curv_rtol <= slope_rtol``);
+        complex params at ``init``; no ``params`` or ``value_fn`` at ``update``.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> loss = lambda p: jnp.sum(jnp.cosh(p))
+      >>> tx = gradtx.chain(gradtx.sgd(1.0), gradtx.scale_by_zoom_linesearch(20))
+      >>> p = jnp.array([1.0, -2.0])
+      >>> u, state = tx.update(jax.grad(loss)(p), tx.init(p), p, value_fn=loss)
+      >>> bool(state[1].succeeded), bool(loss(p + u) < loss(p))
+      (True, True)
+
+    References:
+      Nocedal & Wright (2006), Numerical Optimization, 2nd ed., Sec. 3.5, Alg. 3.5
+      and 3.6, eq. 3.59. Wolfe (1969).
+    """
+    owner = "scale_by_zoom_linesearch"
+    _checks.positive_int(owner, "max_linesearch_steps", max_linesearch_steps)
+    if max_stepsize is not None:
+        _checks.positive(owner, "max_stepsize", max_stepsize)
+    factor = _checks._concrete(increase_factor)
+    if factor is not None and not (np.isfinite(factor) and factor > 1.0):
+        _checks._fail(owner, "increase_factor", increase_factor, "a finite number > 1")
+    _open_unit(owner, "slope_rtol", slope_rtol)
+    _open_unit(owner, "curv_rtol", curv_rtol)
+    c1, c2 = _checks._concrete(slope_rtol), _checks._concrete(curv_rtol)
+    if c1 is not None and c2 is not None and not float(c2) > float(c1):
+        _checks._fail(owner, "curv_rtol", curv_rtol, f"greater than slope_rtol={slope_rtol!r}")
+    if initial_guess_strategy not in _GUESSES:
+        _checks._fail(owner, "initial_guess_strategy", initial_guess_strategy, f"one of {_GUESSES}")
+    largest = jnp.inf if max_stepsize is None else max_stepsize
+
+    def init_fn(params):
+        return _init(owner, params, 1.0 if max_stepsize is None else min(1.0, max_stepsize), True)
+
+    def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
+        del extra
+        value_fn, f0, g0, s0 = _start(owner, params, updates, value_fn, value, grad)
+        dtype = f0.dtype
+        if initial_guess_strategy == "one":
+            eta0 = jnp.ones([], dtype)
+        else:
+            eta0 = state.learning_rate.astype(dtype)
+        eta0 = jnp.minimum(eta0, largest).astype(dtype)
+        descent = s0 < 0
+        zero = jnp.zeros([], dtype)
+        origin = (zero, f0, s0)
+
+        def not_done(carry):
+            return descent & (carry.stage != _DONE) & (carry.evaluations < max_linesearch_steps)
+
+        def evaluate(carry):
+            eta = carry.eta
+            f, g = _trial(value_fn, params, updates, eta, True)
+            f = f.astype(dtype)
+            s = _common.vdot(g, updates).astype(dtype)
+            sufficient = jnp.isfinite(f) & jnp.isfinite(s) & (f <= f0 + slope_rtol * eta * s0)
+            wolfe = sufficient & (jnp.abs(s) <= -curv_rtol * s0)
+            improves = sufficient & (f < carry.best_value)
+            keep = wolfe | improves
+            carry = carry._replace(
+                best_eta=jnp.where(keep, eta, carry.best_eta),
+                best_value=jnp.where(keep, f, carry.best_value),
+                best_grad=_select(keep, g, carry.best_grad),
+                found=carry.found | wolfe,
+            )
+            carry = _zoom_step(carry, (eta, f, s), sufficient, wolfe)
+            # The next trial: grow while bracketing (stop at max_stepsize), else
+            # the cubic step inside the bracket.
+            grown = jnp.minimum(eta * increase_factor, largest).astype(dtype)
+            at_cap = (carry.stage == _BRACKET) & (eta >= largest)
+            zoomed = cubic_minimizer(carry.lo, carry.hi).astype(dtype)
+            collapsed = (carry.stage == _ZOOM) & (
+                jnp.abs(carry.hi[0] - carry.lo[0])
+                <= jnp.finfo(dtype).eps * jnp.maximum(carry.lo[0], carry.hi[0])
+            )
+            stage = jnp.where(at_cap | collapsed, _DONE, carry.stage).astype(jnp.int32)
+            next_eta = jnp.where(carry.stage == _BRACKET, grown, zoomed)
+            return carry._replace(
+                evaluations=carry.evaluations + 1, stage=stage, eta=next_eta.astype(dtype)
+            )
+
+        start = _ZoomCarry(
+            evaluations=jnp.int32(0),
+            stage=jnp.int32(_BRACKET),
+            eta=eta0,
+            prev=origin,
+            lo=origin,
+            hi=origin,
+            best_eta=zero,
+            best_value=f0,
+            best_grad=g0,
+            found=jnp.asarray(False),
+        )
+        final = jax.lax.while_loop(not_done, evaluate, start)
+        eta = final.best_eta
+        moved = eta > 0
+        new_state = LinesearchState(
+            count=tree.safe_increment(state.count),
+            learning_rate=jnp.where(moved, eta, state.learning_rate),
+            value=final.best_value,
+            grad=final.best_grad,
+            succeeded=final.found,
+            num_evaluations=final.evaluations,
+        )
+        return _common.scaled(eta, updates), new_state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------- reuse of the values
+
+
+def linesearch_states(state: Any) -> list[LinesearchState]:
+    """Every :class:`LinesearchState` inside an optimizer state (chains, wrappers)."""
+    nodes = jax.tree.leaves(state, is_leaf=lambda node: isinstance(node, LinesearchState))
+    return [node for node in nodes if isinstance(node, LinesearchState)]
+
+
+def value_and_grad_from_state(
+    fun: Callable[[Any], Array],
+) -> Callable[[Any, Any], tuple[Array, Any]]:
+    """Like ``jax.value_and_grad(fun)``, but reads them from the line search's state.
+
+    A line search stores ``f`` and its gradient at the point it moved to. When the
+    state holds exactly one line search with a stored gradient, the returned
+    function gives those (once the search has run; before, it evaluates
+    ``fun``), so the loop costs no extra evaluation at the new params. Otherwise
+    it evaluates ``jax.value_and_grad(fun)(params)``. The stored values are those
+    of the new params provided the update went to the params unchanged.
+
+    Args:
+      fun: the loss, ``params -> scalar``.
+
+    Returns:
+      ``value_and_grad(params, state) -> (value, grad)``.
+
+    Raises:
+      ValueError: the state holds more than one line search (which one to read
+        is ambiguous).
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> loss = lambda p: jnp.sum((p - 1.0) ** 2)
+      >>> tx = gradtx.lbfgs()
+      >>> value_and_grad = gradtx.value_and_grad_from_state(loss)
+      >>> params = jnp.zeros(3)
+      >>> state = tx.init(params)
+      >>> for _ in range(3):
+      ...     value, grad = value_and_grad(params, state)
+      ...     updates, state = tx.update(
+      ...         grad, state, params, value=value, grad=grad, value_fn=loss)
+      ...     params = gradtx.apply_updates(params, updates)
+      >>> params
+      Array([1., 1., 1.], dtype=float32)
+
+    References:
+      Nocedal & Wright (2006), Sec. 3.5 (the function and gradient computed by
+      the line search are those of the next iterate).
+    """
+    compute = jax.value_and_grad(fun)
+
+    def value_and_grad(params, state):
+        searches = linesearch_states(state)
+        stored = [s for s in searches if s.grad is not None]
+        if len(searches) > 1:
+            raise ValueError(
+                "value_and_grad_from_state: the state holds several line searches; "
+                "call jax.value_and_grad(fun) instead."
+            )
+        if not stored:
+            return compute(params)
+        (search,) = stored
+        shape = jax.eval_shape(fun, params)
+
+        def reuse(_):
+            return search.value.astype(shape.dtype), tree.cast_like(search.grad, params)
+
+        def evaluate(p):
+            value, grad = compute(p)
+            return jnp.asarray(value).astype(shape.dtype), tree.cast_like(grad, params)
+
+        return jax.lax.cond(search.count > 0, reuse, evaluate, params)
+
+    return value_and_grad
