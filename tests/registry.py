@@ -134,6 +134,10 @@ def _averaged_example(learning_rate: float = 0.1) -> gradtx.GradientTransformati
     return gradtx.chain(gradtx.sgd(learning_rate), gradtx.average_params(decay=0.9))
 
 
+def _record_curves_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.record_curves(gradtx.adam(learning_rate), num_steps=4)
+
+
 def _by_size(params: Any) -> Any:
     return jax.tree.map(lambda x: x.size > 2, params)
 
@@ -760,6 +764,16 @@ REGISTRY: tuple[Entry, ...] = (
         searches_line=True,
         **_SECOND_ORDER,
     ),
+    # Learning curves recorded in the state around any optimizer; reads the loss
+    # from extra_args["value"] when given.
+    Entry(
+        "record_curves",
+        "record_curves",
+        _record_curves_example,
+        descends=True,
+        extra_args={"value": 1.0},
+        **_LR,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
@@ -782,6 +796,9 @@ NOT_TRANSFORMATIONS = frozenset(
         "exclude_bias_and_norm",
         "lookahead_slow_params",
         "averaged_params",
+        # Training tools around the optimizer (gradtx.training) that are not
+        # transformations; record_curves is, and is registered above.
+        *(n for n in gradtx.training.__all__ if n != "record_curves"),
         # The second-order driver and its helper.
         "minimize",
         "value_and_grad_from_state",

@@ -223,6 +223,17 @@ BAD_HYPERPARAMETERS = [
         r"nesterov=True needs a momentum, got momentum=None",
     ),
     (gradtx.rmsprop, dict(learning_rate=0.1, nesterov=True), r"nesterov=True needs a momentum"),
+    # Learning curves.
+    (
+        gradtx.record_curves,
+        dict(inner=gradtx.sgd(0.1), num_steps=0),
+        r"num_steps must be an integer >= 1, got 0",
+    ),
+    (
+        gradtx.record_curves,
+        dict(inner=gradtx.sgd(0.1), num_steps=4, every=0),
+        r"every must be an integer >= 1, got 0",
+    ),
     # Second-order methods and line searches.
     (gradtx.scale_by_newton, dict(damping=-1.0), r"damping must be a finite number >= 0"),
     (gradtx.scale_by_newton, dict(on_indefinite="skip"), r"on_indefinite must be one of"),
