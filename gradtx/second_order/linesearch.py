@@ -453,7 +453,9 @@ def value_and_grad_from_state(
     function gives those (once the search has run; before, it evaluates
     ``fun``), so the loop costs no extra evaluation at the new params. Otherwise
     it evaluates ``jax.value_and_grad(fun)(params)``. The stored values are those
-    of the new params provided the update went to the params unchanged.
+    of the new params, up to rounding (the search forms ``x + eta d`` inside its
+    compiled loop, where XLA may fuse the multiply-add: a few ulps), provided the
+    update went to the params unchanged.
 
     Args:
       fun: the loss, ``params -> scalar``.

@@ -1,4 +1,4 @@
-"""Independent float64 numpy references for gradtx's first-order methods.
+"""Independent float64 numpy references for gradtx's methods.
 
 One module per algorithm family, each a plain loop over steps (and over leaves)
 that follows the published pseudo-code line by line, with its symbol names:
@@ -19,6 +19,10 @@ module          algorithms
                 Optax (max after correction) and PyTorch (max of the raw moment)
 ``adamax``      Kingma & Ba (2015) Alg. 2
 ``nadam``       Dozat (2016) Alg. 2, with the warming momentum schedule or a constant
+``second_order`` damped Newton (Goodfellow et al. Alg. 8.8, eq. 8.28; Nocedal & Wright
+                Alg. 3.3), truncated Newton-CG (N&W Alg. 7.1), nonlinear CG (FR,
+                PR+), BFGS (N&W eq. 6.17, 6.20), L-BFGS (N&W Alg. 7.4), and the
+                Armijo / strong Wolfe checkers
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of
@@ -34,6 +38,16 @@ gradtx cannot be copied into the oracle that checks it (a test checks this).
 far gradtx strays from each reference.
 """
 
-from . import adadelta, adagrad, adam, adamax, amsgrad, nadam, rmsprop, sgd
+from . import adadelta, adagrad, adam, adamax, amsgrad, nadam, rmsprop, second_order, sgd
 
-__all__ = ["adadelta", "adagrad", "adam", "adamax", "amsgrad", "nadam", "rmsprop", "sgd"]
+__all__ = [
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamax",
+    "amsgrad",
+    "nadam",
+    "rmsprop",
+    "second_order",
+    "sgd",
+]
