@@ -1,0 +1,121 @@
+"""Every Flax / training / second-order example runs as a user would run it, and does its job.
+
+Each script runs in a subprocess (``sys.executable``, the repository root as the
+working directory and on ``PYTHONPATH``), must exit with status 0, and prints its
+metric in a fixed format that is parsed here and checked against the bar the
+script is meant to clear. examples/race.py and the README are tested in
+tests/test_examples.py.
+
+Run times: importing JAX, Flax and scikit-learn and compiling the training loop
+take most of each run, so the two plain Flax scripts run with their defaults
+(the full 30 epochs). ``lr_search.py`` and ``early_stopping.py`` run with
+``--quick``: fewer trials and epochs, or a shorter patience, but the same code
+path end to end, and the same accuracy bar.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+TARGET_ACCURACY = 0.95
+NUMBER = r"([-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?)"
+
+
+def run_example(name: str, *flags: str) -> str:
+    """Runs ``examples/<name>`` with ``flags``; its standard output."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def metric(text: str, label: str) -> float:
+    """The number of the line ``<label>: <number>``, which must appear exactly once."""
+    found = re.findall(rf"^{re.escape(label)}: {NUMBER}$", text, re.MULTILINE)
+    assert len(found) == 1, (label, text)
+    return float(found[0])
+
+
+def test_linen_digits_reaches_95_percent():
+    out = run_example("linen_digits.py")
+    assert last_line(out).startswith("test accuracy: ")
+    assert metric(out, "test accuracy") >= TARGET_ACCURACY, out
+
+
+def test_nnx_digits_reaches_95_percent():
+    out = run_example("nnx_digits.py")
+    assert last_line(out).startswith("test accuracy: ")
+    assert metric(out, "test accuracy") >= TARGET_ACCURACY, out
+    assert "300 steps of gradtx.adamw" in out  # 30 epochs of 10 minibatches
+
+
+def test_lr_search_quick_finds_a_rate_that_reaches_95_percent():
+    out = run_example("lr_search.py", "--quick")
+    assert last_line(out).startswith("test accuracy: ")
+    assert metric(out, "test accuracy") >= TARGET_ACCURACY, out
+    assert "8 trials of 10 epochs" in out
+    best = re.search(rf"^best: learning rate {NUMBER}, weight decay {NUMBER}", out, re.MULTILINE)
+    assert best, out
+    # The best setting lies in the search space (log-uniform on these ranges).
+    assert 1e-4 <= float(best[1]) <= 1e-1 and 1e-5 <= float(best[2]) <= 1.0
+    # A trained MLP's validation loss beats chance, log(10) = 2.30, by far.
+    assert float(re.search(rf"validation loss {NUMBER}$", out, re.MULTILINE)[1]) < 0.5
+
+
+def test_early_stopping_quick_reaches_95_percent_with_alg_7_2_and_7_3():
+    out = run_example("early_stopping.py", "--quick")
+    assert metric(out, "test accuracy (Alg. 7.2)") >= TARGET_ACCURACY, out
+    assert metric(out, "test accuracy (Alg. 7.3)") >= TARGET_ACCURACY, out
+    assert last_line(out).startswith("test accuracy (Alg. 7.3): ")
+    stop = re.search(r"stopped after (\d+) steps; .* at step i\* = (\d+)", out)
+    assert stop, out
+    stopped, best = int(stop[1]), int(stop[2])
+    # --quick: patience 3 evaluations, one per epoch of 1077 // 128 = 8 steps, at most
+    # 60 epochs. Alg. 7.1 stops exactly `patience` evaluations after its best one.
+    assert 0 < best < stopped <= 60 * 8
+    assert stopped - best == 3 * 8 or stopped == 60 * 8, out
+    assert f"for {best} steps" in out  # Alg. 7.2 retrains for i* steps
+
+
+def test_second_order_logreg_matches_scipy():
+    out = run_example("second_order_logreg.py")
+    assert last_line(out).startswith("max |params - scipy|: ")
+    assert metric(out, "max |params - scipy|") <= 1e-5, out
+    scipy_loss = float(re.search(rf"^scipy L-BFGS-B: .* loss {NUMBER}", out, re.MULTILINE)[1])
+    rows = {
+        m[1]: m.groups()[1:]
+        for m in re.finditer(
+            rf"^(lbfgs|newton|nonlinear_cg) +(\d+) +(.+?) +{NUMBER} +{NUMBER} +{NUMBER} +{NUMBER}$",
+            out,
+            re.MULTILINE,
+        )
+    }
+    assert set(rows) == {"lbfgs", "newton", "nonlinear_cg"}, out
+    for name, (_, reason, loss, grad_norm, deviation, _) in rows.items():
+        assert reason == "|grad| <= tol", (name, out)
+        assert float(grad_norm) <= 1e-9, (name, out)
+        assert float(deviation) <= 1e-5, (name, out)
+        # The loss is flat at its minimum: a 1e-7 error on the params moves it by
+        # ~1e-14 (0.5 * 0.14 * 1e-14), below the 15 printed decimals' last digit.
+        assert abs(float(loss) - scipy_loss) <= 2e-15, (name, out)
+    # Newton converges quadratically: a handful of steps where the others need tens.
+    assert int(rows["newton"][0]) < 20 < int(rows["lbfgs"][0])
