@@ -73,7 +73,8 @@ def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = F
             )
         if real:
             leaf_dtype = real_dtype(leaf_dtype)
-        return jnp.full(x.shape, value, leaf_dtype)
+        # full_like, not full: a placed (sharded) parameter gets its state where it lives.
+        return jnp.full_like(x, value, leaf_dtype)
 
     return jax.tree.map(leaf, tree)
 

@@ -288,7 +288,7 @@ def scale_by_rprop(
         value_dtype = _value_dtype(params)
         return ScaleByRpropState(
             step_sizes=tree.full_like(params, learning_rate, step_size_dtype),
-            prev_sign=jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.int8), params),
+            prev_sign=jax.tree.map(lambda p: jnp.zeros_like(p, jnp.int8), params),
             # "No loss yet" as the largest finite number rather than +inf: a state
             # stays finite (apply_if_finite and the contract tests check it).
             prev_value=jnp.full([], jnp.finfo(value_dtype).max, value_dtype),

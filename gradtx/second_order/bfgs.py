@@ -326,7 +326,12 @@ def scale_by_lbfgs(
         dtype = _common.tree_dtype(params)
 
         def memory():
-            return jax.tree.map(lambda x: jnp.zeros((memory_size, *x.shape), dtype), params)
+            # zeros_like then a broadcast: a placed (sharded) parameter's history is
+            # placed like it, with the new leading axis unsplit.
+            return jax.tree.map(
+                lambda x: jnp.broadcast_to(jnp.zeros_like(x, dtype), (memory_size, *jnp.shape(x))),
+                params,
+            )
 
         # Separate buffers for each field, so that a donated state donates each once.
         return ScaleByLbfgsState(

@@ -24,9 +24,7 @@ class AccumulateState(NamedTuple):
 def _accumulator_zeros(params: Any, dtype: Any | None) -> Any:
     if dtype is not None:
         return tree.zeros_like(params, dtype)
-    return jax.tree.map(
-        lambda p: jnp.zeros(jnp.shape(p), tree.compute_dtype(jnp.result_type(p))), params
-    )
+    return jax.tree.map(lambda p: jnp.zeros_like(p, tree.compute_dtype(jnp.result_type(p))), params)
 
 
 def _gather(g: Array, acc: Array, n: Array, use_grad_mean: bool) -> Array:

@@ -43,6 +43,9 @@ import numpy as np
 from gradtx import _checks, tree
 from gradtx.base import Array, EmptyState, GradientTransformation
 
+AxisName = str | tuple[str, ...]
+"""A mesh axis name, or several (``shard_map``'s ``axis_name`` of a collective)."""
+
 
 def _check_maximum(owner: str, name: str, value: Any) -> None:
     """A clipping bound: a number >= 0, ``inf`` allowed (no clipping); skipped for tracers."""
@@ -66,6 +69,23 @@ def _stateless(update_leaves) -> GradientTransformation:
 # ---------------------------------------------------------------------- norms
 
 
+def _across(collective, axis_name: AxisName | None):
+    """``collective(x, axis_name)`` (a ``psum`` or ``pmax``), or ``x`` itself without an axis."""
+    if axis_name is None:
+        return lambda x: x
+    return lambda x: collective(x, axis_name)
+
+
+def _check_axis_name(owner: str, axis_name: Any) -> None:
+    """None, a mesh axis name (a string), or a non-empty tuple of them."""
+    names = (axis_name,) if isinstance(axis_name, str) else axis_name
+    ok = axis_name is None or (
+        isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)
+    )
+    if not ok:
+        _checks._fail(owner, "axis_name", axis_name, "None, a mesh axis name or a tuple of them")
+
+
 def _sqrt(x: Array) -> Array:
     """``sqrt(x)`` whose derivative at 0 is 0, not ``inf * 0``: the clipping of a
     zero gradient stays differentiable (meta-gradients through an update)."""
@@ -81,22 +101,27 @@ def _branch(overflowed: Array, rescaled, plain):
     return rescaled() if bool(overflowed) else plain()
 
 
-def _global_norm(xs: Sequence[Array]) -> Array:
+def _global_norm(xs: Sequence[Array], axis_name: AxisName | None = None) -> Array:
     """``sqrt(sum |x|^2)`` over every element of every array, in at least float32.
 
     Where the sum of squares overflows to ``inf`` while every element is finite,
     it is recomputed as ``m * sqrt(sum |x / m|^2)``, ``m`` the largest magnitude;
-    that second pass runs only when the first overflowed.
+    that second pass runs only when the first overflowed. With ``axis_name`` the
+    arrays are this device's blocks of arrays split over that mesh axis: the sums
+    are ``psum``-med and the maximum ``pmax``-ed across it, so every device gets
+    the norm of the whole arrays (and takes the same branch).
     """
     xs = [x.astype(tree.compute_dtype(x.dtype)) for x in xs]
     if not xs:
         return jnp.zeros([], jnp.float32)
-    squares = sum(jnp.sum(tree.abs_sq(x)) for x in xs)
+    total = _across(jax.lax.psum, axis_name)
+    squares = total(sum(jnp.sum(tree.abs_sq(x)) for x in xs))
 
     def rescaled():
-        big = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in xs]))
+        local_big = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in xs]))
+        big = _across(jax.lax.pmax, axis_name)(local_big)
         safe = jnp.where(jnp.isfinite(big) & (big > 0), big, 1)
-        again = safe * _sqrt(sum(jnp.sum(tree.abs_sq(x / safe)) for x in xs))
+        again = safe * _sqrt(total(sum(jnp.sum(tree.abs_sq(x / safe)) for x in xs)))
         return jnp.where(jnp.isfinite(big), again, _sqrt(squares))
 
     return _branch(jnp.isposinf(squares), rescaled, lambda: _sqrt(squares))
@@ -183,7 +208,9 @@ def clip(max_delta: float | Array) -> GradientTransformation:
 # ---------------------------------------------------------------------- by norm
 
 
-def clip_by_global_norm(max_norm: float | Array) -> GradientTransformation:
+def clip_by_global_norm(
+    max_norm: float | Array, axis_name: AxisName | None = None
+) -> GradientTransformation:
     """Rescales the updates so that their global norm is at most ``max_norm``.
 
     .. math::
@@ -194,11 +221,23 @@ def clip_by_global_norm(max_norm: float | Array) -> GradientTransformation:
     The direction of the update is kept: this is the remedy for the cliffs of
     Sec. 8.2.4. Zero gradients and ``max_norm=0`` give zeros, not NaN.
 
+    Under :func:`jax.jit` with sharded arrays nothing is needed: XLA sums the
+    squares of each device's block and all-reduces one scalar. Inside
+    :func:`jax.shard_map`, where each device sees only its block of every leaf,
+    pass ``axis_name``: the sum of squares (and the maximum of the overflow
+    rescue) is reduced across that axis, so every device clips by the norm of
+    the whole tree, as the unsharded computation does.
+
     Args:
       max_norm: ``v``, the largest global norm, >= 0 (``inf``: no clipping).
+      axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
+        axes) of a ``shard_map`` over which *every* leaf is split into disjoint
+        blocks. A leaf replicated over that axis would be counted once per
+        device: clip such a tree before ``shard_map``, or split every leaf.
 
     Raises:
-      ValueError: ``max_norm`` negative or NaN.
+      ValueError: ``max_norm`` negative or NaN; ``axis_name`` not None, a string
+        or a non-empty tuple of strings.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -207,15 +246,27 @@ def clip_by_global_norm(max_norm: float | Array) -> GradientTransformation:
       >>> tx.update(g, tx.init(g))[0]
       {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
 
+      Inside ``shard_map`` (here one device; with ``n`` each holds ``1/n`` of ``g``):
+
+      >>> import jax
+      >>> from jax.sharding import Mesh, PartitionSpec as P
+      >>> mesh = Mesh(jax.devices()[:1], ("data",))
+      >>> tx = gradtx.clip_by_global_norm(1.0, axis_name="data")
+      >>> clip = lambda g: tx.update(g, tx.init(g))[0]
+      >>> jax.shard_map(clip, mesh=mesh, in_specs=P("data"), out_specs=P("data"))(
+      ...     jnp.array([3.0, 4.0]))
+      Array([0.6, 0.8], dtype=float32)
+
     References:
       Pascanu, Mikolov & Bengio (2013), On the difficulty of training recurrent
       neural networks, Alg. 1; Goodfellow, Bengio & Courville (2016), Sec. 10.11.1.
     """
     _check_maximum("clip_by_global_norm", "max_norm", max_norm)
+    _check_axis_name("clip_by_global_norm", axis_name)
 
     def update(updates, params):
         del params
-        norm = _global_norm(jax.tree.leaves(updates))
+        norm = _global_norm(jax.tree.leaves(updates), axis_name)
         return jax.tree.map(lambda u: _shrink(u, norm, max_norm), updates)
 
     return _stateless(update)

@@ -39,7 +39,7 @@ Extra arguments of ``update`` reach ``inner`` unchanged, except ``value_fn``
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -66,24 +66,31 @@ class FlatLayout(NamedTuple):
     sizes: tuple[tuple[str, int], ...]  # (dtype name, buffer length), sorted by name.
 
 
-@dataclasses.dataclass(frozen=True)
-class FlatState:
-    """State of :func:`flat`: the inner state on the buffers, and the layout.
+class FlatState(NamedTuple):
+    """State of :func:`flat`: the inner state on the buffers; the layout is in its type.
 
-    ``layout`` is static metadata of the pytree (it is part of the tree
-    structure, not a leaf), so the state is still a pytree of arrays that jits,
-    vmaps and checkpoints like any other.
+    ``state.layout`` (the params' tree, shapes and buffer offsets) is static: it
+    is an attribute of the subclass of ``FlatState`` made once per layout, so
+    the state's only field is ``inner_state`` and the layout is part of the
+    tree structure, not a leaf. The state is then a plain NamedTuple of arrays
+    that jits, vmaps and checkpoints like any other (``flax.serialization``
+    restores a NamedTuple by calling its type, which brings the layout back).
     """
 
     inner_state: OptState  # The inner transformation's state, on {dtype name: buffer}.
-    layout: FlatLayout  # Static: the params' tree, shapes and buffer offsets.
 
     def to_tree(self, buffers: dict[str, jax.Array]) -> Params:
         """Cuts ``{dtype name: buffer}`` (a moment of the inner state) into the params' tree."""
         return _unflatten(self.layout, buffers, None, self.layout.treedef)
 
 
-jax.tree_util.register_dataclass(FlatState, data_fields=["inner_state"], meta_fields=["layout"])
+FlatState.layout = None  # Set on the subclass of each layout (not a NamedTuple field).
+
+
+@functools.cache
+def _state_type(layout: FlatLayout) -> type[FlatState]:
+    """The subclass of :class:`FlatState` that carries ``layout`` (one per layout)."""
+    return type("FlatState", (FlatState,), {"__slots__": (), "layout": layout})
 
 
 def _names(path: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -231,7 +238,7 @@ def flat(inner: GradientTransformation) -> GradientTransformation:
     def init_fn(params: Params) -> FlatState:
         layout = _layout(params)
         buffers = _flatten(layout, [jnp.asarray(p) for p in jax.tree.leaves(params)])
-        return FlatState(inner.init(buffers), layout)
+        return _state_type(layout)(inner.init(buffers))
 
     def update_fn(
         updates: Updates, state: FlatState, params: Params | None = None, **extra_args: Any
@@ -257,6 +264,6 @@ def flat(inner: GradientTransformation) -> GradientTransformation:
             if "tree" not in str(error).lower():
                 raise
             raise _tree_error_hint(error) from error
-        return _unflatten(layout, out, grads, grads_def), FlatState(inner_state, layout)
+        return _unflatten(layout, out, grads, grads_def), type(state)(inner_state)
 
     return GradientTransformation(init_fn, update_fn)

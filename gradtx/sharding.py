@@ -1,0 +1,328 @@
+"""Shardings of an optimizer state, read from the params' shardings without allocating.
+
+Under a :class:`jax.sharding.Mesh` the state of an optimizer should live where
+its parameters live: the moments ``mu``, ``nu`` of a parameter split over eight
+devices are split the same way, and scalars (step counts, a PRNG key) are
+replicated. :func:`state_shardings` computes that assignment from the shapes of
+``tx.init(params)`` alone (:func:`jax.eval_shape`), so it can be passed as
+``out_shardings`` to a jitted ``init`` (the state is then created in place,
+never gathered on one device) and as the state's in/out shardings of a jitted
+training step. :func:`zero1_state_shardings` instead splits the state across the
+data-parallel axis while the params stay replicated (ZeRO stage 1).
+
+Which state leaves mirror a parameter is read from the tree, not from names: a
+sub-tree of the state *mirrors the params* when it has the params' tree
+structure (``None`` leaves, as :func:`gradtx.masked` leaves them, count as
+leaves), and each of its leaves that has the shape of its parameter (or that
+shape with leading stack dimensions, as L-BFGS's memory) takes that
+parameter's placement. Everything else (counters, keys, hyperparameters, the
+factored or flattened buffers of a state that does not mirror the params) is
+replicated. The dtype does not matter: a bfloat16 ``mu`` or an int8 sign buffer
+of a float32 parameter is sharded like it.
+
+References:
+  Rajbhandari, Rasley, Ruwase & He (2020), ZeRO: Memory Optimizations Toward
+  Training Trillion Parameter Models, Sec. 5.1 (P_os, optimizer-state partitioning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
+
+from gradtx.base import GradientTransformation, OptState, Params
+
+_NOT_MIRRORED = -1
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+# ---------------------------------------------------------------------- mirrors
+
+
+def _ends_with(shape: tuple[int, ...], suffix: tuple[int, ...]) -> bool:
+    return len(shape) >= len(suffix) and shape[len(shape) - len(suffix) :] == suffix
+
+
+def mirror_indices(state: OptState, params: Params) -> Any:
+    """For each state leaf, the index of the parameter it mirrors, or -1.
+
+    A sub-tree of ``state`` mirrors the params when its tree structure equals
+    the params' (``None`` counted as a leaf on both sides, so a masked-out
+    parameter still lines up). A leaf of such a sub-tree mirrors the parameter
+    at the same position when its shape is the parameter's, or the parameter's
+    preceded by leading dimensions (a stack of copies, as the ``m`` past
+    steps of L-BFGS, shape ``(m, *param.shape)``); any other leaf mirrors nothing.
+
+    Args:
+      state: an optimizer state or its shapes (``jax.eval_shape(tx.init, params)``).
+      params: the params the state was built from, or their shapes.
+
+    Returns:
+      A tree with the structure of ``state`` whose leaves are ints: the index of
+      the mirrored parameter in ``jax.tree.leaves(params, is_leaf=lambda x: x is None)``,
+      or -1.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> from gradtx.sharding import mirror_indices
+      >>> params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
+      >>> mirror_indices(gradtx.adam(0.1).init(params), params)[0]
+      ScaleByAdamState(count=-1, mu={'b': 0, 'w': 1}, nu={'b': 0, 'w': 1})
+    """
+    param_leaves, params_def = jax.tree.flatten(params, is_leaf=_is_none)
+
+    def mirrors(node: Any) -> bool:
+        return node is not None and jax.tree.structure(node, is_leaf=_is_none) == params_def
+
+    def index(position: int, leaf: Any) -> int | None:
+        if leaf is None:
+            return None
+        param = param_leaves[position]
+        if param is None or not _ends_with(jnp.shape(leaf), jnp.shape(param)):
+            return _NOT_MIRRORED
+        return position
+
+    def indices(node: Any) -> Any:
+        if not mirrors(node):
+            return _NOT_MIRRORED
+        leaves = params_def.flatten_up_to(node)
+        return params_def.unflatten([index(i, leaf) for i, leaf in enumerate(leaves)])
+
+    return jax.tree.map(indices, state, is_leaf=mirrors)
+
+
+# ---------------------------------------------------------------------- placements
+
+
+def _param_ndims(params: Params) -> list[int | None]:
+    """The rank of each parameter, flattened (``None`` leaves included)."""
+    return [None if p is None else jnp.ndim(p) for p in jax.tree.leaves(params, is_leaf=_is_none)]
+
+
+def _param_shardings(params: Params, param_shardings: Any) -> list[Any]:
+    """The sharding of each parameter, flattened (``None`` leaves included)."""
+    params_def = jax.tree.structure(params, is_leaf=_is_none)
+    if isinstance(param_shardings, Sharding):
+        return [param_shardings] * params_def.num_leaves
+    if param_shardings is not None:
+        try:
+            return params_def.flatten_up_to(param_shardings)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "state_shardings: param_shardings must have the tree structure of the params "
+                f"(or be one Sharding for all of them): {error}"
+            ) from None
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_none)
+    unplaced = [jax.tree_util.keystr(k) for k, p in leaves if p is not None and not _placed(p)]
+    if unplaced:
+        raise ValueError(
+            f"state_shardings: the params {', '.join(unplaced)} carry no sharding: "
+            "pass param_shardings."
+        )
+    return [None if p is None else p.sharding for _, p in leaves]
+
+
+def _placed(param: Any) -> bool:
+    return isinstance(getattr(param, "sharding", None), Sharding)
+
+
+def _replicated_like(shardings: Sequence[Any]) -> Sharding:
+    """A fully replicated sharding on the devices of ``shardings``."""
+    named = [s for s in shardings if isinstance(s, NamedSharding)]
+    if named:
+        return NamedSharding(named[0].mesh, PartitionSpec())
+    devices = {d for s in shardings if s is not None for d in s.device_set}
+    if len(devices) == 1:
+        return SingleDeviceSharding(devices.pop())
+    raise ValueError(
+        "state_shardings: cannot tell how to replicate the state's scalars from "
+        f"param shardings {sorted({type(s).__name__ for s in shardings})}: use "
+        "NamedShardings or pass replicated=NamedSharding(mesh, PartitionSpec())."
+    )
+
+
+def state_shardings(
+    tx: GradientTransformation,
+    params: Params,
+    param_shardings: Any = None,
+    *,
+    replicated: Sharding | None = None,
+) -> Any:
+    """The sharding of every leaf of ``tx.init(params)``, computed without allocating.
+
+    A state leaf that mirrors a parameter (see :func:`mirror_indices`: the
+    moments, traces, slow weights, step sizes, in any dtype) gets that
+    parameter's sharding, and a stack of copies ``(m, *param.shape)`` the same
+    sharding with the stack dimension whole; every other leaf (step counts,
+    keys, hyperparameters) gets ``replicated``. Only the shapes of the state are
+    computed (:func:`jax.eval_shape`), so ``params`` may be abstract.
+
+    Args:
+      tx: the optimizer.
+      params: the params (arrays or :class:`jax.ShapeDtypeStruct`).
+      param_shardings: the params' shardings: a tree with the params' structure,
+        or one :class:`jax.sharding.Sharding` for all; ``None`` reads
+        ``param.sharding`` from each parameter (placed arrays, or
+        ``ShapeDtypeStruct`` built with a ``sharding``).
+      replicated: the sharding of the leaves that mirror no parameter; ``None``
+        replicates them over the mesh of the first :class:`NamedSharding` among
+        the params' (or puts them on the params' single device).
+
+    Returns:
+      A tree of shardings with the structure of the state: pass it as
+      ``out_shardings`` of ``jax.jit(tx.init)`` and as the state's entry of a
+      training step's ``in_shardings`` / ``out_shardings``.
+
+    Raises:
+      ValueError: ``param_shardings`` does not have the params' structure; it
+        is ``None`` and a parameter carries no sharding; or ``replicated`` is
+        needed (no NamedSharding, several devices) and not given.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+      >>> from gradtx.sharding import state_shardings
+      >>> mesh = Mesh(jax.devices()[:1], ("data",))
+      >>> params = {"w": jnp.zeros((4, 2)), "b": jnp.zeros(2)}
+      >>> shardings = {"w": NamedSharding(mesh, P("data")), "b": NamedSharding(mesh, P())}
+      >>> tx = gradtx.adam(1e-3)
+      >>> out = state_shardings(tx, params, shardings)
+      >>> out[0].mu["w"].spec, out[0].count.spec
+      (P('data',), P())
+      >>> state = jax.jit(tx.init, out_shardings=out)(params)
+      >>> state[0].nu["w"].sharding == shardings["w"]
+      True
+    """
+    flat_shardings = _param_shardings(params, param_shardings)
+    ndims = _param_ndims(params)
+    shapes = jax.eval_shape(tx.init, params)
+
+    def elsewhere() -> Sharding:
+        return replicated if replicated is not None else _replicated_like(flat_shardings)
+
+    def placement(i: int, leaf: Any) -> Sharding:
+        if i == _NOT_MIRRORED:
+            return elsewhere()
+        return _stacked(flat_shardings[i], leaf.ndim - ndims[i], elsewhere)
+
+    return jax.tree.map(placement, mirror_indices(shapes, params), shapes)
+
+
+def _stacked(sharding: Sharding, extra: int, elsewhere: Callable[[], Sharding]) -> Sharding:
+    """The sharding of ``extra`` leading dimensions stacked on a parameter: not split.
+
+    Only a :class:`NamedSharding` can say so (``P(None, ..., *spec)``); a stack
+    placed with another kind of sharding goes ``elsewhere()`` (replicated).
+    """
+    if extra == 0:
+        return sharding
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec(*([None] * extra), *sharding.spec))
+    return elsewhere()
+
+
+# ---------------------------------------------------------------------- ZeRO-1
+
+
+def _axis_size(mesh: Mesh, axis_name: str | tuple[str, ...]) -> int:
+    names = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
+    unknown = [n for n in names if n not in mesh.shape]
+    if not names or unknown:
+        raise ValueError(
+            f"zero1_state_shardings: axis_name must name axes of the mesh "
+            f"{tuple(mesh.axis_names)}, got {axis_name!r}."
+        )
+    size = 1
+    for n in names:
+        size *= mesh.shape[n]
+    return size
+
+
+def split_spec(
+    shape: Sequence[int], axis_name: str | tuple[str, ...], axis_size: int, *, skip: int = 0
+) -> PartitionSpec:
+    """Splits the first dimension of ``shape`` divisible by ``axis_size`` over ``axis_name``.
+
+    Args:
+      shape: the array's shape.
+      axis_name: a mesh axis name, or a tuple of them (their devices together).
+      axis_size: the number of devices along ``axis_name``.
+      skip: the number of leading dimensions never to split (the stack
+        dimensions of a state leaf, see :func:`mirror_indices`).
+
+    Returns:
+      ``PartitionSpec(None, ..., axis_name)`` ending at the first dimension
+      after the ``skip`` first of nonzero size that ``axis_size`` divides;
+      ``PartitionSpec()`` (replicated) when there is none.
+
+    Examples:
+      >>> from gradtx.sharding import split_spec
+      >>> split_spec((3, 16), "data", 8), split_spec((3,), "data", 8)
+      (P(None, 'data'), P())
+      >>> split_spec((8, 3, 16), "data", 8, skip=1)
+      P(None, None, 'data')
+    """
+    for dim in range(skip, len(shape)):
+        if shape[dim] > 0 and shape[dim] % axis_size == 0:
+            return PartitionSpec(*([None] * dim), axis_name)
+    return PartitionSpec()
+
+
+def zero1_state_shardings(
+    tx: GradientTransformation, params: Params, mesh: Mesh, axis_name: str | tuple[str, ...]
+) -> Any:
+    """Optimizer-state shardings that split the state across a data-parallel axis (ZeRO-1).
+
+    The params stay replicated; each state leaf that mirrors a parameter (see
+    :func:`mirror_indices`) is split along the first of the parameter's
+    dimensions divisible by the number of devices on ``axis_name``
+    (:func:`split_spec`), so with ``n`` devices each holds ``1/n`` of it; a leaf
+    with no such dimension, and every leaf mirroring no parameter, is replicated.
+    In a jitted step taking the state with these shardings, XLA computes each
+    device's slice of the update and all-gathers the updates for the replicated
+    params (Rajbhandari et al. 2020, Sec. 5.1, P_os).
+
+    Args:
+      tx: the optimizer.
+      params: the params (arrays or :class:`jax.ShapeDtypeStruct`).
+      mesh: the device mesh.
+      axis_name: the data-parallel axis of ``mesh`` (or a tuple of its axes).
+
+    Returns:
+      A tree of :class:`NamedSharding` with the structure of ``tx.init(params)``.
+
+    Raises:
+      ValueError: ``axis_name`` is not an axis of ``mesh``.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> from jax.sharding import Mesh
+      >>> from gradtx.sharding import zero1_state_shardings
+      >>> mesh = Mesh(jax.devices()[:1], ("data",))  # on 8 devices, "data" of size 8
+      >>> params = {"w": jnp.zeros((3, 8)), "b": jnp.zeros(3)}
+      >>> out = zero1_state_shardings(gradtx.adam(1e-3), params, mesh, "data")
+      >>> out[0].mu["w"].spec, out[0].count.spec  # 8 devices: P(None, 'data') for w
+      (P('data',), P())
+
+    References:
+      Rajbhandari, Rasley, Ruwase & He (2020), ZeRO: Memory Optimizations
+      Toward Training Trillion Parameter Models, Sec. 5.1.
+    """
+    size = _axis_size(mesh, axis_name)
+    ndims = _param_ndims(params)
+    shapes = jax.eval_shape(tx.init, params)
+
+    def placement(i: int, leaf: Any) -> NamedSharding:
+        if i == _NOT_MIRRORED:
+            return NamedSharding(mesh, PartitionSpec())
+        skip = leaf.ndim - ndims[i]
+        return NamedSharding(mesh, split_spec(leaf.shape, axis_name, size, skip=skip))
+
+    return jax.tree.map(placement, mirror_indices(shapes, params), shapes)

@@ -1,0 +1,461 @@
+"""Checks on 8 simulated CPU devices, run by tests/test_sharding.py in a subprocess.
+
+The parent sets ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before
+this process imports jax (the pytest process has imported it with 1 device).
+Everything runs in this one process and the facts come back as one JSON object
+on the last line of stdout; the assertions live in tests/test_sharding.py.
+
+One parameter tree holds both styles on a 2 x 4 mesh ``('data', 'model')``:
+``fsdp/*`` is split over all 8 devices along its first axis (FSDP), ``tp/*`` is
+Megatron's tensor parallelism over ``model`` (the first kernel split by
+columns, the second by rows, the last bias replicated) and the scalar
+``scale`` is replicated. The gradient of a small network on a batch split over
+``data`` is computed once, sharded (and on one device, to compare); each
+optimizer's step (``update``, ``apply_updates``) on it is then its own jitted
+program, sharded and on one device.
+
+Run by hand from the repository root::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 PYTHONPATH=. \\
+        python tests/sharded/multi_device.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import gradtx
+from gradtx.checkpoint import restore_state
+from gradtx.sharding import mirror_indices, state_shardings, zero1_state_shardings
+from tests.registry import NAMED_OPTIMIZERS
+
+N_DEVICES = 8
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
+# An HLO instruction "%name = f32[4,8]{1,0} all-gather(...)": its result shape (a tuple
+# "(f32[], f32[])" where XLA combined several) and its op, or the op's async "-start" half.
+_HLO_OP = re.compile(
+    r"^\s*%?\S+ = (?P<shape>[^=\n]*?) (?P<op>" + "|".join(COLLECTIVES) + r")(?:-start)?\(",
+    re.MULTILINE,
+)
+
+ALL = ("data", "model")
+SPECS = {
+    "fsdp": {"kernel": P(ALL), "bias": P(ALL)},
+    "tp": {
+        "kernel1": P(None, "model"),
+        "bias1": P("model"),
+        "kernel2": P("model", None),
+        "bias2": P(),
+    },
+    "scale": P(),
+}
+
+
+# ---------------------------------------------------------------- the problem
+
+
+def make_params() -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+
+    def normal(*shape, scale):
+        return (rng.normal(size=shape) * scale).astype(np.float32)
+
+    return {
+        "fsdp": {"kernel": normal(8, 16, scale=0.3), "bias": normal(16, scale=0.1)},
+        "tp": {
+            "kernel1": normal(16, 16, scale=0.25),
+            "bias1": normal(16, scale=0.1),
+            "kernel2": normal(16, 8, scale=0.25),
+            "bias2": normal(8, scale=0.1),
+        },
+        "scale": np.float32(1.1),
+    }
+
+
+def make_batch() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(16, 8)).astype(np.float32), rng.normal(size=(16, 8)).astype(np.float32)
+
+
+def loss(params, x, y):
+    hidden = jnp.tanh(x @ params["fsdp"]["kernel"] + params["fsdp"]["bias"])
+    tp = params["tp"]
+    hidden = jnp.tanh(hidden @ tp["kernel1"] + tp["bias1"])
+    return jnp.mean((params["scale"] * (hidden @ tp["kernel2"] + tp["bias2"]) - y) ** 2)
+
+
+def optimizer_step(tx):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return gradtx.apply_updates(params, updates), state
+
+    return step
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _keystr(path: Any) -> str:
+    return jax.tree_util.keystr(path)
+
+
+def _where(sharding: Any) -> str:
+    """A sharding in a few words: its PartitionSpec, or its kind and devices."""
+    if isinstance(sharding, NamedSharding):
+        return str(sharding.spec)
+    return f"{type(sharding).__name__}({sorted(d.id for d in sharding.device_set)})"
+
+
+def collective_counts(compiled_text: str) -> dict[str, Any]:
+    """The collectives of a compiled HLO module: a count per kind, and each result shape."""
+    counts = dict.fromkeys(COLLECTIVES, 0)
+    shapes: dict[str, list[str]] = {op: [] for op in COLLECTIVES}
+    for match in _HLO_OP.finditer(compiled_text):
+        counts[match["op"]] += 1
+        shapes[match["op"]].append(match["shape"])
+    return {"counts": counts, "shapes": shapes}
+
+
+def _max_diff(a: Any, b: Any) -> float:
+    """The largest ``|a - b|`` over the leaves (in float64)."""
+    return max(
+        (
+            float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)), initial=0))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        ),
+        default=0.0,
+    )
+
+
+def _max_rel_diff(a: Any, b: Any) -> float:
+    """The largest ``|a - b| / max(|b|, tiny)`` over the leaves."""
+    worst = 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        scale = np.maximum(np.abs(y), np.finfo(np.float32).tiny)
+        worst = max(worst, float(np.max(np.abs(x - y) / scale, initial=0.0)))
+    return worst
+
+
+def _scale(tree: Any) -> float:
+    """The largest magnitude in the tree (1 if it is empty or all zeros)."""
+    biggest = [
+        float(np.max(np.abs(np.asarray(x, np.float64)), initial=0)) for x in jax.tree.leaves(tree)
+    ]
+    return max([*biggest, 0.0]) or 1.0
+
+
+def _coarsest_epsilon(state: Any) -> float:
+    """The largest machine epsilon among the state's floating leaves (float32's if none)."""
+    eps = [
+        float(jnp.finfo(leaf.dtype).eps)
+        for leaf in jax.tree.leaves(state)
+        if jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    return max([float(jnp.finfo(jnp.float32).eps), *eps])
+
+
+# ---------------------------------------------------------------- placement oracle
+
+
+def expected_placement(state_path: str, shape: tuple[int, ...], param_shapes: dict[str, Any]):
+    """The param a state leaf should be placed like: the one whose path ends its path.
+
+    Independent of gradtx.sharding's structure matching: ``[0].mu['tp']['bias1']``
+    ends with the param path ``['tp']['bias1']`` (the longest such wins) and its
+    shape ends with the param's (a stack of copies, as L-BFGS's memory, has
+    leading dimensions). ``None``: a leaf that mirrors no param.
+    """
+    matches = [
+        path
+        for path, param_shape in param_shapes.items()
+        if state_path.endswith(path)
+        and tuple(shape[len(shape) - len(param_shape) :]) == param_shape
+    ]
+    return max(matches, key=len) if matches else None
+
+
+def placement_problems(state, params_sharded) -> list[str]:
+    """Each state leaf that is not where the oracle says, as a sentence."""
+    param_shapes, param_sharding = {}, {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params_sharded)[0]:
+        param_shapes[_keystr(path)] = tuple(leaf.shape)
+        param_sharding[_keystr(path)] = leaf.sharding
+    problems = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        mirrored = expected_placement(_keystr(path), tuple(leaf.shape), param_shapes)
+        if mirrored is None:
+            if not leaf.sharding.is_fully_replicated:
+                problems.append(f"{_keystr(path)}: {_where(leaf.sharding)}, expected replicated")
+            continue
+        like = param_sharding[mirrored]
+        stack = leaf.ndim - len(param_shapes[mirrored])
+        expected = NamedSharding(like.mesh, P(*([None] * stack), *like.spec))
+        if not leaf.sharding.is_equivalent_to(expected, leaf.ndim):
+            problems.append(
+                f"{_keystr(path)}: {_where(leaf.sharding)}, expected {_where(expected)} "
+                f"like {mirrored}"
+            )
+    return problems
+
+
+def param_problems(params, mesh) -> list[str]:
+    """Each param not placed as SPECS says."""
+    problems = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        spec = SPECS
+        for key in path:
+            spec = spec[key.key]
+        if not leaf.sharding.is_equivalent_to(NamedSharding(mesh, spec), leaf.ndim):
+            problems.append(f"{_keystr(path)}: {_where(leaf.sharding)}, expected {spec}")
+    return problems
+
+
+def unmirrored_leaves(state, params) -> list[str]:
+    """State leaves that gradtx.sharding.mirror_indices ties to no param."""
+    flat = jax.tree_util.tree_flatten_with_path(mirror_indices(state, params))[0]
+    return [_keystr(path) for path, i in flat if i < 0]
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def check_named_optimizers(mesh, params, params_one, grads, grads_one):
+    """Per named optimizer: init placement (jit and eager), one step vs one device.
+
+    Every init runs in one program (no collectives). Each sharded step is its own
+    program: on a CPU with fewer cores than simulated devices, one program
+    holding many independent collectives can starve XLA's rendezvous of threads.
+    """
+    txs = [entry.make() for entry in NAMED_OPTIMIZERS]
+    param_shardings = jax.tree.map(lambda p: p.sharding, params)
+    shardings = [state_shardings(tx, params) for tx in txs]
+    init_all = lambda p: [tx.init(p) for tx in txs]  # noqa: E731
+    states = jax.jit(init_all, out_shardings=shardings)(params)
+    results = {}
+    for entry, tx, state, sharding in zip(NAMED_OPTIMIZERS, txs, states, shardings, strict=True):
+        compiled = (
+            jax.jit(
+                optimizer_step(tx),
+                in_shardings=(param_shardings, sharding, param_shardings),
+                out_shardings=(param_shardings, sharding),
+            )
+            .lower(params, state, grads)
+            .compile()
+        )
+        new_params, new_state = compiled(params, state, grads)
+        ref_params, ref_state = jax.jit(optimizer_step(tx))(
+            params_one, tx.init(params_one), grads_one
+        )
+        results[entry.name] = {
+            "jit_init_problems": placement_problems(state, params),
+            "eager_init_problems": placement_problems(tx.init(params), params),
+            "step_state_problems": placement_problems(new_state, params),
+            "step_param_problems": param_problems(new_params, mesh),
+            "params_diff": _max_diff(new_params, ref_params),
+            "state_diff": _max_diff(new_state, ref_state),
+            "state_epsilon": _coarsest_epsilon(new_state),
+            "params_scale": _scale(ref_params),
+            "state_scale": _scale(ref_state),
+            "params_change": _max_diff(new_params, params_one),
+            "unmirrored": unmirrored_leaves(state, params),
+            "collectives": collective_counts(compiled.as_text()),
+        }
+    return results
+
+
+def check_collectives(params, grads, batch):
+    """Collectives of compiled steps besides the named optimizers' (see check_named_optimizers).
+
+    ``clip_by_global_norm`` and ``chain(clip_by_global_norm, adam)`` take the
+    gradient as input; ``adam_train_step`` is the whole step (forward, backward,
+    update), whose forward pass all-gathers the FSDP kernel by design.
+    """
+    param_shardings = jax.tree.map(lambda p: p.sharding, params)
+    out = {}
+    for name, tx in {
+        "clip_by_global_norm": gradtx.clip_by_global_norm(1.0),
+        "clip_then_adam": gradtx.chain(gradtx.clip_by_global_norm(1.0), gradtx.adam(0.1)),
+    }.items():
+        sharding = state_shardings(tx, params)
+        state = jax.jit(tx.init, out_shardings=sharding)(params)
+        jitted = jax.jit(
+            optimizer_step(tx),
+            in_shardings=(param_shardings, sharding, param_shardings),
+            out_shardings=(param_shardings, sharding),
+        )
+        out[name] = collective_counts(jitted.lower(params, state, grads).compile().as_text())
+    tx = gradtx.adam(0.1)
+    sharding = state_shardings(tx, params)
+    state = jax.jit(tx.init, out_shardings=sharding)(params)
+
+    def train_step(params, state, x, y):
+        return optimizer_step(tx)(params, state, jax.grad(loss)(params, x, y))
+
+    jitted = jax.jit(
+        train_step,
+        in_shardings=(param_shardings, sharding, *(b.sharding for b in batch)),
+        out_shardings=(param_shardings, sharding),
+    )
+    out["adam_train_step"] = collective_counts(
+        jitted.lower(params, state, *batch).compile().as_text()
+    )
+    return out
+
+
+def check_zero1(devices):
+    """ZeRO-1: params replicated on a data axis of 8, the state split 8 ways."""
+    mesh = Mesh(np.asarray(devices), ("data",))
+    replicated = NamedSharding(mesh, P())
+    rng = np.random.default_rng(2)
+    params_one = {
+        "kernel": jnp.asarray(rng.normal(size=(16, 24)).astype(np.float32)),
+        "proj": jnp.asarray(rng.normal(size=(3, 16)).astype(np.float32)),
+        "odd": jnp.asarray(rng.normal(size=(5,)).astype(np.float32)),
+    }
+    grads_one = jax.tree.map(lambda p: jnp.sin(3 * p), params_one)
+    params, grads = jax.device_put((params_one, grads_one), replicated)
+    tx = gradtx.adam(0.1)
+    shardings = zero1_state_shardings(tx, params, mesh, "data")
+    state = jax.jit(tx.init, out_shardings=shardings)(params)
+    param_shardings = jax.tree.map(lambda _: replicated, params)
+    jitted = jax.jit(
+        optimizer_step(tx),
+        in_shardings=(param_shardings, shardings, param_shardings),
+        out_shardings=(param_shardings, shardings),
+    )
+    compiled = jitted.lower(params, state, grads).compile()
+    new_params, new_state = compiled(params, state, grads)
+    ref_params, ref_state = jax.jit(optimizer_step(tx))(params_one, tx.init(params_one), grads_one)
+    leaves = {
+        _keystr(path): {
+            "shape": list(leaf.shape),
+            "per_device": {str(s.device.id): list(s.data.shape) for s in leaf.addressable_shards},
+        }
+        for path, leaf in jax.tree_util.tree_flatten_with_path(new_state)[0]
+    }
+    bytes_per_device = dict.fromkeys((str(d.id) for d in devices), 0)
+    for leaf in jax.tree.leaves(new_state):
+        for shard in leaf.addressable_shards:
+            bytes_per_device[str(shard.device.id)] += shard.data.nbytes
+    return {
+        "leaves": leaves,
+        "state_bytes_total": sum(leaf.nbytes for leaf in jax.tree.leaves(new_state)),
+        "state_bytes_per_device": bytes_per_device,
+        "params_replicated": all(
+            p.sharding.is_fully_replicated for p in jax.tree.leaves(new_params)
+        ),
+        "params_diff": _max_diff(new_params, ref_params),
+        "state_diff": _max_diff(new_state, ref_state),
+        "params_change": _max_diff(new_params, params_one),
+        "params_scale": _scale(ref_params),
+        "state_scale": _scale(ref_state),
+        "step_collectives": collective_counts(compiled.as_text()),
+    }
+
+
+def check_shard_map_clip(devices):
+    """clip_by_global_norm(axis_name=...) inside shard_map vs the unsharded computation."""
+    rng = np.random.default_rng(3)
+    base = {
+        "a": rng.normal(size=(16, 3)).astype(np.float32),
+        "b": rng.normal(size=(8,)).astype(np.float32),
+    }
+    cases = {
+        "clipped": (base, 1.0),
+        "unclipped": (base, 100.0),
+        # The squares overflow float32: the rescued second pass, with a pmax across devices.
+        "overflow": (jax.tree.map(lambda x: x * np.float32(1e20), base), 1.0),
+        "zeros": (jax.tree.map(np.zeros_like, base), 0.0),
+    }
+    meshes = {
+        "data": (Mesh(np.asarray(devices), ("data",)), "data"),
+        "x_y": (Mesh(np.asarray(devices).reshape(2, 4), ("x", "y")), ("x", "y")),
+    }
+    out = {}
+    for mesh_name, (mesh, axis) in meshes.items():
+        spec = P(axis)
+        clips = {}
+        for label, axis_name in (("with_axis", axis), ("local_only", None)):
+
+            def clip(grads, max_norm, axis_name=axis_name):
+                tx = gradtx.clip_by_global_norm(max_norm, axis_name=axis_name)
+                return tx.update(grads, tx.init(grads))[0]
+
+            # max_norm is traced, so one program serves every case.
+            clips[label] = jax.jit(
+                jax.shard_map(clip, mesh=mesh, in_specs=(spec, P()), out_specs=spec)
+            )
+        for case, (grads, max_norm) in cases.items():
+            whole = gradtx.clip_by_global_norm(max_norm)
+            expected = whole.update(grads, whole.init(grads))[0]
+            sharded = jax.device_put(grads, NamedSharding(mesh, spec))
+            bound = jax.device_put(jnp.float32(max_norm), NamedSharding(mesh, P()))
+            got = {label: fn(sharded, bound) for label, fn in clips.items()}
+            out[f"{mesh_name}/{case}"] = {
+                "rel_diff": _max_rel_diff(got["with_axis"], expected),
+                "local_only_rel_diff": _max_rel_diff(got["local_only"], expected),
+                "finite": all(
+                    bool(np.isfinite(x).all()) for x in jax.tree.leaves(got["with_axis"])
+                ),
+            }
+    return out
+
+
+def check_restore_sharded(params):
+    """restore_state places the restored leaves with the template's shardings."""
+    tx = gradtx.adam(0.1)
+    template = jax.jit(tx.init, out_shardings=state_shardings(tx, params))(params)
+    raw = jax.tree.map(lambda x: np.asarray(x) + 1, template)
+    restored = restore_state(template, raw)
+    return {
+        "placement_problems": placement_problems(restored, params),
+        "values_equal": all(
+            np.array_equal(np.asarray(a), b)
+            for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(raw), strict=True)
+        ),
+    }
+
+
+def main() -> dict[str, Any]:
+    devices = jax.devices()
+    if len(devices) != N_DEVICES:
+        sys.exit(f"needs {N_DEVICES} devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    mesh = Mesh(np.asarray(devices).reshape(2, 4), ("data", "model"))
+    params_np, batch_np = make_params(), make_batch()
+    params_one = jax.tree.map(jnp.asarray, params_np)
+    params = jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), params_np, SPECS)
+    batch_one = tuple(jnp.asarray(b) for b in batch_np)
+    batch = tuple(jax.device_put(b, NamedSharding(mesh, P("data"))) for b in batch_np)
+    param_shardings = jax.tree.map(lambda p: p.sharding, params)
+    grads = jax.jit(
+        jax.grad(loss),
+        in_shardings=(param_shardings, *(b.sharding for b in batch)),
+        out_shardings=param_shardings,
+    )(params, *batch)
+    # The steps are compared on the same gradient, gathered to one device, so that
+    # a difference is the optimizer's; the two gradients are compared on their own.
+    grads_one = jax.tree.map(lambda g: jnp.asarray(np.asarray(g)), grads)
+    own_grads_one = jax.jit(jax.grad(loss))(params_one, *batch_one)
+    return {
+        "grads_diff": _max_diff(grads, own_grads_one),
+        "grads_scale": _scale(own_grads_one),
+        "named": check_named_optimizers(mesh, params, params_one, grads, grads_one),
+        "collectives": check_collectives(params, grads, batch),
+        "zero1": check_zero1(devices),
+        "shard_map_clip": check_shard_map_clip(devices),
+        "restore_sharded": check_restore_sharded(params),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))

@@ -1,0 +1,396 @@
+"""Sharded optimizer state: where each state leaf lives, on 1 device here and on 8 in a subprocess.
+
+The 8-device checks (tests/sharded/multi_device.py) need
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before jax is imported,
+and this process has imported it with one device, so they run once in a
+subprocess that reports JSON; the tests below read that report. The rules of
+:mod:`gradtx.sharding` (which leaves mirror a parameter, the ZeRO-1 split, the
+errors) are tested in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
+from jax.sharding import PartitionSpec as P
+
+import gradtx
+from gradtx.sharding import mirror_indices, split_spec, state_shardings, zero1_state_shardings
+from tests.registry import BY_NAME, NAMED_OPTIMIZERS
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "sharded" / "multi_device.py"
+# The subprocess compiles ~40 small programs; XLA's LLVM optimisations would
+# double its time and change no tested number beyond the tolerances below.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+F32_EPS = float(jnp.finfo(jnp.float32).eps)
+
+
+def _mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()[:1]), ("data",))
+
+
+# ---------------------------------------------------------------- which leaves mirror a param
+
+
+def test_moments_mirror_their_params_and_the_count_does_not():
+    params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
+    state = gradtx.adam(0.1).init(params)
+    indices = mirror_indices(state, params)
+    assert indices[0].count == -1
+    assert indices[0].mu == {"b": 0, "w": 1} and indices[0].nu == {"b": 0, "w": 1}
+
+
+def test_masked_out_params_keep_their_place():
+    # The inner state holds None where the mask is off: still the params' structure.
+    params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
+    tx = gradtx.masked(gradtx.adam(0.1), {"b": False, "w": True})
+    indices = mirror_indices(tx.init(params), params)
+    assert indices.inner_state[0].mu == {"b": None, "w": 1}
+
+
+def test_partition_mirrors_each_part():
+    params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
+    tx = gradtx.partition(
+        {"adam": gradtx.adam(0.1), "sgd": gradtx.sgd(0.1, 0.9)}, {"b": "sgd", "w": "adam"}
+    )
+    indices = mirror_indices(tx.init(params), params)
+    assert indices.inner_states["adam"][0].nu == {"b": None, "w": 1}
+    assert indices.inner_states["sgd"][0].trace == {"b": 0, "w": None}
+
+
+def test_a_stack_of_copies_mirrors_its_param():
+    # L-BFGS keeps the m last steps of each param: shape (m, *param.shape).
+    params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
+    state = gradtx.lbfgs(memory_size=4).init(params)
+    indices = mirror_indices(state, params)
+    assert jax.tree.map(lambda s: s.shape, state[0].s_memory) == {"b": (4, 3), "w": (4, 2, 3)}
+    assert indices[0].s_memory == {"b": 0, "w": 1}
+
+
+def test_leaves_of_another_structure_or_shape_mirror_nothing():
+    params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
+    # flat's buffers, inject_hyperparams' scalars and a same-shaped sub-tree of other
+    # keys are not per parameter.
+    flat_state = gradtx.flat(gradtx.adam(0.1)).init(params)
+    assert set(jax.tree.leaves(mirror_indices(flat_state, params))) == {-1}
+    injected = gradtx.inject_hyperparams(gradtx.adam)(learning_rate=0.1).init(params)
+    assert set(jax.tree.leaves(mirror_indices(injected.hyperparams, params))) == {-1}
+    other_keys = {"a": jnp.zeros(3), "w": jnp.zeros((2, 3))}
+    assert jax.tree.leaves(mirror_indices(other_keys, params)) == [-1, -1]
+    wrong_shape = {"b": jnp.zeros(3), "w": jnp.zeros((3, 2))}
+    assert mirror_indices(wrong_shape, params) == {"b": 0, "w": -1}
+
+
+def test_a_single_array_param_is_mirrored_by_every_leaf_of_its_shape():
+    params = jnp.zeros(4)
+    state = gradtx.adam(0.1).init(params)
+    indices = mirror_indices(state, params)
+    assert (indices[0].count, indices[0].mu, indices[0].nu) == (-1, 0, 0)
+
+
+# ---------------------------------------------------------------- state_shardings
+
+
+def test_state_shardings_follow_the_params():
+    mesh = _mesh()
+    params = {"w": jnp.zeros((4, 2)), "b": jnp.zeros(2)}
+    shardings = {"w": NamedSharding(mesh, P(None, "data")), "b": NamedSharding(mesh, P("data"))}
+    out = state_shardings(gradtx.amsgrad(0.1), params, shardings)
+    for moment in (out[0].mu, out[0].nu, out[0].nu_max):
+        assert moment == shardings
+    assert out[0].count == NamedSharding(mesh, P())
+
+
+def test_state_shardings_read_placed_params_and_abstract_ones():
+    mesh = _mesh()
+    sharding = NamedSharding(mesh, P("data"))
+    placed = {"w": jax.device_put(jnp.zeros((4, 2)), sharding)}
+    abstract = {"w": jax.ShapeDtypeStruct((4, 2), jnp.float32, sharding=sharding)}
+    for params in (placed, abstract):
+        out = state_shardings(gradtx.momentum(0.1), params)
+        assert out[0].trace == {"w": sharding}
+
+
+def test_one_sharding_for_every_param():
+    sharding = NamedSharding(_mesh(), P("data"))
+    params = {"w": jnp.zeros((4, 2)), "b": jnp.zeros(2)}
+    out = state_shardings(gradtx.adagrad(0.1), params, sharding)
+    assert out[0].sum_of_squares == {"w": sharding, "b": sharding}
+
+
+def test_stacked_leaves_keep_the_stack_dimension_whole():
+    mesh = _mesh()
+    params = {"w": jnp.zeros((4, 2))}
+    out = state_shardings(
+        gradtx.lbfgs(memory_size=3), params, {"w": NamedSharding(mesh, P("data"))}
+    )
+    assert out[0].s_memory["w"].spec == P(None, "data")
+
+
+def test_single_device_params_give_single_device_state():
+    device = jax.devices()[0]
+    params = {"w": jnp.zeros(3)}
+    out = state_shardings(gradtx.adam(0.1), params)
+    assert jax.tree.leaves(out) == [SingleDeviceSharding(device)] * 3
+
+
+def test_init_under_jit_places_the_state():
+    mesh = _mesh()
+    params = {"w": jnp.ones((4, 2))}
+    shardings = {"w": NamedSharding(mesh, P("data"))}
+    tx = gradtx.adam(0.1)
+    state = jax.jit(tx.init, out_shardings=state_shardings(tx, params, shardings))(params)
+    assert state[0].mu["w"].sharding == shardings["w"]
+    assert state[0].count.sharding.is_fully_replicated
+
+
+def test_params_without_a_sharding_need_param_shardings():
+    params = {"w": np.zeros(2, np.float32), "b": jnp.zeros(2)}
+    with pytest.raises(ValueError, match=r"the params \['w'\] carry no sharding"):
+        state_shardings(gradtx.adam(0.1), params)
+
+
+def test_param_shardings_of_another_structure_are_refused():
+    params = {"w": jnp.zeros(2), "b": jnp.zeros(2)}
+    sharding = NamedSharding(_mesh(), P())
+    with pytest.raises(ValueError, match="param_shardings must have the tree structure"):
+        state_shardings(gradtx.adam(0.1), params, {"w": sharding})
+
+
+# ---------------------------------------------------------------- ZeRO-1
+
+
+@pytest.mark.parametrize(
+    "shape, skip, expected",
+    [
+        ((16, 24), 0, P("data")),
+        ((3, 16), 0, P(None, "data")),
+        ((5,), 0, P()),
+        ((), 0, P()),
+        ((0, 8), 0, P(None, "data")),
+        ((8, 3, 16), 1, P(None, None, "data")),
+        ((8, 3), 1, P()),
+    ],
+)
+def test_split_spec_takes_the_first_divisible_dimension(shape, skip, expected):
+    assert split_spec(shape, "data", 8, skip=skip) == expected
+
+
+def test_zero1_splits_mirrored_leaves_and_replicates_the_rest():
+    mesh = _mesh()
+    params = {"w": jnp.zeros((3, 4))}
+    out = zero1_state_shardings(gradtx.adam(0.1), params, mesh, "data")
+    assert out[0].mu["w"] == NamedSharding(mesh, P("data"))
+    assert out[0].count == NamedSharding(mesh, P())
+
+
+@pytest.mark.parametrize("axis_name", ["model", ("data", "model"), ()])
+def test_zero1_refuses_an_axis_the_mesh_lacks(axis_name):
+    with pytest.raises(ValueError, match="axis_name must name axes of the mesh"):
+        zero1_state_shardings(gradtx.adam(0.1), {"w": jnp.zeros(2)}, _mesh(), axis_name)
+
+
+# ---------------------------------------------------------------- clip_by_global_norm(axis_name)
+
+
+@pytest.mark.parametrize("axis_name", [3, (), ("data", 1), ["data"]])
+def test_clip_by_global_norm_refuses_a_bad_axis_name(axis_name):
+    with pytest.raises(ValueError, match=r"clip_by_global_norm: axis_name must be"):
+        gradtx.clip_by_global_norm(1.0, axis_name=axis_name)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e20])  # 1e20: the rescued pass after an overflow
+def test_clip_by_global_norm_with_an_axis_on_one_device_is_unchanged(scale):
+    grads = {"a": jnp.arange(6.0).reshape(3, 2) * scale, "b": jnp.ones(2) * scale}
+    plain = gradtx.clip_by_global_norm(2.0)
+    expected = plain.update(grads, plain.init(grads))[0]
+    tx = gradtx.clip_by_global_norm(2.0, axis_name="data")
+    clip = jax.shard_map(
+        lambda g: tx.update(g, tx.init(g))[0], mesh=_mesh(), in_specs=P(), out_specs=P()
+    )
+    got = jax.jit(clip)(grads)
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# ---------------------------------------------------------------- 8 devices, in a subprocess
+
+
+def _xla_flags() -> str:
+    inherited = re.sub(
+        r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", "")
+    )
+    return f"{inherited} --xla_force_host_platform_device_count=8 {FAST_COMPILE}".strip()
+
+
+def _run_multi_device() -> dict:
+    """Runs the 8-device script; its JSON report, or ``{"error": ...}``."""
+    env = {**os.environ, "XLA_FLAGS": _xla_flags(), "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        return {"error": result.stderr[-4000:]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _shared_run(directory: pathlib.Path) -> dict:
+    """One run for all xdist workers: the first to claim it runs it, the others wait.
+
+    The claim is an exclusively created file, the report is renamed into place
+    whole, so a worker never reads half a report.
+    """
+    report_file, claim = directory / "multi_device.json", directory / "multi_device.claim"
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        deadline = time.monotonic() + 660
+        while not report_file.exists():
+            assert time.monotonic() < deadline, "the 8-device run of another worker never ended"
+            time.sleep(0.2)
+        return json.loads(report_file.read_text())
+    report = _run_multi_device()
+    partial = report_file.with_name(report_file.name + ".partial")
+    partial.write_text(json.dumps(report))
+    os.replace(partial, report_file)
+    return report
+
+
+@pytest.fixture(scope="module")
+def report(request, tmp_path_factory) -> dict:
+    if hasattr(request.config, "workerinput"):  # an xdist worker: share the run
+        facts = _shared_run(tmp_path_factory.getbasetemp().parent)
+    else:
+        facts = _run_multi_device()
+    assert "error" not in facts, facts.get("error")
+    return facts
+
+
+def test_every_named_optimizer_was_run(report):
+    assert set(report["named"]) == {entry.name for entry in NAMED_OPTIMIZERS}
+
+
+@pytest.mark.parametrize("entry", NAMED_OPTIMIZERS, ids=str)
+def test_init_under_jit_places_state_like_params(report, entry):
+    assert report["named"][entry.name]["jit_init_problems"] == []
+
+
+@pytest.mark.parametrize("entry", NAMED_OPTIMIZERS, ids=str)
+def test_a_sharded_step_keeps_every_placement(report, entry):
+    facts = report["named"][entry.name]
+    assert facts["step_state_problems"] == []
+    assert facts["step_param_problems"] == []
+
+
+@pytest.mark.parametrize("entry", NAMED_OPTIMIZERS, ids=str)
+def test_a_sharded_step_matches_one_device(report, entry):
+    # Both steps get the same gradient: what differs is how XLA fuses the two
+    # programs, a few float32 ulps of the params and state, plus (for a state held
+    # in a coarser dtype, e.g. a bfloat16 mu) one rounding of that dtype.
+    facts = report["named"][entry.name]
+    assert facts["params_change"] > 0, "the step moved nothing: the comparison would be empty"
+    coarse = 2 * facts["state_epsilon"]
+    assert (
+        facts["params_diff"]
+        <= 8 * F32_EPS * facts["params_scale"] + coarse * facts["params_change"]
+    )
+    assert facts["state_diff"] <= (8 * F32_EPS + coarse) * facts["state_scale"]
+
+
+def test_the_sharded_gradient_matches_one_device(report):
+    # The batch is split over 'data': the sums over it are reordered (float32).
+    assert report["grads_diff"] <= 1e-5 * report["grads_scale"]
+
+
+def test_eager_init_places_state_like_params(report):
+    # tx.init(params) on placed params, outside jit, should create each moment
+    # where its param lives, as jnp.zeros_like does.
+    problems = {
+        name: facts["eager_init_problems"][:3]
+        for name, facts in report["named"].items()
+        if facts["eager_init_problems"]
+    }
+    assert problems == {}
+
+
+def _no_gather(collectives: dict) -> None:
+    counts = collectives["counts"]
+    assert counts["all-gather"] == counts["reduce-scatter"] == counts["all-to-all"] == 0
+    assert counts["collective-permute"] == 0
+
+
+def test_adam_step_needs_no_collective(report):
+    collectives = report["named"][BY_NAME["adam"].name]["collectives"]
+    assert sum(collectives["counts"].values()) == 0
+
+
+@pytest.mark.parametrize("name", ["clip_by_global_norm", "clip_then_adam"])
+def test_global_norm_clipping_all_reduces_scalars_only(report, name):
+    collectives = report["collectives"][name]
+    _no_gather(collectives)
+    assert collectives["counts"]["all-reduce"] >= 1
+    for shape in collectives["shapes"]["all-reduce"]:
+        # One scalar, or a tuple of scalars where XLA combined the per-leaf sums.
+        assert re.fullmatch(r"\(?f32\[\](?:, f32\[\])*\)?", shape), shape
+
+
+def test_zero1_each_device_holds_an_eighth_of_the_split_state(report):
+    zero1 = report["zero1"]
+    expected_per_device = 0
+    for path, leaf in zero1["leaves"].items():
+        shape = leaf["shape"]
+        split = [d for d, n in enumerate(shape) if n % 8 == 0 and n > 0]
+        size = int(np.prod(shape)) * 4  # float32 moments, int32 count
+        if ".count" in path or not split:
+            assert all(s == shape for s in leaf["per_device"].values()), path
+            expected_per_device += size
+        else:
+            eighth = list(shape)
+            eighth[split[0]] //= 8
+            assert all(s == eighth for s in leaf["per_device"].values()), path
+            expected_per_device += size // 8
+    assert set(zero1["state_bytes_per_device"].values()) == {expected_per_device}
+    assert expected_per_device < zero1["state_bytes_total"] / 4
+    assert zero1["params_replicated"]
+
+
+def test_zero1_step_matches_one_device(report):
+    zero1 = report["zero1"]
+    # The same arithmetic in two fusions: a few float32 ulps.
+    assert 0 < zero1["params_change"]
+    assert zero1["params_diff"] <= 8 * F32_EPS * zero1["params_scale"]
+    assert zero1["state_diff"] <= 8 * F32_EPS * zero1["state_scale"]
+
+
+@pytest.mark.parametrize("mesh", ["data", "x_y"])
+@pytest.mark.parametrize("case", ["clipped", "unclipped", "overflow", "zeros"])
+def test_clip_inside_shard_map_matches_the_unsharded_clip(report, mesh, case):
+    facts = report["shard_map_clip"][f"{mesh}/{case}"]
+    # The sum of squares is added in another order across devices: float32 ulps.
+    assert facts["rel_diff"] <= 4 * F32_EPS
+    assert facts["finite"]
+    if case in ("clipped", "overflow"):
+        # Without axis_name each device clips by the norm of its own block.
+        assert facts["local_only_rel_diff"] > 0.1
+
+
+def test_restore_state_places_leaves_like_the_template(report):
+    assert report["restore_sharded"] == {"placement_problems": [], "values_equal": True}
