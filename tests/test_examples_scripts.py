@@ -3,7 +3,7 @@
 Each script runs in a subprocess (``sys.executable``, the repository root as the
 working directory and on ``PYTHONPATH``), must exit with status 0, and prints its
 metric in a fixed format that is parsed here and checked against the bar the
-script is meant to clear. examples/race.py and the README are tested in
+script is meant to clear. The README (its main command, `gradtx compare`) is tested in
 tests/test_examples.py.
 
 Run times: importing JAX, Flax and scikit-learn and compiling the training loop

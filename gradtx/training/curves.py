@@ -359,10 +359,19 @@ def plot_learning_curves(
     shown = [m for m in metrics if any(_measured(c, m) for c in curves.values())]
     if not shown:
         raise ValueError(f"plot_learning_curves: no run measured any of {metrics}.")
-    figure = Figure(figsize=(4.5 * len(shown), 3.6), layout="constrained")
+    figure = Figure(figsize=(4.5 * len(shown) + 1.5, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
+    # One colour per run in every panel, and one legend for the figure, beside the panels.
+    colors = {name: f"C{i % 10}" for i, name in enumerate(curves)}
     for axes, metric in zip(np.atleast_1d(figure.subplots(1, len(shown))), shown, strict=True):
-        _draw_panel(axes, metric, curves)
+        _draw_panel(axes, metric, curves, colors)
+    handles = {}
+    for axes in figure.axes:
+        for line in axes.get_lines():
+            handles.setdefault(line.get_label(), line)
+    figure.legend(
+        list(handles.values()), list(handles), loc="outside right center", fontsize="small"
+    )
     if title is not None:
         figure.suptitle(title)
     figure.savefig(os.fspath(path), dpi=100)
@@ -373,16 +382,17 @@ def _measured(curve: Mapping[str, np.ndarray], metric: str) -> bool:
     return metric in curve and bool(np.isfinite(curve[metric]).any())
 
 
-def _draw_panel(axes: Any, metric: str, curves: Mapping[str, dict]) -> None:
-    """One metric of every run on ``axes``."""
+def _draw_panel(
+    axes: Any, metric: str, curves: Mapping[str, dict], colors: Mapping[str, str]
+) -> None:
+    """One metric of every run on ``axes``, each run in its colour."""
     drawn = []
     for name, curve in curves.items():
         if _measured(curve, metric):
-            axes.plot(curve["step"], curve[metric], label=name, linewidth=1.2)
+            axes.plot(curve["step"], curve[metric], label=name, linewidth=1.2, color=colors[name])
             drawn.append(curve[metric])
     if wants_log_scale(np.concatenate(drawn)):
         axes.set_yscale("log", nonpositive="mask")
     axes.set_title(_TITLES[metric])
     axes.set_xlabel("step")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
