@@ -102,6 +102,17 @@ def positive_int(owner: str, name: str, value: Any) -> None:
         _fail(owner, name, value, "an integer >= 1")
 
 
+def axis_name(owner: str, value: Any) -> None:
+    """Raises ValueError unless ``value`` is None, a mesh axis name (a string) or a
+    non-empty tuple of them (whether the axis exists is known only inside ``shard_map``)."""
+    names = (value,) if isinstance(value, str) else value
+    ok = value is None or (
+        isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)
+    )
+    if not ok:
+        _fail(owner, "axis_name", value, "None, a mesh axis name or a tuple of them")
+
+
 def is_zero(value: Any) -> bool:
     """True only for a concrete value equal to zero (a tracer or schedule is not)."""
     array = _concrete(value)

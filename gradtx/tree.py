@@ -22,6 +22,9 @@ from gradtx.base import Array
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
+AxisName = str | tuple[str, ...]
+"""A mesh axis name, or several (``shard_map``'s ``axis_name`` of a collective)."""
+
 
 # ---------------------------------------------------------------------- dtypes
 
@@ -163,6 +166,18 @@ def squared_norm(tree: Any) -> Array:
 def global_norm(tree: Any) -> Array:
     """The Euclidean norm of the whole tree seen as one flat vector."""
     return jnp.sqrt(squared_norm(tree))
+
+
+def across(collective: Any, axis_name: AxisName | None) -> Any:
+    """``x -> collective(x, axis_name)`` (``jax.lax.psum``, ``pmax``), or ``x -> x`` for None.
+
+    A reduction over the whole tree inside ``shard_map`` sees only this device's
+    block of each leaf; passing its local result through ``across`` completes it
+    over the mesh axis, so every device gets the value of the whole tree.
+    """
+    if axis_name is None:
+        return lambda x: x
+    return lambda x: collective(x, axis_name)
 
 
 def divide_by_root(numerator: Array, denominator: Array) -> Array:

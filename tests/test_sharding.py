@@ -394,3 +394,72 @@ def test_clip_inside_shard_map_matches_the_unsharded_clip(report, mesh, case):
 
 def test_restore_state_places_leaves_like_the_template(report):
     assert report["restore_sharded"] == {"placement_problems": [], "values_equal": True}
+
+
+# ---------------------------------------------------------------- line searches (axis_name)
+
+AXIS_NAME_OWNERS = {
+    "scale_by_backtracking_linesearch": lambda a: gradtx.scale_by_backtracking_linesearch(
+        10, axis_name=a
+    ),
+    "scale_by_zoom_linesearch": lambda a: gradtx.scale_by_zoom_linesearch(10, axis_name=a),
+    "scale_by_lbfgs": lambda a: gradtx.scale_by_lbfgs(axis_name=a),
+    "lbfgs": lambda a: gradtx.lbfgs(axis_name=a),
+    "scale_by_nonlinear_cg": lambda a: gradtx.scale_by_nonlinear_cg(axis_name=a),
+    "nonlinear_cg": lambda a: gradtx.nonlinear_cg(axis_name=a),
+}
+
+
+@pytest.mark.parametrize("owner", AXIS_NAME_OWNERS)
+@pytest.mark.parametrize("axis_name", [3, (), ("data", 1), ["data"]])
+def test_second_order_blocks_refuse_a_bad_axis_name(owner, axis_name):
+    with pytest.raises(ValueError, match=rf"^{owner}: axis_name must be None, a mesh axis name"):
+        AXIS_NAME_OWNERS[owner](axis_name)
+
+
+@pytest.mark.parametrize("owner", AXIS_NAME_OWNERS)
+def test_second_order_blocks_accept_an_axis_name_or_a_tuple(owner):
+    for axis_name in (None, "data", ("data", "model")):
+        AXIS_NAME_OWNERS[owner](axis_name)
+
+
+@pytest.mark.parametrize("name", ["backtracking", "zoom", "lbfgs", "nonlinear_cg"])
+def test_linesearch_inside_shard_map_matches_the_unsharded_run(report, name):
+    # 8 steps, every leaf split over 8 devices, value_fn the psum of the blocks' losses
+    # (tests/sharded/multi_device.py, check_shard_map_linesearch).
+    facts = report["shard_map_linesearch"][name]
+    # The same decisions: every search made as many evaluations and met its
+    # conditions exactly as the unsharded one.
+    assert facts["evaluations"] == facts["reference_evaluations"]
+    assert facts["succeeded"] == facts["reference_succeeded"] == [True] * len(facts["etas"])
+    # The same numbers up to rounding. The psum adds the blocks' losses and slopes
+    # in another order than one device does: a few float32 ulps each. The cubic
+    # step of the zoom (and of CG's search) divides the difference of two nearly
+    # equal losses by the gap between the trials, which turns those ulps into ~40
+    # ulps of eta (measured 4.6e-6 on CPU); 1e-4 leaves a margin of 20. The params,
+    # carried through 8 such steps, differ by at most 6.5 ulps of their scale
+    # (measured), 32 leaves a margin of 5.
+    assert facts["eta_rel_diff"] <= 1e-4
+    assert facts["value_rel_diff"] <= 64 * F32_EPS
+    assert facts["params_diff"] <= 32 * F32_EPS * facts["params_scale"]
+    # The run went somewhere: the loss fell to under a quarter of its start.
+    assert facts["values"][-1] < 0.25 * facts["initial_value"]
+
+
+def test_backtracking_inside_shard_map_takes_the_same_steps_bit_for_bit(report):
+    # Its steps are eta_0 times powers of the decrease factor, chosen by the
+    # decisions alone: the same decisions give the same bits.
+    facts = report["shard_map_linesearch"]["backtracking"]
+    assert facts["eta_rel_diff"] == 0.0
+    assert max(facts["evaluations"]) > 1  # it did backtrack
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "zoom"])
+def test_without_axis_name_shard_map_refuses_the_loop(report, name):
+    # The control: L-BFGS's direction, or the zoom's slopes, on one block each. The
+    # carried state then differs between devices, which shard_map's check_vma
+    # refuses while tracing the scan (or the search's while_loop): a forgotten
+    # axis_name is an error, not a silently different step.
+    message = report["shard_map_linesearch"][f"{name}_without_axis_name"]
+    assert message != "ran"
+    assert "carry input and carry output must have equal types" in message

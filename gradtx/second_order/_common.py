@@ -66,8 +66,13 @@ def tree_dtype(params: Any) -> jnp.dtype:
     return tree.compute_dtype(jnp.result_type(*leaves))
 
 
-def vdot(a: Any, b: Any) -> Array:
-    """``sum_i a_i b_i`` over every element of two trees of the same structure."""
+def vdot(a: Any, b: Any, axis_name: tree.AxisName | None = None) -> Array:
+    """``sum_i a_i b_i`` over every element of two trees of the same structure.
+
+    With ``axis_name`` the trees are this device's blocks of trees split over that
+    ``shard_map`` axis: the local sum is ``psum``-med, so every device gets the dot
+    product of the whole trees.
+    """
     products = [
         jnp.sum(x.astype(tree.compute_dtype(x.dtype)) * y.astype(tree.compute_dtype(y.dtype)))
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
@@ -75,7 +80,8 @@ def vdot(a: Any, b: Any) -> Array:
     if not products:
         return jnp.zeros([], jnp.float32)
     dtype = jnp.result_type(*products)
-    return sum((p.astype(dtype) for p in products), jnp.zeros([], dtype))
+    local = sum((p.astype(dtype) for p in products), jnp.zeros([], dtype))
+    return tree.across(jax.lax.psum, axis_name)(local)
 
 
 def axpy(alpha: Array, x: Any, y: Any) -> Any:

@@ -32,11 +32,16 @@ from gradtx.second_order import _common
 from gradtx.second_order.linesearch import scale_by_zoom_linesearch
 from gradtx.transforms.scale import scale_by_learning_rate
 
+
+def _unit_step_linesearch(axis_name: tree.AxisName | None = None) -> GradientTransformation:
+    return scale_by_zoom_linesearch(
+        max_linesearch_steps=20, initial_guess_strategy="one", axis_name=axis_name
+    )
+
+
 # The default line search of the named optimizers (a transformation is immutable, so
-# one instance can serve every call).
-_UNIT_STEP_LINESEARCH = scale_by_zoom_linesearch(
-    max_linesearch_steps=20, initial_guess_strategy="one"
-)
+# one instance serves every call; with an axis_name they build their own).
+_UNIT_STEP_LINESEARCH = _unit_step_linesearch()
 
 
 def _first_step_scale(g_norm: Array, scale_init_precond: bool) -> Array:
@@ -46,11 +51,11 @@ def _first_step_scale(g_norm: Array, scale_init_precond: bool) -> Array:
     return jnp.minimum(1.0, 1.0 / jnp.where(g_norm > 0, g_norm, 1.0))
 
 
-def _curvature_pair(params, grads, prev_params, prev_grads, count):
+def _curvature_pair(params, grads, prev_params, prev_grads, count, axis_name=None):
     """``s``, ``y``, ``s'y`` and whether the pair is usable (``count > 0``, ``s'y > 0``)."""
     s = jax.tree.map(jnp.subtract, params, prev_params)
     y = jax.tree.map(jnp.subtract, grads, prev_grads)
-    sy = _common.vdot(s, y)
+    sy = _common.vdot(s, y, axis_name)
     usable = (count > 0) & (sy > 0) & jnp.isfinite(sy)
     return s, y, sy, usable
 
@@ -240,7 +245,13 @@ class ScaleByLbfgsState(NamedTuple):
 
 
 def lbfgs_two_loop(
-    g: Any, s_memory: Any, y_memory: Any, rho: Array, gamma: Array, newest: Array
+    g: Any,
+    s_memory: Any,
+    y_memory: Any,
+    rho: Array,
+    gamma: Array,
+    newest: Array,
+    axis_name: tree.AxisName | None = None,
 ) -> Any:
     """``H_k g`` by the L-BFGS two-loop recursion (Nocedal & Wright 2006, Alg. 7.4).
 
@@ -255,6 +266,8 @@ def lbfgs_two_loop(
       rho: ``(m,)``.
       gamma: the scale of the initial matrix.
       newest: the slot of the newest pair (the ring buffer's head).
+      axis_name: None, or the ``shard_map`` axis over which the trees are split:
+        the dot products ``s_i' q`` and ``y_i' r`` are ``psum``-med across it.
 
     Returns:
       ``H_k g``, a tree like ``g``.
@@ -270,7 +283,7 @@ def lbfgs_two_loop(
 
     def backward(q, i):
         s, y = pair(i)
-        alpha = rho[i] * _common.vdot(s, q)
+        alpha = rho[i] * _common.vdot(s, q, axis_name)
         return _common.axpy(-alpha, y, q), alpha
 
     q, alphas = jax.lax.scan(backward, g, order)
@@ -279,7 +292,7 @@ def lbfgs_two_loop(
     def forward(r, i_alpha):
         i, alpha = i_alpha
         s, y = pair(i)
-        beta = rho[i] * _common.vdot(y, r)
+        beta = rho[i] * _common.vdot(y, r, axis_name)
         return _common.axpy(alpha - beta, s, r), None
 
     r, _ = jax.lax.scan(forward, r, (order[::-1], alphas[::-1]))
@@ -287,7 +300,10 @@ def lbfgs_two_loop(
 
 
 def scale_by_lbfgs(
-    memory_size: int = 10, *, scale_init_precond: bool = True
+    memory_size: int = 10,
+    *,
+    scale_init_precond: bool = True,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""Preconditions the gradient by the L-BFGS inverse Hessian: ``u = H_k g_k``.
 
@@ -299,15 +315,26 @@ def scale_by_lbfgs(
     1/|g|) g`` with ``scale_init_precond``, else ``g``. Memory: ``2m + 2`` copies
     of the parameters.
 
+    Every sum over the whole tree (``s'y``, ``y'y``, ``|g|`` and the two-loop's
+    ``s_i' q``, ``y_i' r``) is a dot product; inside :func:`jax.shard_map` with
+    ``axis_name`` each is ``psum``-med across that axis, so every device keeps
+    the same ``rho``, ``gamma`` and pair count and computes its block of the
+    unsharded direction (the memory is split like the params).
+
     Args:
       memory_size: ``m >= 1``, the number of pairs kept.
       scale_init_precond: use ``gamma_k`` and scale the first step (above).
+      axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
+        axes) of a ``shard_map`` over which *every* leaf of the params and
+        gradients is split into disjoint blocks (above). A leaf replicated over
+        the axis would be counted once per device.
 
     Returns:
       A transformation; ``update`` needs ``params``.
 
     Raises:
-      ValueError: ``memory_size`` is not an integer >= 1; complex params at
+      ValueError: ``memory_size`` is not an integer >= 1; ``axis_name`` not
+        None, a string or a non-empty tuple of strings; complex params at
         ``init``; no ``params`` at ``update``.
 
     Examples:
@@ -324,6 +351,7 @@ def scale_by_lbfgs(
     """
     owner = "scale_by_lbfgs"
     _checks.positive_int(owner, "memory_size", memory_size)
+    _checks.axis_name(owner, axis_name)
 
     def init_fn(params):
         _common.refuse_complex(owner, params)
@@ -355,7 +383,7 @@ def scale_by_lbfgs(
         tree.check_structure(state.grad, updates, owner=owner)
         dtype = state.rho.dtype
         x, g = tree.cast(params, dtype), tree.cast(updates, dtype)
-        s, y, sy, usable = _curvature_pair(x, g, state.params, state.grad, state.count)
+        s, y, sy, usable = _curvature_pair(x, g, state.params, state.grad, state.count, axis_name)
         slot = state.num_pairs % memory_size
 
         def store(memory, new):
@@ -366,13 +394,14 @@ def scale_by_lbfgs(
         rho = jnp.where(usable, state.rho.at[slot].set(1.0 / jnp.where(usable, sy, 1.0)), state.rho)
         gamma = state.gamma
         if scale_init_precond:
-            yy = _common.vdot(y, y)
+            yy = _common.vdot(y, y, axis_name)
             gamma = jnp.where(usable, sy / jnp.where(yy > 0, yy, 1.0), gamma).astype(dtype)
         num_pairs = tree.safe_increment(state.num_pairs)
         num_pairs = jnp.where(usable, num_pairs, state.num_pairs)
         s_memory, y_memory = store(state.s_memory, s), store(state.y_memory, y)
-        u = lbfgs_two_loop(g, s_memory, y_memory, rho, gamma, (num_pairs - 1) % memory_size)
-        first = _first_step_scale(jnp.sqrt(_common.vdot(g, g)), scale_init_precond)
+        newest = (num_pairs - 1) % memory_size
+        u = lbfgs_two_loop(g, s_memory, y_memory, rho, gamma, newest, axis_name)
+        first = _first_step_scale(jnp.sqrt(_common.vdot(g, g, axis_name)), scale_init_precond)
         u = jax.tree.map(lambda ui, gi: jnp.where(num_pairs > 0, ui, first * gi), u, g)
         new_state = ScaleByLbfgsState(
             tree.safe_increment(state.count), x, g, s_memory, y_memory, rho, gamma, num_pairs
@@ -388,6 +417,7 @@ def lbfgs(
     *,
     scale_init_precond: bool = True,
     linesearch: GradientTransformation | None = _UNIT_STEP_LINESEARCH,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     """L-BFGS with a strong-Wolfe line search.
 
@@ -401,10 +431,19 @@ def lbfgs(
       scale_init_precond: see :func:`scale_by_lbfgs`.
       linesearch: by default :func:`gradtx.scale_by_zoom_linesearch` (20
         evaluations, first trial 1); None takes the fixed step.
+      axis_name: ``None``, or the mesh axis (or tuple of axes) of a
+        ``shard_map`` over which every leaf of the params is split: passed to
+        :func:`scale_by_lbfgs` and to the default line search, whose
+        ``value_fn`` must then return the loss of the whole problem (see
+        :func:`gradtx.scale_by_zoom_linesearch`). A ``linesearch`` passed here
+        is used as given: build it with the same ``axis_name``.
 
     Returns:
       A transformation; ``update`` needs ``params`` (and ``value_fn`` with a
       line search).
+
+    Raises:
+      ValueError: invalid ``learning_rate``, ``memory_size`` or ``axis_name``.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -416,5 +455,10 @@ def lbfgs(
     References:
       Liu & Nocedal (1989); Nocedal & Wright (2006), Alg. 7.5.
     """
-    direction = scale_by_lbfgs(memory_size, scale_init_precond=scale_init_precond)
+    _checks.axis_name("lbfgs", axis_name)
+    direction = scale_by_lbfgs(
+        memory_size, scale_init_precond=scale_init_precond, axis_name=axis_name
+    )
+    if linesearch is _UNIT_STEP_LINESEARCH and axis_name is not None:
+        linesearch = _unit_step_linesearch(axis_name)
     return _with_step("lbfgs", direction, learning_rate, linesearch)

@@ -15,6 +15,21 @@ the loss and gradient at the accepted point in their state, so the next step
 need not evaluate them again: :func:`value_and_grad_from_state` reads them back.
 For the stored values to belong to the next params, nothing after the line
 search may change the update.
+
+Under :func:`jax.jit` with sharded params nothing is needed: XLA completes every
+sum across devices. Inside :func:`jax.shard_map`, where each device holds only
+its block of every leaf, pass ``axis_name``: the slopes ``grad f' d`` (the only
+sums over the whole tree that a search forms) are ``psum``-med across that axis,
+and ``value_fn`` must return the loss of the whole problem, the same on every
+device (``jax.lax.psum`` of the per-block losses). With ``shard_map``'s default
+``check_vma=True`` the gradient of that psum with respect to a device's block is
+that block of the whole gradient (with ``check_vma=False`` JAX differentiates
+the psum into ``n`` times it: do not use that mode here). Every device then
+compares the same numbers and takes the same step as the unsharded search, and
+:func:`value_and_grad_from_state` returns each device's block of the gradient.
+A search without ``axis_name`` inside ``shard_map`` would decide on each block's
+slope alone; ``check_vma`` refuses such a program while tracing it (a TypeError:
+the ``while_loop``'s carry would differ between devices).
 """
 
 from __future__ import annotations
@@ -62,9 +77,16 @@ def _init(owner: str, params: Any, learning_rate: float, store_grad: bool) -> Li
 
 
 def _start(
-    owner: str, params: Any, direction: Any, value_fn: Any, value: Any, grad: Any
+    owner: str,
+    params: Any,
+    direction: Any,
+    value_fn: Any,
+    value: Any,
+    grad: Any,
+    axis_name: tree.AxisName | None,
 ) -> tuple[Callable[[Any], Any], Array, Any, Array]:
-    """The loss, ``phi(0)``, the gradient at ``params`` and ``phi'(0) = g' d``."""
+    """The loss, ``phi(0)``, the gradient at ``params`` and ``phi'(0) = g' d``
+    (summed across ``axis_name``)."""
     _common.require_params(owner, params)
     value_fn = _common.require_value_fn(owner, value_fn)
     tree.check_structure(params, direction, owner=owner)
@@ -73,7 +95,7 @@ def _start(
         value, grad = jax.value_and_grad(value_fn)(params)
     grad = tree.cast_like(grad, params)
     f0 = jnp.asarray(value).astype(dtype)
-    return value_fn, f0, grad, _common.vdot(grad, direction).astype(dtype)
+    return value_fn, f0, grad, _common.vdot(grad, direction, axis_name).astype(dtype)
 
 
 def _trial(value_fn: Any, params: Any, direction: Any, eta: Array, with_grad: bool):
@@ -95,6 +117,8 @@ def scale_by_backtracking_linesearch(
     increase_factor: float = 1.5,
     max_learning_rate: float = 1.0,
     store_grad: bool = False,
+    *,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""Backtracking line search: the first ``eta`` of a shrinking sequence that satisfies Armijo.
 
@@ -118,14 +142,23 @@ def scale_by_backtracking_linesearch(
       max_learning_rate: the largest step tried, > 0.
       store_grad: also compute and keep the gradient at each trial point, so the
         next step can reuse it (:func:`value_and_grad_from_state`).
+      axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
+        axes) of a ``shard_map`` over which *every* leaf of the params and the
+        direction is split into disjoint blocks: the slope ``grad f(x)' d`` is
+        ``psum``-med across it. ``value_fn`` (and ``value``, when given) must
+        then be the loss of the whole problem on every device, e.g. the
+        ``jax.lax.psum`` of the per-block losses, and ``grad`` this device's
+        block of its gradient (module docstring). A leaf replicated over the
+        axis would be counted once per device.
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn``, and reads
       ``value`` and ``grad`` when given.
 
     Raises:
-      ValueError: invalid hyperparameters; complex params at ``init``; no
-        ``params`` or ``value_fn`` at ``update``.
+      ValueError: invalid hyperparameters; ``axis_name`` not None, a string or
+        a non-empty tuple of strings; complex params at ``init``; no ``params``
+        or ``value_fn`` at ``update``.
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp
@@ -146,13 +179,14 @@ def scale_by_backtracking_linesearch(
     _open_unit(owner, "decrease_factor", decrease_factor)
     _checks.in_range(owner, "increase_factor", increase_factor, 1.0, float("inf"))
     _checks.positive(owner, "max_learning_rate", max_learning_rate)
+    _checks.axis_name(owner, axis_name)
 
     def init_fn(params):
         return _init(owner, params, max_learning_rate, store_grad)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
         del extra
-        value_fn, f0, g0, slope = _start(owner, params, updates, value_fn, value, grad)
+        value_fn, f0, g0, slope = _start(owner, params, updates, value_fn, value, grad, axis_name)
         dtype = f0.dtype
         eta0 = jnp.minimum(state.learning_rate * increase_factor, max_learning_rate).astype(dtype)
         descent = slope < 0
@@ -288,6 +322,8 @@ def scale_by_zoom_linesearch(
     slope_rtol: float = 1e-4,
     curv_rtol: float = 0.9,
     initial_guess_strategy: str = "keep",
+    *,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""A line search for the strong Wolfe conditions: bracketing, then zoom.
 
@@ -318,6 +354,14 @@ def scale_by_zoom_linesearch(
       initial_guess_strategy: the first trial: ``"one"`` (``eta = 1``, for Newton
         and quasi-Newton directions, whose natural step is 1) or ``"keep"`` (the
         last accepted ``eta``).
+      axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
+        axes) of a ``shard_map`` over which *every* leaf of the params and the
+        direction is split into disjoint blocks: the slopes ``grad f' d`` at 0
+        and at each trial are ``psum``-med across it. ``value_fn`` (and
+        ``value``, when given) must then be the loss of the whole problem on
+        every device, e.g. the ``jax.lax.psum`` of the per-block losses, and
+        ``grad`` this device's block of its gradient (module docstring). A leaf
+        replicated over the axis would be counted once per device.
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn``, and reads
@@ -325,6 +369,7 @@ def scale_by_zoom_linesearch(
 
     Raises:
       ValueError: invalid hyperparameters (including ``curv_rtol <= slope_rtol``);
+        ``axis_name`` not None, a string or a non-empty tuple of strings;
         complex params at ``init``; no ``params`` or ``value_fn`` at ``update``.
 
     Examples:
@@ -335,6 +380,21 @@ def scale_by_zoom_linesearch(
       >>> u, state = tx.update(jax.grad(loss)(p), tx.init(p), p, value_fn=loss)
       >>> bool(state[1].succeeded), bool(loss(p + u) < loss(p))
       (True, True)
+
+      Inside ``shard_map`` (here one device; with ``n`` each holds ``1/n`` of
+      ``p``), the loss of the whole problem is the psum of the blocks' losses:
+
+      >>> from jax.sharding import Mesh, PartitionSpec as P
+      >>> mesh = Mesh(jax.devices()[:1], ("data",))
+      >>> search = gradtx.scale_by_zoom_linesearch(20, axis_name="data")
+      >>> tx = gradtx.chain(gradtx.sgd(1.0), search)
+      >>> def step(p):
+      ...     whole_loss = lambda q: jax.lax.psum(jnp.sum(jnp.cosh(q)), "data")
+      ...     v, g = jax.value_and_grad(whole_loss)(p)
+      ...     return tx.update(g, tx.init(p), p, value_fn=whole_loss, value=v, grad=g)[0]
+      >>> sharded = jax.shard_map(step, mesh=mesh, in_specs=P("data"), out_specs=P("data"))
+      >>> bool(jnp.allclose(sharded(p), u))  # the step of the unsharded search
+      True
 
     References:
       Nocedal & Wright (2006), Numerical Optimization, 2nd ed., Sec. 3.5, Alg. 3.5
@@ -354,6 +414,7 @@ def scale_by_zoom_linesearch(
         _checks._fail(owner, "curv_rtol", curv_rtol, f"greater than slope_rtol={slope_rtol!r}")
     if initial_guess_strategy not in _GUESSES:
         _checks._fail(owner, "initial_guess_strategy", initial_guess_strategy, f"one of {_GUESSES}")
+    _checks.axis_name(owner, axis_name)
     largest = jnp.inf if max_stepsize is None else max_stepsize
 
     def init_fn(params):
@@ -361,7 +422,7 @@ def scale_by_zoom_linesearch(
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
         del extra
-        value_fn, f0, g0, s0 = _start(owner, params, updates, value_fn, value, grad)
+        value_fn, f0, g0, s0 = _start(owner, params, updates, value_fn, value, grad, axis_name)
         dtype = f0.dtype
         if initial_guess_strategy == "one":
             eta0 = jnp.ones([], dtype)
@@ -379,7 +440,7 @@ def scale_by_zoom_linesearch(
             eta = carry.eta
             f, g = _trial(value_fn, params, updates, eta, True)
             f = f.astype(dtype)
-            s = _common.vdot(g, updates).astype(dtype)
+            s = _common.vdot(g, updates, axis_name).astype(dtype)
             sufficient = jnp.isfinite(f) & jnp.isfinite(s) & (f <= f0 + slope_rtol * eta * s0)
             wolfe = sufficient & (jnp.abs(s) <= -curv_rtol * s0)
             improves = sufficient & (f < carry.best_value)

@@ -30,9 +30,14 @@ from gradtx.second_order import _common
 from gradtx.second_order.linesearch import scale_by_zoom_linesearch
 from gradtx.transforms.scale import scale_by_learning_rate
 
+
+def _cg_linesearch(axis_name: tree.AxisName | None = None) -> GradientTransformation:
+    return scale_by_zoom_linesearch(max_linesearch_steps=30, curv_rtol=0.1, axis_name=axis_name)
+
+
 # The default line search of the named optimizers (a transformation is immutable, so
-# one instance can serve every call).
-_CG_LINESEARCH = scale_by_zoom_linesearch(max_linesearch_steps=30, curv_rtol=0.1)
+# one instance serves every call; with an axis_name they build their own).
+_CG_LINESEARCH = _cg_linesearch()
 
 _METHODS = ("polak_ribiere_plus", "fletcher_reeves")
 
@@ -45,20 +50,23 @@ class ScaleByNonlinearCgState(NamedTuple):
     direction: Any  # u_{k-1} = -p_{k-1}, the previous output before the step size.
 
 
-def _beta(method: str, g: Any, g_prev: Any) -> Array:
+def _beta(method: str, g: Any, g_prev: Any, axis_name: tree.AxisName | None) -> Array:
     """``beta_k`` of Fletcher-Reeves or Polak-Ribiere+; 0 when ``g_{k-1} = 0``."""
-    previous = _common.vdot(g_prev, g_prev)
+    previous = _common.vdot(g_prev, g_prev, axis_name)
     safe = jnp.where(previous > 0, previous, 1.0)
     if method == "fletcher_reeves":
-        beta = _common.vdot(g, g) / safe
+        beta = _common.vdot(g, g, axis_name) / safe
     else:
         change = jax.tree.map(jnp.subtract, g, g_prev)
-        beta = jnp.maximum(0.0, _common.vdot(g, change) / safe)
+        beta = jnp.maximum(0.0, _common.vdot(g, change, axis_name) / safe)
     return jnp.where(previous > 0, beta, 0.0)
 
 
 def scale_by_nonlinear_cg(
-    method: str = "polak_ribiere_plus", *, restart_period: int | None = None
+    method: str = "polak_ribiere_plus",
+    *,
+    restart_period: int | None = None,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""The nonlinear conjugate-gradient direction, pointing uphill: ``u_k = g_k + beta_k u_{k-1}``.
 
@@ -66,20 +74,28 @@ def scale_by_nonlinear_cg(
     textbook direction; the step size comes from the line search after it.
     ``beta_k = 0`` (a restart to steepest descent) on the first step, every
     ``restart_period`` steps, and whenever ``-u_k`` would not be a descent
-    direction (``g_k' u_k <= 0``).
+    direction (``g_k' u_k <= 0``). Inside :func:`jax.shard_map` with
+    ``axis_name``, the dot products of ``beta_k`` and of the descent test are
+    ``psum``-med across that axis, so every device restarts together and
+    computes its block of the unsharded direction.
 
     Args:
       method: ``"polak_ribiere_plus"`` (the default; Polak & Ribiere 1969 with
         Powell's non-negativity, 1986) or ``"fletcher_reeves"`` (1964).
       restart_period: restart every this many steps (Nocedal & Wright suggest
         ``n``, the number of parameters), or None for no periodic restart.
+      axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
+        axes) of a ``shard_map`` over which *every* leaf of the gradients is
+        split into disjoint blocks (above). A leaf replicated over the axis
+        would be counted once per device.
 
     Returns:
       A transformation (it does not need ``params``).
 
     Raises:
-      ValueError: unknown ``method`` or a ``restart_period`` that is not an
-        integer >= 1; complex parameters at ``init``.
+      ValueError: unknown ``method``, a ``restart_period`` that is not an
+        integer >= 1, or an ``axis_name`` not None, a string or a non-empty
+        tuple of strings; complex parameters at ``init``.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -99,6 +115,7 @@ def scale_by_nonlinear_cg(
         _checks._fail(owner, "method", method, f"one of {_METHODS}")
     if restart_period is not None:
         _checks.positive_int(owner, "restart_period", restart_period)
+    _checks.axis_name(owner, axis_name)
 
     def init_fn(params):
         _common.refuse_complex(owner, params)
@@ -116,9 +133,10 @@ def scale_by_nonlinear_cg(
         restart = state.count == 0
         if restart_period is not None:
             restart = restart | (state.count % restart_period == 0)
-        beta = jnp.where(restart, 0.0, _beta(method, g, state.grad)).astype(dtype)
+        beta = jnp.where(restart, 0.0, _beta(method, g, state.grad, axis_name)).astype(dtype)
         u = _common.axpy(beta, state.direction, g)
-        u = jax.tree.map(lambda ui, gi: jnp.where(_common.vdot(g, u) > 0, ui, gi), u, g)
+        descent = _common.vdot(g, u, axis_name) > 0
+        u = jax.tree.map(lambda ui, gi: jnp.where(descent, ui, gi), u, g)
         new_state = ScaleByNonlinearCgState(tree.safe_increment(state.count), g, u)
         return tree.cast_like(u, updates), new_state
 
@@ -131,6 +149,7 @@ def nonlinear_cg(
     *,
     restart_period: int | None = None,
     linesearch: GradientTransformation | None = _CG_LINESEARCH,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     """Nonlinear conjugate gradient with a strong-Wolfe line search.
 
@@ -146,10 +165,20 @@ def nonlinear_cg(
         ``scale_by_zoom_linesearch(max_linesearch_steps=30, curv_rtol=0.1)``
         (strong Wolfe with ``c2 = 0.1``, as Nocedal & Wright advise for CG). None
         takes the fixed step ``-learning_rate * u``.
+      axis_name: ``None``, or the mesh axis (or tuple of axes) of a
+        ``shard_map`` over which every leaf of the params is split: passed to
+        :func:`scale_by_nonlinear_cg` and to the default line search, whose
+        ``value_fn`` must then return the loss of the whole problem (see
+        :func:`gradtx.scale_by_zoom_linesearch`). A ``linesearch`` passed here
+        is used as given: build it with the same ``axis_name``.
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn`` when a line
       search is used.
+
+    Raises:
+      ValueError: invalid ``learning_rate``, ``method``, ``restart_period`` or
+        ``axis_name``.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -163,8 +192,11 @@ def nonlinear_cg(
       Ribiere (1969).
     """
     _checks.learning_rate("nonlinear_cg", learning_rate)
+    _checks.axis_name("nonlinear_cg", axis_name)
+    if linesearch is _CG_LINESEARCH and axis_name is not None:
+        linesearch = _cg_linesearch(axis_name)
     members = [
-        scale_by_nonlinear_cg(method, restart_period=restart_period),
+        scale_by_nonlinear_cg(method, restart_period=restart_period, axis_name=axis_name),
         scale_by_learning_rate(learning_rate),
     ]
     if linesearch is not None:

@@ -43,9 +43,6 @@ import numpy as np
 from gradtx import _checks, tree
 from gradtx.base import Array, EmptyState, GradientTransformation
 
-AxisName = str | tuple[str, ...]
-"""A mesh axis name, or several (``shard_map``'s ``axis_name`` of a collective)."""
-
 
 def _check_maximum(owner: str, name: str, value: Any) -> None:
     """A clipping bound: a number >= 0, ``inf`` allowed (no clipping); skipped for tracers."""
@@ -69,23 +66,6 @@ def _stateless(update_leaves) -> GradientTransformation:
 # ---------------------------------------------------------------------- norms
 
 
-def _across(collective, axis_name: AxisName | None):
-    """``collective(x, axis_name)`` (a ``psum`` or ``pmax``), or ``x`` itself without an axis."""
-    if axis_name is None:
-        return lambda x: x
-    return lambda x: collective(x, axis_name)
-
-
-def _check_axis_name(owner: str, axis_name: Any) -> None:
-    """None, a mesh axis name (a string), or a non-empty tuple of them."""
-    names = (axis_name,) if isinstance(axis_name, str) else axis_name
-    ok = axis_name is None or (
-        isinstance(names, tuple) and names and all(isinstance(n, str) for n in names)
-    )
-    if not ok:
-        _checks._fail(owner, "axis_name", axis_name, "None, a mesh axis name or a tuple of them")
-
-
 def _sqrt(x: Array) -> Array:
     """``sqrt(x)`` whose derivative at 0 is 0, not ``inf * 0``: the clipping of a
     zero gradient stays differentiable (meta-gradients through an update)."""
@@ -101,7 +81,7 @@ def _branch(overflowed: Array, rescaled, plain):
     return rescaled() if bool(overflowed) else plain()
 
 
-def _global_norm(xs: Sequence[Array], axis_name: AxisName | None = None) -> Array:
+def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) -> Array:
     """``sqrt(sum |x|^2)`` over every element of every array, in at least float32.
 
     Where the sum of squares overflows to ``inf`` while every element is finite,
@@ -114,12 +94,12 @@ def _global_norm(xs: Sequence[Array], axis_name: AxisName | None = None) -> Arra
     xs = [x.astype(tree.compute_dtype(x.dtype)) for x in xs]
     if not xs:
         return jnp.zeros([], jnp.float32)
-    total = _across(jax.lax.psum, axis_name)
+    total = tree.across(jax.lax.psum, axis_name)
     squares = total(sum(jnp.sum(tree.abs_sq(x)) for x in xs))
 
     def rescaled():
         local_big = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in xs]))
-        big = _across(jax.lax.pmax, axis_name)(local_big)
+        big = tree.across(jax.lax.pmax, axis_name)(local_big)
         safe = jnp.where(jnp.isfinite(big) & (big > 0), big, 1)
         again = safe * _sqrt(total(sum(jnp.sum(tree.abs_sq(x / safe)) for x in xs)))
         return jnp.where(jnp.isfinite(big), again, _sqrt(squares))
@@ -209,7 +189,7 @@ def clip(max_delta: float | Array) -> GradientTransformation:
 
 
 def clip_by_global_norm(
-    max_norm: float | Array, axis_name: AxisName | None = None
+    max_norm: float | Array, axis_name: tree.AxisName | None = None
 ) -> GradientTransformation:
     """Rescales the updates so that their global norm is at most ``max_norm``.
 
@@ -262,7 +242,7 @@ def clip_by_global_norm(
       neural networks, Alg. 1; Goodfellow, Bengio & Courville (2016), Sec. 10.11.1.
     """
     _check_maximum("clip_by_global_norm", "max_norm", max_norm)
-    _check_axis_name("clip_by_global_norm", axis_name)
+    _checks.axis_name("clip_by_global_norm", axis_name)
 
     def update(updates, params):
         del params

@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 import gradtx
 from gradtx.checkpoint import restore_state
+from gradtx.second_order.linesearch import linesearch_states
 from gradtx.sharding import mirror_indices, state_shardings, zero1_state_shardings
 from tests.registry import NAMED_OPTIMIZERS
 
@@ -411,6 +412,131 @@ def check_shard_map_clip(devices):
     return out
 
 
+def _block_loss(params, curvature):
+    """A separable loss: every term reads elements that the same device holds.
+
+    An ill-conditioned quadratic ``0.5 sum h w^2`` (``h`` from 1 to 1e3) plus
+    Rosenbrock's valley per element pair, ``sum 100 (v - u^2)^2 + (1 - u)^2``.
+    """
+    quadratic = 0.5 * jnp.sum(curvature * params["w"] ** 2)
+    u, v = params["u"], params["v"]
+    return quadratic + jnp.sum(100.0 * (v - u * u) ** 2 + (1.0 - u) ** 2)
+
+
+def _linesearch_run(tx, loss, num_steps: int, reuse: bool):
+    """``num_steps`` steps of ``tx`` in one ``lax.scan``: each step's params and the
+    line search's accepted step, evaluation count and success flag."""
+
+    def run(params, curvature):
+        value_fn = lambda p: loss(p, curvature)  # noqa: E731
+        if reuse:
+            value_and_grad = gradtx.value_and_grad_from_state(value_fn)
+        else:
+            value_and_grad = lambda p, _: jax.value_and_grad(value_fn)(p)  # noqa: E731
+
+        def step(carry, _):
+            params, state = carry
+            value, grad = value_and_grad(params, state)
+            updates, state = tx.update(
+                grad, state, params, value=value, grad=grad, value_fn=value_fn
+            )
+            params = gradtx.apply_updates(params, updates)
+            (search,) = linesearch_states(state)
+            facts = (search.learning_rate, search.num_evaluations, search.succeeded, search.value)
+            return (params, state), (params, *facts)
+
+        return jax.lax.scan(step, (params, tx.init(params)), length=num_steps)[1]
+
+    return run
+
+
+def check_shard_map_linesearch(devices, num_steps: int = 8):
+    """The line searches, L-BFGS and nonlinear CG with axis_name inside shard_map
+    vs the same optimizers on the whole arrays.
+
+    Every leaf is split into 8 blocks over ``data``; ``value_fn`` is the psum of
+    the blocks' losses. L-BFGS reads its value and gradient back from the line
+    search's state (``value_and_grad_from_state``), the others evaluate them.
+    """
+    mesh = Mesh(np.asarray(devices), ("data",))
+    rng = np.random.default_rng(4)
+    params = {
+        "w": rng.normal(size=(16, 3)).astype(np.float32),
+        "u": (-1.2 + 0.1 * rng.normal(size=(16,))).astype(np.float32),
+        "v": (1.0 + 0.1 * rng.normal(size=(16,))).astype(np.float32),
+    }
+    curvature = np.logspace(0, 3, 48).reshape(16, 3).astype(np.float32)
+    optimizers = {
+        "backtracking": lambda axis: gradtx.chain(
+            gradtx.sgd(1e-2),
+            gradtx.scale_by_backtracking_linesearch(
+                30, increase_factor=2.0, store_grad=True, axis_name=axis
+            ),
+        ),
+        # A first trial of 1 along -g overshoots (curvatures up to 1e3): every
+        # search brackets and zooms.
+        "zoom": lambda axis: gradtx.chain(
+            gradtx.sgd(1.0),
+            gradtx.scale_by_zoom_linesearch(20, initial_guess_strategy="one", axis_name=axis),
+        ),
+        "lbfgs": lambda axis: gradtx.lbfgs(memory_size=4, axis_name=axis),
+        "nonlinear_cg": lambda axis: gradtx.nonlinear_cg(axis_name=axis),
+    }
+    whole_loss = lambda p, h: jax.lax.psum(_block_loss(p, h), "data")  # noqa: E731
+    split, stacked = P("data"), P(None, "data")
+    placed = jax.device_put((params, curvature), NamedSharding(mesh, split))
+
+    def compare(sharded_tx, reference_tx, reuse):
+        sharded = jax.shard_map(
+            _linesearch_run(sharded_tx, whole_loss, num_steps, reuse),
+            mesh=mesh,
+            in_specs=(split, split),
+            out_specs=(stacked, P(), P(), P(), P()),
+        )
+        got = jax.jit(sharded)(*placed)
+        expected = jax.jit(_linesearch_run(reference_tx, _block_loss, num_steps, reuse))(
+            params, curvature
+        )
+        (got_params, *got_facts), (ref_params, *ref_facts) = got, expected
+        got_eta, got_evals, got_ok, got_value = (np.asarray(x) for x in got_facts)
+        ref_eta, ref_evals, ref_ok, ref_value = (np.asarray(x) for x in ref_facts)
+        return {
+            "params_diff": _max_diff(got_params, ref_params),
+            "params_scale": _scale(ref_params),
+            "eta_rel_diff": float(np.max(np.abs(got_eta / ref_eta - 1.0))),
+            "value_rel_diff": float(np.max(np.abs(got_value / ref_value - 1.0))),
+            "etas": ref_eta.tolist(),
+            "evaluations": got_evals.tolist(),
+            "reference_evaluations": ref_evals.tolist(),
+            "succeeded": got_ok.tolist(),
+            "reference_succeeded": ref_ok.tolist(),
+            "initial_value": float(_block_loss(params, curvature)),
+            "values": ref_value.tolist(),
+        }
+
+    out = {
+        name: compare(make("data"), make(None), reuse=name == "lbfgs")
+        for name, make in optimizers.items()
+    }
+    # The controls: without axis_name, L-BFGS's direction (or the zoom's slope)
+    # would be computed on each device's block alone; shard_map's check_vma sees
+    # the state become device-varying and refuses the program while tracing it.
+    for name, tx in {
+        "lbfgs": gradtx.chain(
+            gradtx.scale_by_lbfgs(4),
+            gradtx.scale_by_learning_rate(1.0),
+            gradtx.scale_by_zoom_linesearch(20, initial_guess_strategy="one", axis_name="data"),
+        ),
+        "zoom": optimizers["zoom"](None),
+    }.items():
+        try:
+            compare(tx, optimizers[name](None), reuse=False)
+            out[f"{name}_without_axis_name"] = "ran"
+        except TypeError as error:
+            out[f"{name}_without_axis_name"] = str(error).splitlines()[0]
+    return out
+
+
 def check_restore_sharded(params):
     """restore_state places the restored leaves with the template's shardings."""
     tx = gradtx.adam(0.1)
@@ -453,6 +579,7 @@ def main() -> dict[str, Any]:
         "collectives": check_collectives(params, grads, batch),
         "zero1": check_zero1(devices),
         "shard_map_clip": check_shard_map_clip(devices),
+        "shard_map_linesearch": check_shard_map_linesearch(devices),
         "restore_sharded": check_restore_sharded(params),
     }
 
