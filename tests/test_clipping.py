@@ -396,6 +396,39 @@ def test_gradient_whose_squares_overflow_is_clipped_in_its_direction():
     assert not bool(jnp.all(jnp.isfinite(out["a"])))
 
 
+@pytest.mark.parametrize("dtypes", [("float32",), ("float64",), ("float32", "float64")])
+def test_overflow_rescue_under_jit_gives_the_norm_to_rounding(dtypes):
+    """The jitted rescue (``sqrt(sum |x c|^2) / c``, ``c`` a power of two) against
+    numpy's norm of the same values, scaled by their largest magnitude in float64:
+    huge, moderate and tiny elements together, in every leaf dtype of ``dtypes``
+    (the widest one's squares overflow), and a one-element leaf, for which XLA's
+    simplifier turns ``(x c)(x c)`` into ``(x x) c^2`` when ``c`` is a constant."""
+    with jax.enable_x64(True):
+        widest = np.dtype(dtypes[-1])
+        big = float(np.sqrt(np.finfo(widest).max)) * 4  # its square overflows widest
+        leaves = {
+            name: np.asarray([big, -big / 3, 1e-3, 7.0], dtype)
+            if np.dtype(dtype) == widest
+            else np.asarray([1e15, -2.0, 3e-20], dtype)
+            for name, dtype in zip("ab", dtypes, strict=False)
+        }
+        # A one-element leaf: where XLA once folded the scaling constant away.
+        leaves["c"] = np.asarray([-big / 2], widest)
+        values = np.concatenate([leaf.astype(np.float64) for leaf in leaves.values()])
+        scale = np.max(np.abs(values))
+        norm = scale * np.linalg.norm(values / scale)  # no overflow in float64
+        out = jax.jit(lambda g: clip_by_global_norm(2.0).update(g, EMPTY)[0])(
+            jax.tree.map(jnp.asarray, leaves)
+        )
+        for name, leaf in leaves.items():
+            assert out[name].dtype == leaf.dtype
+            # Rounded to the leaf's dtype (a float32 leaf beside a huge float64 one
+            # underflows to 0, as it should).
+            expected = (leaf.astype(np.float64) * (2.0 / norm)).astype(leaf.dtype)
+            rtol = 4 * float(np.finfo(leaf.dtype).eps)
+            np.testing.assert_allclose(np.asarray(out[name]), expected, rtol=rtol)
+
+
 @pytest.mark.parametrize("name", sorted(ALL))
 def test_derivative_through_the_clipping_of_a_zero_gradient_is_finite(name):
     params = _tree(jnp.float32)

@@ -219,7 +219,8 @@ def test_plot_writes_a_png_with_one_panel_per_measured_metric(tmp_path):
     path = plot_learning_curves(runs, tmp_path / "curves.png", title="sgd")
     assert path == str(tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
-    assert _png_size(tmp_path / "curves.png") == (1950, 360)  # 4 panels of 450 x 360, a legend of 150
+    # 4 panels of 450 x 360 and a legend column of 150
+    assert _png_size(tmp_path / "curves.png") == (1950, 360)
     only_loss = plot_learning_curves({"a dict": as_dict}, tmp_path / "loss.png")
     assert _png_size(tmp_path / "loss.png") == (600, 360)  # the other metrics are absent
     assert only_loss.endswith("loss.png")

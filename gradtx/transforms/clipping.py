@@ -81,15 +81,39 @@ def _branch(overflowed: Array, rescaled, plain):
     return rescaled() if bool(overflowed) else plain()
 
 
+def _no_overflow_scale(dtype: Any) -> float:
+    """A power of two ``c`` for which ``sum |x c|^2`` over up to ``2^40`` finite
+    elements of ``dtype`` cannot overflow: ``c = 2^-(e/2 + 20)``, ``2^e`` the
+    dtype's overflow threshold (float32: ``2^-84``; float64: ``2^-532``).
+
+    Multiplying by a power of two is exact; the elements it flushes to zero
+    (``|x| < 2^21`` in float32) add at most ``2^82`` to a sum that overflowed
+    (``>= 2^128``), a relative ``2^-46``.
+    """
+    return 2.0 ** -(jnp.finfo(dtype).maxexp // 2 + 20)
+
+
+def _runtime_scale(squares: Array) -> Array:
+    """:func:`_no_overflow_scale` where ``squares`` overflowed, else 1, as a value
+    XLA cannot fold: with a constant ``c``, its simplifier rewrites
+    ``(x c) (x c)`` as ``(x x) c^2``, and ``c^2`` underflows to 0 (float32)."""
+    return jnp.where(jnp.isposinf(squares), _no_overflow_scale(squares.dtype), 1).astype(
+        squares.dtype
+    )
+
+
 def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) -> Array:
     """``sqrt(sum |x|^2)`` over every element of every array, in at least float32.
 
-    Where the sum of squares overflows to ``inf`` while every element is finite,
-    it is recomputed as ``m * sqrt(sum |x / m|^2)``, ``m`` the largest magnitude;
-    that second pass runs only when the first overflowed. With ``axis_name`` the
-    arrays are this device's blocks of arrays split over that mesh axis: the sums
-    are ``psum``-med and the maximum ``pmax``-ed across it, so every device gets
-    the norm of the whole arrays (and takes the same branch).
+    Where the sum of squares overflows to ``inf``, it is recomputed as
+    ``sqrt(sum |x c|^2) / c`` with the power of two ``c`` of
+    :func:`_no_overflow_scale`; that second pass runs only when the first
+    overflowed, and it is one reduction per array (the compiled program stays
+    small on trees of thousands of leaves). A norm beyond the dtype's range is
+    ``inf``; a NaN element gives NaN. With ``axis_name`` the arrays are this
+    device's blocks of arrays split over that mesh axis: the sums are
+    ``psum``-med across it, so every device gets the norm of the whole arrays
+    (and takes the same branch).
     """
     xs = [x.astype(tree.compute_dtype(x.dtype)) for x in xs]
     if not xs:
@@ -98,11 +122,10 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
     squares = total(sum(jnp.sum(tree.abs_sq(x)) for x in xs))
 
     def rescaled():
-        local_big = jnp.max(jnp.stack([jnp.max(jnp.abs(x), initial=0) for x in xs]))
-        big = tree.across(jax.lax.pmax, axis_name)(local_big)
-        safe = jnp.where(jnp.isfinite(big) & (big > 0), big, 1)
-        again = safe * _sqrt(total(sum(jnp.sum(tree.abs_sq(x / safe)) for x in xs)))
-        return jnp.where(jnp.isfinite(big), again, _sqrt(squares))
+        # Each array in the dtype of the sum (a float32 leaf beside a float64 one).
+        c = _runtime_scale(squares)
+        wide = [x.astype(jnp.result_type(x.dtype, squares.dtype)) for x in xs]
+        return _sqrt(total(sum(jnp.sum(tree.abs_sq(x * c)) for x in wide))) / c
 
     return _branch(jnp.isposinf(squares), rescaled, lambda: _sqrt(squares))
 
@@ -119,10 +142,8 @@ def _unit_norms(xs: Sequence[Array], axes: Sequence[Any]) -> list[Array]:
     def rescaled():
         out = []
         for x, a, sq in zip(xs, axes, squares, strict=True):
-            big = jnp.max(jnp.abs(x), a, keepdims=True, initial=0)
-            safe = jnp.where(jnp.isfinite(big) & (big > 0), big, 1)
-            again = safe * _sqrt(jnp.sum(tree.abs_sq(x / safe), a, keepdims=True))
-            out.append(jnp.where(jnp.isposinf(sq) & jnp.isfinite(big), again, _sqrt(sq)))
+            c = _runtime_scale(sq)  # per unit: 1 where its sum did not overflow
+            out.append(_sqrt(jnp.sum(tree.abs_sq(x * c), a, keepdims=True)) / c)
         return out
 
     overflowed = jnp.any(jnp.stack([jnp.any(jnp.isposinf(sq)) for sq in squares]))
