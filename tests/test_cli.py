@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from gradtx.problems import logreg, quadratic
 from gradtx.race import Result, rank
 from gradtx.training.curves import StepMetrics
 from gradtx.training.search import log_uniform, random_search
+from tests.repo_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -374,17 +373,7 @@ def test_plain_progress_without_rich_or_tqdm(capsys, monkeypatch):
 
 
 def python_m(*argv):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "gradtx.cli", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-    )
+    return run_python("-m", "gradtx.cli", *argv, timeout=300)
 
 
 def test_console_script_rich_table():

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import gradtx
+from tests.repo_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,12 +32,7 @@ def test_readme_main_job_races_the_default_optimizers_on_digits(tmp_path):
     assert program == "gradtx" and args[0] == "compare"
     out = tmp_path / "results"
     args = [a if a != "results" else str(out) for a in args]
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    done = subprocess.run(
-        [sys.executable, "-m", "gradtx.cli", *args, "--plain", "--no-progress"],
-        cwd=ROOT, env=env, capture_output=True, text=True, encoding="utf-8", timeout=600,
-    )  # fmt: skip
+    done = run_python("-m", "gradtx.cli", *args, "--plain", "--no-progress")
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "compare-digits.json").read_text())
     assert (out / "compare-digits.png").stat().st_size > 10_000

@@ -15,11 +15,10 @@ path end to end, and the same accuracy bar.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.repo_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -29,17 +28,7 @@ NUMBER = r"([-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?)"
 
 def run_example(name: str, *flags: str) -> str:
     """Runs ``examples/<name>`` with ``flags``; its standard output."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *flags],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=600,
-    )
+    result = run_python(str(EXAMPLES / name), *flags)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 
