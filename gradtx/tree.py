@@ -129,6 +129,26 @@ def map_unzip(fn: Any, n: int, first: Any, *rest: Any) -> tuple[Any, ...]:
     return tuple(treedef.unflatten(list(column)) for column in columns)
 
 
+def once_per_dtype(fn: Any) -> Any:
+    """``dtype -> fn(dtype)``, computed once per dtype and then reused.
+
+    For the scalars of one update that every leaf of a dtype shares (bias
+    corrections, RAdam's ``r_t``): built inside ``update`` and called from the
+    per-leaf step, they are traced once per dtype instead of once per leaf, so a
+    tree of thousands of leaves traces and compiles thousands of times fewer
+    scalar operations (XLA would merge the copies, but only after paying for them).
+    """
+    values: dict[Any, Any] = {}
+
+    def cached(dtype: Any) -> Any:
+        key = jnp.dtype(dtype)
+        if key not in values:
+            values[key] = fn(key)
+        return values[key]
+
+    return cached
+
+
 # ---------------------------------------------------------------------- counters
 
 

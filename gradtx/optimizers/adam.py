@@ -57,11 +57,15 @@ def denominator(nu_hat, eps, eps_root):
     return jnp.sqrt(nu_hat + eps_root) + eps
 
 
-def moment_transformation(owner, state_type, leaf, mu_dtype, nu_dtype) -> GradientTransformation:
+def moment_transformation(
+    owner, state_type, leaf, mu_dtype, nu_dtype, scalars=None
+) -> GradientTransformation:
     """A block whose state is ``(count, mu, nu)`` and whose step is per leaf.
 
-    The scaffold shared by Adam, AdaMax and RAdam: ``leaf(g, mu, nu, t)`` returns
-    the leaf's output and its new moments, ``t`` the step number after this one.
+    The scaffold shared by Adam, AdaMax and RAdam: ``leaf(g, mu, nu, shared)``
+    returns the leaf's output and its new moments. ``shared(dtype)`` is
+    ``scalars(t, dtype)``, ``t`` the step number after this one, computed once
+    per dtype in each update (:func:`gradtx.tree.once_per_dtype`), not per leaf.
     """
 
     def init_fn(params):
@@ -71,12 +75,27 @@ def moment_transformation(owner, state_type, leaf, mu_dtype, nu_dtype) -> Gradie
         del params, extra_args
         tree.check_structure(state.mu, updates, owner=owner)
         count = tree.safe_increment(state.count)
+        shared = tree.once_per_dtype(lambda dtype: scalars(count, dtype))
         out, mu, nu = tree.map_unzip(
-            lambda g, m, v: leaf(g, m, v, count), 3, updates, state.mu, state.nu
+            lambda g, m, v: leaf(g, m, v, shared), 3, updates, state.mu, state.nu
         )
         return out, state_type(count, mu, nu)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def bias_corrections(b1: Any, b2: Any, nesterov: bool):
+    """``scalars(t, dtype)`` for :func:`moment_transformation`: ``1 - b1^t``,
+    ``1 - b2^t`` and, with ``nesterov``, ``1 - b1^(t+1)`` (else None)."""
+
+    def scalars(count, dtype):
+        return (
+            tree.bias_correction_factor(b1, count, dtype),
+            tree.bias_correction_factor(b2, count, dtype),
+            tree.bias_correction_factor(b1, count + 1, dtype) if nesterov else None,
+        )
+
+    return scalars
 
 
 def scale_by_adam(
@@ -125,15 +144,13 @@ def scale_by_adam(
     """
     check_adam_args("scale_by_adam", b1, b2, eps, eps_root, mu_dtype, nu_dtype)
 
-    def leaf(g, mu, nu, count):
+    def leaf(g, mu, nu, shared):
         c = tree.compute_dtype(g.dtype)
         new_mu = tree.moment_leaf(g, mu, b1, 1)
         new_nu = tree.moment_leaf(g, nu, b2, 2)
-        bc1 = tree.bias_correction_factor(b1, count, c)
-        bc2 = tree.bias_correction_factor(b2, count, c)
+        bc1, bc2, bc1_next = shared(c)
         mu_c = new_mu.astype(c)
         if nesterov:
-            bc1_next = tree.bias_correction_factor(b1, count + 1, c)
             mu_hat = b1 * mu_c / bc1_next + (1 - b1) * g.astype(c) / bc1
         else:
             mu_hat = mu_c / bc1
@@ -146,7 +163,10 @@ def scale_by_adam(
             out = tree.divide_by_root(mu_hat, denominator(nu_c / bc2, eps, eps_root))
         return out.astype(g.dtype), new_mu, new_nu
 
-    return moment_transformation("scale_by_adam", ScaleByAdamState, leaf, mu_dtype, nu_dtype)
+    scalars = bias_corrections(b1, b2, nesterov)
+    return moment_transformation(
+        "scale_by_adam", ScaleByAdamState, leaf, mu_dtype, nu_dtype, scalars
+    )
 
 
 def adam(

@@ -54,7 +54,12 @@ import jax.numpy as jnp
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
-from gradtx.optimizers.adam import check_adam_args, denominator, moment_transformation
+from gradtx.optimizers.adam import (
+    bias_corrections,
+    check_adam_args,
+    denominator,
+    moment_transformation,
+)
 from gradtx.transforms.scale import scale_by_learning_rate
 
 BelowThreshold = Literal["momentum", "skip"]
@@ -191,16 +196,14 @@ def scale_by_radam(
         "scale_by_radam", b1, b2, eps, eps_root, threshold, below_threshold, mu_dtype, nu_dtype
     )
 
-    def leaf(g, mu, nu, count):
+    def leaf(g, mu, nu, shared):
         c = tree.compute_dtype(g.dtype)
         r = tree.real_dtype(c)
         new_mu = tree.moment_leaf(g, mu, b1, 1)
         new_nu = tree.moment_leaf(g, nu, b2, 2)
-        bc1 = tree.bias_correction_factor(b1, count, c)
-        bc2 = tree.bias_correction_factor(b2, count, c)
+        (bc1, bc2, bc1_next), (rectified, r_t) = shared(c)
         mu_c = new_mu.astype(c)
         if nesterov:
-            bc1_next = tree.bias_correction_factor(b1, count + 1, c)
             mu_hat = b1 * mu_c / bc1_next + (1 - b1) * g.astype(c) / bc1
         else:
             mu_hat = mu_c / bc1
@@ -211,12 +214,19 @@ def scale_by_radam(
             )
         else:
             adam = tree.divide_by_root(mu_hat, denominator(nu_c / bc2, eps, eps_root))
-        rectified, r_t = rectification(b2, count, threshold, r)
         fallback = mu_hat if below_threshold == "momentum" else jnp.zeros_like(mu_hat)
         out = jnp.where(rectified, r_t * adam, fallback)
         return out.astype(g.dtype), new_mu, new_nu
 
-    return moment_transformation("scale_by_radam", ScaleByRadamState, leaf, mu_dtype, nu_dtype)
+    corrections = bias_corrections(b1, b2, nesterov)
+
+    def scalars(count, dtype):
+        r = tree.real_dtype(dtype)
+        return corrections(count, dtype), rectification(b2, count, threshold, r)
+
+    return moment_transformation(
+        "scale_by_radam", ScaleByRadamState, leaf, mu_dtype, nu_dtype, scalars
+    )
 
 
 def radam(
