@@ -1,0 +1,146 @@
+"""Measurements behind the speed targets that XLA:CPU does not let any optimizer reach.
+
+Three facts, each measured on whatever JAX's default backend is (they are about
+XLA:CPU; on a GPU the numbers differ):
+
+1. **Kernels per leaf.** XLA:CPU gives every output array its own kernel (no
+   multi-output fusion: the option is not even accepted as a compile option).
+   An Adam step writes three arrays per leaf (``m``, ``v``, the params), so it is
+   three kernels per leaf in gradtx and in Optax alike. Each kernel reads what it
+   needs again: ``m``: read ``g, m``, write ``m``; ``v``: read ``g, v``, write ``v``;
+   params: read ``p, m, v``, write ``p``: 40 bytes per float32 parameter against
+   the 28 a fused step would move, so at most 70% of the roofline.
+2. **Cutting one buffer into many leaves.** A flat-buffer mode needs one slice per
+   leaf to hand the user's tree back. Slicing one buffer into 2000 leaves of 1000
+   floats costs tens of seconds of XLA compile time by itself, more than Optax's
+   whole Adam step on that tree, while concatenating them costs about a second.
+3. **Lookahead is Adam plus a sync.** ``lookahead(adam)`` cannot be faster than
+   ``adam``: Optax's lookahead over plain Adam is the most it can gain.
+
+Usage::
+
+    python benchmarks/xla_cpu_limits.py            # about a minute on 2 cores
+    python benchmarks/xla_cpu_limits.py --leaves 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gradtx
+
+
+def fusion_count(compiled: Any) -> int:
+    """The number of kernels (fusions) in a compiled program's entry computation."""
+    text = compiled.as_text()
+    entry = text[text.index("ENTRY") :]
+    return len(re.findall(r"= \S+ fusion\(", entry))
+
+
+def adam_step(tx: Any) -> Callable:
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def kernels_per_leaf() -> dict[str, float]:
+    """Adam's kernels per leaf in gradtx and Optax, from two tree sizes' difference."""
+    out = {}
+    for name, make in (("gradtx", gradtx.adam), ("optax", optax.adam)):
+        counts = []
+        for leaves in (4, 8):
+            params = {f"p{i}": jnp.ones(1000) for i in range(leaves)}
+            tx = make(1e-3)
+            compiled = jax.jit(adam_step(tx)).lower(params, tx.init(params), params).compile()
+            counts.append(fusion_count(compiled))
+        out[name] = (counts[1] - counts[0]) / 4
+    try:
+        jax.jit(lambda x: x + 1).lower(jnp.ones(3)).compile(
+            compiler_options={"xla_cpu_use_multi_output_fusion": True}
+        )
+        out["multi_output_fusion_option"] = "accepted"
+    except Exception as error:  # XLA's error type varies by version
+        out["multi_output_fusion_option"] = str(error).splitlines()[0][:120]
+    return out
+
+
+def compile_seconds(fn: Callable, *args: Any) -> float:
+    start = time.perf_counter()
+    jax.jit(fn).lower(*args).compile()
+    return time.perf_counter() - start
+
+
+def slicing_cost(leaves: int, size: int) -> dict[str, float]:
+    """Compile seconds: concatenating ``leaves`` arrays, cutting a buffer back into them."""
+    parts = [jnp.ones(size) for _ in range(leaves)]
+    buffer = jnp.ones(leaves * size)
+
+    def cut(b):
+        return [jax.lax.slice_in_dim(b, i * size, (i + 1) * size) for i in range(leaves)]
+
+    params = {f"p{i}": p for i, p in enumerate(parts)}
+    tx = optax.adam(1e-3)
+    return {
+        "concatenate": compile_seconds(jnp.concatenate, parts),
+        "slice_into_leaves": compile_seconds(cut, buffer),
+        "optax_adam_step": compile_seconds(adam_step(tx), params, tx.init(params), params),
+    }
+
+
+def median_step_ms(step: Callable, params: Any, state: Any, grads: Any, steps: int = 30) -> float:
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+    for _ in range(3):
+        params, state = compiled(params, state, grads)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        params, state = compiled(params, state, grads)
+        jax.block_until_ready((params, state))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def lookahead_bound(size: int) -> dict[str, float]:
+    """Step times (ms) of plain Adam and of Optax's and gradtx's lookahead(adam)."""
+    grads = {"w": jnp.full((size,), 0.01)}
+
+    def fresh():
+        return {"w": jnp.ones((size,))}
+
+    plain = gradtx.adam(1e-3)
+    ours = gradtx.lookahead(gradtx.adam(1e-3), sync_period=6, slow_step_size=0.5)
+    theirs = optax.lookahead(optax.adam(1e-3), sync_period=6, slow_step_size=0.5)
+    wrapped = optax.LookaheadParams(fresh(), fresh())
+    out = {
+        "adam": median_step_ms(adam_step(plain), fresh(), plain.init(fresh()), grads),
+        "gradtx_lookahead": median_step_ms(adam_step(ours), fresh(), ours.init(fresh()), grads),
+        "optax_lookahead": median_step_ms(adam_step(theirs), wrapped, theirs.init(wrapped), grads),
+    }
+    out["optax_lookahead_over_adam"] = out["optax_lookahead"] / out["adam"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leaves", type=int, default=2000, help="for the slicing test")
+    parser.add_argument("--size", type=int, default=4_000_000, help="floats, lookahead test")
+    args = parser.parse_args()
+    print(f"JAX {jax.__version__} on {jax.default_backend()}, Optax {optax.__version__}")
+    print("1. Adam kernels per leaf:", kernels_per_leaf())
+    print(f"2. compile seconds, {args.leaves} leaves of 1000:", slicing_cost(args.leaves, 1000))
+    print(f"3. step ms on one leaf of {args.size:,} floats:", lookahead_bound(args.size))
+
+
+if __name__ == "__main__":
+    main()
