@@ -61,7 +61,14 @@ def hessian_vector_product(value_fn: _common.ValueFn, params: Any, v: Any) -> An
     return jax.jvp(jax.grad(value_fn), (params,), (v,))[1]
 
 
-def truncated_cg(matvec: Any, g: Any, *, max_steps: int, tolerance: Array) -> tuple[Any, Array]:
+def truncated_cg(
+    matvec: Any,
+    g: Any,
+    *,
+    max_steps: int,
+    tolerance: Array,
+    axis_name: tree.AxisName | None = None,
+) -> tuple[Any, Array]:
     """Approximately solves ``B u = g`` for a symmetric ``B`` given by ``matvec``.
 
     Linear conjugate gradient from ``u_0 = 0`` (Nocedal & Wright 2006, Alg. 5.2),
@@ -75,24 +82,26 @@ def truncated_cg(matvec: Any, g: Any, *, max_steps: int, tolerance: Array) -> tu
       g: the right-hand side (the gradient).
       max_steps: the cap on iterations.
       tolerance: the absolute tolerance on the residual's norm.
+      axis_name: ``None``, or the ``shard_map`` axis over which every leaf of
+        ``g`` is split: the dot products are ``psum``-med over it.
 
     Returns:
       ``(u, iterations)``.
     """
     zero = jax.tree.map(jnp.zeros_like, g)
-    rr0 = _common.vdot(g, g)
+    rr0 = _common.vdot(g, g, axis_name)
 
     def not_done(carry):
         return (carry.step < max_steps) & ~carry.done
 
     def iterate(carry):
         bp = matvec(carry.p)
-        curvature = _common.vdot(carry.p, bp)
+        curvature = _common.vdot(carry.p, bp, axis_name)
         negative = curvature <= 0
         alpha = jnp.where(negative, 0.0, carry.rr / jnp.where(negative, 1.0, curvature))
         u = _common.axpy(alpha, carry.p, carry.u)
         r = _common.axpy(-alpha, bp, carry.r)
-        rr = _common.vdot(r, r)
+        rr = _common.vdot(r, r, axis_name)
         beta = rr / jnp.where(carry.rr > 0, carry.rr, 1.0)
         p = _common.axpy(beta, carry.p, r)
         # Negative curvature on the first iteration: fall back to steepest descent.
@@ -115,6 +124,7 @@ def scale_by_hessian_free(
     *,
     max_cg_steps: int = 100,
     cg_tol: float | Array | None = None,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""Preconditions the gradient by ``(H + lambda I)^-1`` through truncated CG.
 
@@ -136,6 +146,12 @@ def scale_by_hessian_free(
         al.; Martens 2010 adapts it, here it is fixed or scheduled by the caller).
       max_cg_steps: the cap on CG iterations (each is one Hessian-vector product).
       cg_tol: None, or the relative residual tolerance in ``(0, 1)``.
+      axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
+        axes) of a ``shard_map`` over which every leaf of the params is split:
+        the dot products of CG and ``|g|`` are ``psum``-med over it, so every
+        device takes the unsharded run's decisions. ``value_fn`` must then
+        return the loss of the whole problem (e.g. a ``psum`` of the blocks'
+        losses), so that its Hessian-vector products are this device's blocks.
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn``.
@@ -165,6 +181,7 @@ def scale_by_hessian_free(
     """
     owner = "scale_by_hessian_free"
     _checks.non_negative(owner, "damping", damping)
+    _checks.axis_name(owner, axis_name)
     _checks.positive_int(owner, "max_cg_steps", max_cg_steps)
     if cg_tol is not None:
         _checks.in_range(owner, "cg_tol", cg_tol, 0.0, 1.0)
@@ -191,12 +208,14 @@ def scale_by_hessian_free(
             hv = hessian_vector_product(loss_in_dtype, at, v)
             return _common.axpy(jnp.asarray(damping, dtype), v, tree.cast(hv, dtype))
 
-        g_norm = jnp.sqrt(_common.vdot(g, g))
+        g_norm = jnp.sqrt(_common.vdot(g, g, axis_name))
         if cg_tol is None:
             tolerance = jnp.minimum(0.5, jnp.sqrt(g_norm)) * g_norm
         else:
             tolerance = cg_tol * g_norm
-        u, steps = truncated_cg(matvec, g, max_steps=max_cg_steps, tolerance=tolerance)
+        u, steps = truncated_cg(
+            matvec, g, max_steps=max_cg_steps, tolerance=tolerance, axis_name=axis_name
+        )
         new_state = ScaleByHessianFreeState(tree.safe_increment(state.count), steps)
         return tree.cast_like(u, updates), new_state
 
@@ -210,6 +229,7 @@ def hessian_free(
     max_cg_steps: int = 100,
     cg_tol: float | Array | None = None,
     linesearch: GradientTransformation | None = None,
+    axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     """Hessian-free (truncated) Newton: ``-epsilon (H + lambda I)^-1 g`` by CG.
 
@@ -222,6 +242,8 @@ def hessian_free(
       max_cg_steps: the cap on CG iterations per step.
       cg_tol: None (Nocedal & Wright's forcing term) or a relative tolerance.
       linesearch: a line search to chain after the step, or None.
+      axis_name: see :func:`scale_by_hessian_free`; a ``linesearch`` is used as
+        given: build it with the same ``axis_name``.
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn``.
@@ -238,8 +260,11 @@ def hessian_free(
       Nocedal & Wright (2006), Alg. 7.1. Martens (2010).
     """
     _checks.learning_rate("hessian_free", learning_rate)
+    _checks.axis_name("hessian_free", axis_name)
     members = [
-        scale_by_hessian_free(damping, max_cg_steps=max_cg_steps, cg_tol=cg_tol),
+        scale_by_hessian_free(
+            damping, max_cg_steps=max_cg_steps, cg_tol=cg_tol, axis_name=axis_name
+        ),
         scale_by_learning_rate(learning_rate),
     ]
     if linesearch is not None:

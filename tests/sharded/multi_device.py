@@ -451,8 +451,8 @@ def _linesearch_run(tx, loss, num_steps: int, reuse: bool):
 
 
 def check_shard_map_linesearch(devices, num_steps: int = 8):
-    """The line searches, L-BFGS and nonlinear CG with axis_name inside shard_map
-    vs the same optimizers on the whole arrays.
+    """The line searches, L-BFGS, nonlinear CG and Hessian-free Newton with
+    axis_name inside shard_map vs the same optimizers on the whole arrays.
 
     Every leaf is split into 8 blocks over ``data``; ``value_fn`` is the psum of
     the blocks' losses. L-BFGS reads its value and gradient back from the line
@@ -481,6 +481,11 @@ def check_shard_map_linesearch(devices, num_steps: int = 8):
         ),
         "lbfgs": lambda axis: gradtx.lbfgs(memory_size=4, axis_name=axis),
         "nonlinear_cg": lambda axis: gradtx.nonlinear_cg(axis_name=axis),
+        # Truncated CG on Hessian-vector products of the psum-ed loss, then Armijo.
+        "hessian_free": lambda axis: gradtx.hessian_free(
+            axis_name=axis,
+            linesearch=gradtx.scale_by_backtracking_linesearch(30, store_grad=True, axis_name=axis),
+        ),
     }
     whole_loss = lambda p, h: jax.lax.psum(_block_loss(p, h), "data")  # noqa: E731
     split, stacked = P("data"), P(None, "data")
