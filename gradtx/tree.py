@@ -189,7 +189,7 @@ def global_norm(tree: Any) -> Array:
 
 
 def across(collective: Any, axis_name: AxisName | None) -> Any:
-    """``x -> collective(x, axis_name)`` (``jax.lax.psum``, ``pmax``), or ``x -> x`` for None.
+    """``x -> collective(x, axis_name)`` (e.g. ``jax.lax.psum``), or ``x -> x`` for None.
 
     A reduction over the whole tree inside ``shard_map`` sees only this device's
     block of each leaf; passing its local result through ``across`` completes it

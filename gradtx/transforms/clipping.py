@@ -225,9 +225,9 @@ def clip_by_global_norm(
     Under :func:`jax.jit` with sharded arrays nothing is needed: XLA sums the
     squares of each device's block and all-reduces one scalar. Inside
     :func:`jax.shard_map`, where each device sees only its block of every leaf,
-    pass ``axis_name``: the sum of squares (and the maximum of the overflow
-    rescue) is reduced across that axis, so every device clips by the norm of
-    the whole tree, as the unsharded computation does.
+    pass ``axis_name``: the sum of squares (and that of the overflow rescue) is
+    ``psum``-med across that axis, so every device clips by the norm of the
+    whole tree, as the unsharded computation does.
 
     Args:
       max_norm: ``v``, the largest global norm, >= 0 (``inf``: no clipping).

@@ -374,7 +374,7 @@ def check_shard_map_clip(devices):
     cases = {
         "clipped": (base, 1.0),
         "unclipped": (base, 100.0),
-        # The squares overflow float32: the rescued second pass, with a pmax across devices.
+        # The squares overflow float32: the rescued second pass, psum-med across devices.
         "overflow": (jax.tree.map(lambda x: x * np.float32(1e20), base), 1.0),
         "zeros": (jax.tree.map(np.zeros_like, base), 0.0),
     }
