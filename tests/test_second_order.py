@@ -507,7 +507,12 @@ def test_minimize_under_jit(max_steps):
         value, grad = jax.value_and_grad(problem.loss)(result.params)
     x = problem.flatten(result.params)
     grad_norm = float(np.linalg.norm(problem.jac(x)))
-    assert 1 <= int(result.num_steps) <= max_steps
+    if max_steps == 5:
+        # L-BFGS needs 26 steps here: the cap stops it, and it says it did not converge.
+        assert int(result.num_steps) == 5 and not bool(result.converged)
+    else:
+        # It stopped on the tolerance, not on the cap.
+        assert bool(result.converged) and int(result.num_steps) < max_steps
     assert float(result.value) == pytest.approx(problem.fun(x), rel=1e-12)
     assert float(result.value) == pytest.approx(float(value), rel=1e-12)
     np.testing.assert_allclose(problem.flatten(result.grad), problem.jac(x), atol=1e-10)

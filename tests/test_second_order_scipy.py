@@ -123,7 +123,11 @@ def test_reaches_scipy_minimiser(method, name):
     assert np.max(np.abs(x - scipy_minimiser(name))) <= PARAMS_ATOL
     grad_norm = np.linalg.norm(problem.jac(x))
     assert grad_norm <= GRAD_BOUND
-    assert 1 <= int(result.num_steps) < MAX_STEPS
+    # Its iteration count is that of scipy's counterpart to within a factor of 5
+    # (python -m tests.reference.report_second_order lists both; the widest gap,
+    # BFGS on the condition-1e4 quadratic, is 133 against 31: see scale_by_bfgs).
+    scipy_steps = scipy_result(name, METHODS[method][1]).nit
+    assert int(result.num_steps) <= 5 * scipy_steps, (int(result.num_steps), scipy_steps)
     assert bool(result.converged) == (np.linalg.norm(problem.flatten(result.grad)) <= TOL)
 
 
