@@ -99,7 +99,11 @@ def state_differences(template: OptState, restored: Any) -> list[str]:
       >>> state_differences(gradtx.adam(0.1).init(params), gradtx.sgd(0.1, 0.9).init(params))
       ['missing: 0/count, 0/mu/w, 0/nu/w', 'not in the template: 0/trace/w']
     """
-    want, got = _named_leaves(template), _named_leaves(restored)
+    return _differences(_named_leaves(template), _named_leaves(restored))
+
+
+def _differences(want: dict, got: dict) -> list[str]:
+    """:func:`state_differences` on the two trees' named leaves."""
     missing = [_shown(path) for path in want if path not in got]
     unexpected = [_shown(path) for path in got if path not in want]
     problems = []
@@ -170,13 +174,13 @@ def restore_state(template: OptState, restored: Any) -> OptState:
       ...
       ValueError: restore_state: ... (0/mu/w: dtype float32, expected bfloat16).
     """
-    problems = state_differences(template, restored)
+    want, got = _named_leaves(template), _named_leaves(restored)
+    problems = _differences(want, got)
     if problems:
         raise ValueError(
             "restore_state: the restored state does not match the template "
             f"({'; '.join(problems)})."
         )
-    want, got = _named_leaves(template), _named_leaves(restored)
     default = jnp.zeros((), jnp.int8).sharding
     leaves = [_as_template_leaf(leaf, got[path], default) for path, leaf in want.items()]
     return jax.tree.unflatten(jax.tree.structure(template), leaves)
