@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -306,6 +307,66 @@ def test_jit_compiles_once_and_the_state_structure_is_stable():
         assert jax.tree.structure(s) == structure
         assert [x.dtype for x in jax.tree.leaves(s)] == dtypes
     assert len(traces) == 1
+
+
+def _distinct_kernels(compiled_text: str) -> int:
+    """The number of different fused computations, their names and metadata aside."""
+    bodies = re.findall(r"^%fused_computation\S* \((.*?)^}", compiled_text, re.M | re.S)
+    names = r"%[\w.\-]+|\bparam_[\d.]+|, metadata=\{[^}]*\}"
+    normalised = {re.sub(names, "", body).strip() for body in bodies}
+    return len(normalised)
+
+
+def _same_shaped_leaves():
+    params = {f"p{i:02d}": jnp.full((7,), 0.1 * i) for i in range(40)}
+    grads = {k: jnp.full((7,), 0.01 * (1 + i)) for i, k in enumerate(params)}
+    return params, grads
+
+
+def _jitted_step(tx):
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return gradtx.apply_updates(p, u), s
+
+    return jax.jit(step)
+
+
+@pytest.mark.parametrize("share_kernels", [True, False])
+def test_leaves_of_one_shape_share_one_kernel(share_kernels):
+    # XLA:CPU compiles each distinct kernel once; with the offsets as runtime
+    # values, the 40 same-shaped leaves are cut by one kernel, not 40 (measured
+    # compile times: benchmarks/xla_cpu_limits.py).
+    params, grads = _same_shaped_leaves()
+    tx = flat(gradtx.adam(1e-2), share_kernels=share_kernels)
+    text = _jitted_step(tx).lower(params, tx.init(params), grads).compile().as_text()
+    kernels = _distinct_kernels(text)
+    if share_kernels:
+        assert kernels <= 12  # Adam on the buffers, the count, the loop: one cut for all 40
+    else:
+        assert kernels >= 40
+
+
+def test_shared_kernels_give_the_same_numbers():
+    params, grads = _same_shaped_leaves()
+    paths = []
+    for tx in (
+        flat(gradtx.adam(1e-2), share_kernels=True),
+        flat(gradtx.adam(1e-2), share_kernels=False),
+        gradtx.adam(1e-2),
+    ):
+        step, p, s = _jitted_step(tx), params, tx.init(params)
+        for _ in range(20):
+            p, s = step(p, s, grads)
+        paths.append(p)
+    shared, per_leaf, plain = paths
+    for k in params:
+        # The same program on the buffers, cut at other offsets: bit for bit.
+        np.testing.assert_array_equal(np.asarray(shared[k]), np.asarray(per_leaf[k]))
+        # Leaf by leaf, XLA may evaluate the root by other code (module docstring):
+        # an ulp of the update, absolute here since a leaf starts at 0.
+        np.testing.assert_allclose(
+            np.asarray(shared[k]), np.asarray(plain[k]), rtol=1e-6, atol=1e-8
+        )
 
 
 def test_updates_come_back_in_each_gradients_dtype():
