@@ -331,6 +331,10 @@ def _jitted_step(tx):
     return jax.jit(step)
 
 
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu",
+    reason="a property of XLA:CPU's kernels; XLA:GPU fuses the cuts otherwise",
+)
 @pytest.mark.parametrize("share_kernels", [True, False])
 def test_leaves_of_one_shape_share_one_kernel(share_kernels):
     # XLA:CPU compiles each distinct kernel once; with the offsets as runtime
@@ -367,6 +371,51 @@ def test_shared_kernels_give_the_same_numbers():
         np.testing.assert_allclose(
             np.asarray(shared[k]), np.asarray(plain[k]), rtol=1e-6, atol=1e-8
         )
+
+
+def test_leaves_from_pack_below_up_keep_a_buffer_of_their_own():
+    params = {"big": jnp.full((4, 5), 0.5), "small": jnp.ones(3), "tiny": jnp.zeros(())}
+    grads = {"big": jnp.full((4, 5), 0.1), "small": jnp.full(3, -0.2), "tiny": jnp.array(0.3)}
+    split = flat(gradtx.adam(1e-2), pack_below=20)
+    state = split.init(params)
+    # Leaves in tree order: big (20 elements, its own buffer), small, tiny (packed).
+    assert state.layout.sizes == (("float32", 4), ("float32:0", 20))
+    assert {k: v.shape for k, v in state.inner_state[0].mu.items()} == {
+        "float32": (4,),
+        "float32:0": (20,),
+    }
+    packed = flat(gradtx.adam(1e-2), pack_below=None)
+    assert packed.init(params).layout.sizes == (("float32", 24),)
+    paths = []
+    for tx in (split, packed, gradtx.adam(1e-2)):
+        step, p, s = _jitted_step(tx), params, tx.init(params)
+        for _ in range(20):
+            p, s = step(p, s, grads)
+        paths.append(p)
+    for k in params:
+        np.testing.assert_array_equal(np.asarray(paths[0][k]), np.asarray(paths[1][k]))
+        np.testing.assert_allclose(
+            np.asarray(paths[0][k]), np.asarray(paths[2][k]), rtol=1e-6, atol=1e-8
+        )
+    assert float(paths[0]["big"][0, 0]) < 0.5  # it moved
+
+
+def test_a_leaf_with_a_buffer_of_its_own_is_not_copied():
+    # The step of a lone large leaf needs no temporary: the buffer is the leaf.
+    params = {"w": jnp.ones((256, 256))}
+    tx = flat(gradtx.adam(1e-3))
+    step = jax.jit(
+        lambda p, s, g: (lambda u, s: (gradtx.apply_updates(p, u), s))(*tx.update(g, s, p)),
+        donate_argnums=(0, 1),
+    )
+    compiled = step.lower(params, tx.init(params), params).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes < 4 * 256 * 256
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "16"])
+def test_pack_below_must_be_a_positive_integer_or_none(bad):
+    with pytest.raises(ValueError, match="pack_below must be an integer >= 1 or None"):
+        flat(gradtx.sgd(0.1), pack_below=bad)
 
 
 def test_updates_come_back_in_each_gradients_dtype():
