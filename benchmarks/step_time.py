@@ -863,20 +863,21 @@ def target_lines(result: dict) -> list[str]:
         )
     if "many_leaves" in trees and trees["many_leaves"]["methods"]:
         many = trees["many_leaves"]["methods"]
-        step = max(r["ratio"] for r in many.values())
-        compile_ = max(r["compile_ratio"] for r in many.values())
-        lines.append(
-            f"- {trees['many_leaves']['leaves']}-leaf tree, worst gradtx / Optax: "
-            f"step {step:.2f} (target <= 0.5: {verdict(step <= 0.5)}), "
-            f"compile {compile_:.2f} (target <= 0.25: {verdict(compile_ <= 0.25)})"
-        )
+        modes = [("gradtx", "", "worst gradtx / Optax")]
         if all("flat" in r for r in many.values()):
-            step = max(r["flat_ratio"] for r in many.values())
-            compile_ = max(r["flat_compile_ratio"] for r in many.values())
+            modes.append(("flat", "flat_", "with `gradtx.flat(method)`, worst flat / Optax"))
+        for _, prefix, label in modes:
+            steps = {m: r[prefix + "ratio"] for m, r in many.items()}
+            compiles = {m: r[prefix + "compile_ratio"] for m, r in many.items()}
+            step, compile_ = max(steps.values()), max(compiles.values())
+            listed = ", ".join(
+                f"{METHOD_LABELS.get(m, m)} {steps[m]:.2f} / {compiles[m]:.2f}" for m in many
+            )
             lines.append(
-                f"- the same with `gradtx.flat(method)`: step {step:.2f} "
-                f"(target <= 0.5: {verdict(step <= 0.5)}), compile {compile_:.2f} "
-                f"(target <= 0.25: {verdict(compile_ <= 0.25)})"
+                f"- {trees['many_leaves']['leaves']}-leaf tree, {label}: "
+                f"step {step:.2f} (target <= 0.5: {verdict(step <= 0.5)}), "
+                f"compile {compile_:.2f} (target <= 0.25: {verdict(compile_ <= 0.25)}); "
+                f"step / compile by method: {listed}"
             )
     for name, tree in trees.items():
         if name == "many_leaves" or not all("flat" in r for r in tree["methods"].values()):
