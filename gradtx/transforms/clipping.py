@@ -108,9 +108,8 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
     Where the sum of squares overflows to ``inf``, it is recomputed as
     ``sqrt(sum |x c|^2) / c`` with the power of two ``c`` of
     :func:`_no_overflow_scale`; that second pass runs only when the first
-    overflowed, and it is one reduction per large array and one for all the
-    small ones of a dtype (the compiled program stays small on trees of
-    thousands of leaves). A norm beyond the dtype's range is
+    overflowed, and it is one reduction per array (the compiled program stays
+    small on trees of thousands of leaves). A norm beyond the dtype's range is
     ``inf``; a NaN element gives NaN. With ``axis_name`` the arrays are this
     device's blocks of arrays split over that mesh axis: the sums are
     ``psum``-med across it, so every device gets the norm of the whole arrays
@@ -126,29 +125,9 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
         # Each array in the dtype of the sum (a float32 leaf beside a float64 one).
         c = _runtime_scale(squares)
         wide = [x.astype(jnp.result_type(x.dtype, squares.dtype)) for x in xs]
-        return _sqrt(total(sum(jnp.sum(tree.abs_sq(x * c)) for x in _few_arrays(wide)))) / c
+        return _sqrt(total(sum(jnp.sum(tree.abs_sq(x * c)) for x in wide))) / c
 
     return _branch(jnp.isposinf(squares), rescaled, lambda: _sqrt(squares))
-
-
-def _few_arrays(xs: Sequence[Array], small: int = 2**14) -> list[Array]:
-    """``xs`` with the arrays of fewer than ``small`` elements raveled and joined,
-    one array per dtype: the same elements in a few arrays.
-
-    For the rare second pass of :func:`_global_norm`: one reduction instead of
-    one per small leaf keeps the compiled program small on trees of thousands of
-    leaves (XLA:CPU compiles the branch whether it runs or not: a jitted
-    ``clip_by_global_norm`` step on 1000 leaves of 1000 floats compiled in
-    6.4 s with one reduction per leaf, 3.5 s so, Optax's in 3.1 s, on 2 CPU
-    cores), and joining only small arrays bounds the extra memory.
-    """
-    kept, joined = [], {}
-    for x in xs:
-        if x.size < small:
-            joined.setdefault(x.dtype, []).append(jnp.ravel(x))
-        else:
-            kept.append(x)
-    return kept + [jnp.concatenate(parts) for parts in joined.values()]
 
 
 def _unit_norms(xs: Sequence[Array], axes: Sequence[Any]) -> list[Array]:
