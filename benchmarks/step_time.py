@@ -466,16 +466,14 @@ def bench_method(
         entry["time"] = summarize(times)
         bound_ms = entry["minimal_bytes"] / bandwidth * 1e3
         entry["roofline_fraction"] = bound_ms / entry["time"]["median_ms"]
-    result["ratio"] = result["gradtx"]["time"]["median_ms"] / result["optax"]["time"]["median_ms"]
-    result["compile_ratio"] = (
-        result["gradtx"]["compile"]["total_s"] / result["optax"]["compile"]["total_s"]
-    )
-    if with_flat:
-        flat = result["flat"]
-        result["flat_ratio"] = flat["time"]["median_ms"] / result["optax"]["time"]["median_ms"]
-        result["flat_compile_ratio"] = (
-            flat["compile"]["total_s"] / result["optax"]["compile"]["total_s"]
-        )
+    optax_ = result["optax"]
+    for library, prefix in (("gradtx", ""), ("flat", "flat_")):
+        if library in result:
+            ours = result[library]
+            result[prefix + "ratio"] = ours["time"]["median_ms"] / optax_["time"]["median_ms"]
+            result[prefix + "compile_ratio"] = (
+                ours["compile"]["total_s"] / optax_["compile"]["total_s"]
+            )
     return result
 
 
@@ -863,10 +861,10 @@ def target_lines(result: dict) -> list[str]:
         )
     if "many_leaves" in trees and trees["many_leaves"]["methods"]:
         many = trees["many_leaves"]["methods"]
-        modes = [("gradtx", "", "worst gradtx / Optax")]
+        modes = [("", "worst gradtx / Optax")]
         if all("flat" in r for r in many.values()):
-            modes.append(("flat", "flat_", "with `gradtx.flat(method)`, worst flat / Optax"))
-        for _, prefix, label in modes:
+            modes.append(("flat_", "with `gradtx.flat(method)`, worst flat / Optax"))
+        for prefix, label in modes:
             steps = {m: r[prefix + "ratio"] for m, r in many.items()}
             compiles = {m: r[prefix + "compile_ratio"] for m, r in many.items()}
             step, compile_ = max(steps.values()), max(compiles.values())
