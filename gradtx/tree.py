@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx.base import Array
 
@@ -200,13 +201,28 @@ def across(collective: Any, axis_name: AxisName | None) -> Any:
     return lambda x: collective(x, axis_name)
 
 
-def divide_by_root(numerator: Array, denominator: Array) -> Array:
-    """``numerator / denominator``, giving 0 where the denominator is 0.
+def is_positive_constant(x: Any) -> bool:
+    """True for a Python or NumPy number that stays > 0 in float32 (the narrowest
+    compute dtype); False for anything traced, so a guard that depends on it stays."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        return False
+    return bool(np.float32(x) > 0)
+
+
+def divide_by_root(numerator: Array, denominator: Array, *, positive: bool = False) -> Array:
+    """``numerator / denominator``, with 1 in place of a denominator of 0.
 
     For the second-moment methods: their root is 0 only when every gradient so
-    far was 0, and then the numerator is 0 too, so the limit is 0, not 0/0 (which
-    is what ``eps=0`` with an all-zero gradient would otherwise give).
+    far was 0, and then the numerator is 0 too, so the output is 0, not 0/0
+    (which is what ``eps=0`` with an all-zero gradient would otherwise give).
+
+    ``positive=True`` says the caller's denominator cannot be 0: it holds a
+    constant ``eps > 0`` (:func:`is_positive_constant`). The guard, five HLO
+    ops a leaf, is then left out; the quotient is the same wherever the
+    denominator is not NaN (and where it is NaN, the NaN now reaches the output).
     """
+    if positive:
+        return numerator / denominator
     return numerator / jnp.where(denominator > 0, denominator, 1)
 
 

@@ -91,3 +91,45 @@ def test_a_real_state_dtype_for_a_complex_parameter_is_refused():
         tree.zeros_like({"z": jnp.ones(2, jnp.complex64)}, jnp.bfloat16, real=True)["z"].dtype
         == jnp.bfloat16
     )
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (1e-8, True),
+        (np.float32(1e-3), True),
+        (3, True),
+        (0.0, False),
+        (0, False),
+        (1e-50, False),  # 0 once a float32 constant
+        (True, False),
+        (jnp.float32(1e-8), False),  # an array may be traced: keep the guard
+    ],
+)
+def test_is_positive_constant_only_for_numbers_that_stay_positive_in_float32(value, expected):
+    assert tree.is_positive_constant(value) is expected
+
+
+def test_divide_by_root_guards_a_zero_denominator_unless_told_it_is_positive():
+    num, den = jnp.array([0.0, 3.0]), jnp.array([0.0, 2.0])
+    np.testing.assert_array_equal(tree.divide_by_root(num, den), [0.0, 1.5])
+    assert np.isnan(tree.divide_by_root(num, den, positive=True)[0])
+    positive = jnp.array([0.5, 2.0])
+    np.testing.assert_array_equal(
+        tree.divide_by_root(num, positive, positive=True), tree.divide_by_root(num, positive)
+    )
+
+
+@pytest.mark.parametrize("eps, selects", [(1e-8, 0), (0.0, 2)])
+def test_a_constant_eps_leaves_the_zero_guard_out_of_the_program(eps, selects):
+    import gradtx
+
+    tx = gradtx.adam(0.1, eps=eps)
+    params = {"a": jnp.zeros(3), "b": jnp.zeros(4)}
+    text = jax.jit(tx.update).lower(params, tx.init(params)).as_text()
+    # One select for the saturating step counter, one per leaf for the guard (the
+    # leaves differ in shape, so each guard is a function of its own in the text).
+    assert text.count("stablehlo.select") == 1 + selects
+    # eps = 0 and an all-zero gradient: 0, not 0/0.
+    out, _ = tx.update(params, tx.init(params))
+    assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(out))

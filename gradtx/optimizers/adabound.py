@@ -199,8 +199,9 @@ def scale_by_adabound(
         else:
             new_max = None
         root = jnp.sqrt(v) + eps
-        # A zero root means every gradient so far was 0, so m = 0: any finite rate will do.
-        root = jnp.where(root > 0, root, 1)
+        if not tree.is_positive_constant(eps):
+            # A zero root means every gradient so far was 0, so m = 0: any finite rate will do.
+            root = jnp.where(root > 0, root, 1)
         lower, upper = bounds(ratio, gamma, count, r)
         if form == "code":
             c_t = jnp.sqrt(tree.bias_correction_factor(b2, count, r))

@@ -23,7 +23,7 @@ def _rss_leaf(g, r, eps, eps_in_sqrt):
     gc = g.astype(c)
     r_new = r.astype(tree.real_dtype(c)) + tree.abs_sq(gc)
     denom = jnp.sqrt(r_new + eps) if eps_in_sqrt else jnp.sqrt(r_new) + eps
-    out = tree.divide_by_root(gc, denom)
+    out = tree.divide_by_root(gc, denom, positive=tree.is_positive_constant(eps))
     return out.astype(g.dtype), r_new.astype(r.dtype)
 
 

@@ -53,8 +53,21 @@ def init_moments(params, mu_dtype, nu_dtype):
 
 
 def denominator(nu_hat, eps, eps_root):
-    """``sqrt(nu_hat + eps_root) + eps``: eps inside and outside the root."""
-    return jnp.sqrt(nu_hat + eps_root) + eps
+    """``sqrt(nu_hat + eps_root) + eps``: eps inside and outside the root (a
+    constant ``eps_root`` of 0 is not added: ``nu_hat >= 0``, the same bits)."""
+    inside = nu_hat if _is_zero_constant(eps_root) else nu_hat + eps_root
+    return jnp.sqrt(inside) + eps
+
+
+def normalise(numerator, nu_hat, eps, eps_root):
+    """``numerator / (sqrt(nu_hat + eps_root) + eps)``, guarded against a zero
+    denominator only where ``eps`` and ``eps_root`` may both be 0 (traced, or 0)."""
+    positive = tree.is_positive_constant(eps) or tree.is_positive_constant(eps_root)
+    return tree.divide_by_root(numerator, denominator(nu_hat, eps, eps_root), positive=positive)
+
+
+def _is_zero_constant(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
 
 
 def moment_transformation(
@@ -156,11 +169,9 @@ def scale_by_adam(
             mu_hat = mu_c / bc1
         nu_c = new_nu.astype(tree.real_dtype(c))
         if eps_hat:
-            out = tree.divide_by_root(
-                mu_hat * jnp.sqrt(bc2), denominator(nu_c, eps, eps_root * bc2)
-            )
+            out = normalise(mu_hat * jnp.sqrt(bc2), nu_c, eps, eps_root * bc2)
         else:
-            out = tree.divide_by_root(mu_hat, denominator(nu_c / bc2, eps, eps_root))
+            out = normalise(mu_hat, nu_c / bc2, eps, eps_root)
         return out.astype(g.dtype), new_mu, new_nu
 
     scalars = bias_corrections(b1, b2, nesterov)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
-from gradtx.optimizers.adam import check_adam_args, denominator, init_moments
+from gradtx.optimizers.adam import check_adam_args, init_moments, normalise
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
@@ -83,7 +83,7 @@ def scale_by_amsgrad(
         else:
             new_max = jnp.maximum(nu_max.astype(r), new_nu.astype(r) / bc2)
             nu_hat = new_max
-        out = tree.divide_by_root(mu_hat, denominator(nu_hat, eps, eps_root))
+        out = normalise(mu_hat, nu_hat, eps, eps_root)
         return out.astype(g.dtype), new_mu, new_nu, new_max.astype(nu_max.dtype)
 
     def init_fn(params):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
-from gradtx.optimizers.adam import check_adam_args, denominator, init_moments
+from gradtx.optimizers.adam import check_adam_args, init_moments, normalise
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
@@ -94,7 +94,7 @@ def scale_by_nadam(
                 c
             ) * new_mu.astype(c) / (1 - p_next)
             nu_hat = new_nu.astype(tree.real_dtype(c)) / tree.bias_correction_factor(b2, count, c)
-            out = tree.divide_by_root(mixed, denominator(nu_hat, eps, eps_root))
+            out = normalise(mixed, nu_hat, eps, eps_root)
             return out.astype(g.dtype), new_mu, new_nu
 
         out, mu, nu = tree.map_unzip(leaf, 3, updates, state.mu, state.nu)

@@ -57,8 +57,8 @@ from gradtx.combine import chain
 from gradtx.optimizers.adam import (
     bias_corrections,
     check_adam_args,
-    denominator,
     moment_transformation,
+    normalise,
 )
 from gradtx.transforms.scale import scale_by_learning_rate
 
@@ -209,11 +209,9 @@ def scale_by_radam(
             mu_hat = mu_c / bc1
         nu_c = new_nu.astype(r)
         if eps_hat:
-            adam = tree.divide_by_root(
-                mu_hat * jnp.sqrt(bc2), denominator(nu_c, eps, eps_root * bc2)
-            )
+            adam = normalise(mu_hat * jnp.sqrt(bc2), nu_c, eps, eps_root * bc2)
         else:
-            adam = tree.divide_by_root(mu_hat, denominator(nu_c / bc2, eps, eps_root))
+            adam = normalise(mu_hat, nu_c / bc2, eps, eps_root)
         fallback = mu_hat if below_threshold == "momentum" else jnp.zeros_like(mu_hat)
         out = jnp.where(rectified, r_t * adam, fallback)
         return out.astype(g.dtype), new_mu, new_nu
