@@ -401,8 +401,9 @@ def test_overflow_rescue_under_jit_gives_the_norm_to_rounding(dtypes):
     """The jitted rescue (``sqrt(sum |x c|^2) / c``, ``c`` a power of two) against
     numpy's norm of the same values, scaled by their largest magnitude in float64:
     huge, moderate and tiny elements together, in every leaf dtype of ``dtypes``
-    (the widest one's squares overflow), and a one-element leaf, for which XLA's
-    simplifier turns ``(x c)(x c)`` into ``(x x) c^2`` when ``c`` is a constant."""
+    (the widest one's squares overflow), a one-element leaf, for which XLA's
+    simplifier turns ``(x c)(x c)`` into ``(x x) c^2`` when ``c`` is a constant,
+    and a large leaf, which the rescue does not join with the small ones."""
     with jax.enable_x64(True):
         widest = np.dtype(dtypes[-1])
         big = float(np.sqrt(np.finfo(widest).max)) * 4  # its square overflows widest
@@ -414,6 +415,8 @@ def test_overflow_rescue_under_jit_gives_the_norm_to_rounding(dtypes):
         }
         # A one-element leaf: where XLA once folded the scaling constant away.
         leaves["c"] = np.asarray([-big / 2], widest)
+        # A leaf of 2^14 elements: the rescue sums it alone, the small ones joined.
+        leaves["d"] = np.linspace(-big / 5, big / 7, 2**14).astype(widest)
         values = np.concatenate([leaf.astype(np.float64) for leaf in leaves.values()])
         scale = np.max(np.abs(values))
         norm = scale * np.linalg.norm(values / scale)  # no overflow in float64

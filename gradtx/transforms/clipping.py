@@ -108,8 +108,8 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
     Where the sum of squares overflows to ``inf``, it is recomputed as
     ``sqrt(sum |x c|^2) / c`` with the power of two ``c`` of
     :func:`_no_overflow_scale`; that second pass runs only when the first
-    overflowed, and it is one reduction per array (the compiled program stays
-    small on trees of thousands of leaves). A norm beyond the dtype's range is
+    overflowed, and it is one reduction per array, or per joined group of small
+    arrays on one device (:func:`_few_arrays`). A norm beyond the dtype's range is
     ``inf``; a NaN element gives NaN. With ``axis_name`` the arrays are this
     device's blocks of arrays split over that mesh axis: the sums are
     ``psum``-med across it, so every device gets the norm of the whole arrays
@@ -125,9 +125,34 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
         # Each array in the dtype of the sum (a float32 leaf beside a float64 one).
         c = _runtime_scale(squares)
         wide = [x.astype(jnp.result_type(x.dtype, squares.dtype)) for x in xs]
-        return _sqrt(total(sum(jnp.sum(tree.abs_sq(x * c)) for x in wide))) / c
+        return _sqrt(total(sum(jnp.sum(tree.abs_sq(x * c)) for x in _few_arrays(wide)))) / c
 
     return _branch(jnp.isposinf(squares), rescaled, lambda: _sqrt(squares))
+
+
+def _few_arrays(xs: Sequence[Array], small: int = 2**14) -> list[Array]:
+    """The elements of ``xs`` in fewer arrays, for the rare second pass of
+    :func:`_global_norm`: on a single device, the arrays of fewer than ``small``
+    elements are raveled and joined, one array per dtype.
+
+    XLA:CPU compiles the rescue whether it runs or not, and one reduction per
+    small leaf made it the larger part of the program on trees of thousands of
+    leaves: a jitted ``clip_by_global_norm`` step on 1000 leaves of 1000 floats
+    compiled in 6.4 s with one reduction per leaf and in 3.5 s joined (Optax's,
+    which has no rescue, in 3.1 s; 2 CPU cores). Joining only small arrays
+    bounds the extra memory. With more than one device an array may be split
+    across them, and joining it would gather it (a collective, where the norm
+    needs only scalar all-reduces), so the arrays are kept as they are.
+    """
+    if jax.device_count() > 1:
+        return list(xs)
+    kept, joined = [], {}
+    for x in xs:
+        if x.size < small:
+            joined.setdefault(x.dtype, []).append(jnp.ravel(x))
+        else:
+            kept.append(x)
+    return kept + [jnp.concatenate(parts) for parts in joined.values()]
 
 
 def _unit_norms(xs: Sequence[Array], axes: Sequence[Any]) -> list[Array]:
@@ -163,8 +188,17 @@ def _shrink(x: Array, norm: Array, maximum: Any) -> Array:
     so zero gradients and a zero maximum give zeros, not NaN (and no NaN in the
     derivative either: the untaken branch divides by 1).
     """
+    return _times(x, _shrink_factor(norm, maximum))
+
+
+def _shrink_factor(norm: Array, maximum: Any) -> Array:
+    """``maximum / norm`` where ``norm > maximum``, else 1 (see :func:`_shrink`)."""
     over = norm > maximum
-    factor = jnp.where(over, maximum / jnp.where(over, norm, 1), 1)
+    return jnp.where(over, maximum / jnp.where(over, norm, 1), 1)
+
+
+def _times(x: Array, factor: Array) -> Array:
+    """``x * factor`` computed in at least float32, returned in ``x``'s dtype."""
     return (x.astype(tree.compute_dtype(x.dtype)) * factor).astype(x.dtype)
 
 
@@ -268,7 +302,8 @@ def clip_by_global_norm(
     def update(updates, params):
         del params
         norm = _global_norm(jax.tree.leaves(updates), axis_name)
-        return jax.tree.map(lambda u: _shrink(u, norm, max_norm), updates)
+        factor = _shrink_factor(norm, max_norm)  # once, not once per leaf
+        return jax.tree.map(lambda u: _times(u, factor), updates)
 
     return _stateless(update)
 
