@@ -162,17 +162,17 @@ def scale_by_adam(
         new_mu = tree.moment_leaf(g, mu, b1, 1)
         new_nu = tree.moment_leaf(g, nu, b2, 2)
         bc1, bc2, bc1_next = shared(c)
-        mu_c = new_mu.astype(c)
+        mu_c = tree.as_dtype(new_mu, c)
         if nesterov:
-            mu_hat = b1 * mu_c / bc1_next + (1 - b1) * g.astype(c) / bc1
+            mu_hat = b1 * mu_c / bc1_next + (1 - b1) * tree.as_dtype(g, c) / bc1
         else:
             mu_hat = mu_c / bc1
-        nu_c = new_nu.astype(tree.real_dtype(c))
+        nu_c = tree.as_dtype(new_nu, tree.real_dtype(c))
         if eps_hat:
             out = normalise(mu_hat * jnp.sqrt(bc2), nu_c, eps, eps_root * bc2)
         else:
             out = normalise(mu_hat, nu_c / bc2, eps, eps_root)
-        return out.astype(g.dtype), new_mu, new_nu
+        return tree.as_dtype(out, g.dtype), new_mu, new_nu
 
     scalars = bias_corrections(b1, b2, nesterov)
     return moment_transformation(

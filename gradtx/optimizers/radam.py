@@ -202,19 +202,19 @@ def scale_by_radam(
         new_mu = tree.moment_leaf(g, mu, b1, 1)
         new_nu = tree.moment_leaf(g, nu, b2, 2)
         (bc1, bc2, bc1_next), (rectified, r_t) = shared(c)
-        mu_c = new_mu.astype(c)
+        mu_c = tree.as_dtype(new_mu, c)
         if nesterov:
-            mu_hat = b1 * mu_c / bc1_next + (1 - b1) * g.astype(c) / bc1
+            mu_hat = b1 * mu_c / bc1_next + (1 - b1) * tree.as_dtype(g, c) / bc1
         else:
             mu_hat = mu_c / bc1
-        nu_c = new_nu.astype(r)
+        nu_c = tree.as_dtype(new_nu, r)
         if eps_hat:
             adam = normalise(mu_hat * jnp.sqrt(bc2), nu_c, eps, eps_root * bc2)
         else:
             adam = normalise(mu_hat, nu_c / bc2, eps, eps_root)
         fallback = mu_hat if below_threshold == "momentum" else jnp.zeros_like(mu_hat)
         out = jnp.where(rectified, r_t * adam, fallback)
-        return out.astype(g.dtype), new_mu, new_nu
+        return tree.as_dtype(out, g.dtype), new_mu, new_nu
 
     corrections = bias_corrections(b1, b2, nesterov)
 

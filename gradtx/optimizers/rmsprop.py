@@ -87,11 +87,11 @@ def scale_by_rms(
     def leaf(g, nu, count):
         c = tree.compute_dtype(g.dtype)
         new_nu = tree.moment_leaf(g, nu, decay, 2)
-        nu_hat = new_nu.astype(tree.real_dtype(c))
+        nu_hat = tree.as_dtype(new_nu, tree.real_dtype(c))
         if bias_correction:
             nu_hat = nu_hat / tree.bias_correction_factor(decay, count, c)
-        out = _normalise(g.astype(c), nu_hat, eps, eps_in_sqrt)
-        return out.astype(g.dtype), new_nu
+        out = _normalise(tree.as_dtype(g, c), nu_hat, eps, eps_in_sqrt)
+        return tree.as_dtype(out, g.dtype), new_nu
 
     def init_fn(params):
         nu = tree.full_like(params, initial_scale, nu_dtype, real=True)
@@ -145,7 +145,7 @@ def scale_by_stddev(
         c = tree.compute_dtype(g.dtype)
         new_mu = tree.moment_leaf(g, mu, decay, 1)
         new_nu = tree.moment_leaf(g, nu, decay, 2)
-        mu_hat, nu_hat = new_mu.astype(c), new_nu.astype(tree.real_dtype(c))
+        mu_hat, nu_hat = tree.as_dtype(new_mu, c), tree.as_dtype(new_nu, tree.real_dtype(c))
         if bias_correction:
             factor = tree.bias_correction_factor(decay, count, c)
             mu_hat, nu_hat = mu_hat / factor, nu_hat / factor
@@ -153,8 +153,8 @@ def scale_by_stddev(
         # first bias-corrected step where it is g^2 - g^2) can make it negative:
         # clamp, so the root is never NaN.
         variance = jnp.maximum(nu_hat - tree.abs_sq(mu_hat), 0)
-        out = _normalise(g.astype(c), variance, eps, eps_in_sqrt)
-        return out.astype(g.dtype), new_mu, new_nu
+        out = _normalise(tree.as_dtype(g, c), variance, eps, eps_in_sqrt)
+        return tree.as_dtype(out, g.dtype), new_mu, new_nu
 
     def init_fn(params):
         mu = tree.zeros_like(params)

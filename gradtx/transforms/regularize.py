@@ -107,7 +107,7 @@ def add_decayed_weights(
         keep = resolve_mask(mask, params)
 
         def leaf(u, p, m):
-            return _select(m, (u + alpha * p).astype(u.dtype), u)
+            return _select(m, tree.as_dtype(u + alpha * p, u.dtype), u)
 
         return jax.tree.map(leaf, updates, params, keep), state
 
@@ -210,7 +210,11 @@ def _leafwise(owner: str, leaf_fn: Callable[..., Array], hyperparameters: tuple,
 
         def leaf(u, w, keep):
             c = tree.compute_dtype(jnp.result_type(u, w))
-            return _select(keep, leaf_fn(u.astype(c), w.astype(c), *values).astype(u.dtype), u)
+            return _select(
+                keep,
+                tree.as_dtype(leaf_fn(tree.as_dtype(u, c), tree.as_dtype(w, c), *values), u.dtype),
+                u,
+            )
 
         return jax.tree.map(leaf, updates, params, resolve_mask(mask, params)), state
 

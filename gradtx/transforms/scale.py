@@ -11,7 +11,7 @@ from gradtx.base import Array, EmptyState, GradientTransformation, ScalarOrSched
 
 
 def _times(updates, factor):
-    return jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
+    return jax.tree.map(lambda u: tree.as_dtype(u * factor, u.dtype), updates)
 
 
 def scale(step_size: float | Array) -> GradientTransformation:
