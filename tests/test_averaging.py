@@ -338,7 +338,7 @@ def test_flax_nnx_optimizer_with_lookahead_and_averaging():
     # params + update); the average is that of the iterates of steps 1-4.
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, 2e-7, 1e-7),
-        lookahead_slow_params(state),
+        lookahead_slow_params(state, seen[-1]),
         seen[-1],
     )
     mean = jax.tree.map(lambda *xs: sum(xs[1:]) / 4, *seen)

@@ -221,7 +221,7 @@ def scan_run(tx, params, grads_stacked, grad_fn=None):
             g = grad_fn(p)
         updates, state = tx.update(g, state, p)
         p = gradtx.apply_updates(p, updates)
-        return (p, state), (p, lookahead_slow_params(state))
+        return (p, state), (p, lookahead_slow_params(state, p))
 
     @jax.jit
     def run(params, grads_stacked):
@@ -349,7 +349,7 @@ def run_both(ours, theirs, dtype):
         p, s = carry
         u, s = ours.update(jax.tree.map(jnp.add, grad(p, target), n), s, p)
         p = gradtx.apply_updates(p, u)
-        return (p, s), (p, lookahead_slow_params(s))
+        return (p, s), (p, lookahead_slow_params(s, p))
 
     def their_step(carry, n):
         p, s = carry
@@ -423,7 +423,7 @@ def _eager_run(tx, params, steps):
         g = _unflatten([jnp.asarray(g[i], jnp.float32) for g in GRADS])
         updates, state = tx.update(g, state, params)
         params = gradtx.apply_updates(params, updates)
-        out.append((params, lookahead_slow_params(state)))
+        out.append((params, lookahead_slow_params(state, params)))
     return out
 
 
@@ -569,18 +569,53 @@ def test_slow_params_are_found_inside_chains_and_named_chains():
         for _ in range(2):  # fast: 4 -> 3.5 -> 3; slow: 4 + 0.5 * (3 - 4) = 3.5
             u, state = tx.update(grads, state, p)
             p = gradtx.apply_updates(p, u)
-        np.testing.assert_allclose(lookahead_slow_params(state)["w"], [3.5, -2.5])
+        np.testing.assert_allclose(lookahead_slow_params(state, p)["w"], [3.5, -2.5])
         np.testing.assert_allclose(p["w"], [3.5, -2.5])
 
 
 def test_slow_params_of_a_state_without_or_with_two_lookaheads_is_an_error():
     params = jnp.ones(2)
     with pytest.raises(ValueError, match="holds no LookaheadState"):
-        lookahead_slow_params(gradtx.adam(0.1).init(params))
+        lookahead_slow_params(gradtx.adam(0.1).init(params), params)
     two = gradtx.chain(lookahead(gradtx.sgd(0.1)), lookahead(gradtx.sgd(0.1)))
     with pytest.raises(ValueError, match="holds 2 LookaheadState"):
-        lookahead_slow_params(two.init(params))
+        lookahead_slow_params(two.init(params), params)
     assert isinstance(two.init(params)[1], LookaheadState)
+
+
+def test_after_a_sync_the_params_are_the_slow_weights_and_the_next_update_stores_them():
+    tx = lookahead(gradtx.sgd(1.0), 2, 0.5)
+    p = {"w": jnp.array([4.0])}
+    state = tx.init(p)
+    for _ in range(2):  # fast: 4 -> 3 -> 2, sync: phi = 4 + 0.5 (2 - 4) = 3
+        u, state = tx.update({"w": jnp.array([1.0])}, state, p)
+        p = gradtx.apply_updates(p, u)
+    np.testing.assert_array_equal(p["w"], [3.0])
+    np.testing.assert_array_equal(state.slow["w"], [4.0])  # one update late
+    np.testing.assert_array_equal(lookahead_slow_params(state, p)["w"], [3.0])
+    u, state = tx.update({"w": jnp.array([1.0])}, state, p)
+    np.testing.assert_array_equal(state.slow["w"], [3.0])
+    p = gradtx.apply_updates(p, u)  # fast: 3 -> 2, not a sync
+    np.testing.assert_array_equal(lookahead_slow_params(state, p)["w"], [3.0])
+    with pytest.raises(ValueError, match="lookahead_slow_params: the params"):
+        lookahead_slow_params(state, {"v": jnp.array([1.0])})
+
+
+def test_a_step_keeps_no_temporary_the_size_of_the_params():
+    """The inner update is one expression fused into the step (a select picks the
+    sync update): no buffer holds it. With a ``cond`` around the sync, XLA kept it
+    in a temporary as large as the params (64 MB on 16M floats) at every step."""
+    tx = lookahead(gradtx.adam(1e-3), 6, 0.5)
+    params = {"w": jnp.ones((1 << 20,), jnp.float32)}
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return gradtx.apply_updates(p, u), s
+
+    compiled = (
+        jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
+    )
+    assert compiled.memory_analysis().temp_size_in_bytes < (1 << 20) * 4 // 8
 
 
 def test_state_is_a_stable_pytree_and_init_does_not_alias_the_params():

@@ -23,6 +23,19 @@ of a period the returned update moves the params to the new slow weights
 ``phi_t`` (up to the rounding of ``params + update``); on the other steps it is
 the inner optimizer's update. So a training loop, a Flax ``nnx.Optimizer`` or a
 checkpoint needs no change to use Lookahead.
+
+**The slow weights are stored one update late.** After a sync the params the
+user holds *are* the new slow weights, and the next ``update`` copies them into
+the state before its inner step. Computing ``phi_t`` into the state in the sync
+step itself would need the inner update twice, for the params and for the state:
+XLA then keeps that update in a temporary as large as the params at *every*
+step (a ``lax.cond`` cannot fuse through its operands), and on a CPU the
+temporary's pages fault in anew at each run. Measured on one leaf of 16M
+float32 (2 cores, ``python benchmarks/xla_cpu_limits.py``, item 3): 36 ms a step
+and 16385 page faults with the state written in the sync step, Adam alone 16
+ms. So between a sync and the next ``update`` the state holds the previous
+slow weights, and :func:`lookahead_slow_params` takes the params to answer
+exactly.
 """
 
 from __future__ import annotations
@@ -46,7 +59,9 @@ class LookaheadState(NamedTuple):
 
     fast_state: OptState  # The inner optimizer A's state (Optax's name).
     steps_since_sync: Array  # int32 scalar in [0, k): fast steps since the last sync.
-    slow: Params  # phi, the slow weights, shaped like the params, in their dtypes.
+    # phi, the slow weights, shaped like the params, in their dtypes; after a sync
+    # (steps_since_sync == 0) the params hold the new phi until the next update.
+    slow: Params
 
 
 def _check_sync_period(value: Any) -> None:
@@ -59,18 +74,24 @@ def _check_sync_period(value: Any) -> None:
     _checks.positive_int("lookahead", "sync_period", value)
 
 
-def _sync_leaf(p, u, slow, alpha):
-    """The last fast step, the slow step, and the update that lands on the slow weights."""
+def _step_leaf(p, u, slow, alpha, is_sync):
+    """The inner update ``u``, or on a sync step the one that lands on the new slow weights.
+
+    One expression of ``u`` (a select, not a ``cond``): XLA fuses it with the
+    inner step and with ``apply_updates``, so ``u`` is never stored.
+    """
     c = tree.compute_dtype(jnp.result_type(p, u, slow))
-    p = jnp.asarray(p).astype(c)
-    # theta_{t,k}, unrounded: the user never holds it, as the step lands on phi_t.
-    fast = p + u.astype(c)
-    slow_c = slow.astype(c)
-    new_slow = slow_c + alpha * (fast - slow_c)
-    # The update aims at the unrounded phi_t: with bfloat16 params, apply_updates
-    # then rounds once to the same number the state stores, and the update itself
-    # keeps the relative precision of its dtype.
-    return (new_slow - p).astype(u.dtype), new_slow.astype(slow.dtype)
+    p, u_c, slow = jnp.asarray(p).astype(c), u.astype(c), slow.astype(c)
+    # phi_t = phi + alpha (theta_{t,k} - phi), with theta_{t,k} = p + u unrounded:
+    # the user never holds it, as the step lands on phi_t. The update aims at the
+    # unrounded phi_t, so apply_updates rounds once (bfloat16 params included).
+    new_slow = slow + alpha * (p + u_c - slow)
+    return jnp.where(is_sync, new_slow - p, u_c).astype(u.dtype)
+
+
+def _copy_like(params: Params, slow: Params) -> Params:
+    """The params in the slow weights' dtypes, as new arrays (for the state)."""
+    return jax.tree.map(lambda p, s: jnp.array(p, dtype=s.dtype, copy=True), params, slow)
 
 
 def _branch(pred: Array, on_true: Callable, on_false: Callable, operand: Any) -> Any:
@@ -130,8 +151,10 @@ def lookahead(
 
     Returns:
       A transformation whose state is :class:`LookaheadState` and whose
-      ``update`` needs the params. Apply its updates unchanged: the sync step's
-      update assumes the params it was given.
+      ``update`` needs the params. Apply its updates unchanged, and pass the
+      params they give to the next ``update``: the sync step's update assumes
+      the params it was given, and the next update stores the params it lands
+      on as the new slow weights.
 
     Raises:
       ValueError: ``sync_period`` not an integer >= 1, ``slow_step_size`` outside
@@ -145,7 +168,7 @@ def lookahead(
       >>> for _ in range(100):
       ...     updates, state = tx.update(jax.grad(loss)(w), state, w)
       ...     w = gradtx.apply_updates(w, updates)
-      >>> bool(loss(gradtx.lookahead_slow_params(state)) < 1e-6)
+      >>> bool(loss(gradtx.lookahead_slow_params(state, w)) < 1e-6)
       True
 
     References:
@@ -168,20 +191,19 @@ def lookahead(
                 "lookahead: update needs the params (the fast weights) to move the slow weights."
             )
         tree.check_structure(state.slow, params, owner="lookahead", what="params")
-        inner, fast_state = inner_update(updates, state.fast_state, params, **extra_args)
-
-        def sync(operand):
-            inner, slow, fast_state = operand
-            out, slow = tree.map_unzip(
-                lambda p, u, s: _sync_leaf(p, u, s, slow_step_size), 2, params, inner, slow
+        # A period starts (the last update synced, or this is the first): the params
+        # are the slow weights phi; store them, and reset the inner state from them.
+        starts = state.steps_since_sync == 0
+        slow = _branch(starts, lambda s: _copy_like(params, s), lambda s: s, state.slow)
+        fast_state = state.fast_state
+        if reset_state:
+            fast_state = _branch(
+                starts, lambda f: _like(fast_optimizer.init(params), f), lambda f: f, fast_state
             )
-            if reset_state:
-                fast_state = _like(fast_optimizer.init(slow), fast_state)
-            return out, slow, fast_state
-
+        inner, fast_state = inner_update(updates, fast_state, params, **extra_args)
         is_sync = state.steps_since_sync >= sync_period - 1
-        out, slow, fast_state = _branch(
-            is_sync, sync, lambda operand: operand, (inner, state.slow, fast_state)
+        out = jax.tree.map(
+            lambda p, u, s: _step_leaf(p, u, s, slow_step_size, is_sync), params, inner, slow
         )
         steps = jnp.where(is_sync, 0, state.steps_since_sync + 1).astype(jnp.int32)
         return out, LookaheadState(fast_state, steps, slow)
@@ -189,37 +211,51 @@ def lookahead(
     return GradientTransformation(init_fn, update_fn)
 
 
-def lookahead_slow_params(state: OptState) -> Params:
+def lookahead_slow_params(state: OptState, params: Params) -> Params:
     """The slow weights ``phi`` of a :func:`lookahead`, found anywhere in ``state``.
 
     ``state`` may be a :class:`LookaheadState` or the state of any chain or wrapper
     holding one :func:`lookahead` (a lookahead nested inside another's
     ``fast_optimizer`` is not searched: the outer one's slow weights are returned).
-    Right after a sync step they equal the params; in between they are the point
-    the fast weights will be pulled back toward, and the weights to evaluate.
-    With Flax NNX: ``lookahead_slow_params(nnx.as_pure(optimizer.opt_state))``.
+    ``params`` are the params the training loop holds now, those the last
+    update's output was applied to. Right after a sync step the slow weights
+    *are* these params (the state takes them at the next update, see the module
+    docstring), and they are returned; in between, the slow weights stored in
+    the state are the point the fast weights will be pulled back toward, and
+    the weights to evaluate. Works under ``jit``: the choice is a select.
+    With Flax NNX: ``lookahead_slow_params(nnx.as_pure(optimizer.opt_state),
+    nnx.as_pure(nnx.state(model, nnx.Param)))``.
 
     Args:
       state: an optimizer state holding a :class:`LookaheadState`.
+      params: the current params (the fast weights), shaped like the slow weights.
 
     Returns:
       The slow weights, shaped like the params, in their dtypes.
 
     Raises:
-      ValueError: ``state`` holds no :class:`LookaheadState`, or several side by side.
+      ValueError: ``state`` holds no :class:`LookaheadState`, or several side by
+        side; ``params`` shaped unlike the slow weights.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.lookahead(gradtx.sgd(1.0), sync_period=2, slow_step_size=0.5)
       >>> w = jnp.array([4.0]); state = tx.init(w)
       >>> u, state = tx.update(jnp.array([1.0]), state, w)  # fast: 4 -> 3
-      >>> gradtx.lookahead_slow_params(state)  # not synced yet
+      >>> w = w + u
+      >>> gradtx.lookahead_slow_params(state, w)  # not synced yet
       Array([4.], dtype=float32)
-      >>> u, state = tx.update(jnp.array([1.0]), state, w + u)  # fast: 3 -> 2, sync
-      >>> gradtx.lookahead_slow_params(state)  # 4 + 0.5 * (2 - 4)
+      >>> u, state = tx.update(jnp.array([1.0]), state, w)  # fast: 3 -> 2, sync
+      >>> w = w + u
+      >>> gradtx.lookahead_slow_params(state, w)  # 4 + 0.5 * (2 - 4)
       Array([3.], dtype=float32)
     """
-    return find_state(state, LookaheadState, "lookahead_slow_params").slow
+    found = find_state(state, LookaheadState, "lookahead_slow_params")
+    tree.check_structure(found.slow, params, owner="lookahead_slow_params", what="params")
+    synced = found.steps_since_sync == 0
+    return jax.tree.map(
+        lambda s, p: jnp.where(synced, jnp.asarray(p).astype(s.dtype), s), found.slow, params
+    )
 
 
 def ranger(
@@ -271,7 +307,7 @@ def ranger(
       >>> for _ in range(300):
       ...     updates, state = tx.update(jax.grad(loss)(w), state, w)
       ...     w = gradtx.apply_updates(w, updates)
-      >>> bool(loss(gradtx.lookahead_slow_params(state)) < 1e-3)
+      >>> bool(loss(gradtx.lookahead_slow_params(state, w)) < 1e-3)
       True
 
     References:
