@@ -565,3 +565,19 @@ def test_vmap_over_the_bound_equals_separate_runs(name):
             batched,
             separate,
         )
+
+
+def test_global_norm_clip_program_does_not_grow_per_leaf_beyond_its_sums():
+    """The shrink factor is computed once, and on one device the overflow rescue
+    sums the small leaves joined: one reduction per leaf plus one, whatever the
+    number of leaves (a program that grew per leaf compiled 2x slower on 1000)."""
+
+    def program(n):
+        g = {f"p{i}": jnp.ones((3 + i,)) for i in range(n)}
+        tx = clip_by_global_norm(1.0)
+        return jax.jit(lambda g: tx.update(g, EMPTY)[0]).lower(g).as_text()
+
+    small, large = program(2), program(20)
+    for op in ("stablehlo.divide", "stablehlo.select", "stablehlo.sqrt"):
+        assert small.count(op) == large.count(op), op
+    assert jax.device_count() > 1 or large.count("stablehlo.reduce(") == 20 + 1

@@ -612,9 +612,7 @@ def test_a_step_keeps_no_temporary_the_size_of_the_params():
         u, s = tx.update(g, s, p)
         return gradtx.apply_updates(p, u), s
 
-    compiled = (
-        jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
-    )
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
     assert compiled.memory_analysis().temp_size_in_bytes < (1 << 20) * 4 // 8
 
 
