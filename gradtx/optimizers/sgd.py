@@ -32,8 +32,9 @@ class TraceState(NamedTuple):
 
 def _trace_leaf(g, v, decay, use_nesterov):
     c = tree.compute_dtype(jax.numpy.result_type(g, v))
-    new_v = tree.as_dtype(g, c) + decay * tree.as_dtype(v, c)
-    out = tree.as_dtype(g, c) + decay * new_v if use_nesterov else new_v
+    g_c = tree.as_dtype(g, c)
+    new_v = g_c + decay * tree.as_dtype(v, c)
+    out = g_c + decay * new_v if use_nesterov else new_v
     return tree.as_dtype(out, g.dtype), tree.as_dtype(new_v, v.dtype)
 
 

@@ -137,12 +137,14 @@ def _few_arrays(xs: Sequence[Array], small: int = 2**14) -> list[Array]:
 
     XLA:CPU compiles the rescue whether it runs or not, and one reduction per
     small leaf made it the larger part of the program on trees of thousands of
-    leaves: a jitted ``clip_by_global_norm`` step on 1000 leaves of 1000 floats
-    compiled in 6.4 s with one reduction per leaf and in 3.5 s joined (Optax's,
-    which has no rescue, in 3.1 s; 2 CPU cores). Joining only small arrays
-    bounds the extra memory. With more than one device an array may be split
-    across them, and joining it would gather it (a collective, where the norm
-    needs only scalar all-reduces), so the arrays are kept as they are.
+    leaves: a jitted ``clip_by_global_norm`` update on 1000 leaves of 1000
+    floats compiled in 8.6 s with one reduction (and one shrink factor) per
+    leaf, in 4.7 s joined (and one factor), as Optax's, which has no rescue (2
+    CPU cores; ``python benchmarks/xla_cpu_limits.py --leaves 1000``, item 5).
+    Joining only small arrays bounds the extra memory. With more than one
+    device an array may be split across them, and joining it would gather it (a
+    collective, where the norm needs only scalar all-reduces), so the arrays are
+    kept as they are.
     """
     if jax.device_count() > 1:
         return list(xs)
