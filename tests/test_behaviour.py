@@ -314,3 +314,18 @@ def test_empty_tree(entry):
     assert gradtx.apply_updates({}, updates) == {}
     jitted_updates, _ = jax.jit(lambda s: tx.update({}, s, {}))(state)
     assert jitted_updates == {}
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_donating_a_state_deletes_neither_the_params_nor_the_next_init(entry):
+    """``init`` returns buffers of its own: a training loop donates its state, and
+    neither the params nor a later ``init`` (a restart, a second run) may lose theirs."""
+    tx = entry.make()
+    params = tiny_params()
+    params_before = jax.tree.map(np.array, params)
+    state = tx.init(params)
+    init_before = jax.tree.map(np.array, state)
+    jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)(tiny_grads(0), state)
+    _close(params, params_before, rtol=0, atol=0)
+    _close(tx.init(params), init_before, rtol=0, atol=0)

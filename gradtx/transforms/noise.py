@@ -121,7 +121,8 @@ def add_noise(
 
     def init_fn(params):
         del params
-        return AddNoiseState(tree.zero_count(), key_data)
+        # A copy: a donated state would otherwise delete the key every init hands out.
+        return AddNoiseState(tree.zero_count(), jnp.array(key_data, copy=True))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
