@@ -329,3 +329,78 @@ def test_donating_a_state_deletes_neither_the_params_nor_the_next_init(entry):
     jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)(tiny_grads(0), state)
     _close(params, params_before, rtol=0, atol=0)
     _close(tx.init(params), init_before, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- temporaries
+
+# A donated step (``update`` then ``apply_updates``) should need no buffer beyond
+# the params, the gradient and the state: on a large leaf, each extra one costs a
+# pass over memory and, on XLA:CPU, which hands large temporaries back to the
+# system after every run, a page fault per 4 KB at every step. The entries below
+# hold more, in leaves of the test's leaf (XLA:CPU's figures at jax 0.10.2), and
+# why; every other entry holds less than an eighth of one.
+_N = 1 << 16
+_TEMPORARY_LEAVES = {
+    # A dense n x n matrix is the method: the Hessian (Newton) or its inverse (BFGS).
+    **dict.fromkeys(["newton", "scale_by_newton", "newton_backtracking"], 2.5 * _N),
+    "scale_by_newton_damp": 4.5 * _N,
+    **dict.fromkeys(["bfgs", "scale_by_bfgs", "bfgs_fixed_step"], 1.1 * _N),
+    # Vectors held through a loop: CG's (Hessian-free), the two-loop recursion's
+    # (L-BFGS), the trial point and its gradient (line searches).
+    **dict.fromkeys(["hessian_free", "scale_by_hessian_free"], 4.5),
+    **dict.fromkeys(["lbfgs", "scale_by_lbfgs", "lbfgs_fixed_step"], 3.1),
+    **dict.fromkeys(["scale_by_backtracking_linesearch", "nonlinear_cg"], 2.1),
+    "scale_by_backtracking_linesearch_store_grad": 2.1,
+    "scale_by_zoom_linesearch": 1.1,
+    # The new direction is the update and the state, and its beta reads the old one.
+    **dict.fromkeys(
+        [
+            "scale_by_nonlinear_cg_polak_ribiere_plus",
+            "scale_by_nonlinear_cg_fletcher_reeves",
+            "nonlinear_cg_fixed_step",
+        ],
+        1.1,
+    ),
+    # jax.random draws the normal sample through uint32 bits (Optax's: 4.06 too).
+    "add_noise": 4.1,
+    # A lax.cond returns the inner update as a buffer of its own (and, for
+    # accumulate, the old sum is read after the new one overwrites it).
+    **dict.fromkeys(["accumulate", "accumulate_every_step"], 2.1),
+    "apply_if_finite": 1.1,
+    # The update feeds its own norm and the params; the squared gradient, the
+    # gradient's norm and Adam's second moment.
+    "record_curves": 2.1,
+    # Undoing a step reads the old step sizes and int8 signs after the new ones
+    # overwrite them (iRprop-, Rprop-: the signs only; Rprop-: also the new ones).
+    **dict.fromkeys(["rprop_rprop_plus", "rprop_irprop_plus"], 1.3),
+    "rprop_rprop_minus": 0.55,
+    **dict.fromkeys(["rprop_irprop_minus", "scale_by_rprop"], 0.3),
+    # XLA keeps in a buffer what two kernels read: the root that scales the
+    # gradient (Nesterov momentum and the step), the decayed gradient g + lambda p.
+    "rmsprop_centered_nesterov": 1.1,
+    "adadelta_weight_decay": 1.1,
+}
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu",
+    reason="XLA:CPU's buffer assignment; other backends fuse and allocate otherwise",
+)
+@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+def test_a_donated_step_holds_no_params_sized_temporary(entry):
+    tx = entry.make()
+    params = {"w": jnp.full((_N,), 0.5), "b": jnp.full((3,), 0.5)}
+    grads = {"w": jnp.full((_N,), 0.01), "b": jnp.full((3,), -0.01)}
+
+    def step(p, s, g):
+        u, s = tx.update(g, s, p)
+        return gradtx.apply_updates(p, u), s
+
+    state = jax.eval_shape(tx.init, params)  # a dense n x n state is never allocated
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+    leaves = compiled.memory_analysis().temp_size_in_bytes / (4 * _N)
+    assert leaves <= _TEMPORARY_LEAVES.get(entry.name, 1 / 8), (entry.name, leaves)
+
+
+def test_every_temporary_allowance_names_a_registered_entry():
+    assert set(_TEMPORARY_LEAVES) <= {entry.name for entry in REGISTRY}

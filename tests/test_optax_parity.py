@@ -613,8 +613,13 @@ def test_adadelta_without_rate_descends_where_optax_ascends():
     (start, ours_loss, theirs_loss), (ours_u, theirs_u) = run(params, zero_noise)
     assert float(ours_loss) < float(start) - 0.01
     assert float(theirs_loss) > float(start) + 0.01
-    # From the same state the two steps are exact mirror images.
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, -b), ours_u, theirs_u)
+    # From the same state the two steps are mirror images, to a few float32 ulps:
+    # gradtx takes AdaDelta's step from the new averages (no copy of the old
+    # E[dx^2] under donation), Optax from the old ones; the same number rounded
+    # differently (2 ulps, 2.2e-7 relative, when this was written).
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, -b, rtol=1e-6, atol=0), ours_u, theirs_u
+    )
 
 
 def _dozat_nadam(grads, lr, b1, b2, eps, psi):
