@@ -15,7 +15,7 @@ and, where Optax has the same method, for Optax, and reports:
 
 Usage::
 
-    python benchmarks/every_method.py                 # about 3 minutes on 2 cores
+    python benchmarks/every_method.py                 # under a minute on 2 cores
     python benchmarks/every_method.py --methods adadelta,rprop --size 1048576
 
 Writes ``every_method.json`` and ``every_method.md`` to ``--out`` (default
