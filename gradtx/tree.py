@@ -166,6 +166,36 @@ def once_per_dtype(fn: Any) -> Any:
     return cached
 
 
+# ---------------------------------------------------------------------- compiling
+
+
+def opaque_ints(values: Any, anchor: Array) -> list[Array]:
+    """``values`` as int32 scalars that XLA sees as runtime values, not constants.
+
+    XLA:CPU compiles every distinct kernel on its own and shares the code of
+    identical ones. A slice at a constant offset bakes that offset into its
+    kernel, so cutting a buffer into 2000 leaves compiles 2000 kernels (13 s on
+    2 cores, more than a whole Optax Adam step on that tree); with the offset an
+    operand, the leaves of one shape share one kernel (2.5 s). The values come
+    out of a ``while_loop`` whose trip count XLA cannot know: it runs at most
+    once, only when the scalar ``anchor`` is NaN, and then adds its counter, 0,
+    so they are always ``values``; they depend on ``anchor``, so XLA computes
+    them after it. The price is paid each time the program runs: XLA copies
+    each value into the loop's buffers (about 1 µs per value on a CPU).
+    """
+
+    def again(carry):
+        count, _ = carry
+        return (count < 1) & jnp.isnan(anchor)
+
+    def once(carry):
+        count, current = carry
+        return count + 1, tuple(v + count for v in current)
+
+    start = (jnp.int32(0), tuple(jnp.int32(v) for v in values))
+    return list(jax.lax.while_loop(again, once, start)[1])
+
+
 # ---------------------------------------------------------------------- counters
 
 

@@ -363,10 +363,10 @@ _TEMPORARY_LEAVES = {
     ),
     # jax.random draws the normal sample through uint32 bits (Optax's: 4.06 too).
     "add_noise": 4.1,
-    # A lax.cond returns the inner update as a buffer of its own (and, for
-    # accumulate, the old sum is read after the new one overwrites it).
-    **dict.fromkeys(["accumulate", "accumulate_every_step"], 2.1),
-    "apply_if_finite": 1.1,
+    # A lax.cond returns the inner update as a buffer of its own; inside it,
+    # RMSProp keeps the averaged gradient, which two of its kernels read.
+    **dict.fromkeys(["accumulate", "apply_if_finite"], 1.1),
+    "accumulate_every_step": 2.1,
     # The update feeds its own norm and the params; the squared gradient, the
     # gradient's norm and Adam's second moment.
     "record_curves": 2.1,

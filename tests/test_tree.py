@@ -133,3 +133,12 @@ def test_a_constant_eps_leaves_the_zero_guard_out_of_the_program(eps, selects):
     # eps = 0 and an all-zero gradient: 0, not 0/0.
     out, _ = tx.update(params, tx.init(params))
     assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(out))
+
+
+@pytest.mark.parametrize("anchor", [1.5, float("nan")])
+def test_opaque_ints_are_the_values_out_of_a_loop_xla_keeps(anchor):
+    fn = jax.jit(lambda a: tree.opaque_ints([3, 70001], a))
+    assert [int(v) for v in fn(jnp.float32(anchor))] == [3, 70001]
+    # The values reach the program as a loop's output: XLA has not folded it away.
+    text = fn.lower(jnp.float32(anchor)).compile().as_text()
+    assert "while" in text[text.index("ENTRY") :]

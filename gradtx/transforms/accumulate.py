@@ -61,7 +61,12 @@ def accumulate(
       complex gradients and the extra digits of float64 ones; gradtx's default
       accumulates each leaf in its gradient's dtype, widened to at least float32
       (bfloat16 and float16 gradients are averaged in float32). The in-between
-      steps do not run ``inner`` at all (a ``lax.cond``).
+      steps do not run ``inner`` at all (a ``lax.cond``). On one device the new
+      sum is written over the old one after the cond has read it, so a donated
+      step holds one params-sized buffer (the cond's output) where Optax's
+      ``MultiSteps`` holds three: ``accumulate(adam, 4)`` steps in 24.9 ms
+      against 79.3 ms on a 16.8M-float leaf (2 CPU cores;
+      ``python benchmarks/every_method.py``).
 
     Args:
       inner: the transformation that steps on the averaged gradient.
@@ -107,14 +112,17 @@ def accumulate(
     def update_fn(updates, state, params=None, **extra_args):
         tree.check_structure(state.acc_grads, updates, owner="accumulate")
         n = state.mini_step
-        acc = jax.tree.map(lambda g, a: _gather(g, a, n, use_grad_mean), updates, state.acc_grads)
         emit = n == every_k - 1
+
+        def gathered(acc_grads):
+            return jax.tree.map(lambda g, a: _gather(g, a, n, use_grad_mean), updates, acc_grads)
 
         def inner_update(averaged, inner_state, params):
             return update(averaged, inner_state, params, **extra_args)
 
         def step():
-            return inner_update(tree.cast_like(acc, updates), state.inner_state, params)
+            averaged = tree.cast_like(gathered(state.acc_grads), updates)
+            return inner_update(averaged, state.inner_state, params)
 
         def hold():
             # Zeros shaped like the inner's output, found without running it.
@@ -126,14 +134,34 @@ def accumulate(
             out, inner_state = jax.lax.cond(emit, step, hold)
         else:  # eagerly: a Python branch, not a cond compiled at every call
             out, inner_state = step() if bool(emit) else hold()
+        # The sum is formed again for the state, after the cond has read the old one:
+        # a donated state then takes the new sum in place, where a sum formed once,
+        # before the cond, is a params-sized temporary. ``after`` is ``emit``, made
+        # to depend on the cond's output so that XLA cannot order the two otherwise.
+        after = emit & _true_after(out)
         return out, AccumulateState(
             jnp.where(emit, 0, n + 1).astype(jnp.int32),
             jnp.where(emit, tree.safe_increment(state.gradient_step), state.gradient_step),
             inner_state,
-            jax.tree.map(lambda a: jnp.where(emit, jnp.zeros_like(a), a), acc),
+            jax.tree.map(
+                lambda a: jnp.where(after, jnp.zeros_like(a), a), gathered(state.acc_grads)
+            ),
         )
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _true_after(out: Any) -> Array:
+    """True, computed from the first element of ``out`` in a way XLA cannot fold.
+
+    On one device only: with several, the first element of a sharded leaf lives
+    on one of them, and reading it would add a transfer to every step.
+    """
+    leaves = [x for x in jax.tree.leaves(out) if x.size]
+    if not leaves or not isinstance(leaves[0], jax.core.Tracer) or jax.device_count() > 1:
+        return jnp.array(True)
+    anchor = jnp.ravel(leaves[0])[0].real.astype(jnp.float32)
+    return tree.opaque_ints([0], anchor)[0] == 0
 
 
 def has_updated(state: Any) -> Array:

@@ -174,32 +174,6 @@ def _flatten(layout: FlatLayout, leaves: list[jax.Array]) -> dict[str, jax.Array
     }
 
 
-def _runtime_offsets(offsets: list[int], anchor: jax.Array) -> list[jax.Array]:
-    """``offsets`` as int32 scalars that XLA sees as runtime values, not constants.
-
-    XLA:CPU compiles every distinct kernel on its own and shares the code of
-    identical ones. A slice at a constant offset bakes that offset into its
-    kernel, so cutting a buffer into 2000 leaves compiles 2000 kernels (13 s on
-    2 cores, more than a whole Optax Adam step on that tree); with the offset an
-    operand, the leaves of one shape share one kernel (2.5 s). The offsets come
-    out of a ``while_loop`` whose trip count XLA cannot know: it runs at most
-    once, only when ``anchor`` is NaN, and then adds its counter, 0, so the
-    values are always ``offsets``. The price is paid at every step: XLA copies
-    each offset into the loop's buffers (about 1 µs per leaf on a CPU).
-    """
-
-    def again(carry):
-        count, _ = carry
-        return (count < 1) & jnp.isnan(anchor)
-
-    def once(carry):
-        count, values = carry
-        return count + 1, tuple(v + count for v in values)
-
-    start = (jnp.int32(0), tuple(jnp.int32(o) for o in offsets))
-    return list(jax.lax.while_loop(again, once, start)[1])
-
-
 def _unflatten(
     layout: FlatLayout,
     buffers: dict[str, jax.Array],
@@ -210,7 +184,7 @@ def _unflatten(
     """The tree ``treedef`` cut from ``buffers``, each leaf in the dtype of ``like``'s.
 
     With ``share_kernels`` the cuts are dynamic slices at runtime offsets
-    (:func:`_runtime_offsets`), so the program compiles one kernel per leaf
+    (:func:`gradtx.tree.opaque_ints`), so the program compiles one kernel per leaf
     shape, not one per leaf; a buffer of 2**31 elements or more, beyond int32
     offsets, is cut at constant offsets.
     """
@@ -222,7 +196,7 @@ def _unflatten(
     floating = [b for b in buffers.values() if jnp.issubdtype(b.dtype, jnp.inexact) and b.size]
     fits = max(lengths.values(), default=0) < 2**31
     if share_kernels and floating and fits and len(starts) > 1:
-        shared = _runtime_offsets(list(starts.values()), floating[0][0])
+        shared = tree.opaque_ints(list(starts.values()), floating[0][0])
         starts = dict(zip(starts, shared, strict=True))
     leaves = []
     for i, (entry, size) in enumerate(zip(layout.leaves, sizes, strict=True)):
