@@ -15,7 +15,7 @@ and, where Optax has the same method, for Optax, and reports:
 
 Usage::
 
-    python benchmarks/every_method.py                 # under a minute on 2 cores
+    python benchmarks/every_method.py                 # under 2 minutes on 2 cores
     python benchmarks/every_method.py --methods adadelta,rprop --size 1048576
 
 Writes ``every_method.json`` and ``every_method.md`` to ``--out`` (default
@@ -220,7 +220,7 @@ def markdown(results: dict[str, dict], size: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1 << 24, help="floats in the large leaf")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=5, help="steps per library per round")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated names")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")

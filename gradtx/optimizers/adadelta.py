@@ -69,7 +69,7 @@ def scale_by_adadelta(
     ``d`` is evaluated from the new averages, ``d = sqrt(E[dx^2]_t + rho eps) /
     sqrt(rho (E[g^2]_t + eps) + (1 - rho) g^2) g``, which is the same number up to
     rounding (derivation in the source): a donated step then keeps no copy of the old
-    ``E[dx^2]``, and runs in 16 ms rather than 55 on a 16.8M-float leaf (2 CPU cores;
+    ``E[dx^2]``, and runs in 15 ms rather than 54 on a 16.8M-float leaf (2 CPU cores;
     ``python benchmarks/every_method.py``).
 
     Args:

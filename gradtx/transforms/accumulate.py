@@ -64,8 +64,8 @@ def accumulate(
       steps do not run ``inner`` at all (a ``lax.cond``). On one device the new
       sum is written over the old one after the cond has read it, so a donated
       step holds one params-sized buffer (the cond's output) where Optax's
-      ``MultiSteps`` holds three: ``accumulate(adam, 4)`` steps in 24.9 ms
-      against 79.3 ms on a 16.8M-float leaf (2 CPU cores;
+      ``MultiSteps`` holds three: ``accumulate(adam, 4)`` steps in 27.0 ms
+      against 81.2 ms on a 16.8M-float leaf (2 CPU cores;
       ``python benchmarks/every_method.py``).
 
     Args:
