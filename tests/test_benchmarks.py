@@ -1,0 +1,37 @@
+"""The benchmark scripts run, and what they report can be read back."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import pytest
+
+_BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, _BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu",
+    reason="temporary bytes are XLA:CPU's buffer assignment; other backends differ",
+)
+def test_every_method_reports_both_libraries_and_adadelta_keeps_no_temporary():
+    every_method = _load("every_method")
+    results = {
+        name: every_method.bench(name, size=1 << 16, rounds=1, steps=2)
+        for name in ("adadelta", "nadam_dozat")
+    }
+    adadelta = results["adadelta"]
+    assert adadelta["gradtx"]["temp_bytes"] < 4 * (1 << 16) // 8
+    assert adadelta["optax"]["temp_bytes"] >= 4 * (1 << 16)  # Optax keeps the roots
+    assert adadelta["ratio"] > 0 and "optax" not in results["nadam_dozat"]
+    table = every_method.markdown(results, 1 << 16)
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert len(rows) == 4 and rows[2].startswith("| adadelta |")  # header, rule, methods
