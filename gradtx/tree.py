@@ -311,8 +311,10 @@ def bias_correction(moments: Any, decay: Any, count: Array) -> Any:
     cast the final update back to the gradient's dtype.
     """
 
+    factor = once_per_dtype(lambda dtype: bias_correction_factor(decay, count, dtype))
+
     def leaf(m):
         c = compute_dtype(m.dtype)
-        return as_dtype(m, c) / bias_correction_factor(decay, count, c)
+        return as_dtype(m, c) / factor(c)
 
     return jax.tree.map(leaf, moments)

@@ -68,15 +68,15 @@ def scale_by_amsgrad(
     """
     check_adam_args("scale_by_amsgrad", b1, b2, eps, eps_root, mu_dtype, nu_dtype)
 
-    def leaf(g, mu, nu, nu_max, count):
+    def leaf(g, mu, nu, nu_max, factors):
         c = tree.compute_dtype(g.dtype)
         r = tree.real_dtype(c)
         new_mu = tree.moment_leaf(g, mu, b1, 1)
         new_nu = tree.moment_leaf(g, nu, b2, 2)
-        bc2 = tree.bias_correction_factor(b2, count, c) if bias_correction_nu else 1
+        bc1, bc2 = factors(c)
         mu_hat = new_mu.astype(c)
         if bias_correction_mu:
-            mu_hat = mu_hat / tree.bias_correction_factor(b1, count, c)
+            mu_hat = mu_hat / bc1
         if max_before_bias_correction:
             new_max = jnp.maximum(nu_max.astype(r), new_nu.astype(r))
             nu_hat = new_max / bc2
@@ -96,8 +96,15 @@ def scale_by_amsgrad(
         del params, extra_args
         tree.check_structure(state.mu, updates, owner="scale_by_amsgrad")
         count = tree.safe_increment(state.count)
+        # 1 - b^t once per dtype, shared by the leaves (not traced once per leaf).
+        factors = tree.once_per_dtype(
+            lambda dtype: (
+                tree.bias_correction_factor(b1, count, dtype) if bias_correction_mu else 1,
+                tree.bias_correction_factor(b2, count, dtype) if bias_correction_nu else 1,
+            )
+        )
         out, mu, nu, nu_max = tree.map_unzip(
-            lambda g, m, v, vm: leaf(g, m, v, vm, count),
+            lambda g, m, v, vm: leaf(g, m, v, vm, factors),
             4,
             updates,
             state.mu,
