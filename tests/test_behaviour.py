@@ -370,8 +370,9 @@ _TEMPORARY_LEAVES = {
     # The update feeds its own norm and the params; the squared gradient, the
     # gradient's norm and Adam's second moment.
     "record_curves": 2.1,
-    # Undoing a step reads the old step sizes and int8 signs after the new ones
-    # overwrite them (iRprop-, Rprop-: the signs only; Rprop-: also the new ones).
+    # Rprop+ and iRprop+ undo a step with the old step sizes and int8 signs, read
+    # after the new ones overwrite them (1.25 leaves); iRprop- keeps the old signs
+    # (0.25); Rprop- two int8 arrays of signs (0.5).
     **dict.fromkeys(["rprop_rprop_plus", "rprop_irprop_plus"], 1.3),
     "rprop_rprop_minus": 0.55,
     **dict.fromkeys(["rprop_irprop_minus", "scale_by_rprop"], 0.3),
