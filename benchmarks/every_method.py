@@ -7,7 +7,8 @@ method it builds the donated, jitted step ``update`` + ``apply_updates`` for gra
 and, where Optax has the same method, for Optax, and reports:
 
 - the step time: median over ``--rounds`` rounds of ``--steps`` steps, the two
-  libraries alternating, the first swapped every round;
+  libraries alternating, the order reversed every round (``step_time.py``'s
+  ``time_interleaved``, every step timed to its result);
 - the compiled step's temporary bytes (``memory_analysis().temp_size_in_bytes``):
   what it needs beyond params, gradient and state;
 - the minor page faults per step: XLA:CPU hands a large temporary back to the
@@ -25,9 +26,8 @@ Writes ``every_method.json`` and ``every_method.md`` to ``--out`` (default
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import resource
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from step_time import QUICK, Run, time_interleaved
+from xla_cpu_limits import minor_faults_per_step
 
 import gradtx
 
@@ -132,63 +134,43 @@ def tree_of(size: int, value: float) -> dict[str, jax.Array]:
     return {"w": jnp.full((size,), value), "b": jnp.full((1000,), value)}
 
 
-def compiled_step(tx: Any, params: Any, grads: Any, extra: dict) -> Any:
+def step_of(tx: Any, extra: dict) -> Callable:
+    """The step timed: ``update`` (with ``extra`` arguments) then ``apply_updates``."""
     extra = {k: jnp.asarray(v) for k, v in extra.items()}
 
     def step(params, state, grads):
         updates, state = tx.update(grads, state, params, **extra)
         return optax.apply_updates(params, updates), state
 
-    return jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), grads).compile()
-
-
-class Runner:
-    """One library's compiled step and its own params and state, stepped in place."""
-
-    def __init__(self, tx: Any, size: int, grads: Any, extra: dict):
-        self.compiled = compiled_step(tx, tree_of(size, 0.5), grads, extra)
-        self.params = tree_of(size, 0.5)
-        self.state = tx.init(self.params)
-        self.grads = grads
-        self.times: list[float] = []
-
-    def advance(self) -> None:
-        self.params, self.state = self.compiled(self.params, self.state, self.grads)
-        jax.block_until_ready((self.params, self.state))
-
-    def block(self, steps: int) -> None:
-        for _ in range(steps):
-            start = time.perf_counter()
-            self.advance()
-            self.times.append(time.perf_counter() - start)
-
-    def faults_per_step(self, steps: int = 5) -> float:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(steps):
-            self.advance()
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
+    return step
 
 
 def bench(name: str, size: int, rounds: int, steps: int) -> dict[str, Any]:
+    """Both libraries' steps for ``name``, timed interleaved as ``step_time.py`` times."""
     make_gradtx, make_optax, extra = METHODS[name]
     grads = tree_of(size, 0.01)
-    runners = {"gradtx": Runner(make_gradtx(), size, grads, extra)}
-    if make_optax is not None:
-        runners["optax"] = Runner(make_optax(), size, grads, extra)
-    for runner in runners.values():
-        runner.block(3)  # warm-up
-        runner.times.clear()
-    order = list(runners.values())
-    for _ in range(rounds):
-        for runner in order:
-            runner.block(steps)
-        order.reverse()
+    makers = {"gradtx": make_gradtx, "optax": make_optax}
+    runs, steps_of, compiled = [], {}, {}
+    for library, make in makers.items():
+        if make is None:
+            continue
+        tx = make()
+        steps_of[library] = (tx, step_of(tx, extra))
+        params = tree_of(size, 0.5)
+        state = tx.init(params)
+        jitted = jax.jit(steps_of[library][1], donate_argnums=(0, 1))
+        compiled[library] = jitted.lower(params, state, grads).compile()
+        runs.append(Run(library, compiled[library], params, state, grads))
+    sizes = dataclasses.replace(QUICK, warmup=3, rounds=rounds, block=steps)
+    seconds = time_interleaved(runs, sizes, "step")
     result: dict[str, Any] = {}
-    for library, runner in runners.items():
+    for library, (tx, step) in steps_of.items():
         result[library] = {
-            "median_ms": 1e3 * float(np.median(runner.times)),
-            "temp_bytes": runner.compiled.memory_analysis().temp_size_in_bytes,
-            "faults_per_step": runner.faults_per_step(),
+            "median_ms": 1e3 * float(np.median(seconds[library])),
+            "temp_bytes": compiled[library].memory_analysis().temp_size_in_bytes,
+            "faults_per_step": minor_faults_per_step(
+                step, tree_of(size, 0.5), tx.init(tree_of(size, 0.5)), grads, steps=5
+            ),
         }
     if "optax" in result:
         result["ratio"] = result["gradtx"]["median_ms"] / result["optax"]["median_ms"]

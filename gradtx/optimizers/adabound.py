@@ -198,18 +198,18 @@ def scale_by_adabound(
             new_max = v.astype(nu_max.dtype)
         else:
             new_max = None
+        # A zero root means every gradient so far was 0, so m = 0: any finite rate will do.
         root = jnp.sqrt(v) + eps
-        if not tree.is_positive_constant(eps):
-            # A zero root means every gradient so far was 0, so m = 0: any finite rate will do.
-            root = jnp.where(root > 0, root, 1)
+        positive = tree.is_positive_constant(eps)
         lower, upper = bounds(ratio, gamma, count, r)
         if form == "code":
             c_t = jnp.sqrt(tree.bias_correction_factor(b2, count, r))
             c_t = c_t / tree.bias_correction_factor(b1, count, r)
-            out = jnp.clip(c_t / root, lower, upper) * new_mu.astype(c)
+            rate = tree.divide_by_root(c_t, root, positive=positive)
+            out = jnp.clip(rate, lower, upper) * new_mu.astype(c)
         else:
-            out = jnp.clip(1 / root, lower, upper) * new_mu.astype(c)
-            out = out / jnp.sqrt(count.astype(r))
+            rate = tree.divide_by_root(1, root, positive=positive)
+            out = jnp.clip(rate, lower, upper) * new_mu.astype(c) / jnp.sqrt(count.astype(r))
         return out.astype(g.dtype), new_mu, new_nu, new_max
 
     def init_fn(params):

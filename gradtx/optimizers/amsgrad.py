@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
-from gradtx.optimizers.adam import check_adam_args, init_moments, normalise
+from gradtx.optimizers.adam import bias_corrections, check_adam_args, init_moments, normalise
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
@@ -67,13 +67,15 @@ def scale_by_amsgrad(
       Array([0.99999...], dtype=float32)
     """
     check_adam_args("scale_by_amsgrad", b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    corrections = bias_corrections(b1, b2, nesterov=False)
 
     def leaf(g, mu, nu, nu_max, factors):
         c = tree.compute_dtype(g.dtype)
         r = tree.real_dtype(c)
         new_mu = tree.moment_leaf(g, mu, b1, 1)
         new_nu = tree.moment_leaf(g, nu, b2, 2)
-        bc1, bc2 = factors(c)
+        bc1, bc2, _ = factors(c)
+        bc2 = bc2 if bias_correction_nu else 1
         mu_hat = new_mu.astype(c)
         if bias_correction_mu:
             mu_hat = mu_hat / bc1
@@ -97,12 +99,7 @@ def scale_by_amsgrad(
         tree.check_structure(state.mu, updates, owner="scale_by_amsgrad")
         count = tree.safe_increment(state.count)
         # 1 - b^t once per dtype, shared by the leaves (not traced once per leaf).
-        factors = tree.once_per_dtype(
-            lambda dtype: (
-                tree.bias_correction_factor(b1, count, dtype) if bias_correction_mu else 1,
-                tree.bias_correction_factor(b2, count, dtype) if bias_correction_nu else 1,
-            )
-        )
+        factors = tree.once_per_dtype(lambda dtype: corrections(count, dtype))
         out, mu, nu, nu_max = tree.map_unzip(
             lambda g, m, v, vm: leaf(g, m, v, vm, factors),
             4,
