@@ -68,9 +68,15 @@ def _stateless(update_leaves) -> GradientTransformation:
 
 def _sqrt(x: Array) -> Array:
     """``sqrt(x)`` whose derivative at 0 is 0, not ``inf * 0``: the clipping of a
-    zero gradient stays differentiable (meta-gradients through an update)."""
+    zero gradient stays differentiable (meta-gradients through an update).
+
+    Written with ``lax.select``, not ``jnp.where``: the norms are taken once per
+    leaf (or unit), and ``jnp.where``'s nested call and casts triple the ops
+    each one adds to a program of many leaves (the same for the helpers below).
+    """
     positive = x > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+    root = jnp.sqrt(jax.lax.select(positive, x, jax.lax.full_like(x, 1)))
+    return jax.lax.select(positive, root, jax.lax.full_like(x, 0))
 
 
 def _branch(overflowed: Array, rescaled, plain):
@@ -97,9 +103,8 @@ def _runtime_scale(squares: Array) -> Array:
     """:func:`_no_overflow_scale` where ``squares`` overflowed, else 1, as a value
     XLA cannot fold: with a constant ``c``, its simplifier rewrites
     ``(x c) (x c)`` as ``(x x) c^2``, and ``c^2`` underflows to 0 (float32)."""
-    return jnp.where(jnp.isposinf(squares), _no_overflow_scale(squares.dtype), 1).astype(
-        squares.dtype
-    )
+    scale = jax.lax.full_like(squares, _no_overflow_scale(squares.dtype))
+    return jax.lax.select(squares == jnp.inf, scale, jax.lax.full_like(squares, 1))
 
 
 def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) -> Array:
@@ -157,30 +162,50 @@ def _few_arrays(xs: Sequence[Array], small: int = 2**14) -> list[Array]:
     return kept + [jnp.concatenate(parts) for parts in joined.values()]
 
 
-def _unit_norms(xs: Sequence[Array], axes: Sequence[Any]) -> list[Array]:
+def _unit_norms(
+    xs: Sequence[Array], axes: Sequence[Any], then: Any = None, keepdims: bool = True
+) -> list[Array]:
     """The norm of each unit of each array: ``sqrt(sum |x|^2)`` over ``axes[i]``
-    of ``xs[i]`` (kept as size-1 dimensions), with the same overflow rescue as
-    :func:`_global_norm`, one branch for all of them."""
-    xs = [x.astype(tree.compute_dtype(x.dtype)) for x in xs]
-    squares = [jnp.sum(tree.abs_sq(x), a, keepdims=True) for x, a in zip(xs, axes, strict=True)]
+    of ``xs[i]`` (kept as size-1 dimensions with ``keepdims``), with the same
+    overflow rescue as :func:`_global_norm`, one branch for all of them.
+
+    ``then`` (a function of the list of norms) runs inside the branch, and its
+    result is returned instead of the norms: a clipping's shrink factors
+    computed there fuse with the norms into one kernel per leaf (XLA:CPU emits
+    the branch's outputs as buffers, and fuses nothing across them).
+    """
+    xs = [tree.as_dtype(x, tree.compute_dtype(x.dtype)) for x in xs]
     if not xs:
         return []
+    then = then or (lambda norms: norms)
+
+    def sums(scale=None):
+        return [
+            jnp.sum(tree.abs_sq(x if c is None else x * c), a, keepdims=keepdims)
+            for x, a, c in zip(xs, axes, scale or [None] * len(xs), strict=True)
+        ]
+
+    squares = sums()
 
     def rescaled():
-        out = []
-        for x, a, sq in zip(xs, axes, squares, strict=True):
-            c = _runtime_scale(sq)  # per unit: 1 where its sum did not overflow
-            out.append(_sqrt(jnp.sum(tree.abs_sq(x * c), a, keepdims=True)) / c)
-        return out
+        scale = [_runtime_scale(sq) for sq in squares]  # per unit: 1 where it did not overflow
+        return then([_sqrt(sq) / c for sq, c in zip(sums(scale), scale, strict=True)])
 
-    overflowed = jnp.any(jnp.stack([jnp.any(jnp.isposinf(sq)) for sq in squares]))
-    return _branch(overflowed, rescaled, lambda: [_sqrt(sq) for sq in squares])
+    def plain():
+        return then([_sqrt(sq) for sq in squares])
+
+    every = jnp.concatenate([jnp.ravel(sq) for sq in squares])
+    return _branch(jnp.any(every == jnp.inf), rescaled, plain)
 
 
-def _leaf_norms(leaves: Sequence[Array]) -> list[Array]:
-    """The Euclidean norm of each leaf, as a scalar."""
-    norms = _unit_norms(leaves, [None] * len(leaves))
-    return [jnp.reshape(n, ()) for n in norms]
+def _leaf_factors(leaves: Sequence[Array], factor: Any) -> list[Array]:
+    """``factor(leaf, norm)`` for each leaf and its Euclidean norm (a scalar),
+    computed inside the overflow branch of :func:`_unit_norms`."""
+
+    def then(norms):
+        return [factor(x, n) for x, n in zip(leaves, norms, strict=True)]
+
+    return _unit_norms(leaves, [None] * len(leaves), then, keepdims=False)
 
 
 def _shrink(x: Array, norm: Array, maximum: Any) -> Array:
@@ -196,12 +221,14 @@ def _shrink(x: Array, norm: Array, maximum: Any) -> Array:
 def _shrink_factor(norm: Array, maximum: Any) -> Array:
     """``maximum / norm`` where ``norm > maximum``, else 1 (see :func:`_shrink`)."""
     over = norm > maximum
-    return jnp.where(over, maximum / jnp.where(over, norm, 1), 1)
+    norm = jnp.broadcast_to(norm, over.shape)
+    ratio = maximum / jax.lax.select(over, norm, jax.lax.full_like(norm, 1))
+    return jax.lax.select(over, ratio, jax.lax.full_like(ratio, 1))
 
 
 def _times(x: Array, factor: Array) -> Array:
     """``x * factor`` computed in at least float32, returned in ``x``'s dtype."""
-    return (x.astype(tree.compute_dtype(x.dtype)) * factor).astype(x.dtype)
+    return tree.as_dtype(tree.as_dtype(x, tree.compute_dtype(x.dtype)) * factor, x.dtype)
 
 
 # ---------------------------------------------------------------------- by value
@@ -336,8 +363,8 @@ def clip_by_leaf_norm(max_norm: float | Array) -> GradientTransformation:
     def update(updates, params):
         del params
         leaves, treedef = jax.tree.flatten(updates)
-        norms = _leaf_norms(leaves)
-        shrunk = [_shrink(u, n, max_norm) for u, n in zip(leaves, norms, strict=True)]
+        factors = _leaf_factors(leaves, lambda u, n: _shrink_factor(n, max_norm))
+        shrunk = [_times(u, f) for u, f in zip(leaves, factors, strict=True)]
         return jax.tree.unflatten(treedef, shrunk)
 
     return _stateless(update)
@@ -368,11 +395,12 @@ def clip_by_block_rms(threshold: float | Array) -> GradientTransformation:
     def update(updates, params):
         del params
         leaves, treedef = jax.tree.flatten(updates)
-        norms = _leaf_norms(leaves)
-        shrunk = [
-            _shrink(u, n, threshold * jnp.sqrt(jnp.asarray(u.size, n.dtype)))
-            for u, n in zip(leaves, norms, strict=True)
-        ]
+
+        def factor(u, norm):
+            return _shrink_factor(norm, threshold * np.sqrt(np.asarray(u.size, norm.dtype)))
+
+        factors = _leaf_factors(leaves, factor)
+        shrunk = [_times(u, f) for u, f in zip(leaves, factors, strict=True)]
         return jax.tree.unflatten(treedef, shrunk)
 
     return _stateless(update)
@@ -454,12 +482,16 @@ def adaptive_grad_clip(
         grads, treedef = jax.tree.flatten(updates)
         weights = treedef.flatten_up_to(params)
         axes = [_unit_axes(w, axis) for w in weights]
-        norms = _unit_norms(grads + weights, axes + axes)
-        g_norms, w_norms = norms[: len(grads)], norms[len(grads) :]
-        shrunk = [
-            _shrink(g, g_norm, clipping * jnp.maximum(w_norm, eps))
-            for g, g_norm, w_norm in zip(grads, g_norms, w_norms, strict=True)
-        ]
+
+        def shrink_factors(norms):
+            g_norms, w_norms = norms[: len(grads)], norms[len(grads) :]
+            return [
+                _shrink_factor(g_norm, clipping * jnp.maximum(w_norm, eps))
+                for g_norm, w_norm in zip(g_norms, w_norms, strict=True)
+            ]
+
+        factors = _unit_norms(grads + weights, axes + axes, shrink_factors)
+        shrunk = [_times(g, f) for g, f in zip(grads, factors, strict=True)]
         return jax.tree.unflatten(treedef, shrunk)
 
     return _stateless(update)
