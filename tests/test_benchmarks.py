@@ -38,3 +38,16 @@ def test_every_method_reports_both_libraries_and_adadelta_keeps_no_temporary(mon
     table = every_method.markdown(results, 1 << 16)
     rows = [line for line in table.splitlines() if line.startswith("|")]
     assert len(rows) == 4 and rows[2].startswith("| adadelta |")  # header, rule, methods
+
+
+def test_many_leaves_floor_times_every_step_and_reports_its_ratios(monkeypatch):
+    limits = _load("xla_cpu_limits", monkeypatch)
+    out = limits.many_leaves_floor(4, size=8, rounds=1)
+    steps = ["floor"] + [
+        f"{lib}_{m}" for lib in ("optax", "gradtx_flat") for m in ("sgd", "momentum", "adam")
+    ]
+    assert all(out[name] > 0 for name in steps)
+    for method in ("sgd", "momentum", "adam"):
+        assert out[f"floor / optax_{method}"] == pytest.approx(
+            out["floor"] / out[f"optax_{method}"]
+        )
