@@ -147,25 +147,34 @@ def _rprop_leaf(g, step_size, prev_sign, backtrack, variant, hyper):
     if jnp.iscomplexobj(g):
         raise ValueError("scale_by_rprop: complex gradients have no sign (see the module doc).")
     eta_minus, eta_plus, min_step_size, max_step_size = hyper
-    c = tree.compute_dtype(jnp.result_type(g.dtype, step_size.dtype))
+    # The hyperparameters take part: a float64 array among them computes in float64.
+    c = tree.compute_dtype(jnp.result_type(g.dtype, step_size.dtype, *hyper))
     sign = _sign_int8(g)
     agreement = sign * prev_sign  # the sign of dE/dw(t-1) * dE/dw(t), without underflow
-    old = step_size.astype(c)
-    new = jnp.where(
+    old = tree.as_dtype(step_size, c)
+    # lax.select, not jnp.where: the same selects without a nested call and casts
+    # per leaf, which a tree of many leaves pays for in compile time.
+    flipped = agreement < 0
+    new = jax.lax.select(
         agreement > 0,
         jnp.minimum(old * eta_plus, max_step_size),
-        jnp.where(agreement < 0, jnp.maximum(old * eta_minus, min_step_size), old),
+        jax.lax.select(flipped, jnp.maximum(old * eta_minus, min_step_size), old),
     )
     # jnp.sign keeps a NaN gradient visible in the output (the stored state ignores it).
-    step = jnp.sign(g.astype(c)) * new
+    step = jnp.sign(tree.as_dtype(g, c)) * new
     if variant == "rprop-":
-        return step.astype(g.dtype), new.astype(step_size.dtype), sign
-    flipped = agreement < 0
+        return tree.as_dtype(step, g.dtype), tree.as_dtype(new, step_size.dtype), sign
     # The previous output was prev_sign * old; undoing it outputs its negation.
-    undo = jnp.where(backtrack, -prev_sign.astype(c) * old, 0)
-    out = jnp.where(flipped, undo, step)
-    stored = jnp.where(flipped, jnp.zeros_like(sign), sign)
-    return out.astype(g.dtype), new.astype(step_size.dtype), stored
+    zeros = jax.lax.full_like(step, 0)
+    if backtrack is False:  # iRprop-: no step on a flip
+        undo = zeros
+    else:
+        undo = -prev_sign.astype(c) * old
+        if backtrack is not True:  # iRprop+: undo only if the loss went up
+            undo = jax.lax.select(jnp.broadcast_to(backtrack, undo.shape), undo, zeros)
+    out = jax.lax.select(flipped, undo, step)
+    stored = jax.lax.select(flipped, jax.lax.full_like(sign, 0), sign)
+    return tree.as_dtype(out, g.dtype), tree.as_dtype(new, step_size.dtype), stored
 
 
 def _loss_went_up(owner: str, extra_args: dict, prev_value: Array) -> tuple[Array, Array]:
