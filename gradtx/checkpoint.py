@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradtx import tree
 from gradtx.base import OptState
 
 _PYTHON_SCALARS = (bool, int, float, complex)
@@ -108,9 +109,9 @@ def _differences(want: dict, got: dict) -> list[str]:
     unexpected = [_shown(path) for path in got if path not in want]
     problems = []
     if missing:
-        problems.append(f"missing: {', '.join(missing)}")
+        problems.append(f"missing: {tree.name_paths(missing)}")
     if unexpected:
-        problems.append(f"not in the template: {', '.join(unexpected)}")
+        problems.append(f"not in the template: {tree.name_paths(unexpected)}")
     for path, leaf in want.items():
         if path in got:
             problems.extend(_leaf_differences(_shown(path), leaf, got[path]))

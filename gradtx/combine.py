@@ -166,9 +166,9 @@ def _mismatch(owner: str, prefix: Any, full: Any, kind: str, what: str) -> Value
     uncovered = ["".join(p) for p in full_paths if not any(p[: len(q)] == q for q in prefix_paths)]
     details = []
     if absent:
-        details.append(f"in the {kind} but not in the {what}: {', '.join(absent)}")
+        details.append(f"in the {kind} but not in the {what}: {tree.name_paths(absent)}")
     if uncovered:
-        details.append(f"in the {what} but not in the {kind}: {', '.join(uncovered)}")
+        details.append(f"in the {what} but not in the {kind}: {tree.name_paths(uncovered)}")
     if not details:
         details.append(
             f"{kind} structure {jax.tree.structure(prefix)}, "

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
+from gradtx import tree
 from gradtx.base import GradientTransformation, OptState, Params
 
 _NOT_MIRRORED = -1
@@ -123,7 +124,7 @@ def _param_shardings(params: Params, param_shardings: Any) -> list[Any]:
     unplaced = [jax.tree_util.keystr(k) for k, p in leaves if p is not None and not _placed(p)]
     if unplaced:
         raise ValueError(
-            f"state_shardings: the params {', '.join(unplaced)} carry no sharding: "
+            f"state_shardings: the params {tree.name_paths(unplaced)} carry no sharding: "
             "pass param_shardings."
         )
     return [None if p is None else p.sharding for _, p in leaves]

@@ -108,6 +108,18 @@ def _leaf_paths(tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path) for path, _ in leaves]
 
 
+def name_paths(paths: list[str], limit: int = 10) -> str:
+    """``paths`` joined by commas for an error message, the first ``limit`` of them
+    and a count of the rest: on a model of thousands of leaves, a wrong tree should
+    not print thousands of paths.
+
+    >>> name_paths(["['a']", "['b']", "['c']"], limit=2)
+    "['a'], ['b'] and 1 more"
+    """
+    shown = ", ".join(paths[:limit])
+    return shown if len(paths) <= limit else f"{shown} and {len(paths) - limit} more"
+
+
 def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates") -> None:
     """Raises ValueError naming the paths where ``got`` and ``expected`` differ.
 
@@ -123,9 +135,9 @@ def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates
     unexpected = sorted(set(got_paths) - set(expected_paths))
     details = []
     if missing:
-        details.append(f"missing from {what}: {', '.join(missing)}")
+        details.append(f"missing from {what}: {name_paths(missing)}")
     if unexpected:
-        details.append(f"in {what} but not in the state: {', '.join(unexpected)}")
+        details.append(f"in {what} but not in the state: {name_paths(unexpected)}")
     if not details:
         details.append(f"state structure {expected_def}, {what} structure {got_def}")
     raise ValueError(

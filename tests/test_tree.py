@@ -142,3 +142,12 @@ def test_opaque_ints_are_the_values_out_of_a_loop_xla_keeps(anchor):
     # The values reach the program as a loop's output: XLA has not folded it away.
     text = fn.lower(jnp.float32(anchor)).compile().as_text()
     assert "while" in text[text.index("ENTRY") :]
+
+
+def test_a_structure_error_on_a_large_tree_names_ten_paths_and_counts_the_rest():
+    params = {f"p{i:04d}": jnp.zeros(2) for i in range(300)}
+    with pytest.raises(ValueError) as info:
+        tree.check_structure(params, {"w": jnp.zeros(2)}, owner="test")
+    message = str(info.value)
+    assert "['p0009'] and 290 more" in message and "['p0010']" not in message
+    assert "in updates but not in the state: ['w']" in message

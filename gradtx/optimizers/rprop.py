@@ -125,8 +125,8 @@ def _refuse_complex(owner: str, params: Any) -> None:
     if complex_paths:
         raise ValueError(
             f"{owner}: Rprop steps by the sign of each partial derivative, which a complex "
-            f"number does not have (complex leaves: {', '.join(complex_paths)}); keep the real "
-            "and imaginary parts as two real leaves."
+            f"number does not have (complex leaves: {tree.name_paths(complex_paths)}); keep "
+            "the real and imaginary parts as two real leaves."
         )
 
 

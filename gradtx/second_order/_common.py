@@ -54,7 +54,7 @@ def refuse_complex(owner: str, params: Any) -> None:
     if paths:
         raise ValueError(
             f"{owner}: second-order methods work on real parameters; complex leaves: "
-            f"{', '.join(paths)}. Keep the real and imaginary parts as two real leaves."
+            f"{tree.name_paths(paths)}. Keep the real and imaginary parts as two real leaves."
         )
 
 

@@ -45,7 +45,7 @@ def _too_many(raise_after: int, paths: list[str], consecutive, total, leaf_flags
     raise FloatingPointError(
         f"apply_if_finite: {in_a_row} consecutive gradient{plural} held NaN or inf "
         f"(raise_after={raise_after}; {in_all} skipped in all); the last one in: "
-        f"{', '.join(bad) or '(no leaf)'}. The updates were skipped and the optimizer "
+        f"{tree.name_paths(bad) or '(no leaf)'}. The updates were skipped and the optimizer "
         f"state is the one after the last finite gradient."
     )
 
