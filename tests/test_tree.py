@@ -151,3 +151,31 @@ def test_a_structure_error_on_a_large_tree_names_ten_paths_and_counts_the_rest()
     message = str(info.value)
     assert "['p0009'] and 290 more" in message and "['p0010']" not in message
     assert "in updates but not in the state: ['w']" in message
+
+
+def test_map_unzip_traces_the_leaf_step_once_per_shape_under_jit_and_per_leaf_eagerly():
+    shapes = []
+
+    def step(a, b):
+        shapes.append(a.shape)
+        return a + b, a * b
+
+    tree_ = {"x": jnp.ones(3), "y": jnp.full(3, 2.0, jnp.float32), "z": jnp.ones(4)}
+    total, product = jax.jit(lambda t: tree.map_unzip(step, 2, t, t))(tree_)
+    assert sorted(shapes) == [(3,), (4,)]
+    np.testing.assert_array_equal(product["y"], np.full(3, 4.0))
+    shapes.clear()
+    tree.map_unzip(step, 2, tree_, tree_)
+    assert len(shapes) == 3
+
+
+def test_once_per_dtype_keeps_no_value_traced_inside_a_leaf_step():
+    """A value first asked for inside the nested trace of one leaf shape belongs
+    to that trace: kept, it would leak into the next shape's trace."""
+
+    def update(t):
+        scale = tree.once_per_dtype(lambda dtype: jnp.sum(t["x"]).astype(dtype))
+        return tree.map_unzip(lambda a: (a * scale(a.dtype),), 1, t)[0]
+
+    out = jax.jit(update)({"x": jnp.ones(3), "y": jnp.ones(4)})
+    np.testing.assert_array_equal(out["y"], np.full(4, 3.0))

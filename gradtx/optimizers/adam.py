@@ -88,7 +88,7 @@ def moment_transformation(
         del params, extra_args
         tree.check_structure(state.mu, updates, owner=owner)
         count = tree.safe_increment(state.count)
-        shared = tree.once_per_dtype(lambda dtype: scalars(count, dtype))
+        shared = tree.once_per_dtype(lambda dtype: scalars(count, dtype), updates)
         out, mu, nu = tree.map_unzip(
             lambda g, m, v: leaf(g, m, v, shared), 3, updates, state.mu, state.nu
         )

@@ -99,7 +99,7 @@ def scale_by_amsgrad(
         tree.check_structure(state.mu, updates, owner="scale_by_amsgrad")
         count = tree.safe_increment(state.count)
         # 1 - b^t once per dtype, shared by the leaves (not traced once per leaf).
-        factors = tree.once_per_dtype(lambda dtype: corrections(count, dtype))
+        factors = tree.once_per_dtype(lambda dtype: corrections(count, dtype), updates)
         out, mu, nu, nu_max = tree.map_unzip(
             lambda g, m, v, vm: leaf(g, m, v, vm, factors),
             4,

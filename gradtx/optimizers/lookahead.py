@@ -202,8 +202,8 @@ def lookahead(
             )
         inner, fast_state = inner_update(updates, fast_state, params, **extra_args)
         is_sync = state.steps_since_sync >= sync_period - 1
-        out = jax.tree.map(
-            lambda p, u, s: _step_leaf(p, u, s, slow_step_size, is_sync), params, inner, slow
+        (out,) = tree.map_unzip(
+            lambda p, u, s: (_step_leaf(p, u, s, slow_step_size, is_sync),), 1, params, inner, slow
         )
         steps = jnp.where(is_sync, 0, state.steps_since_sync + 1).astype(jnp.int32)
         return out, LookaheadState(fast_state, steps, slow)
