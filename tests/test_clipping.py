@@ -568,9 +568,10 @@ def test_vmap_over_the_bound_equals_separate_runs(name):
 
 
 def test_global_norm_clip_program_does_not_grow_per_leaf_beyond_its_sums():
-    """The shrink factor is computed once, and on one device the overflow rescue
-    sums the small leaves joined: one reduction per leaf plus one, whatever the
-    number of leaves (a program that grew per leaf compiled 2x slower on 1000)."""
+    """The shrink factor is computed once, and on one device the sum of squares
+    and its overflow rescue each sum the small leaves joined: two reductions
+    whatever the number of leaves (one per leaf compiled 20.6 s for the sum of
+    2000 leaves of 1000 floats, joined 0.9 s)."""
 
     def program(n):
         g = {f"p{i}": jnp.ones((3 + i,)) for i in range(n)}
@@ -580,7 +581,7 @@ def test_global_norm_clip_program_does_not_grow_per_leaf_beyond_its_sums():
     small, large = program(2), program(20)
     for op in ("stablehlo.divide", "stablehlo.select", "stablehlo.sqrt"):
         assert small.count(op) == large.count(op), op
-    assert jax.device_count() > 1 or large.count("stablehlo.reduce(") == 20 + 1
+    assert jax.device_count() > 1 or large.count("stablehlo.reduce(") == 2
 
 
 @pytest.mark.parametrize(

@@ -113,8 +113,8 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
     Where the sum of squares overflows to ``inf``, it is recomputed as
     ``sqrt(sum |x c|^2) / c`` with the power of two ``c`` of
     :func:`_no_overflow_scale`; that second pass runs only when the first
-    overflowed, and it is one reduction per array, or per joined group of small
-    arrays on one device (:func:`_few_arrays`). A norm beyond the dtype's range is
+    overflowed. Both passes sum the small arrays joined, one reduction per dtype
+    on one device (:func:`gradtx.tree.join_small`). A norm beyond the dtype's range is
     ``inf``; a NaN element gives NaN. With ``axis_name`` the arrays are this
     device's blocks of arrays split over that mesh axis: the sums are
     ``psum``-med across it, so every device gets the norm of the whole arrays
@@ -124,42 +124,15 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
     if not xs:
         return jnp.zeros([], jnp.float32)
     total = tree.across(jax.lax.psum, axis_name)
-    squares = total(sum(jnp.sum(tree.abs_sq(x)) for x in xs))
+    squares = total(sum(jnp.sum(tree.abs_sq(x)) for x in tree.join_small(xs)))
 
     def rescaled():
         # Each array in the dtype of the sum (a float32 leaf beside a float64 one).
         c = _runtime_scale(squares)
         wide = [x.astype(jnp.result_type(x.dtype, squares.dtype)) for x in xs]
-        return _sqrt(total(sum(jnp.sum(tree.abs_sq(x * c)) for x in _few_arrays(wide)))) / c
+        return _sqrt(total(sum(jnp.sum(tree.abs_sq(x * c)) for x in tree.join_small(wide)))) / c
 
     return _branch(jnp.isposinf(squares), rescaled, lambda: _sqrt(squares))
-
-
-def _few_arrays(xs: Sequence[Array], small: int = 2**14) -> list[Array]:
-    """The elements of ``xs`` in fewer arrays, for the rare second pass of
-    :func:`_global_norm`: on a single device, the arrays of fewer than ``small``
-    elements are raveled and joined, one array per dtype.
-
-    XLA:CPU compiles the rescue whether it runs or not, and one reduction per
-    small leaf made it the larger part of the program on trees of thousands of
-    leaves: a jitted ``clip_by_global_norm`` update on 1000 leaves of 1000
-    floats compiled in 8.6 s with one reduction (and one shrink factor) per
-    leaf, in 4.7 s joined (and one factor), as Optax's, which has no rescue (2
-    CPU cores; ``python benchmarks/xla_cpu_limits.py --leaves 1000``, item 5).
-    Joining only small arrays bounds the extra memory. With more than one
-    device an array may be split across them, and joining it would gather it (a
-    collective, where the norm needs only scalar all-reduces), so the arrays are
-    kept as they are.
-    """
-    if jax.device_count() > 1:
-        return list(xs)
-    kept, joined = [], {}
-    for x in xs:
-        if x.size < small:
-            joined.setdefault(x.dtype, []).append(jnp.ravel(x))
-        else:
-            kept.append(x)
-    return kept + [jnp.concatenate(parts) for parts in joined.values()]
 
 
 def _unit_norms(
