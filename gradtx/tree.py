@@ -268,9 +268,10 @@ def join_small(xs: Any, small: int = 2**14) -> list[Array]:
     them: on a single device, the arrays of fewer than ``small`` elements are
     raveled and joined, one array per dtype; larger arrays are kept as they are.
 
-    XLA:CPU compiles a reduction per array, and slowly: the sum of squares of
-    2000 arrays of 1000 floats compiled in 20.6 s and ran in 3.7 ms one array at a
-    time, in 0.9 s and 1.4 ms joined (2 CPU cores). Joining only small arrays
+    Summed array by array, the sum of squares of 2000 arrays of 1000 floats
+    compiled in 20.6 s and ran in 3.7 ms on XLA:CPU; joined, in 0.9 s and 1.4 ms
+    (2 CPU cores). So did a test that each array is finite: 22.8 s and 3.4 ms one
+    flag per array, 1.0 s and 2.2 ms joined. Joining only small arrays
     bounds the copy (a temporary no larger than the small arrays together). With
     more than one device an array may be split across them, and joining it would
     gather it (a collective, where a norm needs only scalar all-reduces), so the

@@ -32,8 +32,7 @@ def _leaf_flags(updates: Any) -> tuple[list[Array], list[str]]:
 
 def _all_finite(updates: Any) -> Array:
     """Whether every element of every leaf is finite, with the small leaves joined
-    (:func:`gradtx.tree.join_small`): one flag per leaf, combined, compiled in
-    22.8 s on 2000 leaves of 1000 floats and in 1.0 s joined (2 CPU cores)."""
+    (:func:`gradtx.tree.join_small`, which gives the compile times)."""
     flags = [jnp.all(jnp.isfinite(x)) for x in tree.join_small(jax.tree.leaves(updates))]
     return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
 
