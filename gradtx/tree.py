@@ -147,12 +147,24 @@ def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates
     )
 
 
+# Which trace is current (JAX 0.4.36 and later); without it no step is nested.
+_trace_state = getattr(getattr(jax.extend, "core", None), "get_opaque_trace_state", None)
+
+
+def _current_trace() -> Any:
+    return _trace_state(convention="flax") if _trace_state is not None else None
+
+
 def _staged(leaves: list[Any]) -> bool:
     """True when the leaves are being traced into a jitted program (not eager,
     not under ``vmap`` or ``grad`` in between), where a nested ``jax.jit`` costs
     nothing at run time. The test reads the tracer's class name: should JAX rename
     it, this is False and every leaf is traced on its own again, as it was."""
-    return bool(leaves) and type(leaves[0]).__name__ == "DynamicJaxprTracer"
+    return (
+        _trace_state is not None
+        and bool(leaves)
+        and type(leaves[0]).__name__ == "DynamicJaxprTracer"
+    )
 
 
 def map_unzip(fn: Any, n: int, first: Any, *rest: Any) -> tuple[Any, ...]:
@@ -193,14 +205,14 @@ def once_per_dtype(fn: Any, leaves: Any = None) -> Any:
     as it belongs to that trace alone.
     """
     values: dict[Any, Any] = {}
-    home = jax.extend.core.get_opaque_trace_state(convention="flax")
+    home = _current_trace()
 
     def cached(dtype: Any) -> Any:
         key = jnp.dtype(dtype)
         if key in values:
             return values[key]
         value = fn(key)
-        if jax.extend.core.get_opaque_trace_state(convention="flax") == home:
+        if _current_trace() == home:
             values[key] = value
         return value
 
