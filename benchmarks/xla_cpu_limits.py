@@ -69,6 +69,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import resource
 import time
@@ -79,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from step_time import QUICK, Run, time_interleaved
 
 import gradtx
 
@@ -371,21 +373,13 @@ def many_leaves_floor(leaves: int, size: int = 1000, rounds: int = 10) -> dict[s
         ):
             tx = make(lib) if lib else gradtx.flat(make(gradtx))
             steps[f"{name}_{method}"] = (adam_step(tx), tx.init(fresh()))
-    runs = {}
+    runs = []
     for name, (step, state) in steps.items():
         compiled = jax.jit(step, donate_argnums=(0, 1)).lower(fresh(), state, grads).compile()
-        runs[name] = [compiled, fresh(), state, []]
-    for _ in range(rounds):
-        for run in runs.values():
-            compiled, params, state, times = run
-            for i in range(8):
-                start = time.perf_counter()
-                params, state = compiled(params, state, grads)
-                jax.block_until_ready((params, state))
-                if i >= 2:  # after warm-up
-                    times.append(time.perf_counter() - start)
-            run[1], run[2] = params, state
-    out = {name: 1e3 * float(np.median(run[3])) for name, run in runs.items()}
+        runs.append(Run(name, compiled, fresh(), state, grads))
+    sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=6)
+    seconds = time_interleaved(runs, sizes, "step")
+    out = {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}
     for method in ("sgd", "momentum", "adam"):
         out[f"floor / optax_{method}"] = out["floor"] / out[f"optax_{method}"]
     return out

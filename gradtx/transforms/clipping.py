@@ -124,7 +124,7 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
     if not xs:
         return jnp.zeros([], jnp.float32)
     total = tree.across(jax.lax.psum, axis_name)
-    squares = total(sum(jnp.sum(tree.abs_sq(x)) for x in tree.join_small(xs)))
+    squares = total(tree.squared_norm(xs))
 
     def rescaled():
         # Each array in the dtype of the sum (a float32 leaf beside a float64 one).

@@ -30,11 +30,14 @@ def _leaf_flags(updates: Any) -> tuple[list[Array], list[str]]:
     return flags, [jax.tree_util.keystr(path) or "the root" for path, _ in with_paths]
 
 
+def _all_true(flags: list[Array]) -> Array:
+    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+
+
 def _all_finite(updates: Any) -> Array:
     """Whether every element of every leaf is finite, with the small leaves joined
     (:func:`gradtx.tree.join_small`, which gives the compile times)."""
-    flags = [jnp.all(jnp.isfinite(x)) for x in tree.join_small(jax.tree.leaves(updates))]
-    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
+    return _all_true([jnp.all(jnp.isfinite(x)) for x in tree.join_small(jax.tree.leaves(updates))])
 
 
 def _too_many(raise_after: int, paths: list[str], consecutive, total, leaf_flags) -> None:
@@ -117,7 +120,7 @@ def apply_if_finite(
             finite = _all_finite(updates)
         else:  # the error names the leaves: one flag per leaf
             leaf_flags, paths = _leaf_flags(updates)
-            finite = jnp.all(jnp.stack(leaf_flags)) if leaf_flags else jnp.array(True)
+            finite = _all_true(leaf_flags)
         consecutive = jnp.where(finite, 0, tree.safe_increment(state.notfinite_count))
         total = jnp.where(finite, state.total_notfinite, tree.safe_increment(state.total_notfinite))
         if raise_after is not None:
