@@ -1,6 +1,6 @@
 """Measurements behind the speed targets that XLA:CPU does not let any optimizer reach.
 
-Nine facts, each measured on whatever JAX's default backend is (they are about
+Ten facts, each measured on whatever JAX's default backend is (they are about
 XLA:CPU; on a GPU the numbers differ):
 
 1. **Kernels per leaf.** XLA:CPU gives every output array its own kernel (no
@@ -58,7 +58,20 @@ XLA:CPU; on a GPU the numbers differ):
    against Optax's SGD, momentum and Adam steps and ``gradtx.flat``'s, on 2000
    leaves of 1000 floats. The floor over Optax's step is the best ratio any
    library can reach on that tree: about 1 for SGD (Optax's SGD *is* the
-   floor) and above 0.5 for momentum.
+   floor) and above 0.5 for momentum. The floor's compile seconds, over
+   Optax's, bound the first call the same way: no program that writes 2000
+   arrays compiles in less.
+10. **The least program per cell.** For each element-wise cell of
+   ``step_time.py``'s table: the bytes per parameter that gradtx's and Optax's
+   compiled steps move (every kernel of the entry computation reading its
+   operands and writing its result), against the least a program of one kernel
+   per output array can move (``LEAST_PROGRAM``: Adam 40 bytes, SGD 12); on
+   2000 leaves, kernels per leaf against one per output array. Where Optax's
+   step already is that least program, no step can be faster than Optax's on
+   a memory-bound cell: the lowest gradtx / Optax ratio the cell allows is 1.
+   ``best_median`` is the median of those lowest ratios over the table's 40
+   cells, counting every lookahead, chain and 2000-leaf cell (where ``flat``
+   changes the program) as 0, the most favourable case.
 
 Usage::
 
@@ -80,16 +93,73 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from step_time import QUICK, Run, time_interleaved
+from step_time import (
+    ELEMENTWISE,
+    FULL,
+    METHODS,
+    QUICK,
+    TREES,
+    Run,
+    Sizes,
+    nfloats,
+    random_tree,
+    time_interleaved,
+)
 
 import gradtx
 
+_ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2}
+_ITEM_BYTES |= {"s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_NOT_KERNELS = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
 
-def fusion_count(compiled: Any) -> int:
-    """The number of kernels (fusions) in a compiled program's entry computation."""
+
+def _shape_bytes(shape: str) -> int:
+    """Bytes of an HLO shape such as ``f32[4096,4096]{1,0}`` or a tuple of them."""
+    total = 0
+    for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape):
+        total += int(np.prod([int(d) for d in dims.split(",") if d])) * _ITEM_BYTES[dtype]
+    return total
+
+
+def _split_balanced(text: str) -> tuple[str, str]:
+    """``"(a, (b)) rest"`` -> ``("(a, (b))", "rest")``: the leading parenthesised group."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        if depth == 0:
+            return text[: i + 1], text[i + 1 :].lstrip()
+    raise ValueError(f"unbalanced HLO text: {text[:80]!r}")
+
+
+def kernel_traffic(compiled: Any) -> tuple[int, int]:
+    """Kernels in a compiled program's entry computation, and the bytes they move:
+    every kernel's operands read whole and its result written whole.
+
+    A kernel is every instruction but parameters, constants, tuples, tuple
+    elements and bitcasts (which move nothing). A ``conditional`` or ``while``
+    counts as one kernel that reads its operands and writes its result.
+    """
     text = compiled.as_text()
-    entry = text[text.index("ENTRY") :]
-    return len(re.findall(r"= \S+ fusion\(", entry))
+    entry = text[text.index("ENTRY") :].split("\n}")[0]
+    sizes: dict[str, int] = {}
+    kernels = traffic = 0
+    for line in entry.splitlines()[1:]:
+        match = re.match(r"\s*(?:ROOT )?%(\S+) = (.*)", line)
+        if match is None:
+            continue
+        name, rest = match.groups()
+        if rest.startswith("("):
+            shape, rest = _split_balanced(rest)
+        else:
+            shape, _, rest = rest.partition(" ")
+        sizes[name] = _shape_bytes(shape)
+        op = re.match(r"[\w-]+", rest)
+        if op is None or op.group() in _NOT_KERNELS:
+            continue
+        operands, _ = _split_balanced(rest[op.end() :])
+        kernels += 1
+        traffic += sizes[name] + sum(sizes[o] for o in re.findall(r"%([^\s,()]+)", operands))
+    return kernels, traffic
 
 
 def adam_step(tx: Any) -> Callable:
@@ -100,17 +170,33 @@ def adam_step(tx: Any) -> Callable:
     return step
 
 
-def kernels_per_leaf() -> dict[str, float]:
-    """Adam's kernels per leaf in gradtx and Optax, from two tree sizes' difference."""
-    out = {}
-    for name, make in (("gradtx", gradtx.adam), ("optax", optax.adam)):
-        counts = []
-        for leaves in (4, 8):
-            params = {f"p{i}": jnp.ones(1000) for i in range(leaves)}
-            tx = make(1e-3)
-            compiled = jax.jit(adam_step(tx)).lower(params, tx.init(params), params).compile()
-            counts.append(fusion_count(compiled))
-        out[name] = (counts[1] - counts[0]) / 4
+def compiled_step(lib: Any, method: str, params: Any) -> Any:
+    """A donated, jitted step (update + apply_updates) of ``step_time.py``'s ``method``."""
+    tx = METHODS[method](lib)
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return lib.apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
+
+
+def per_leaf_kernels(lib: Any, method: str) -> float:
+    """Kernels per leaf of a step of ``step_time.py``'s ``method``, from the
+    difference between trees of 4 and 8 leaves of 1000 floats."""
+    counts = []
+    for leaves in (4, 8):
+        params = {f"p{i}": jnp.ones(1000) for i in range(leaves)}
+        counts.append(kernel_traffic(compiled_step(lib, method, params))[0])
+    return (counts[1] - counts[0]) / 4
+
+
+def kernels_per_leaf() -> dict[str, float | str]:
+    """Adam's kernels per leaf in gradtx and Optax; whether XLA:CPU takes the option."""
+    out: dict[str, float | str] = {
+        "gradtx": per_leaf_kernels(gradtx, "adam"),
+        "optax": per_leaf_kernels(optax, "adam"),
+    }
     try:
         jax.jit(lambda x: x + 1).lower(jnp.ones(3)).compile(
             compiler_options={"xla_cpu_use_multi_output_fusion": True}
@@ -373,16 +459,75 @@ def many_leaves_floor(leaves: int, size: int = 1000, rounds: int = 10) -> dict[s
         ):
             tx = make(lib) if lib else gradtx.flat(make(gradtx))
             steps[f"{name}_{method}"] = (adam_step(tx), tx.init(fresh()))
-    runs = []
+    runs, compile_s = [], {}
     for name, (step, state) in steps.items():
+        jax.clear_caches()  # no step reuses what another one compiled
+        start = time.perf_counter()
         compiled = jax.jit(step, donate_argnums=(0, 1)).lower(fresh(), state, grads).compile()
+        compile_s[name] = time.perf_counter() - start
         runs.append(Run(name, compiled, fresh(), state, grads))
     sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=6)
     seconds = time_interleaved(runs, sizes, "step")
     out = {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}
     for method in ("sgd", "momentum", "adam"):
         out[f"floor / optax_{method}"] = out["floor"] / out[f"optax_{method}"]
+    out.update({f"{name}_compile_s": s for name, s in compile_s.items()})
+    for method in ("sgd", "momentum", "adam"):
+        out[f"floor / optax_{method}_compile"] = compile_s["floor"] / compile_s[f"optax_{method}"]
     return out
+
+
+# The least program of each method when every output array is its own kernel (item
+# 1): (state arrays, arrays the update reads). A state array's kernel reads the
+# gradient and that array and writes it: 3 arrays. The params' kernel reads the
+# params and what the update needs at least, and writes the params. SGD's update
+# needs g; momentum's the new trace; Nesterov's g and the new trace; AdaGrad's and
+# RMSProp's g and the new accumulator; the Adam family's the two new moments.
+LEAST_PROGRAM = {"sgd": (0, 1), "momentum": (1, 1), "nesterov": (1, 2), "adagrad": (1, 2)}
+LEAST_PROGRAM |= {"rmsprop": (1, 2), "adam": (2, 2), "adamw": (2, 2), "radam": (2, 2)}
+
+
+def least_arrays(method: str) -> int:
+    """Arrays a step of ``method`` moves per parameter, at least, one kernel per output."""
+    state, reads = LEAST_PROGRAM[method]
+    return 3 * state + reads + 2
+
+
+def least_program_cells(sizes: Sizes = FULL) -> dict[str, Any]:
+    """Per cell of ``step_time.py``'s table: the bytes per parameter (float32) that
+    gradtx's and Optax's compiled steps move, against the least a program of one
+    kernel per output can move; on many leaves, kernels per leaf against the least
+    (one per output array). The lowest gradtx / Optax ratio a cell allows is the
+    least over Optax's; the best median the table allows counts every
+    lookahead, chain and many-leaf cell as 0."""
+    cells: dict[str, dict[str, float]] = {}
+    for tree in ("one_leaf", "mlp", "transformer"):
+        params = random_tree(TREES[tree](sizes), jax.random.PRNGKey(0), 1.0)
+        floats = nfloats(params)
+        for method in ELEMENTWISE:
+            moved = {
+                lib.__name__: kernel_traffic(compiled_step(lib, method, params))[1] / floats
+                for lib in (gradtx, optax)
+            }
+            least = 4.0 * least_arrays(method)
+            cells[f"{tree}/{method}"] = {**moved, "least": least, "best": least / moved["optax"]}
+    for method in ELEMENTWISE:
+        per_leaf = {lib.__name__: per_leaf_kernels(lib, method) for lib in (gradtx, optax)}
+        outputs = 1 + LEAST_PROGRAM[method][0]  # the params and each state array
+        cells[f"many_leaves/{method}"] = {
+            **per_leaf,
+            "least": outputs,
+            "best": outputs / per_leaf["optax"],
+        }
+    bounded = [
+        cell["best"] for tree_method, cell in cells.items() if not tree_method.startswith("many")
+    ]
+    unbounded = len(TREES) * len(METHODS) - len(bounded)
+    return {
+        "cells": cells,
+        "cells_at_least": sum(b >= 0.999 for b in bounded),
+        "best_median": float(np.median([0.0] * unbounded + bounded)),
+    }
 
 
 def main() -> None:
@@ -400,6 +545,7 @@ def main() -> None:
     print(f"7. EMA ms by block size, one array of {1 << 24:,}:", blocked_ema_cost(1 << 24))
     print("8. compile seconds, 400 leaves of 1000:", cond_outputs_cost(400))
     print(f"9. step ms, {args.leaves} leaves of 1000:", many_leaves_floor(args.leaves))
+    print("10. least programs, step_time.py's cells:", least_program_cells())
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 _BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -51,3 +53,40 @@ def test_many_leaves_floor_times_every_step_and_reports_its_ratios(monkeypatch):
         assert out[f"floor / optax_{method}"] == pytest.approx(
             out["floor"] / out[f"optax_{method}"]
         )
+
+
+def test_kernel_traffic_counts_a_triad_and_a_tuple_result(monkeypatch):
+    limits = _load("xla_cpu_limits", monkeypatch)
+    n = 4096
+    triad = jax.jit(lambda a, b: a + 0.5 * b, donate_argnums=0)
+    compiled = triad.lower(jnp.ones(n), jnp.ones(n)).compile()
+    assert limits.kernel_traffic(compiled) == (1, 3 * 4 * n)  # read a, b; write a
+    two = jax.jit(lambda a: (a * 2.0, a.astype(jnp.bfloat16) + 1))
+    kernels, moved = limits.kernel_traffic(two.lower(jnp.ones(n)).compile())
+    assert kernels == 2 and moved == (4 * n + 4 * n) + (4 * n + 2 * n)  # the tuple moves nothing
+
+
+def test_least_program_cells_finds_every_elementwise_step_at_its_least(monkeypatch):
+    limits = _load("xla_cpu_limits", monkeypatch)
+    tiny = dataclasses.replace(
+        limits.QUICK,
+        one_leaf=(256, 256),
+        mlp_widths=(64, 128, 32),
+        d_model=32,
+        layers=1,
+        vocab=128,
+        context=32,
+    )
+    out = limits.least_program_cells(tiny)
+    assert out["cells"]["one_leaf/adam"]["least"] == 40.0
+    assert out["cells"]["mlp/sgd"]["gradtx"] == pytest.approx(12.0)
+    assert out["cells"]["many_leaves/momentum"] == {
+        "gradtx": 2.0,
+        "optax": 2.0,
+        "least": 2,
+        "best": 1.0,
+    }
+    # Both libraries' steps are the least program in all 24 bandwidth-bound cells,
+    # so the best median of the 40 cells is Optax's time (up to scalar kernels).
+    assert out["cells_at_least"] == 24
+    assert out["best_median"] == pytest.approx(1.0, abs=1e-3)
