@@ -1,6 +1,6 @@
 """Measurements behind the speed targets that XLA:CPU does not let any optimizer reach.
 
-Ten facts, each measured on whatever JAX's default backend is (they are about
+Eleven facts, each measured on whatever JAX's default backend is (they are about
 XLA:CPU; on a GPU the numbers differ):
 
 1. **Kernels per leaf.** XLA:CPU gives every output array its own kernel (no
@@ -72,6 +72,16 @@ XLA:CPU; on a GPU the numbers differ):
    ``best_median`` is the median of those lowest ratios over the table's 40
    cells, counting every lookahead, chain and 2000-leaf cell (where ``flat``
    changes the program) as 0, the most favourable case.
+11. **A sum over small arrays keeps them.** XLA:CPU reduces an array of fewer
+   than about 4096 elements through a tree of partial sums whose input is a
+   kernel of its own: ``sum(x * x)`` of 1000 floats writes the 1000 squares to a
+   temporary first (at 4096 the square is fused into the sum and nothing is
+   kept). Nor does it fuse a concatenation into a sum. So a global norm over
+   many leaves of 1000 floats holds as many bytes as the leaves, summed leaf by
+   leaf (Optax) or joined (gradtx, :func:`gradtx.tree.join_small`): the temporary
+   of the clip + AdamW chain on 2000 such leaves is one gradient's worth, not
+   one leaf's.
+   Measured: temporary bytes of each of those programs.
 
 Usage::
 
@@ -493,6 +503,26 @@ def least_arrays(method: str) -> int:
     return 3 * state + reads + 2
 
 
+def small_sum_temporaries(leaves: int = 200, size: int = 1000) -> dict[str, int]:
+    """Temporary bytes of a sum of squares: of one array of ``size`` floats and of
+    4096, and over ``leaves`` arrays of ``size``, leaf by leaf and joined."""
+    xs = [jnp.full((size,), 0.5, jnp.float32) for _ in range(leaves)]
+
+    def temp_bytes(fn: Callable, *args: Any) -> int:
+        return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+    def square_sum(x):
+        return jnp.sum(x * x)
+
+    return {
+        f"one_array_of_{size}": temp_bytes(square_sum, xs[0]),
+        "one_array_of_4096": temp_bytes(square_sum, jnp.ones(4096)),
+        "leaf_by_leaf": temp_bytes(lambda xs: sum(square_sum(x) for x in xs), xs),
+        "joined": temp_bytes(gradtx.tree.squared_norm, xs),
+        "bytes_of_the_leaves": 4 * size * leaves,
+    }
+
+
 def least_program_cells(sizes: Sizes = FULL) -> dict[str, Any]:
     """Per cell of ``step_time.py``'s table: the bytes per parameter (float32) that
     gradtx's and Optax's compiled steps move, against the least a program of one
@@ -546,6 +576,7 @@ def main() -> None:
     print("8. compile seconds, 400 leaves of 1000:", cond_outputs_cost(400))
     print(f"9. step ms, {args.leaves} leaves of 1000:", many_leaves_floor(args.leaves))
     print("10. least programs, step_time.py's cells:", least_program_cells())
+    print("11. temporary bytes of sums of squares:", small_sum_temporaries())
 
 
 if __name__ == "__main__":

@@ -90,3 +90,14 @@ def test_least_program_cells_finds_every_elementwise_step_at_its_least(monkeypat
     # so the best median of the 40 cells is Optax's time (up to scalar kernels).
     assert out["cells_at_least"] == 24
     assert out["best_median"] == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="the fact measured is XLA:CPU's reduction emitter"
+)
+def test_small_sums_keep_their_squares_on_cpu(monkeypatch):
+    limits = _load("xla_cpu_limits", monkeypatch)
+    out = limits.small_sum_temporaries(leaves=8, size=1000)
+    assert out["bytes_of_the_leaves"] == 8 * 4000
+    assert out["one_array_of_1000"] >= 4000 and out["one_array_of_4096"] == 0
+    assert out["joined"] >= out["bytes_of_the_leaves"]
