@@ -540,7 +540,9 @@ def least_program_cells(sizes: Sizes = FULL) -> dict[str, Any]:
                 for lib in (gradtx, optax)
             }
             least = 4.0 * least_arrays(method)
-            cells[f"{tree}/{method}"] = {**moved, "least": least, "best": least / moved["optax"]}
+            moved["least"] = least
+            moved["best"] = least / moved["optax"]
+            cells[f"{tree}/{method}"] = {key: round(value, 3) for key, value in moved.items()}
     for method in ELEMENTWISE:
         per_leaf = {lib.__name__: per_leaf_kernels(lib, method) for lib in (gradtx, optax)}
         outputs = 1 + LEAST_PROGRAM[method][0]  # the params and each state array
@@ -556,7 +558,7 @@ def least_program_cells(sizes: Sizes = FULL) -> dict[str, Any]:
     return {
         "cells": cells,
         "cells_at_least": sum(b >= 0.999 for b in bounded),
-        "best_median": float(np.median([0.0] * unbounded + bounded)),
+        "best_median": round(float(np.median([0.0] * unbounded + bounded)), 3),
     }
 
 
