@@ -78,7 +78,8 @@ XLA:CPU; on a GPU the numbers differ):
    temporary first (at 4096 the square is fused into the sum and nothing is
    kept). Nor does it fuse a concatenation into a sum. So a global norm over
    many leaves of 1000 floats holds as many bytes as the leaves, summed leaf by
-   leaf (Optax) or joined (gradtx, :func:`gradtx.tree.join_small`): the temporary
+   leaf (Optax), by ``vdot``, joined by groups large enough to be fused, or
+   joined whole (gradtx, :func:`gradtx.tree.join_small`): the temporary
    of the clip + AdamW chain on 2000 such leaves is one gradient's worth, not
    one leaf's.
    Measured: temporary bytes of each of those programs.
@@ -505,7 +506,7 @@ def least_arrays(method: str) -> int:
 
 def small_sum_temporaries(leaves: int = 200, size: int = 1000) -> dict[str, int]:
     """Temporary bytes of a sum of squares: of one array of ``size`` floats and of
-    4096, and over ``leaves`` arrays of ``size``, leaf by leaf and joined."""
+    4096, and over ``leaves`` arrays of ``size``, in four arrangements."""
     xs = [jnp.full((size,), 0.5, jnp.float32) for _ in range(leaves)]
 
     def temp_bytes(fn: Callable, *args: Any) -> int:
@@ -514,10 +515,15 @@ def small_sum_temporaries(leaves: int = 200, size: int = 1000) -> dict[str, int]
     def square_sum(x):
         return jnp.sum(x * x)
 
+    def by_groups(xs, group=8):  # joined 8 leaves at a time: each sum has 8000 elements
+        return sum(square_sum(jnp.concatenate(xs[i : i + group])) for i in range(0, len(xs), group))
+
     return {
         f"one_array_of_{size}": temp_bytes(square_sum, xs[0]),
         "one_array_of_4096": temp_bytes(square_sum, jnp.ones(4096)),
         "leaf_by_leaf": temp_bytes(lambda xs: sum(square_sum(x) for x in xs), xs),
+        "leaf_by_leaf_vdot": temp_bytes(lambda xs: sum(jnp.vdot(x, x) for x in xs), xs),
+        "joined_by_groups_of_8": temp_bytes(by_groups, xs),
         "joined": temp_bytes(gradtx.tree.squared_norm, xs),
         "bytes_of_the_leaves": 4 * size * leaves,
     }
