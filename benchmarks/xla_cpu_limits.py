@@ -1,6 +1,6 @@
 """Measurements behind the speed targets that XLA:CPU does not let any optimizer reach.
 
-Eleven facts, each measured on whatever JAX's default backend is (they are about
+Twelve facts, each measured on whatever JAX's default backend is (they are about
 XLA:CPU; on a GPU the numbers differ):
 
 1. **Kernels per leaf.** XLA:CPU gives every output array its own kernel (no
@@ -83,6 +83,13 @@ XLA:CPU; on a GPU the numbers differ):
    of the clip + AdamW chain on 2000 such leaves is one gradient's worth, not
    one leaf's.
    Measured: temporary bytes of each of those programs.
+12. **A host callback slows every kernel.** A program that holds a host callback
+   (``jax.debug.callback``, as ``apply_if_finite(..., raise_after=N)`` needs to
+   raise under ``jit``) runs each of its kernels 10-15 us slower on XLA:CPU,
+   even when the callback is in a ``lax.cond`` branch that never runs.
+   Measured, interleaved, on many leaves of 1000 floats: the floor of item 9 with
+   and without a callback of one scalar, and ``apply_if_finite(adam)`` with and
+   without ``raise_after``, against Optax's (which cannot raise).
 
 Usage::
 
@@ -529,6 +536,39 @@ def small_sum_temporaries(leaves: int = 200, size: int = 1000) -> dict[str, int]
     }
 
 
+def callback_cost(leaves: int, size: int = 1000, rounds: int = 6) -> dict[str, float]:
+    """Median step ms on ``leaves`` leaves, with and without a host callback."""
+
+    def fresh():  # the timed steps donate their params
+        return {f"p{i:04d}": jnp.full((size,), 0.5, jnp.float32) for i in range(leaves)}
+
+    grads = {k: jnp.full((size,), 0.01, jnp.float32) for k in fresh()}
+
+    def floor(params, state, grads):
+        return jax.tree.map(lambda p, g: p - g, params, grads), state
+
+    def floor_with_callback(params, state, grads):
+        jax.debug.callback(lambda x: None, grads["p0000"][0])
+        return floor(params, state, grads)
+
+    steps = {"floor": (floor, ()), "floor_with_callback": (floor_with_callback, ())}
+    for name, tx in (
+        ("gradtx_apply_if_finite", gradtx.apply_if_finite(gradtx.adam(1e-3))),
+        ("gradtx_raise_after_5", gradtx.apply_if_finite(gradtx.adam(1e-3), raise_after=5)),
+        ("optax_apply_if_finite", optax.apply_if_finite(optax.adam(1e-3), 5)),
+    ):
+        steps[name] = (adam_step(tx), tx.init(fresh()))
+    runs = []
+    for name, (step, state) in steps.items():
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(fresh(), state, grads).compile()
+        runs.append(Run(name, compiled, fresh(), state, grads))
+    sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=5)
+    seconds = time_interleaved(runs, sizes, "step")
+    out = {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}
+    out["us_per_leaf_of_the_callback"] = 1e3 * (out["floor_with_callback"] - out["floor"]) / leaves
+    return out
+
+
 def least_program_cells(sizes: Sizes = FULL) -> dict[str, Any]:
     """Per cell of ``step_time.py``'s table: the bytes per parameter (float32) that
     gradtx's and Optax's compiled steps move, against the least a program of one
@@ -585,6 +625,7 @@ def main() -> None:
     print(f"9. step ms, {args.leaves} leaves of 1000:", many_leaves_floor(args.leaves))
     print("10. least programs, step_time.py's cells:", least_program_cells())
     print("11. temporary bytes of sums of squares:", small_sum_temporaries())
+    print(f"12. step ms, {args.leaves} leaves of 1000:", callback_cost(args.leaves))
 
 
 if __name__ == "__main__":

@@ -428,3 +428,26 @@ def report() -> list[list[str]]:
         against = "the inner's reference with the non-finite steps removed"
         rows.append([case.method, against, f"{f64:.1e}", f"{f32:.1e}"])
     return rows
+
+
+def test_raise_after_names_exactly_the_bad_leaves_of_stacked_groups():
+    # Leaves of one dtype and size are tested stacked, one row each: the error
+    # must still name each bad leaf, and no good leaf of its group.
+    tx = apply_if_finite(gradtx.sgd(0.1), raise_after=1)
+    params = {k: jnp.zeros(3) for k in "abcde"}
+    params |= {"m": jnp.zeros((2, 2)), "big": jnp.zeros(2**14), "h": jnp.zeros(3, jnp.float16)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    grads["c"] = grads["c"].at[1].set(np.nan)
+    grads["big"] = grads["big"].at[-1].set(-np.inf)
+    grads["h"] = grads["h"].at[0].set(np.inf)
+    named = r"the last one in: \['big'\], \['c'\], \['h'\]\. The updates"
+    with pytest.raises(FloatingPointError, match=named):
+        tx.update(grads, tx.init(params), params)
+    with pytest.raises(jax.errors.JaxRuntimeError, match=named):
+        jax.block_until_ready(jax.jit(tx.update)(grads, tx.init(params), params))
+    # Under vmap, a leaf is named when any member holds a bad element in it.
+    batch = jax.tree.map(lambda g: jnp.stack([jnp.ones_like(g), jnp.ones_like(g)]), params)
+    batch["e"] = batch["e"].at[1, 2].set(np.nan)
+    states = jax.vmap(tx.init)(jax.tree.map(jnp.zeros_like, batch))
+    with pytest.raises(jax.errors.JaxRuntimeError, match=r"the last one in: \['e'\]\. The"):
+        jax.block_until_ready(jax.jit(jax.vmap(tx.update))(batch, states, batch))

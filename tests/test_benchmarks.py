@@ -101,3 +101,12 @@ def test_small_sums_keep_their_squares_on_cpu(monkeypatch):
     assert out["bytes_of_the_leaves"] == 8 * 4000
     assert out["one_array_of_1000"] >= 4000 and out["one_array_of_4096"] == 0
     assert out["joined"] >= out["bytes_of_the_leaves"]
+
+
+def test_callback_cost_times_every_step(monkeypatch):
+    limits = _load("xla_cpu_limits", monkeypatch)
+    out = limits.callback_cost(4, size=8, rounds=1)
+    names = ["floor", "floor_with_callback", "gradtx_apply_if_finite", "gradtx_raise_after_5"]
+    assert all(out[name] > 0 for name in [*names, "optax_apply_if_finite"])
+    extra = out["floor_with_callback"] - out["floor"]
+    assert out["us_per_leaf_of_the_callback"] == pytest.approx(1e3 * extra / 4)
