@@ -456,19 +456,25 @@ def cond_outputs_cost(leaves: int, size: int = 1000) -> dict[str, float]:
     return out
 
 
+def fresh_leaves(leaves: int, size: int, value: float = 0.5) -> dict[str, Any]:
+    """``leaves`` float32 arrays of ``size``, new buffers (a donated step owns them)."""
+    return {f"p{i:04d}": jnp.full((size,), value, jnp.float32) for i in range(leaves)}
+
+
+def floor_step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+    """The least step that writes every param leaf: ``p - g``, one kernel per leaf."""
+    return jax.tree.map(lambda p, g: p - g, params, grads), state
+
+
 def many_leaves_floor(leaves: int, size: int = 1000, rounds: int = 10) -> dict[str, float]:
     """Median step ms on ``leaves`` leaves: the least program that writes every
     param leaf, and Optax's and ``gradtx.flat``'s steps, interleaved by rounds."""
 
     def fresh():  # the timed steps donate their params
-        return {f"p{i:04d}": jnp.full((size,), 0.5, jnp.float32) for i in range(leaves)}
+        return fresh_leaves(leaves, size)
 
-    grads = {k: jnp.full((size,), 0.01, jnp.float32) for k in fresh()}
-
-    def floor(params, state, grads):
-        return jax.tree.map(lambda p, g: p - g, params, grads), state
-
-    steps = {"floor": (floor, ())}
+    grads = fresh_leaves(leaves, size, 0.01)
+    steps = {"floor": (floor_step, ())}
     for name, lib in (("optax", optax), ("gradtx_flat", None)):
         for method, make in (
             ("sgd", lambda m: m.sgd(0.1)),
@@ -511,64 +517,6 @@ def least_arrays(method: str) -> int:
     return 3 * state + reads + 2
 
 
-def small_sum_temporaries(leaves: int = 200, size: int = 1000) -> dict[str, int]:
-    """Temporary bytes of a sum of squares: of one array of ``size`` floats and of
-    4096, and over ``leaves`` arrays of ``size``, in four arrangements."""
-    xs = [jnp.full((size,), 0.5, jnp.float32) for _ in range(leaves)]
-
-    def temp_bytes(fn: Callable, *args: Any) -> int:
-        return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
-
-    def square_sum(x):
-        return jnp.sum(x * x)
-
-    def by_groups(xs, group=8):  # joined 8 leaves at a time: each sum has 8000 elements
-        return sum(square_sum(jnp.concatenate(xs[i : i + group])) for i in range(0, len(xs), group))
-
-    return {
-        f"one_array_of_{size}": temp_bytes(square_sum, xs[0]),
-        "one_array_of_4096": temp_bytes(square_sum, jnp.ones(4096)),
-        "leaf_by_leaf": temp_bytes(lambda xs: sum(square_sum(x) for x in xs), xs),
-        "leaf_by_leaf_vdot": temp_bytes(lambda xs: sum(jnp.vdot(x, x) for x in xs), xs),
-        "joined_by_groups_of_8": temp_bytes(by_groups, xs),
-        "joined": temp_bytes(gradtx.tree.squared_norm, xs),
-        "bytes_of_the_leaves": 4 * size * leaves,
-    }
-
-
-def callback_cost(leaves: int, size: int = 1000, rounds: int = 6) -> dict[str, float]:
-    """Median step ms on ``leaves`` leaves, with and without a host callback."""
-
-    def fresh():  # the timed steps donate their params
-        return {f"p{i:04d}": jnp.full((size,), 0.5, jnp.float32) for i in range(leaves)}
-
-    grads = {k: jnp.full((size,), 0.01, jnp.float32) for k in fresh()}
-
-    def floor(params, state, grads):
-        return jax.tree.map(lambda p, g: p - g, params, grads), state
-
-    def floor_with_callback(params, state, grads):
-        jax.debug.callback(lambda x: None, grads["p0000"][0])
-        return floor(params, state, grads)
-
-    steps = {"floor": (floor, ()), "floor_with_callback": (floor_with_callback, ())}
-    for name, tx in (
-        ("gradtx_apply_if_finite", gradtx.apply_if_finite(gradtx.adam(1e-3))),
-        ("gradtx_raise_after_5", gradtx.apply_if_finite(gradtx.adam(1e-3), raise_after=5)),
-        ("optax_apply_if_finite", optax.apply_if_finite(optax.adam(1e-3), 5)),
-    ):
-        steps[name] = (adam_step(tx), tx.init(fresh()))
-    runs = []
-    for name, (step, state) in steps.items():
-        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(fresh(), state, grads).compile()
-        runs.append(Run(name, compiled, fresh(), state, grads))
-    sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=5)
-    seconds = time_interleaved(runs, sizes, "step")
-    out = {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}
-    out["us_per_leaf_of_the_callback"] = 1e3 * (out["floor_with_callback"] - out["floor"]) / leaves
-    return out
-
-
 def least_program_cells(sizes: Sizes = FULL) -> dict[str, Any]:
     """Per cell of ``step_time.py``'s table: the bytes per parameter (float32) that
     gradtx's and Optax's compiled steps move, against the least a program of one
@@ -606,6 +554,61 @@ def least_program_cells(sizes: Sizes = FULL) -> dict[str, Any]:
         "cells_at_least": sum(b >= 0.999 for b in bounded),
         "best_median": round(float(np.median([0.0] * unbounded + bounded)), 3),
     }
+
+
+def small_sum_temporaries(leaves: int = 200, size: int = 1000) -> dict[str, int]:
+    """Temporary bytes of a sum of squares: of one array of ``size`` floats and of
+    4096, and over ``leaves`` arrays of ``size``, in four arrangements."""
+    xs = [jnp.full((size,), 0.5, jnp.float32) for _ in range(leaves)]
+
+    def temp_bytes(fn: Callable, *args: Any) -> int:
+        return int(jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+    def square_sum(x):
+        return jnp.sum(x * x)
+
+    def by_groups(xs, group=8):  # joined 8 leaves at a time: each sum has 8000 elements
+        return sum(square_sum(jnp.concatenate(xs[i : i + group])) for i in range(0, len(xs), group))
+
+    return {
+        f"one_array_of_{size}": temp_bytes(square_sum, xs[0]),
+        "one_array_of_4096": temp_bytes(square_sum, jnp.ones(4096)),
+        "leaf_by_leaf": temp_bytes(lambda xs: sum(square_sum(x) for x in xs), xs),
+        "leaf_by_leaf_vdot": temp_bytes(lambda xs: sum(jnp.vdot(x, x) for x in xs), xs),
+        "joined_by_groups_of_8": temp_bytes(by_groups, xs),
+        "joined": temp_bytes(gradtx.tree.squared_norm, xs),
+        "bytes_of_the_leaves": 4 * size * leaves,
+    }
+
+
+def callback_cost(leaves: int, size: int = 1000, rounds: int = 6) -> dict[str, float]:
+    """Median step ms on ``leaves`` leaves, with and without a host callback."""
+
+    def fresh():  # the timed steps donate their params
+        return fresh_leaves(leaves, size)
+
+    grads = fresh_leaves(leaves, size, 0.01)
+
+    def floor_with_callback(params, state, grads):
+        jax.debug.callback(lambda x: None, grads["p0000"][0])
+        return floor_step(params, state, grads)
+
+    steps = {"floor": (floor_step, ()), "floor_with_callback": (floor_with_callback, ())}
+    for name, tx in (
+        ("gradtx_apply_if_finite", gradtx.apply_if_finite(gradtx.adam(1e-3))),
+        ("gradtx_raise_after_5", gradtx.apply_if_finite(gradtx.adam(1e-3), raise_after=5)),
+        ("optax_apply_if_finite", optax.apply_if_finite(optax.adam(1e-3), 5)),
+    ):
+        steps[name] = (adam_step(tx), tx.init(fresh()))
+    runs = []
+    for name, (step, state) in steps.items():
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(fresh(), state, grads).compile()
+        runs.append(Run(name, compiled, fresh(), state, grads))
+    sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=5)
+    seconds = time_interleaved(runs, sizes, "step")
+    out = {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}
+    out["us_per_leaf_of_the_callback"] = 1e3 * (out["floor_with_callback"] - out["floor"]) / leaves
+    return out
 
 
 def main() -> None:
