@@ -372,6 +372,48 @@ def test_newton_on_an_indefinite_hessian_raises():
         tx.update(grads, tx.init(params), params, value_fn=loss)
 
 
+def test_newton_without_checks_compiles_no_callback_and_gives_nan_where_it_would_raise():
+    loss, _, _ = _saddle()
+    with jax.enable_x64(True):
+        _, _, params = _saddle()
+        grads = jax.grad(loss)(params)
+
+        def step(tx):
+            return jax.jit(lambda p, g: tx.update(g, tx.init(p), p, value_fn=loss)[0])
+
+        tx = newton(checks=False)
+        # Eagerly it still raises: concrete values need no callback.
+        with pytest.raises(ValueError, match="positive definite"):
+            tx.update(grads, tx.init(params), params, value_fn=loss)
+        text = step(tx).lower(params, grads).as_text()
+        assert (
+            "callback" not in text and "callback" in step(newton()).lower(params, grads).as_text()
+        )
+        updates = step(tx)(params, grads)  # indefinite: no error, non-finite updates
+        assert not all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+        bad = lambda p: loss(p) + jnp.sqrt(p["q"] - 1.0)  # NaN Hessian at q = 0.5  # noqa: E731
+        tx = newton(checks=False, on_indefinite="damp")
+        with pytest.raises(ValueError, match="not finite"):
+            tx.update(grads, tx.init(params), params, value_fn=bad)
+        nan = jax.jit(lambda p, g: tx.update(g, tx.init(p), p, value_fn=bad)[0])(params, grads)
+        assert not any(bool(jnp.any(jnp.isfinite(u))) for u in jax.tree.leaves(nan))
+        # Where nothing fails, the step is the checked one, bit for bit.
+        damped = newton(damping=1.5)
+        unchecked = newton(damping=1.5, checks=False)
+        expected = jax.jit(lambda p, g: damped.update(g, damped.init(p), p, value_fn=loss)[0])
+        got = step(unchecked)(params, grads)
+        for a, b in zip(
+            jax.tree.leaves(got), jax.tree.leaves(expected(params, grads)), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", ["no", 1, None])
+def test_newton_checks_must_be_a_bool(bad):
+    with pytest.raises(ValueError, match=r"checks must be True or False"):
+        newton(checks=bad)
+
+
 @pytest.mark.parametrize("damping", [0.0, 0.5])
 def test_newton_damp_gives_the_shifted_descent_step(damping):
     loss, hessian, _ = _saddle()

@@ -87,7 +87,7 @@ def _shifted_cholesky(matrix: Array) -> tuple[Array, Array]:
 
 
 def scale_by_newton(
-    damping: float | Array = 0.0, *, on_indefinite: str = "error"
+    damping: float | Array = 0.0, *, on_indefinite: str = "error", checks: bool = True
 ) -> GradientTransformation:
     r"""Preconditions the gradient by the inverse (damped) Hessian: ``u = (H + alpha I)^-1 g``.
 
@@ -115,6 +115,14 @@ def scale_by_newton(
         (``tau_0 = 0`` when the diagonal is positive, else ``1e-3 - min_i h_ii``;
         then ``tau <- max(10 tau, 1e-3)``). ``state.damping`` records
         ``alpha + tau``.
+      checks: whether a compiled step raises on a non-finite Hessian (and,
+        with ``"error"``, on an indefinite ``H + alpha I``); eager calls always
+        do. A compiled step checks through a host callback, and on XLA:CPU a
+        program that holds one runs every kernel 10-15 us slower: a jitted
+        ``newton`` step of a logistic regression took 0.42 ms with the checks
+        and 0.05 ms without on 20 parameters, 0.92 and 0.47 ms on 100, 12.3 and
+        11.0 ms on 400 (2 CPU cores). With ``checks=False`` such a step returns
+        non-finite updates where it would have raised.
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn``.
@@ -142,6 +150,12 @@ def scale_by_newton(
     _checks.non_negative(owner, "damping", damping)
     if on_indefinite not in _ON_INDEFINITE:
         _checks._fail(owner, "on_indefinite", on_indefinite, f"one of {_ON_INDEFINITE}")
+    if not isinstance(checks, bool):
+        _checks._fail(owner, "checks", checks, "True or False")
+
+    def error_if(failed, message):
+        if checks or not isinstance(failed, jax.core.Tracer):  # eagerly: no callback
+            _common.error_if(failed, message)
 
     def init_fn(params):
         _common.refuse_complex(owner, params)
@@ -156,7 +170,7 @@ def scale_by_newton(
         dtype = state.damping.dtype
         g, unravel_updates = ravel_pytree(updates)
         hessian = _flat_hessian(value_fn, params, dtype)
-        _common.error_if(
+        error_if(
             ~jnp.all(jnp.isfinite(hessian)),
             f"{owner}: the Hessian of value_fn is not finite at these parameters.",
         )
@@ -166,7 +180,7 @@ def scale_by_newton(
             chol, tau = _shifted_cholesky(matrix)
         else:
             chol, tau = jnp.linalg.cholesky(matrix), jnp.zeros([], dtype)
-            _common.error_if(
+            error_if(
                 ~_cholesky_ok(chol) & jnp.all(jnp.isfinite(hessian)),
                 f"{owner}: H + damping * I is not positive definite at these parameters "
                 "(a saddle point or a concave region). Raise damping, or pass "
@@ -184,6 +198,7 @@ def newton(
     damping: float | Array = 0.0,
     *,
     on_indefinite: str = "error",
+    checks: bool = True,
     linesearch: GradientTransformation | None = None,
 ) -> GradientTransformation:
     """Newton's method (Goodfellow et al. 2016, Alg. 8.8; damped: eq. 8.28).
@@ -199,6 +214,8 @@ def newton(
       learning_rate: ``epsilon``, a number or a schedule; 1 is Newton's step.
       damping: ``alpha >= 0``.
       on_indefinite: ``"error"`` or ``"damp"`` (see :func:`scale_by_newton`).
+      checks: ``False`` spares a compiled step its host-callback checks, which
+        cost every kernel on XLA:CPU (see :func:`scale_by_newton`).
       linesearch: a line search to chain after the step (e.g.
         :func:`gradtx.scale_by_backtracking_linesearch`), or None for the plain
         step. Far from a minimum, pure Newton may overshoot: Rosenbrock from
@@ -219,7 +236,7 @@ def newton(
     """
     _checks.learning_rate("newton", learning_rate)
     members = [
-        scale_by_newton(damping, on_indefinite=on_indefinite),
+        scale_by_newton(damping, on_indefinite=on_indefinite, checks=checks),
         scale_by_learning_rate(learning_rate),
     ]
     if linesearch is not None:
