@@ -191,12 +191,8 @@ def adam_step(tx: Any) -> Callable:
 def compiled_step(lib: Any, method: str, params: Any) -> Any:
     """A donated, jitted step (update + apply_updates) of ``step_time.py``'s ``method``."""
     tx = METHODS[method](lib)
-
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return lib.apply_updates(params, updates), state
-
-    return jax.jit(step, donate_argnums=(0, 1)).lower(params, tx.init(params), params).compile()
+    step = jax.jit(adam_step(tx), donate_argnums=(0, 1))
+    return step.lower(params, tx.init(params), params).compile()
 
 
 def per_leaf_kernels(lib: Any, method: str) -> float:
@@ -466,14 +462,29 @@ def floor_step(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
     return jax.tree.map(lambda p, g: p - g, params, grads), state
 
 
+def interleaved_steps(
+    steps: dict[str, tuple[Callable, Any]], leaves: int, size: int, rounds: int, block: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms and first-call compile seconds of each donated ``(step, state)`` on
+    ``leaves`` fresh leaves of ``size`` floats, the steps interleaved by rounds."""
+    grads = fresh_leaves(leaves, size, 0.01)
+    runs, compile_s = [], {}
+    for name, (step, state) in steps.items():
+        jax.clear_caches()  # no step reuses what another one compiled
+        start = time.perf_counter()
+        params = fresh_leaves(leaves, size)
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+        compile_s[name] = time.perf_counter() - start
+        runs.append(Run(name, compiled, fresh_leaves(leaves, size), state, grads))
+    sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=block)
+    seconds = time_interleaved(runs, sizes, "step")
+    return {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}, compile_s
+
+
 def many_leaves_floor(leaves: int, size: int = 1000, rounds: int = 10) -> dict[str, float]:
     """Median step ms on ``leaves`` leaves: the least program that writes every
     param leaf, and Optax's and ``gradtx.flat``'s steps, interleaved by rounds."""
 
-    def fresh():  # the timed steps donate their params
-        return fresh_leaves(leaves, size)
-
-    grads = fresh_leaves(leaves, size, 0.01)
     steps = {"floor": (floor_step, ())}
     for name, lib in (("optax", optax), ("gradtx_flat", None)):
         for method, make in (
@@ -482,17 +493,8 @@ def many_leaves_floor(leaves: int, size: int = 1000, rounds: int = 10) -> dict[s
             ("adam", lambda m: m.adam(1e-3)),
         ):
             tx = make(lib) if lib else gradtx.flat(make(gradtx))
-            steps[f"{name}_{method}"] = (adam_step(tx), tx.init(fresh()))
-    runs, compile_s = [], {}
-    for name, (step, state) in steps.items():
-        jax.clear_caches()  # no step reuses what another one compiled
-        start = time.perf_counter()
-        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(fresh(), state, grads).compile()
-        compile_s[name] = time.perf_counter() - start
-        runs.append(Run(name, compiled, fresh(), state, grads))
-    sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=6)
-    seconds = time_interleaved(runs, sizes, "step")
-    out = {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}
+            steps[f"{name}_{method}"] = (adam_step(tx), tx.init(fresh_leaves(leaves, size)))
+    out, compile_s = interleaved_steps(steps, leaves, size, rounds, block=6)
     for method in ("sgd", "momentum", "adam"):
         out[f"floor / optax_{method}"] = out["floor"] / out[f"optax_{method}"]
     out.update({f"{name}_compile_s": s for name, s in compile_s.items()})
@@ -584,11 +586,6 @@ def small_sum_temporaries(leaves: int = 200, size: int = 1000) -> dict[str, int]
 def callback_cost(leaves: int, size: int = 1000, rounds: int = 6) -> dict[str, float]:
     """Median step ms on ``leaves`` leaves, with and without a host callback."""
 
-    def fresh():  # the timed steps donate their params
-        return fresh_leaves(leaves, size)
-
-    grads = fresh_leaves(leaves, size, 0.01)
-
     def floor_with_callback(params, state, grads):
         jax.debug.callback(lambda x: None, grads["p0000"][0])
         return floor_step(params, state, grads)
@@ -599,14 +596,8 @@ def callback_cost(leaves: int, size: int = 1000, rounds: int = 6) -> dict[str, f
         ("gradtx_raise_after_5", gradtx.apply_if_finite(gradtx.adam(1e-3), raise_after=5)),
         ("optax_apply_if_finite", optax.apply_if_finite(optax.adam(1e-3), 5)),
     ):
-        steps[name] = (adam_step(tx), tx.init(fresh()))
-    runs = []
-    for name, (step, state) in steps.items():
-        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(fresh(), state, grads).compile()
-        runs.append(Run(name, compiled, fresh(), state, grads))
-    sizes = dataclasses.replace(QUICK, warmup=2, rounds=rounds, block=5)
-    seconds = time_interleaved(runs, sizes, "step")
-    out = {name: 1e3 * float(np.median(times)) for name, times in seconds.items()}
+        steps[name] = (adam_step(tx), tx.init(fresh_leaves(leaves, size)))
+    out, _ = interleaved_steps(steps, leaves, size, rounds, block=5)
     out["us_per_leaf_of_the_callback"] = 1e3 * (out["floor_with_callback"] - out["floor"]) / leaves
     return out
 

@@ -275,6 +275,11 @@ def abs_sq(x: Array) -> Array:
     return x * x
 
 
+def joinable(x: Array, small: int = 2**14) -> bool:
+    """Whether :func:`join_small` joins ``x``: one device, fewer than ``small`` elements."""
+    return jax.device_count() == 1 and x.size < small
+
+
 def join_small(xs: Any, small: int = 2**14) -> list[Array]:
     """The elements of the arrays ``xs`` in fewer arrays, for a sum over all of
     them: on a single device, the arrays of fewer than ``small`` elements are
@@ -289,11 +294,9 @@ def join_small(xs: Any, small: int = 2**14) -> list[Array]:
     gather it (a collective, where a norm needs only scalar all-reduces), so the
     arrays are kept as they are.
     """
-    if jax.device_count() > 1:
-        return list(xs)
     kept, joined = [], {}
     for x in xs:
-        if x.size < small:
+        if joinable(x, small):
             joined.setdefault(x.dtype, []).append(jnp.ravel(x))
         else:
             kept.append(x)

@@ -94,17 +94,20 @@ def scaled(alpha: Array, x: Any) -> Any:
     return jax.tree.map(lambda a: (alpha * a).astype(a.dtype), x)
 
 
-def error_if(failed: Array, message: str) -> None:
+def error_if(failed: Array, message: str, *, compiled: bool = True) -> None:
     """Raises ``message`` when ``failed`` is true, eagerly or from a compiled program.
 
     A concrete ``failed`` raises ValueError at once. Under ``jit`` (or inside a
     ``lax.while_loop``) the check runs on the device through ``jax.debug.callback``,
     and the call that ran the program raises a ``JaxRuntimeError`` carrying
-    ``message``.
+    ``message``; ``compiled=False`` leaves that callback out (on XLA:CPU it slows
+    every kernel of the program), so only eager calls check.
     """
     if not isinstance(failed, jax.core.Tracer):
         if bool(np.any(np.asarray(failed))):
             raise ValueError(message)
+        return
+    if not compiled:
         return
 
     def _raise(flag: np.ndarray) -> None:

@@ -153,10 +153,6 @@ def scale_by_newton(
     if not isinstance(checks, bool):
         _checks._fail(owner, "checks", checks, "True or False")
 
-    def error_if(failed, message):
-        if checks or not isinstance(failed, jax.core.Tracer):  # eagerly: no callback
-            _common.error_if(failed, message)
-
     def init_fn(params):
         _common.refuse_complex(owner, params)
         dtype = _common.tree_dtype(params)
@@ -170,9 +166,10 @@ def scale_by_newton(
         dtype = state.damping.dtype
         g, unravel_updates = ravel_pytree(updates)
         hessian = _flat_hessian(value_fn, params, dtype)
-        error_if(
+        _common.error_if(
             ~jnp.all(jnp.isfinite(hessian)),
             f"{owner}: the Hessian of value_fn is not finite at these parameters.",
+            compiled=checks,
         )
         alpha = jnp.asarray(damping, dtype)
         matrix = hessian + alpha * jnp.eye(hessian.shape[0], dtype=dtype)
@@ -180,11 +177,12 @@ def scale_by_newton(
             chol, tau = _shifted_cholesky(matrix)
         else:
             chol, tau = jnp.linalg.cholesky(matrix), jnp.zeros([], dtype)
-            error_if(
+            _common.error_if(
                 ~_cholesky_ok(chol) & jnp.all(jnp.isfinite(hessian)),
                 f"{owner}: H + damping * I is not positive definite at these parameters "
                 "(a saddle point or a concave region). Raise damping, or pass "
                 "on_indefinite='damp' to add a multiple of the identity automatically.",
+                compiled=checks,
             )
         u = jax.scipy.linalg.cho_solve((chol, True), g.astype(dtype))
         new_state = ScaleByNewtonState(tree.safe_increment(state.count), alpha + tau)

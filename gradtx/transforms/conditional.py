@@ -33,22 +33,21 @@ class _LeafFlags(NamedTuple):
     paths: list[str]
 
 
-def _leaf_flags(updates: Any, small: int = 2**14) -> _LeafFlags:
+def _leaf_flags(updates: Any) -> _LeafFlags:
     """Per leaf: whether it is all finite (complex: both parts), and its path.
 
-    Leaves of one dtype and size under ``small`` elements are stacked and reduced
-    row by row, one reduction per group: with a reduction per leaf, the first call
-    of ``apply_if_finite(adam, raise_after=5)`` on 2000 leaves of 1000 floats took
-    32.5 s, stacked 21.6 s (XLA:CPU, 2 cores). A leaf alone in its group is
-    reduced whole, which is faster than as one row. With more than one device
-    nothing is stacked, for the reason :func:`gradtx.tree.join_small` gives.
+    The leaves :func:`gradtx.tree.join_small` would join (small, one device) are
+    stacked by dtype and size and reduced row by row, one reduction per group:
+    with a reduction per leaf, the first call of ``apply_if_finite(adam,
+    raise_after=5)`` on 2000 leaves of 1000 floats took 32.5 s, stacked 21.6 s
+    (XLA:CPU, 2 cores). A leaf alone in its group is reduced whole, which is
+    faster than as one row.
     """
     with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
     leaves = [x for _, x in with_paths]
-    stack = jax.device_count() == 1
     members: dict[Any, list[int]] = {}
     for i, x in enumerate(leaves):
-        key = (jnp.dtype(x.dtype), x.size) if stack and x.size < small else i
+        key = (jnp.dtype(x.dtype), x.size) if tree.joinable(x) else i
         members.setdefault(key, []).append(i)
     groups, where = [], [(0, 0)] * len(leaves)
     for group, indices in enumerate(members.values()):
