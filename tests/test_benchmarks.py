@@ -116,3 +116,17 @@ def test_callback_cost_times_every_step(monkeypatch):
     assert all(out[name] > 0 for name in [*names, "optax_apply_if_finite"])
     extra = out["floor_with_callback"] - out["floor"]
     assert out["us_per_leaf_of_the_callback"] == pytest.approx(1e3 * extra / 4)
+
+
+@pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="the fact measured is XLA:CPU's reduction emitter"
+)
+def test_one_pass_rescue_sums_sequentially_on_cpu(monkeypatch):
+    limits = _load("xla_cpu_limits", monkeypatch)
+    out = limits.one_pass_rescue_cost(1 << 20, leaves=4, small=1000)
+    # The one-pass pair agrees with sum(x * x) to the loss of a sequential sum of
+    # 2^20 terms, far from the tree of partial sums' few units in the last place.
+    assert out["sum_relative_error"] < 1e-6
+    assert 1e-5 < out["one_pass_relative_error"] < 0.1
+    assert out["by_one_pass_kernels_per_leaf"] < out["by_sum_kernels_per_leaf"]
+    assert all(out[f"{name}_ms"] > 0 for name in ("sum", "one_pass"))
