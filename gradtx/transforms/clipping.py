@@ -74,9 +74,18 @@ def _sqrt(x: Array) -> Array:
     leaf (or unit), and ``jnp.where``'s nested call and casts triple the ops
     each one adds to a program of many leaves (the same for the helpers below).
     """
-    positive = x > 0
-    root = jnp.sqrt(jax.lax.select(positive, x, jax.lax.full_like(x, 1)))
-    return jax.lax.select(positive, root, jax.lax.full_like(x, 0))
+    positive = jax.lax.gt(x, np.array(0, x.dtype))
+    root = jax.lax.sqrt(jax.lax.select(positive, x, _filled(x, 1)))
+    return jax.lax.select(positive, root, _filled(x, 0))
+
+
+def _filled(x: Array, value: float) -> Array:
+    """``value`` in ``x``'s shape and dtype: a literal for a scalar ``x``, which
+    traces at a fraction of ``lax.full_like``'s cost (a few per leaf, on trees of
+    thousands of leaves)."""
+    if not x.shape:
+        return np.array(value, x.dtype)
+    return jax.lax.full(x.shape, value, x.dtype)
 
 
 def _branch(overflowed: Array, rescaled, plain):
@@ -103,8 +112,9 @@ def _runtime_scale(squares: Array) -> Array:
     """:func:`_no_overflow_scale` where ``squares`` overflowed, else 1, as a value
     XLA cannot fold: with a constant ``c``, its simplifier rewrites
     ``(x c) (x c)`` as ``(x x) c^2``, and ``c^2`` underflows to 0 (float32)."""
-    scale = jax.lax.full_like(squares, _no_overflow_scale(squares.dtype))
-    return jax.lax.select(squares == jnp.inf, scale, jax.lax.full_like(squares, 1))
+    scale = _filled(squares, _no_overflow_scale(squares.dtype))
+    overflowed = jax.lax.eq(squares, np.array(np.inf, squares.dtype))
+    return jax.lax.select(overflowed, scale, _filled(squares, 1))
 
 
 def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) -> Array:
@@ -135,12 +145,22 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
     return _branch(jnp.isposinf(squares), rescaled, lambda: _sqrt(squares))
 
 
+def _whole(x: Array, axis: Any) -> bool:
+    """Whether ``axis`` (``None``, an int or a tuple) spans every axis of ``x``."""
+    if axis is None:
+        return True
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return sorted(a % x.ndim for a in axes) == list(range(x.ndim)) if x.ndim else True
+
+
 def _unit_norms(
     xs: Sequence[Array], axes: Sequence[Any], then: Any = None, keepdims: bool = True
 ) -> list[Array]:
     """The norm of each unit of each array: ``sqrt(sum |x|^2)`` over ``axes[i]``
-    of ``xs[i]`` (kept as size-1 dimensions with ``keepdims``), with the same
-    overflow rescue as :func:`_global_norm`, one branch for all of them.
+    of ``xs[i]`` (kept as size-1 dimensions with ``keepdims``, unless they are
+    all of the array's: a scalar broadcasts as well, and traces in fewer
+    operations), with the same overflow rescue as :func:`_global_norm`, one
+    branch for all of them.
 
     ``then`` (a function of the list of norms) runs inside the branch, and its
     result is returned instead of the norms: a clipping's shrink factors
@@ -152,10 +172,12 @@ def _unit_norms(
         return []
     then = then or (lambda norms: norms)
 
+    keep = [keepdims and not _whole(x, a) for x, a in zip(xs, axes, strict=True)]
+
     def sums(scale=None):
         return [
-            jnp.sum(tree.abs_sq(x if c is None else x * c), a, keepdims=keepdims)
-            for x, a, c in zip(xs, axes, scale or [None] * len(xs), strict=True)
+            jnp.sum(tree.abs_sq(x if c is None else x * c), a, keepdims=k)
+            for x, a, c, k in zip(xs, axes, scale or [None] * len(xs), keep, strict=True)
         ]
 
     squares = sums()
@@ -195,8 +217,8 @@ def _shrink_factor(norm: Array, maximum: Any) -> Array:
     """``maximum / norm`` where ``norm > maximum``, else 1 (see :func:`_shrink`)."""
     over = norm > maximum
     norm = jnp.broadcast_to(norm, over.shape)
-    ratio = maximum / jax.lax.select(over, norm, jax.lax.full_like(norm, 1))
-    return jax.lax.select(over, ratio, jax.lax.full_like(ratio, 1))
+    ratio = maximum / jax.lax.select(over, norm, _filled(norm, 1))
+    return jax.lax.select(over, ratio, _filled(ratio, 1))
 
 
 def _times(x: Array, factor: Array) -> Array:
