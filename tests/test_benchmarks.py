@@ -124,8 +124,8 @@ def test_callback_cost_times_every_step(monkeypatch):
 def test_one_pass_rescue_sums_sequentially_on_cpu(monkeypatch):
     limits = _load("xla_cpu_limits", monkeypatch)
     out = limits.one_pass_rescue_cost(1 << 20, leaves=4, small=1000)
-    # The one-pass pair agrees with sum(x * x) to the loss of a sequential sum of
-    # 2^20 terms, far from the tree of partial sums' few units in the last place.
+    # The one-pass sum loses what a sequential sum of 2^20 terms loses, far more
+    # than the tree of partial sums of sum(x * x), which is exact to a few ulps.
     assert out["sum_relative_error"] < 1e-6
     assert 1e-5 < out["one_pass_relative_error"] < 0.1
     assert out["by_one_pass_kernels_per_leaf"] < out["by_sum_kernels_per_leaf"]

@@ -477,6 +477,12 @@ def test_adaptive_grad_clip_units():
     np.testing.assert_allclose(out["s"], 0.6, rtol=1e-6)
     row = adaptive_grad_clip(0.1).update(jnp.full((1, 4), 5.0), EMPTY, jnp.ones((1, 4)))[0]
     np.testing.assert_allclose(jnp.linalg.norm(row), 0.2, rtol=1e-6)
+    # An axis that spans the whole leaf, however spelled, makes the leaf one unit.
+    whole = g * (0.1 * np.linalg.norm(w) / np.linalg.norm(g))
+    for axis in ((0, 1), (-1, -2), (np.int64(1), np.int32(0))):
+        out = jax.jit(adaptive_grad_clip(0.1, axis=axis).update)(g, EMPTY, w)[0]
+        assert out.shape == g.shape and out.dtype == g.dtype
+        np.testing.assert_allclose(out, whole, rtol=1e-6)
     # eps: a zero-initialised unit may still move by clipping * eps.
     out, _ = adaptive_grad_clip(0.5, eps=0.1).update(jnp.ones(4), EMPTY, jnp.zeros(4))
     np.testing.assert_allclose(jnp.linalg.norm(out), 0.05, rtol=1e-6)

@@ -147,10 +147,10 @@ def _global_norm(xs: Sequence[Array], axis_name: tree.AxisName | None = None) ->
 
 def _whole(x: Array, axis: Any) -> bool:
     """Whether ``axis`` (``None``, an int or a tuple) spans every axis of ``x``."""
-    if axis is None:
+    if axis is None or x.ndim == 0:
         return True
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return sorted(a % x.ndim for a in axes) == list(range(x.ndim)) if x.ndim else True
+    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
+    return sorted(int(a) % x.ndim for a in axes) == list(range(x.ndim))
 
 
 def _unit_norms(
