@@ -155,7 +155,7 @@ def _current_trace() -> Any:
     return _trace_state(convention="flax") if _trace_state is not None else None
 
 
-def _staged(leaves: list[Any]) -> bool:
+def staged(leaves: list[Any]) -> bool:
     """True when the leaves are being traced into a jitted program (not eager,
     not under ``vmap`` or ``grad`` in between), where a nested ``jax.jit`` costs
     nothing at run time. The test reads the tracer's class name: should JAX rename
@@ -182,7 +182,7 @@ def map_unzip(fn: Any, n: int, first: Any, *rest: Any) -> tuple[Any, ...]:
     arguments of the nested call.
     """
     treedef = jax.tree.structure(first)
-    if _staged(treedef.flatten_up_to(first)):
+    if staged(treedef.flatten_up_to(first)):
         fn = jax.jit(fn)
     per_leaf = treedef.flatten_up_to(jax.tree.map(fn, first, *rest))
     columns = list(zip(*per_leaf, strict=True)) if per_leaf else [()] * n

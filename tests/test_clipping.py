@@ -613,3 +613,78 @@ def test_per_leaf_clip_program_holds_its_sums_and_no_calls(make, reductions):
     small, large = program(10), program(20)
     assert (large.count("stablehlo.reduce(") - small.count("stablehlo.reduce(")) == 10 * reductions
     assert "func.call" not in large
+
+
+# ---------------------------------------------------------------- small leaves stacked
+
+
+def _many_small_leaves(seed=7):
+    """Leaves of a few kinds, several of each: f32 vectors (one of them with
+    squares that overflow float32), bf16 vectors, scalars, ``(1, n)`` rows, and
+    dense kernels (AGC: a unit per column, so never stacked for it)."""
+    rng = np.random.default_rng(seed)
+    g, w = {}, {}
+    for i in range(5):
+        scale = 1e21 if i == 2 else (0.5, 3.0, 1.0, 0.1, 2.0)[i]
+        g[f"v{i}"] = jnp.asarray(rng.normal(size=7) * scale, jnp.float32)
+        w[f"v{i}"] = jnp.asarray(rng.normal(size=7), jnp.float32)
+    for i in range(3):
+        g[f"h{i}"] = jnp.asarray(rng.normal(size=6) * (i + 1), jnp.bfloat16)
+        w[f"h{i}"] = jnp.asarray(rng.normal(size=6), jnp.bfloat16)
+        g[f"r{i}"] = jnp.asarray(rng.normal(size=(1, 5)) * (i + 0.5), jnp.float32)
+        w[f"r{i}"] = jnp.asarray(rng.normal(size=(1, 5)), jnp.float32)
+    for i in range(4):
+        g[f"s{i}"] = jnp.asarray(rng.normal() * 3, jnp.float32)
+        w[f"s{i}"] = jnp.asarray(rng.normal(), jnp.float32)
+    for i in range(2):
+        g[f"k{i}"] = jnp.asarray(rng.normal(size=(3, 4)) * 2, jnp.float32)
+        w[f"k{i}"] = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    return g, w
+
+
+@pytest.mark.parametrize(
+    "make, reference",
+    [
+        (lambda: clip_by_leaf_norm(1.5), lambda g, w: ref.leaf_norm_clip(g, 1.5)),
+        (lambda: clip_by_block_rms(0.7), lambda g, w: ref.block_rms_clip(g, 0.7)),
+        (lambda: adaptive_grad_clip(0.2), lambda g, w: ref.agc_clip(g, w, 0.2, 1e-3)),
+    ],
+    ids=["clip_by_leaf_norm", "clip_by_block_rms", "adaptive_grad_clip"],
+)
+def test_leaves_of_one_kind_are_clipped_as_their_references(make, reference):
+    """Small leaves of one dtype and size are summed as the rows of one matrix and
+    read their factors at runtime offsets under ``jit``: eager, jitted and vmapped
+    updates all match the float64 reference leaf by leaf, the overflowing one too."""
+    g, w = _many_small_leaves()
+    tx = make()
+    names = sorted(g)
+    as64 = [np.asarray(g[k], np.float64) for k in names]
+    expected = reference(as64, [np.asarray(w[k], np.float64) for k in names])
+    eager = tx.update(g, EMPTY, w)[0]
+    jitted = jax.jit(lambda g: tx.update(g, EMPTY, w)[0])(g)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), g)
+    vmapped = jax.jit(jax.vmap(lambda g: tx.update(g, EMPTY, w)[0]))(stacked)
+    for name, want in zip(names, expected, strict=True):
+        rtol = 1e-2 if g[name].dtype == jnp.bfloat16 else 1e-6
+        for got in (eager[name], jitted[name], vmapped[name][1]):
+            assert got.dtype == g[name].dtype and got.shape == g[name].shape, name
+            np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, err_msg=name)
+        np.testing.assert_array_equal(eager[name], jitted[name])
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: clip_by_leaf_norm(1.0), lambda: adaptive_grad_clip(0.01)], ids=["leaf", "agc"]
+)
+def test_leaves_of_one_kind_share_their_sums(make):
+    """On one device, 20 leaves of one shape hold as many reductions as 10: one
+    sum of squares (and its rescue) for the stack, not one per leaf."""
+
+    def program(n):
+        g = {f"p{i:02d}": jnp.ones((5,)) for i in range(n)}
+        tx = make()
+        return jax.jit(lambda g: tx.update(g, tx.init(g), g)[0]).lower(g).as_text()
+
+    small, large = program(10), program(20)
+    assert jax.device_count() > 1 or large.count("stablehlo.reduce(") == small.count(
+        "stablehlo.reduce("
+    )

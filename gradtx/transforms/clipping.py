@@ -153,14 +153,12 @@ def _whole(x: Array, axis: Any) -> bool:
     return sorted(int(a) % x.ndim for a in axes) == list(range(x.ndim))
 
 
-def _unit_norms(
-    xs: Sequence[Array], axes: Sequence[Any], then: Any = None, keepdims: bool = True
-) -> list[Array]:
+def _unit_norms(xs: Sequence[Array], axes: Sequence[Any], then: Any = None) -> list[Array]:
     """The norm of each unit of each array: ``sqrt(sum |x|^2)`` over ``axes[i]``
-    of ``xs[i]`` (kept as size-1 dimensions with ``keepdims``, unless they are
-    all of the array's: a scalar broadcasts as well, and traces in fewer
-    operations), with the same overflow rescue as :func:`_global_norm`, one
-    branch for all of them.
+    of ``xs[i]``, kept as size-1 dimensions so that it broadcasts against the
+    array (a scalar where the unit is the whole array: it broadcasts as well, and
+    traces in fewer operations), with the same overflow rescue as
+    :func:`_global_norm`, one branch for all of them.
 
     ``then`` (a function of the list of norms) runs inside the branch, and its
     result is returned instead of the norms: a clipping's shrink factors
@@ -172,7 +170,7 @@ def _unit_norms(
         return []
     then = then or (lambda norms: norms)
 
-    keep = [keepdims and not _whole(x, a) for x, a in zip(xs, axes, strict=True)]
+    keep = [not _whole(x, a) for x, a in zip(xs, axes, strict=True)]
 
     def sums(scale=None):
         return [
@@ -193,14 +191,96 @@ def _unit_norms(
     return _branch(jnp.any(every == jnp.inf), rescaled, plain)
 
 
-def _leaf_factors(leaves: Sequence[Array], factor: Any) -> list[Array]:
-    """``factor(leaf, norm)`` for each leaf and its Euclidean norm (a scalar),
-    computed inside the overflow branch of :func:`_unit_norms`."""
+def _row_groups(columns: Sequence[Sequence[Array]], axes: Sequence[Any]) -> list[list[int]]:
+    """The positions ``i`` to stack as rows, grouped by dtype and size: two or more
+    whose arrays ``columns[c][i]`` are each one unit (``axes[i]`` spans them) and
+    small enough for :func:`gradtx.tree.joinable` (one device, under 2**14
+    elements)."""
+    groups: dict[Any, list[int]] = {}
+    for i, axis in enumerate(axes):
+        arrays = [column[i] for column in columns]
+        if all(_whole(x, axis) and tree.joinable(x) for x in arrays):
+            key = tuple((x.dtype, x.size) for x in arrays)
+            groups.setdefault(key, []).append(i)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _row_picker(vectors: Sequence[Array], groups: Sequence[Sequence[int]], staged: bool) -> Any:
+    """``pick(g, r)``: element ``r`` of ``vectors[g]`` as a scalar. Under ``jit``
+    the row numbers are runtime values (:func:`gradtx.tree.opaque_ints`), so every
+    leaf of a group reads its factor through one shared kernel, not one compiled
+    per leaf (a slice at a constant offset compiles in about 7 ms on XLA:CPU)."""
+    flat = [jnp.ravel(v) for v in vectors]
+    rows = [r for group in groups for r in range(len(group))]
+    if staged:
+        rows = tree.opaque_ints(rows, flat[0][0])
+    starts = np.cumsum([0] + [len(group) for group in groups])
+
+    def pick(g: int, r: int) -> Array:
+        return jax.lax.dynamic_index_in_dim(flat[g], rows[starts[g] + r], keepdims=False)
+
+    return pick
+
+
+def _unit_factors(
+    columns: Sequence[Sequence[Array]], axes: Sequence[Any], factor: Any
+) -> list[Array]:
+    """``factor(size, norms)`` for every unit of every position ``i``: ``norms``
+    holds the norm of that unit in each of ``columns[0][i], columns[1][i], ...``
+    (over ``axes[i]``, see :func:`_unit_norms`), ``size`` its number of elements.
+
+    Small arrays that are one unit each are stacked as the rows of one matrix per
+    dtype and size (:func:`_row_groups`): one reduction for the group instead of
+    one per array, and factors computed as one vector. XLA:CPU compiles each
+    kernel on its own: on 400 leaves of 1000 floats this cut the first call of
+    ``clip_by_block_rms`` from 3.4-3.5 s to 1.1-1.2 s and AGC's from 6.3 s to
+    1.1 s, and on 500 leaves their steps from 1.15-1.36 to 0.52-0.72 of Optax's.
+    """
+    groups = _row_groups(columns, axes)
+    grouped = {i for group in groups for i in group}
+    singles = [i for i in range(len(axes)) if i not in grouped]
+    entries = [
+        [column[i] for i in singles]
+        + [jnp.stack([jnp.ravel(column[i]) for i in group]) for group in groups]
+        for column in columns
+    ]
+    entry_axes = [axes[i] for i in singles] + [(1,)] * len(groups)
+    first = columns[0]
+    sizes = [_unit_size(first[i], axes[i]) for i in singles]
+    sizes += [first[group[0]].size for group in groups]
+    m = len(entry_axes)
 
     def then(norms):
-        return [factor(x, n) for x, n in zip(leaves, norms, strict=True)]
+        per_column = [norms[c * m : (c + 1) * m] for c in range(len(columns))]
+        return [factor(sizes[j], [n[j] for n in per_column]) for j in range(m)]
 
-    return _unit_norms(leaves, [None] * len(leaves), then, keepdims=False)
+    arrays = [x for entry in entries for x in entry]
+    out = _unit_norms(arrays, entry_axes * len(columns), then)
+    factors: list[Any] = [None] * len(axes)
+    for j, i in enumerate(singles):
+        factors[i] = out[j]
+    if groups:
+        pick = _row_picker(out[len(singles) :], groups, tree.staged(list(first)))
+        for g, group in enumerate(groups):
+            for r, i in enumerate(group):
+                factors[i] = pick(g, r)
+    return factors
+
+
+def _unit_size(x: Array, axis: Any) -> int:
+    """The number of elements of ``x`` in one unit over ``axis`` (``None``: all)."""
+    if axis is None:
+        return x.size
+    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
+    return int(np.prod([x.shape[int(a)] for a in axes]))
+
+
+def _leaf_factors(leaves: Sequence[Array], factor: Any) -> list[Array]:
+    """``factor(size, norm)`` for each leaf, its number of elements and its
+    Euclidean norm (a scalar), computed inside the overflow branch of
+    :func:`_unit_norms`."""
+    axes = [None] * len(leaves)
+    return _unit_factors([leaves], axes, lambda size, n: factor(size, n[0]))
 
 
 def _shrink(x: Array, norm: Array, maximum: Any) -> Array:
@@ -358,7 +438,7 @@ def clip_by_leaf_norm(max_norm: float | Array) -> GradientTransformation:
     def update(updates, params):
         del params
         leaves, treedef = jax.tree.flatten(updates)
-        factors = _leaf_factors(leaves, lambda u, n: _shrink_factor(n, max_norm))
+        factors = _leaf_factors(leaves, lambda size, n: _shrink_factor(n, max_norm))
         shrunk = [_times(u, f) for u, f in zip(leaves, factors, strict=True)]
         return jax.tree.unflatten(treedef, shrunk)
 
@@ -391,8 +471,8 @@ def clip_by_block_rms(threshold: float | Array) -> GradientTransformation:
         del params
         leaves, treedef = jax.tree.flatten(updates)
 
-        def factor(u, norm):
-            return _shrink_factor(norm, threshold * np.sqrt(np.asarray(u.size, norm.dtype)))
+        def factor(size, norm):
+            return _shrink_factor(norm, threshold * np.sqrt(np.asarray(size, norm.dtype)))
 
         factors = _leaf_factors(leaves, factor)
         shrunk = [_times(u, f) for u, f in zip(leaves, factors, strict=True)]
@@ -478,14 +558,11 @@ def adaptive_grad_clip(
         weights = treedef.flatten_up_to(params)
         axes = [_unit_axes(w, axis) for w in weights]
 
-        def shrink_factors(norms):
-            g_norms, w_norms = norms[: len(grads)], norms[len(grads) :]
-            return [
-                _shrink_factor(g_norm, clipping * jnp.maximum(w_norm, eps))
-                for g_norm, w_norm in zip(g_norms, w_norms, strict=True)
-            ]
+        def shrink_factor(size, norms):
+            g_norm, w_norm = norms
+            return _shrink_factor(g_norm, clipping * jnp.maximum(w_norm, eps))
 
-        factors = _unit_norms(grads + weights, axes + axes, shrink_factors)
+        factors = _unit_factors([grads, weights], axes, shrink_factor)
         shrunk = [_times(g, f) for g, f in zip(grads, factors, strict=True)]
         return jax.tree.unflatten(treedef, shrunk)
 
