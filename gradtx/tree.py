@@ -13,6 +13,7 @@ rules for numbers live in one place:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -278,6 +279,22 @@ def abs_sq(x: Array) -> Array:
 def joinable(x: Array, small: int = 2**14) -> bool:
     """Whether :func:`join_small` joins ``x``: one device, fewer than ``small`` elements."""
     return jax.device_count() == 1 and x.size < small
+
+
+def groups_of_a_kind(arrays: Sequence[Sequence[Array]]) -> list[list[int]]:
+    """The positions ``i`` whose arrays ``arrays[i]`` (one or more each; none
+    leaves the position out) can be stacked as the rows of one matrix per array:
+    groups of two or more positions whose arrays are all :func:`joinable` and
+    match, one by one, in dtype and size. Each group lists its positions in order.
+
+    A reduction per row of such a stack is one kernel for the group, where one per
+    array is a kernel each, and XLA:CPU compiles each kernel on its own.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, xs in enumerate(arrays):
+        if xs and all(joinable(x) for x in xs):
+            groups.setdefault(tuple((jnp.dtype(x.dtype), x.size) for x in xs), []).append(i)
+    return [group for group in groups.values() if len(group) > 1]
 
 
 def join_small(xs: Any, small: int = 2**14) -> list[Array]:

@@ -191,20 +191,6 @@ def _unit_norms(xs: Sequence[Array], axes: Sequence[Any], then: Any = None) -> l
     return _branch(jnp.any(every == jnp.inf), rescaled, plain)
 
 
-def _row_groups(columns: Sequence[Sequence[Array]], axes: Sequence[Any]) -> list[list[int]]:
-    """The positions ``i`` to stack as rows, grouped by dtype and size: two or more
-    whose arrays ``columns[c][i]`` are each one unit (``axes[i]`` spans them) and
-    small enough for :func:`gradtx.tree.joinable` (one device, under 2**14
-    elements)."""
-    groups: dict[Any, list[int]] = {}
-    for i, axis in enumerate(axes):
-        arrays = [column[i] for column in columns]
-        if all(_whole(x, axis) and tree.joinable(x) for x in arrays):
-            key = tuple((x.dtype, x.size) for x in arrays)
-            groups.setdefault(key, []).append(i)
-    return [group for group in groups.values() if len(group) > 1]
-
-
 def _row_picker(vectors: Sequence[Array], groups: Sequence[Sequence[int]], staged: bool) -> Any:
     """``pick(g, r)``: element ``r`` of ``vectors[g]`` as a scalar. Under ``jit``
     the row numbers are runtime values (:func:`gradtx.tree.opaque_ints`), so every
@@ -227,16 +213,21 @@ def _unit_factors(
 ) -> list[Array]:
     """``factor(size, norms)`` for every unit of every position ``i``: ``norms``
     holds the norm of that unit in each of ``columns[0][i], columns[1][i], ...``
-    (over ``axes[i]``, see :func:`_unit_norms`), ``size`` its number of elements.
+    (over ``axes[i]``, see :func:`_unit_norms`), ``size`` the number of elements
+    of ``columns[0][i]``.
 
     Small arrays that are one unit each are stacked as the rows of one matrix per
-    dtype and size (:func:`_row_groups`): one reduction for the group instead of
-    one per array, and factors computed as one vector. XLA:CPU compiles each
-    kernel on its own: on 400 leaves of 1000 floats this cut the first call of
-    ``clip_by_block_rms`` from 3.4-3.5 s to 1.1-1.2 s and AGC's from 6.3 s to
-    1.1 s, and on 500 leaves their steps from 1.15-1.36 to 0.52-0.72 of Optax's.
+    dtype and size (:func:`gradtx.tree.groups_of_a_kind`): one reduction for the
+    group instead of one per array, and factors computed as one vector. XLA:CPU
+    compiles each kernel on its own: on 400 leaves of 1000 floats this cut the
+    first call of ``clip_by_block_rms`` from 3.4-3.5 s to 1.1-1.2 s and AGC's
+    from 6.3 s to 1.1 s, and on 500 leaves their steps from 1.15-1.36 to
+    0.52-0.72 of Optax's.
     """
-    groups = _row_groups(columns, axes)
+    whole = [all(_whole(column[i], axes[i]) for column in columns) for i in range(len(axes))]
+    groups = tree.groups_of_a_kind(
+        [[column[i] for column in columns] if whole[i] else [] for i in range(len(axes))]
+    )
     grouped = {i for group in groups for i in group}
     singles = [i for i in range(len(axes)) if i not in grouped]
     entries = [
@@ -246,8 +237,7 @@ def _unit_factors(
     ]
     entry_axes = [axes[i] for i in singles] + [(1,)] * len(groups)
     first = columns[0]
-    sizes = [_unit_size(first[i], axes[i]) for i in singles]
-    sizes += [first[group[0]].size for group in groups]
+    sizes = [first[i].size for i in singles] + [first[group[0]].size for group in groups]
     m = len(entry_axes)
 
     def then(norms):
@@ -265,14 +255,6 @@ def _unit_factors(
             for r, i in enumerate(group):
                 factors[i] = pick(g, r)
     return factors
-
-
-def _unit_size(x: Array, axis: Any) -> int:
-    """The number of elements of ``x`` in one unit over ``axis`` (``None``: all)."""
-    if axis is None:
-        return x.size
-    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
-    return int(np.prod([x.shape[int(a)] for a in axes]))
 
 
 def _leaf_factors(leaves: Sequence[Array], factor: Any) -> list[Array]:

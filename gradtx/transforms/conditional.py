@@ -36,8 +36,8 @@ class _LeafFlags(NamedTuple):
 def _leaf_flags(updates: Any) -> _LeafFlags:
     """Per leaf: whether it is all finite (complex: both parts), and its path.
 
-    The leaves :func:`gradtx.tree.join_small` would join (small, one device) are
-    stacked by dtype and size and reduced row by row, one reduction per group:
+    Small leaves of one dtype and size (:func:`gradtx.tree.groups_of_a_kind`) are
+    stacked and reduced row by row, one reduction per group:
     with a reduction per leaf, the first call of ``apply_if_finite(adam,
     raise_after=5)`` on 2000 leaves of 1000 floats took 32.5 s, stacked 21.6 s
     (XLA:CPU, 2 cores). A leaf alone in its group is reduced whole, which is
@@ -45,19 +45,18 @@ def _leaf_flags(updates: Any) -> _LeafFlags:
     """
     with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
     leaves = [x for _, x in with_paths]
-    members: dict[Any, list[int]] = {}
-    for i, x in enumerate(leaves):
-        key = (jnp.dtype(x.dtype), x.size) if tree.joinable(x) else i
-        members.setdefault(key, []).append(i)
+    stacked = tree.groups_of_a_kind([[x] for x in leaves])
     groups, where = [], [(0, 0)] * len(leaves)
-    for group, indices in enumerate(members.values()):
-        if len(indices) == 1:  # a whole-array reduction: faster than one row of a stack
-            groups.append(jnp.reshape(jnp.all(jnp.isfinite(leaves[indices[0]])), (1,)))
-        else:
-            rows = jnp.stack([jnp.ravel(leaves[i]) for i in indices])
-            groups.append(jnp.all(jnp.isfinite(rows), axis=1))
+    for indices in stacked:
+        rows = jnp.stack([jnp.ravel(leaves[i]) for i in indices])
+        groups.append(jnp.all(jnp.isfinite(rows), axis=1))
         for position, i in enumerate(indices):
-            where[i] = (group, position)
+            where[i] = (len(groups) - 1, position)
+    grouped = {i for indices in stacked for i in indices}
+    for i in (i for i in range(len(leaves)) if i not in grouped):
+        # A leaf alone of its kind: a whole-array reduction, faster than one row of a stack.
+        groups.append(jnp.reshape(jnp.all(jnp.isfinite(leaves[i])), (1,)))
+        where[i] = (len(groups) - 1, 0)
     paths = [jax.tree_util.keystr(path) or "the root" for path, _ in with_paths]
     return _LeafFlags(groups, where, paths)
 
