@@ -1,7 +1,7 @@
 """``gradtx compare`` / ``gradtx search``: tables, files, errors, and numbers checked independently.
 
-Most tests call :func:`gradtx.cli.main` in-process (fast: jax is imported once);
-two run ``python -m gradtx.cli`` in a subprocess, as the console script runs.
+Most tests call :func:`gradtx.app.cli.main` in-process (fast: jax is imported once);
+two run ``python -m gradtx.app`` in a subprocess, as the console script runs.
 The numbers are checked against oracles that share no code with the CLI: plain
 gradient descent on the quadratic's Hessian in float64 numpy, scikit-learn's
 logistic regression for ``f*``, the Rosenbrock function by hand.
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from gradtx.cli import RATE_SPAN, main
-from gradtx.problems import logreg, quadratic
-from gradtx.race import Result, rank
+from gradtx.app.cli import RATE_SPAN, main
+from gradtx.app.problems import logreg, quadratic
+from gradtx.app.race import Result, rank
 from gradtx.training.curves import StepMetrics
 from gradtx.training.search import log_uniform, random_search
 from tests.repo_python import run_python
@@ -373,7 +373,7 @@ def test_plain_progress_without_rich_or_tqdm(capsys, monkeypatch):
 
 
 def python_m(*argv):
-    return run_python("-m", "gradtx.cli", *argv, timeout=300)
+    return run_python("-m", "gradtx.app", *argv, timeout=300)
 
 
 def test_console_script_rich_table():

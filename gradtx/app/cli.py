@@ -1,14 +1,14 @@
 """The command line: ``gradtx compare`` races optimizers, ``gradtx search`` tunes one.
 
 ``gradtx compare`` runs each optimizer for ``--steps`` full-batch steps on one of
-the problems of :mod:`gradtx.problems` (optionally after tuning each one's
+the problems of :mod:`gradtx.app.problems` (optionally after tuning each one's
 learning rate by random search, ``--tune K``), and prints a ranked table: the
 final training loss, the test accuracy where the problem has one, the steps to
 the problem's target loss and the wall time. ``--out DIR`` also writes the
 learning curves as a PNG and every number as JSON. ``gradtx search`` runs a
 learning-rate (and weight-decay) random search for one optimizer and prints
 every trial, the best one, and a warning when the best lies at the border of
-its range (the seeds' advice: widen it).
+its range (widen the range and search again).
 
 Each run is one jitted ``jax.lax.scan``; the wall time excludes compilation.
 Bad arguments print one line on stderr and exit with status 2.
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from gradtx.problems import PROBLEMS, Problem, make_problem
-from gradtx.race import (
+from gradtx.app.problems import PROBLEMS, Problem, make_problem
+from gradtx.app.race import (
     OPTIMIZERS,
     Result,
     default_rate,
@@ -43,6 +43,10 @@ from gradtx.race import (
 from gradtx.training.curves import StepMetrics, plot_learning_curves
 from gradtx.training.search import SearchResult, log_uniform
 
+DESCRIPTION = (
+    "Race optimizers on a problem (gradtx compare) or tune one optimizer's learning rate "
+    "by random search (gradtx search)."
+)
 DEFAULT_OPTIMIZERS = "sgd,momentum,nesterov_momentum,adagrad,rmsprop,adam,adamw,nadam,radam,lbfgs"
 DEFAULT_STEPS = {"digits": 500, "logreg": 500, "quadratic": 2000, "rosenbrock": 2000}
 RATE_SPAN = 30.0  # --tune searches each rate over [rate / RATE_SPAN, rate * RATE_SPAN]
@@ -437,7 +441,7 @@ def _common_arguments() -> argparse.ArgumentParser:
 
 def parser() -> argparse.ArgumentParser:
     """The ``gradtx`` argument parser, with the ``compare`` and ``search`` subcommands."""
-    top = _Parser(prog="gradtx", description=__doc__.split("\n\n")[0])
+    top = _Parser(prog="gradtx", description=DESCRIPTION)
     commands = top.add_subparsers(dest="command", required=True, metavar="{compare,search}")
     common = _common_arguments()
     race = commands.add_parser(
@@ -493,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       when an optional dependency a problem needs is missing; 130 on Ctrl-C.
 
     Examples:
-      >>> from gradtx.cli import main
+      >>> from gradtx.app.cli import main
       >>> main(["compare", "--problem", "quadratic", "--optimizers", "sgd,adam", "--steps",
       ...       "50", "--plain", "--no-progress"])  # doctest: +ELLIPSIS
       quadratic, dim 20, condition number 1000: 50 full-batch steps from loss ...
@@ -517,7 +521,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(prog, error, 1)
     except KeyboardInterrupt:
         return _fail(prog, "interrupted", 130)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
