@@ -23,7 +23,6 @@ import numpy as np
 
 from gradtx import tree
 from gradtx.base import GradientTransformation, OptState, Params
-from gradtx.transforms.regularize import Mask, resolve_mask
 
 _POSITIONAL = ("updates", "state", "params")
 
@@ -149,6 +148,17 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
 # the params' shape in which those leaves simply are not there, so they hold no
 # state for them and pay nothing for them, whatever the inner is (a gradtx block, a
 # chain, an Optax transformation). The outputs are merged back with the mask.
+
+Mask = Any | Callable[[Params], Any]
+"""A pytree of bools shaped like the params (True = apply), or a function of the
+params that returns one."""
+
+
+def resolve_mask(mask: Mask | None, params: Params) -> Any:
+    """The mask tree for ``params``: all-True for ``None``, called if a function."""
+    if mask is None:
+        return jax.tree.map(lambda _: True, params)
+    return mask(params) if callable(mask) else mask
 
 
 def _path_keys(path: tuple[Any, ...]) -> tuple[str, ...]:

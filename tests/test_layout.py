@@ -128,3 +128,26 @@ def test_the_checker_finds_every_spelling(source, importer, is_package):
 )
 def test_the_checker_passes_other_imports(source, importer, is_package):
     assert app_imports(source, importer, is_package) == []
+
+
+def _defined_at_top(path: Path) -> set[str]:
+    """The names a module binds at its top level by assignment, ``def`` or ``class``."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_masks_have_one_home_beside_masked_and_partition():
+    homes = {
+        name: sorted(
+            str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if name in _defined_at_top(p)
+        )
+        for name in ("Mask", "resolve_mask", "masked", "partition")
+    }
+    assert homes == dict.fromkeys(homes, ["gradtx/combine.py"])

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 
 from gradtx import _checks, tree
 from gradtx.base import GradientTransformation, ScalarOrSchedule, Updates
-from gradtx.combine import chain
-from gradtx.transforms.regularize import Mask, add_decayed_weights
+from gradtx.combine import Mask, chain
+from gradtx.transforms.regularize import add_decayed_weights
 from gradtx.transforms.scale import scale_by_learning_rate
 
 

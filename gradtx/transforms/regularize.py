@@ -29,17 +29,7 @@ import jax.numpy as jnp
 
 from gradtx import _checks, tree
 from gradtx.base import Array, EmptyState, GradientTransformation, Params, ScalarOrSchedule
-
-Mask = Any | Callable[[Params], Any]
-"""A pytree of bools shaped like the params (True = apply), or a function of the
-params that returns one."""
-
-
-def resolve_mask(mask: Mask | None, params: Params) -> Any:
-    """The mask tree for ``params``: all-True for ``None``, called if a function."""
-    if mask is None:
-        return jax.tree.map(lambda _: True, params)
-    return mask(params) if callable(mask) else mask
+from gradtx.combine import Mask, resolve_mask
 
 
 def _select(keep: Any, changed: Array, original: Array) -> Array:
