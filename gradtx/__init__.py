@@ -1,9 +1,23 @@
 """gradtx: composable, exact gradient transformations for JAX.
 
-Every name has one home; this module re-exports them as a flat namespace.
+Every name has one home; this module re-exports them as a flat namespace, and
+``import gradtx`` loads every public submodule, so ``gradtx.checkpoint.restore_state``
+or ``gradtx.sharding`` need no import of their own. The command-line application,
+:mod:`gradtx.app`, is left out: the ``gradtx`` command (or ``import gradtx.app``) loads it.
 """
 
-from gradtx import schedules, training, tree
+from gradtx import (
+    base,
+    checkpoint,
+    combine,
+    optimizers,
+    schedules,
+    second_order,
+    sharding,
+    training,
+    transforms,
+    tree,
+)
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
@@ -204,13 +218,16 @@ __all__ = [
     "apply_updates",
     "average_params",
     "averaged_params",
+    "base",
     "bfgs",
     "bias_correction",
     "chain",
+    "checkpoint",
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_leaf_norm",
+    "combine",
     "constant_schedule",
     "continue_until_target",
     "cosine_decay_schedule",
@@ -244,6 +261,7 @@ __all__ = [
     "nesterov_momentum",
     "newton",
     "nonlinear_cg",
+    "optimizers",
     "partition",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
@@ -284,12 +302,15 @@ __all__ = [
     "scale_by_stddev",
     "scale_by_zoom_linesearch",
     "schedules",
+    "second_order",
     "sgd",
     "sgdr_schedule",
+    "sharding",
     "stateless",
     "step_metrics",
     "trace",
     "training",
+    "transforms",
     "tree",
     "value_and_grad_from_state",
     "warmup_constant_schedule",

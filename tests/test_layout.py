@@ -9,9 +9,12 @@ the library; no library module (every other module under ``gradtx/``) may import
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
+
+from tests.repo_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gradtx"
@@ -151,3 +154,71 @@ def test_masks_have_one_home_beside_masked_and_partition():
         for name in ("Mask", "resolve_mask", "masked", "partition")
     }
     assert homes == dict.fromkeys(homes, ["gradtx/combine.py"])
+
+
+# ------------------------------------------------------------- import gradtx
+
+# The public submodules directly under gradtx; the test below also finds every
+# public module file (no part of its path starting with "_") and checks them all.
+PUBLIC_SUBMODULES = (
+    "base",
+    "checkpoint",
+    "combine",
+    "optimizers",
+    "schedules",
+    "second_order",
+    "sharding",
+    "training",
+    "transforms",
+    "tree",
+)
+# Optional packages (extras or what examples use): a plain ``import gradtx`` loads none.
+OPTIONAL = ("orbax", "flax", "optax", "chex", "sklearn", "matplotlib", "rich", "tqdm", "torch")
+
+
+def public_modules() -> list[str]:
+    names = []
+    for path in library_files():
+        name = _module_name(path)
+        if not any(part.startswith("_") for part in name.split(".")):
+            names.append(name)
+    return sorted(set(names) - {"gradtx"})
+
+
+def test_public_modules_are_found():
+    found = public_modules()
+    assert {f"gradtx.{name}" for name in PUBLIC_SUBMODULES} <= set(found)
+    assert "gradtx.transforms.clipping" in found and "gradtx._checks" not in found
+    assert not any(_is_app(name) for name in found)
+
+
+def test_import_gradtx_loads_every_public_submodule():
+    """In a fresh interpreter, after a plain ``import gradtx`` and nothing else."""
+    assert len(public_modules()) > 30
+    script = f"""
+import json, sys
+import gradtx
+gradtx.checkpoint.restore_state, gradtx.checkpoint.state_differences
+gradtx.sharding.state_shardings, gradtx.sharding.zero1_state_shardings
+missing = [
+    name for name in {PUBLIC_SUBMODULES!r}
+    if getattr(getattr(gradtx, name, None), "__name__", None) != "gradtx." + name
+]
+not_loaded = [name for name in {public_modules()!r} if name not in sys.modules]
+loaded = sorted(
+    m for m in sys.modules
+    if m.split(".")[0] in {OPTIONAL!r} or m == "gradtx.app" or m.startswith("gradtx.app.")
+)
+print(json.dumps({{
+    "missing": missing, "not_loaded": not_loaded, "loaded": loaded, "all": gradtx.__all__
+}}))
+"""
+    done = run_python("-c", script, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["missing"] == []  # each an attribute of gradtx, the module itself
+    # Deeper modules are loaded; as attributes, some are shadowed by the function
+    # their package re-exports (gradtx.second_order.bfgs is the function bfgs).
+    assert result["not_loaded"] == []
+    assert result["loaded"] == []  # nor the app, nor any optional package
+    assert set(PUBLIC_SUBMODULES) <= set(result["all"])
