@@ -1,6 +1,6 @@
 """Random search over the learning rate and weight decay of the digits MLP, vmapped.
 
-The seeds' advice for hyperparameters (cs231n; Bergstra & Bengio 2012): search at
+The usual advice for hyperparameters (Bergstra & Bengio 2012; the cs231n notes): search at
 random rather than on a grid, on a log scale for rates and decay strengths, judge
 on a validation set, and widen a range whose best value sits at its border. Here:
 

@@ -10,8 +10,8 @@ Symbols: ``rho_1, rho_2`` (book) = ``beta_1, beta_2`` (paper) = ``b1, b2``;
 
 **Where eps goes.** ``eps`` is added outside the root, ``m_hat / (sqrt(v_hat) +
 eps)``, as in the paper, the book's Alg. 8.7, Optax and PyTorch; ``eps_root`` is
-added inside, ``sqrt(v_hat + eps_root)``, which is how the transcription of
-Alg. 8.7 in the seeds reads (``sqrt(r_hat + delta)``: use ``eps=0,
+added inside, ``sqrt(v_hat + eps_root)``, which is how some transcriptions of
+Alg. 8.7 read it (``sqrt(r_hat + delta)``: use ``eps=0,
 eps_root=delta``). ``eps_hat=True`` is Kingma & Ba's "eps-hat" form (end of their
 Sec. 2) used by TensorFlow/Keras, where eps meets the *uncorrected* root.
 """

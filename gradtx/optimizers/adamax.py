@@ -28,8 +28,8 @@ def scale_by_adamax(
         u \\leftarrow \\max(\\beta_2 u, |g| + \\epsilon), \\quad
         \\text{out} = \\frac{m}{(1-\\beta_1^t)\\, u}
 
-    The limit ``p -> infinity`` of ``v <- b2^p v + (1 - b2^p) |g|^p`` (the seeds'
-    derivation). The paper has no ``eps``; it is added inside the maximum, as Optax
+    The limit ``p -> infinity`` of ``v <- b2^p v + (1 - b2^p) |g|^p`` (Kingma & Ba
+    2015, Sec. 7.1). The paper has no ``eps``; it is added inside the maximum, as Optax
     and PyTorch do, so an all-zero gradient gives 0, not 0/0.
 
     Args:

@@ -22,7 +22,7 @@ Optax's, and so are the values except where a docstring says otherwise (Optax
 quietly turns ``transition_steps <= 0`` or ``decay_rate == 0`` into a constant;
 here they are errors).
 
-The seeds' schedules and where they are:
+The usual schedules and where they are:
 
 * the book's linear decay to ``epsilon_tau`` (Goodfellow et al. 2016, eq. 8.14):
   :func:`linear_schedule`, and :func:`linear_decay` with ``epsilon_tau = 1%

@@ -79,7 +79,7 @@ def warmup_schedule(schedule: Schedule, warmup_steps: int, init_value: float = 0
             (1 - k/W)\\, I + (k/W)\\, f(0) & k < W \\\\ f(k - W) & k \\ge W \\end{cases}
 
     Small steps at first keep an adaptive method's early, high-variance
-    updates in check (the seeds' "linear warmup"; RAdam is an alternative).
+    updates in check (Goyal et al. 2017's linear warmup; RAdam is an alternative).
     ``warmup_steps=0`` returns ``schedule`` itself.
 
     Args:

@@ -202,7 +202,7 @@ def exponential_decay(
         \\text{value}_k = I \\cdot \\text{decay\\_rate}^{\\,p_k}
 
     then clipped at ``end_value`` from below when ``decay_rate < 1`` (from above
-    when it is > 1). The seeds' ``eta_0 exp(-t / r)`` is ``transition_steps=r``,
+    when it is > 1). The textbook form ``eta_0 exp(-t / r)`` is ``transition_steps=r``,
     ``decay_rate=exp(-1)``.
 
     Args:
@@ -258,7 +258,7 @@ def inverse_time_decay(
         p_k = \\frac{\\max(k - B, 0)}{T} \\ (\\text{floored if staircase}), \\qquad
         \\text{value}_k = \\frac{I}{(1 + \\text{decay\\_rate} \\cdot p_k)^{c}}
 
-    The seeds' reciprocal schedule ``eta_0 (1 + t / r)^{-c}`` is
+    The reciprocal schedule ``eta_0 (1 + t / r)^{-c}`` is
     ``transition_steps=r, power=c`` (``c`` ~ 1); Keras' ``InverseTimeDecay`` is
     ``power=1`` with its ``decay_steps`` as ``transition_steps``. With ``power=1``
     the rate falls as ``1/t``, the slowest decay for which SGD's step sizes

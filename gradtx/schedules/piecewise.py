@@ -64,8 +64,8 @@ def piecewise_constant_values(
 ) -> Schedule:
     """A constant that jumps to a given value at each boundary.
 
-    The seeds' "piecewise constant: a pre-determined ``eta`` for each epoch",
-    written with values rather than the scales of
+    The classic step schedule, a pre-determined ``eta`` for each stretch of
+    steps (an epoch, say), written with values rather than the scales of
     :func:`piecewise_constant_schedule`.
 
     .. math::

@@ -1,6 +1,6 @@
 """Random hyperparameter search, one trial at a time or a vmapped batch at once.
 
-The seeds' advice (cs231n; Bergstra & Bengio 2012): prefer random search to a
+The usual advice (Bergstra & Bengio 2012; the cs231n notes): prefer random search to a
 grid; search rates and regularisation strengths on a log scale; be wary of a
 best value on the border of its range, the optimum may lie beyond; and stage the
 search from coarse to fine. Each piece is one function here:

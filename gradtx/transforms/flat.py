@@ -241,22 +241,20 @@ def flat(
         leaf 7 of the tree), which costs no copy: packing saves kernels per
         leaf, and a large leaf has work enough to fill its own. ``None`` packs
         every leaf.
-        On 2 CPU cores, packing every leaf made the step on the 8.5M-float
-        MLP 1.7 to 8.4 times slower than leaf by leaf (its 34 MB gradient
-        buffer is a fresh allocation every step), while on 2000 leaves of 1000
-        floats it is 1.4 to 3.1 times faster for every method but SGD (1.3
-        times slower) (``python benchmarks/step_time.py``). On an H200 GPU,
-        packing the whole 196-leaf transformer halved Adam's step (1.9 ms
-        against 3.9 ms leaf by leaf).
+        On a CPU, packing every leaf made the step on an MLP of a few large
+        weight matrices several times slower than leaf by leaf (its packed
+        gradient buffer is a fresh allocation every step), while on 2000
+        leaves of 1000 floats packing is faster for every method but SGD. On
+        a GPU, packing a whole 196-leaf transformer halved Adam's step
+        (``benchmarks/README.md``, ``python benchmarks/step_time.py``).
       share_kernels: cut the update into leaves at offsets the compiler sees as
         runtime values, so that the leaves of one shape share one compiled
         kernel. XLA:CPU compiles each distinct kernel on its own: on 2000
-        leaves of 1000 floats, ``flat(adam)`` compiles in about 5 s with
-        ``True`` and 16 s with ``False`` (Optax's Adam: 9 s), while a step
-        takes about 11.6 ms against 9.6 ms (Optax: 24 ms), the offsets being
-        copied at every step (``python benchmarks/xla_cpu_limits.py``, 2 CPU
-        cores). ``False`` pays off on runs of many thousands of steps. The
-        numbers are the same either way.
+        leaves of 1000 floats, ``flat(adam)`` compiles about three times
+        faster with ``True`` than with ``False``, while each step is somewhat
+        slower, the offsets being copied at every step
+        (``python benchmarks/xla_cpu_limits.py``). ``False`` pays off on runs
+        of many thousands of steps. The numbers are the same either way.
 
     Returns:
       A transformation whose state is :class:`FlatState`

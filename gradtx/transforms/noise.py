@@ -1,8 +1,9 @@
 """Annealed Gaussian gradient noise (Neelakantan et al. 2015).
 
-The seeds list "gradient noise (decreasing variance)" among the strategies that
-help SGD on deep networks: Gaussian noise whose variance decays over the steps is
-added to every gradient, so early steps explore and later ones settle.
+Neelakantan et al. (2015) list gradient noise of decreasing variance among the
+strategies that help SGD on deep networks: Gaussian noise whose variance decays
+over the steps is added to every gradient, so early steps explore and later
+ones settle.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Performance-dependent scaling: shrink the step when the loss stops improving.
 
-The seeds' "performance-dependent" schedule: keep the learning rate fixed until
+A "performance-dependent" schedule: keep the learning rate fixed until
 the validation loss stops improving, then halve it (Bishop's and the
 Edinburgh MLP notes' rule; Keras' and PyTorch's ``ReduceLROnPlateau``). It is a
 transformation rather than a schedule because it reads the loss, passed as the
@@ -144,7 +144,7 @@ def reduce_on_plateau(
 
     which records ``v`` as the new best. After ``patience`` evaluations in a row
     without improvement the scale is multiplied by ``factor`` (``0.5`` halves the
-    learning rate, as the seeds suggest), floored at ``min_scale``; then
+    learning rate, as Bishop advises), floored at ``min_scale``; then
     ``cooldown`` evaluations pass before non-improvements count again. Every
     update, between evaluations too, is multiplied by the current scale
     (``state.scale``), so put this block after the learning rate:
