@@ -49,7 +49,7 @@ def _adadelta_leaf(g, e_g, e_x, rho, eps):
     new_e_x = tree.as_dtype(rho * old_e_x + (1 - rho) * step_sq, e_x.dtype)
     numerator = jnp.sqrt(tree.as_dtype(new_e_x, r) + rho * eps) * g
     denominator = jnp.sqrt(rho * e_g_eps + (1 - rho) * g_sq)
-    step = tree.divide_by_root(numerator, denominator, positive=tree.is_positive_constant(rho))
+    step = tree.divide_by_root(numerator, denominator)
     return tree.as_dtype(step, dtype), new_e_g, new_e_x
 
 
@@ -149,9 +149,8 @@ def adadelta(
     """
     rate = 1.0 if learning_rate is None else learning_rate
     _checks.learning_rate("adadelta", rate)
-    decay = (
-        ()
-        if _checks.is_zero(weight_decay)
-        else (add_decayed_weights(weight_decay, weight_decay_mask),)
+    return chain(
+        add_decayed_weights(weight_decay, weight_decay_mask),
+        scale_by_adadelta(rho, eps),
+        scale_by_learning_rate(rate),
     )
-    return chain(*decay, scale_by_adadelta(rho, eps), scale_by_learning_rate(rate))
