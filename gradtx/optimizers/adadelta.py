@@ -123,8 +123,10 @@ def adadelta(
         \\qquad x_{t+1} = x_t + \\eta \\, \\Delta x_t
 
     Composition: ``chain(add_decayed_weights(weight_decay, weight_decay_mask),
-    scale_by_adadelta(rho, eps), scale_by_learning_rate(eta))``, the decay block
-    left out when ``weight_decay`` is 0.
+    scale_by_adadelta(rho, eps), scale_by_learning_rate(eta))``, as Optax's: the
+    decay block is there whatever ``weight_decay`` is (0 adds nothing), so the
+    state tree is the same for a constant, a traced or an injected decay, and
+    ``update`` needs the params.
 
     Args:
       learning_rate: ``eta``; ``None`` (default) is Zeiler's method, a rate of
