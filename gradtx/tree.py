@@ -13,14 +13,12 @@ rules for numbers live in one place:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.extend
 import jax.numpy as jnp
-import numpy as np
 
+from gradtx import _tactics
 from gradtx.base import Array
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
@@ -58,19 +56,8 @@ def cast_like(tree: Any, like: Any) -> Any:
 
 
 def as_dtype(x: Array, dtype: Any) -> Array:
-    """``x.astype(dtype)``, or ``x`` itself where it already has that dtype.
-
-    The same array either way, but tracing ``astype`` costs about 25 us even when
-    it changes nothing: on a tree of thousands of leaves, with a few casts per
-    leaf, that is a tenth of the first call's tracing.
-    """
-    if x.dtype == dtype and not _weak(x):
-        return x
-    return x.astype(dtype)
-
-
-def _weak(x: Array) -> bool:
-    return bool(getattr(getattr(x, "aval", x), "weak_type", False))
+    """``x`` in ``dtype`` (a no-op where it already has it)."""
+    return jnp.asarray(x).astype(dtype)
 
 
 def zeros_like(tree: Any, dtype: Any | None = None, *, real: bool = False) -> Any:
@@ -148,108 +135,19 @@ def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates
     )
 
 
-# Which trace is current (JAX 0.4.36 and later); without it no step is nested.
-_trace_state = getattr(getattr(jax.extend, "core", None), "get_opaque_trace_state", None)
-
-
-def _current_trace() -> Any:
-    return _trace_state(convention="flax") if _trace_state is not None else None
-
-
-def staged(leaves: list[Any]) -> bool:
-    """True when the leaves are being traced into a jitted program (not eager,
-    not under ``vmap`` or ``grad`` in between), where a nested ``jax.jit`` costs
-    nothing at run time. The test reads the tracer's class name: should JAX rename
-    it, this is False and every leaf is traced on its own again, as it was."""
-    return (
-        _trace_state is not None
-        and bool(leaves)
-        and type(leaves[0]).__name__ == "DynamicJaxprTracer"
-    )
-
-
 def map_unzip(fn: Any, n: int, first: Any, *rest: Any) -> tuple[Any, ...]:
     """Maps ``fn`` (returning an n-tuple per leaf) and returns n trees like ``first``.
 
     The per-leaf step of an optimizer returns its output and its new state
-    together; this splits them back into trees.
-
-    Under ``jit``, ``fn`` runs as a nested ``jax.jit``: JAX traces it once per
-    distinct leaf shape and dtype instead of once per leaf, each leaf adds one
-    call to the program, and XLA inlines the calls, so the compiled program is
-    the same. On 2000 leaves of 1000 floats this cut the trace and lowering of an
-    Adam step from 2.1 s to 0.9 s (2 CPU cores). Values ``fn`` closes over that
-    were traced outside it (a step count, :func:`once_per_dtype` scalars) become
-    arguments of the nested call.
+    together; this splits them back into trees. How the step is traced is a
+    compile tactic (:func:`gradtx._tactics.per_leaf`), never a change in what
+    it computes.
     """
     treedef = jax.tree.structure(first)
-    if staged(treedef.flatten_up_to(first)):
-        fn = jax.jit(fn)
+    fn = _tactics.per_leaf(fn, treedef.flatten_up_to(first))
     per_leaf = treedef.flatten_up_to(jax.tree.map(fn, first, *rest))
     columns = list(zip(*per_leaf, strict=True)) if per_leaf else [()] * n
     return tuple(treedef.unflatten(list(column)) for column in columns)
-
-
-def once_per_dtype(fn: Any, leaves: Any = None) -> Any:
-    """``dtype -> fn(dtype)``, computed once per dtype and then reused.
-
-    For the scalars of one update that every leaf of a dtype shares (bias
-    corrections, RAdam's ``r_t``): built inside ``update`` and called from the
-    per-leaf step, they are traced once per dtype instead of once per leaf, so a
-    tree of thousands of leaves traces and compiles thousands of times fewer
-    scalar operations (XLA would merge the copies, but only after paying for them).
-
-    ``leaves`` (a tree) computes the value for the compute dtype of each of its
-    leaves at once, in the trace of the caller: a per-leaf step traced as a
-    nested ``jit`` (:func:`map_unzip`) then takes them as arguments. A value
-    first asked for inside such a nested trace is computed there and not kept,
-    as it belongs to that trace alone.
-    """
-    values: dict[Any, Any] = {}
-    home = _current_trace()
-
-    def cached(dtype: Any) -> Any:
-        key = jnp.dtype(dtype)
-        if key in values:
-            return values[key]
-        value = fn(key)
-        if _current_trace() == home:
-            values[key] = value
-        return value
-
-    for leaf in jax.tree.leaves(leaves):
-        cached(compute_dtype(leaf.dtype))
-    return cached
-
-
-# ---------------------------------------------------------------------- compiling
-
-
-def opaque_ints(values: Any, anchor: Array) -> list[Array]:
-    """``values`` as int32 scalars that XLA sees as runtime values, not constants.
-
-    XLA:CPU compiles every distinct kernel on its own and shares the code of
-    identical ones. A slice at a constant offset bakes that offset into its
-    kernel, so cutting a buffer into 2000 leaves compiles 2000 kernels (13 s on
-    2 cores, more than a whole Optax Adam step on that tree); with the offset an
-    operand, the leaves of one shape share one kernel (2.5 s). The values come
-    out of a ``while_loop`` whose trip count XLA cannot know: it runs at most
-    once, only when the scalar ``anchor`` is NaN, and then adds its counter, 0,
-    so they are always ``values``; they depend on ``anchor``, so XLA computes
-    them after it. The price is paid each time the program runs: XLA copies
-    each value into the loop's buffers (about 1 µs per value on a CPU).
-    """
-
-    def again(carry):
-        count, _ = carry
-        return (count < 1) & jnp.isnan(anchor)
-
-    def once(carry):
-        count, current = carry
-        return count + 1, tuple(v + count for v in current)
-
-    start = (jnp.int32(0), tuple(jnp.int32(v) for v in values))
-    return list(jax.lax.while_loop(again, once, start)[1])
 
 
 # ---------------------------------------------------------------------- counters
@@ -276,57 +174,12 @@ def abs_sq(x: Array) -> Array:
     return x * x
 
 
-def joinable(x: Array, small: int = 2**14) -> bool:
-    """Whether :func:`join_small` joins ``x``: one device, fewer than ``small`` elements."""
-    return jax.device_count() == 1 and x.size < small
-
-
-def groups_of_a_kind(arrays: Sequence[Sequence[Array]]) -> list[list[int]]:
-    """The positions ``i`` whose arrays ``arrays[i]`` (one or more each; none
-    leaves the position out) can be stacked as the rows of one matrix per array:
-    groups of two or more positions whose arrays are all :func:`joinable` and
-    match, one by one, in dtype and size. Each group lists its positions in order.
-
-    A reduction per row of such a stack is one kernel for the group, where one per
-    array is a kernel each, and XLA:CPU compiles each kernel on its own.
-    """
-    groups: dict[Any, list[int]] = {}
-    for i, xs in enumerate(arrays):
-        if xs and all(joinable(x) for x in xs):
-            groups.setdefault(tuple((jnp.dtype(x.dtype), x.size) for x in xs), []).append(i)
-    return [group for group in groups.values() if len(group) > 1]
-
-
-def join_small(xs: Any, small: int = 2**14) -> list[Array]:
-    """The elements of the arrays ``xs`` in fewer arrays, for a sum over all of
-    them: on a single device, the arrays of fewer than ``small`` elements are
-    raveled and joined, one array per dtype; larger arrays are kept as they are.
-
-    Summed array by array, the sum of squares of 2000 arrays of 1000 floats
-    compiled in 20.6 s and ran in 3.7 ms on XLA:CPU; joined, in 0.9 s and 1.4 ms
-    (2 CPU cores). So did a test that each array is finite: 22.8 s and 3.4 ms one
-    flag per array, 1.0 s and 2.2 ms joined. Joining only small arrays
-    bounds the copy (a temporary no larger than the small arrays together). With
-    more than one device an array may be split across them, and joining it would
-    gather it (a collective, where a norm needs only scalar all-reduces), so the
-    arrays are kept as they are.
-    """
-    kept, joined = [], {}
-    for x in xs:
-        if joinable(x, small):
-            joined.setdefault(x.dtype, []).append(jnp.ravel(x))
-        else:
-            kept.append(x)
-    groups = joined.values()
-    return kept + [jnp.concatenate(parts) if len(parts) > 1 else parts[0] for parts in groups]
-
-
 def squared_norm(tree: Any) -> Array:
     """``sum |x|^2`` over every element of every leaf, in at least float32."""
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    leaves = join_small([as_dtype(x, compute_dtype(x.dtype)) for x in leaves])
+    leaves = _tactics.joined_for_sum([x.astype(compute_dtype(x.dtype)) for x in leaves])
     sums = [jnp.sum(abs_sq(x)) for x in leaves]
     dtype = jnp.result_type(*sums)
     return sum((s.astype(dtype) for s in sums), jnp.zeros([], dtype))
@@ -349,28 +202,15 @@ def across(collective: Any, axis_name: AxisName | None) -> Any:
     return lambda x: collective(x, axis_name)
 
 
-def is_positive_constant(x: Any) -> bool:
-    """True for a Python or NumPy number that stays > 0 in float32 (the narrowest
-    compute dtype); False for anything traced, so a guard that depends on it stays."""
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
-        return False
-    return bool(np.float32(x) > 0)
-
-
-def divide_by_root(numerator: Array, denominator: Array, *, positive: bool = False) -> Array:
+def divide_by_root(numerator: Array, denominator: Array) -> Array:
     """``numerator / denominator``, with 1 in place of a denominator of 0.
 
     For the second-moment methods: their root is 0 only when every gradient so
     far was 0, and then the numerator is 0 too, so the output is 0, not 0/0
     (which is what ``eps=0`` with an all-zero gradient would otherwise give).
-
-    ``positive=True`` says the caller's denominator cannot be 0: it holds a
-    constant ``eps > 0`` (:func:`is_positive_constant`). The guard, five HLO
-    ops a leaf, is then left out; the quotient is the same wherever the
-    denominator is not NaN (and where it is NaN, the NaN now reaches the output).
+    The guard is there whatever ``eps`` is, constant or traced, so a step
+    computes the same numbers either way.
     """
-    if positive:
-        return numerator / denominator
     return numerator / jnp.where(denominator > 0, denominator, 1)
 
 
@@ -413,10 +253,8 @@ def bias_correction(moments: Any, decay: Any, count: Array) -> Any:
     cast the final update back to the gradient's dtype.
     """
 
-    factor = once_per_dtype(lambda dtype: bias_correction_factor(decay, count, dtype))
-
     def leaf(m):
         c = compute_dtype(m.dtype)
-        return as_dtype(m, c) / factor(c)
+        return m.astype(c) / bias_correction_factor(decay, count, c)
 
     return jax.tree.map(leaf, moments)

@@ -374,6 +374,7 @@ REGISTRY: tuple[Entry, ...] = (
         "adadelta",
         "adadelta",
         gradtx.adadelta,
+        needs_params=True,  # its decay block reads them even at weight_decay=0, as Optax's
         is_named_optimizer=True,
         descends=True,
         hyperparameter="learning_rate",

@@ -419,11 +419,14 @@ def test_static_rules():
     assert state.hyperparams == {}
     updates, _ = jax.jit(tx.update)(grads, state)
     np.testing.assert_allclose(updates["w"], -3.0 * grads["w"])
-    # adadelta's weight_decay=0.0 drops the decay block: static, so update needs no
-    # params; 0.1 keeps it: injected.
+    # adadelta's weight_decay is injected whatever its value: 0.0 builds the same
+    # chain (and state tree) as 0.1, as the plain adadelta does.
     zero = inject_hyperparams(gradtx.adadelta)(learning_rate=0.1)
-    assert "weight_decay" not in zero.init(params).hyperparams
-    jax.jit(zero.update)(grads, zero.init(params))
+    assert float(zero.init(params).hyperparams["weight_decay"]) == 0.0
+    assert jax.tree.structure(zero.init(params).inner_state) == jax.tree.structure(
+        gradtx.adadelta(0.1).init(params)
+    )
+    jax.jit(zero.update)(grads, zero.init(params), params)
     decayed = inject_hyperparams(gradtx.adadelta)(learning_rate=0.1, weight_decay=0.1)
     assert float(decayed.init(params).hyperparams["weight_decay"]) == np.float32(0.1)
     # A mask function is a mask, not a schedule.

@@ -200,15 +200,14 @@ def scale_by_adabound(
             new_max = None
         # A zero root means every gradient so far was 0, so m = 0: any finite rate will do.
         root = jnp.sqrt(v) + eps
-        positive = tree.is_positive_constant(eps)
         lower, upper = bounds(ratio, gamma, count, r)
         if form == "code":
             c_t = jnp.sqrt(tree.bias_correction_factor(b2, count, r))
             c_t = c_t / tree.bias_correction_factor(b1, count, r)
-            rate = tree.divide_by_root(c_t, root, positive=positive)
+            rate = tree.divide_by_root(c_t, root)
             out = jnp.clip(rate, lower, upper) * new_mu.astype(c)
         else:
-            rate = tree.divide_by_root(1, root, positive=positive)
+            rate = tree.divide_by_root(1, root)
             out = jnp.clip(rate, lower, upper) * new_mu.astype(c) / jnp.sqrt(count.astype(r))
         return out.astype(g.dtype), new_mu, new_nu, new_max
 

@@ -49,7 +49,7 @@ def _adadelta_leaf(g, e_g, e_x, rho, eps):
     new_e_x = tree.as_dtype(rho * old_e_x + (1 - rho) * step_sq, e_x.dtype)
     numerator = jnp.sqrt(tree.as_dtype(new_e_x, r) + rho * eps) * g
     denominator = jnp.sqrt(rho * e_g_eps + (1 - rho) * g_sq)
-    step = tree.divide_by_root(numerator, denominator, positive=tree.is_positive_constant(rho))
+    step = tree.divide_by_root(numerator, denominator)
     return tree.as_dtype(step, dtype), new_e_g, new_e_x
 
 
@@ -123,8 +123,10 @@ def adadelta(
         \\qquad x_{t+1} = x_t + \\eta \\, \\Delta x_t
 
     Composition: ``chain(add_decayed_weights(weight_decay, weight_decay_mask),
-    scale_by_adadelta(rho, eps), scale_by_learning_rate(eta))``, the decay block
-    left out when ``weight_decay`` is 0.
+    scale_by_adadelta(rho, eps), scale_by_learning_rate(eta))``, as Optax's: the
+    decay block is there whatever ``weight_decay`` is (0 adds nothing), so the
+    state tree is the same for a constant, a traced or an injected decay, and
+    ``update`` needs the params.
 
     Args:
       learning_rate: ``eta``; ``None`` (default) is Zeiler's method, a rate of
@@ -149,9 +151,8 @@ def adadelta(
     """
     rate = 1.0 if learning_rate is None else learning_rate
     _checks.learning_rate("adadelta", rate)
-    decay = (
-        ()
-        if _checks.is_zero(weight_decay)
-        else (add_decayed_weights(weight_decay, weight_decay_mask),)
+    return chain(
+        add_decayed_weights(weight_decay, weight_decay_mask),
+        scale_by_adadelta(rho, eps),
+        scale_by_learning_rate(rate),
     )
-    return chain(*decay, scale_by_adadelta(rho, eps), scale_by_learning_rate(rate))

@@ -23,7 +23,7 @@ def _rss_leaf(g, r, eps, eps_in_sqrt):
     gc = tree.as_dtype(g, c)
     r_new = tree.as_dtype(r, tree.real_dtype(c)) + tree.abs_sq(gc)
     denom = jnp.sqrt(r_new + eps) if eps_in_sqrt else jnp.sqrt(r_new) + eps
-    out = tree.divide_by_root(gc, denom, positive=tree.is_positive_constant(eps))
+    out = tree.divide_by_root(gc, denom)
     return tree.as_dtype(out, g.dtype), tree.as_dtype(r_new, r.dtype)
 
 

@@ -53,21 +53,14 @@ def init_moments(params, mu_dtype, nu_dtype):
 
 
 def denominator(nu_hat, eps, eps_root):
-    """``sqrt(nu_hat + eps_root) + eps``: eps inside and outside the root (a
-    constant ``eps_root`` of 0 is not added: ``nu_hat >= 0``, the same bits)."""
-    inside = nu_hat if _is_zero_constant(eps_root) else nu_hat + eps_root
-    return jnp.sqrt(inside) + eps
+    """``sqrt(nu_hat + eps_root) + eps``: eps inside and outside the root."""
+    return jnp.sqrt(nu_hat + eps_root) + eps
 
 
 def normalise(numerator, nu_hat, eps, eps_root):
-    """``numerator / (sqrt(nu_hat + eps_root) + eps)``, guarded against a zero
-    denominator only where ``eps`` and ``eps_root`` may both be 0 (traced, or 0)."""
-    positive = tree.is_positive_constant(eps) or tree.is_positive_constant(eps_root)
-    return tree.divide_by_root(numerator, denominator(nu_hat, eps, eps_root), positive=positive)
-
-
-def _is_zero_constant(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0
+    """``numerator / (sqrt(nu_hat + eps_root) + eps)``, 0 where the denominator is
+    0 (only when ``eps = eps_root = 0`` and every gradient so far was 0)."""
+    return tree.divide_by_root(numerator, denominator(nu_hat, eps, eps_root))
 
 
 def moment_transformation(
@@ -77,8 +70,7 @@ def moment_transformation(
 
     The scaffold shared by Adam, AdaMax and RAdam: ``leaf(g, mu, nu, shared)``
     returns the leaf's output and its new moments. ``shared(dtype)`` is
-    ``scalars(t, dtype)``, ``t`` the step number after this one, computed once
-    per dtype in each update (:func:`gradtx.tree.once_per_dtype`), not per leaf.
+    ``scalars(t, dtype)``, ``t`` the step number after this one.
     """
 
     def init_fn(params):
@@ -88,7 +80,10 @@ def moment_transformation(
         del params, extra_args
         tree.check_structure(state.mu, updates, owner=owner)
         count = tree.safe_increment(state.count)
-        shared = tree.once_per_dtype(lambda dtype: scalars(count, dtype), updates)
+
+        def shared(dtype):
+            return scalars(count, dtype)
+
         out, mu, nu = tree.map_unzip(
             lambda g, m, v: leaf(g, m, v, shared), 3, updates, state.mu, state.nu
         )

@@ -46,18 +46,13 @@ def scale_by_adamax(
     """
     check_adam_args("scale_by_adamax", b1, b2, eps, 0.0, mu_dtype, nu_dtype)
 
-    positive = tree.is_positive_constant(eps)
-
     def leaf(g, mu, u, shared):
         c = tree.compute_dtype(g.dtype)
         new_mu = tree.moment_leaf(g, mu, b1, 1)
         magnitude = jnp.abs(g.astype(c)) + eps
         new_u = jnp.maximum(b2 * u.astype(tree.real_dtype(c)), magnitude)
         bc1 = shared(c)
-        if positive:  # new_u >= eps > 0: the guard below could never act
-            out = new_mu.astype(c) / (bc1 * new_u)
-        else:
-            out = jnp.where(new_u > 0, new_mu.astype(c) / (bc1 * jnp.where(new_u > 0, new_u, 1)), 0)
+        out = tree.divide_by_root(new_mu.astype(c), bc1 * new_u)
         return out.astype(g.dtype), new_mu, new_u.astype(u.dtype)
 
     def scalars(count, dtype):

@@ -98,8 +98,10 @@ def scale_by_amsgrad(
         del params, extra_args
         tree.check_structure(state.mu, updates, owner="scale_by_amsgrad")
         count = tree.safe_increment(state.count)
-        # 1 - b^t once per dtype, shared by the leaves (not traced once per leaf).
-        factors = tree.once_per_dtype(lambda dtype: corrections(count, dtype), updates)
+
+        def factors(dtype):
+            return corrections(count, dtype)
+
         out, mu, nu, nu_max = tree.map_unzip(
             lambda g, m, v, vm: leaf(g, m, v, vm, factors),
             4,

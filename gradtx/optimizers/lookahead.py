@@ -24,23 +24,14 @@ of a period the returned update moves the params to the new slow weights
 the inner optimizer's update. So a training loop, a Flax ``nnx.Optimizer`` or a
 checkpoint needs no change to use Lookahead.
 
-**The slow weights are stored one update late.** After a sync the params the
-user holds *are* the new slow weights, and the next ``update`` copies them into
-the state before its inner step. Computing ``phi_t`` into the state in the sync
-step itself would need the inner update twice, for the params and for the state:
-XLA then keeps that update in a temporary as large as the params at *every*
-step (a ``lax.cond`` cannot fuse through its operands), and on a CPU the
-temporary's pages fault in anew at each run. Measured on one leaf of 16M
-float32 (2 cores, ``python benchmarks/xla_cpu_limits.py``, item 3): 33 ms a step
-and 16385 page faults with the state written in the sync step, 15 ms and none
-this way, Adam alone 13 ms. So between a sync and the next ``update`` the state
-holds the previous slow weights, and :func:`lookahead_slow_params` takes the
-params to answer exactly.
+**The state holds the slow weights.** ``state.slow`` is ``phi`` after every
+update: on a sync step the update computes ``phi_t`` once and both returns the
+step that lands the params on it and stores it, as one element-wise expression
+(a select, no ``lax.cond``), so XLA fuses it with the inner step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -59,9 +50,7 @@ class LookaheadState(NamedTuple):
 
     fast_state: OptState  # The inner optimizer A's state (Optax's name).
     steps_since_sync: Array  # int32 scalar in [0, k): fast steps since the last sync.
-    # phi, the slow weights, shaped like the params, in their dtypes; after a sync
-    # (steps_since_sync == 0) the params hold the new phi until the next update.
-    slow: Params
+    slow: Params  # phi, the slow weights, shaped like the params, in their dtypes.
 
 
 def _check_sync_period(value: Any) -> None:
@@ -75,41 +64,28 @@ def _check_sync_period(value: Any) -> None:
 
 
 def _step_leaf(p, u, slow, alpha, is_sync):
-    """The inner update ``u``, or on a sync step the one that lands on the new slow weights.
+    """The update and the new slow weights of one leaf.
 
-    One expression of ``u`` (a select, not a ``cond``): XLA fuses it with the
-    inner step and with ``apply_updates``, so ``u`` is never stored.
+    Off a sync: the inner update ``u``, and ``phi`` unchanged. On a sync step:
+    ``phi_t = phi + alpha (theta_{t,k} - phi)`` with ``theta_{t,k} = p + u``
+    unrounded (the user never holds it), and the update ``phi_t - p`` that lands
+    the params on it, so ``apply_updates`` rounds once (bfloat16 params included).
     """
     c = tree.compute_dtype(jnp.result_type(p, u, slow))
-    p, u_c, slow = jnp.asarray(p).astype(c), u.astype(c), slow.astype(c)
-    # phi_t = phi + alpha (theta_{t,k} - phi), with theta_{t,k} = p + u unrounded:
-    # the user never holds it, as the step lands on phi_t. The update aims at the
-    # unrounded phi_t, so apply_updates rounds once (bfloat16 params included).
-    new_slow = slow + alpha * (p + u_c - slow)
-    return jnp.where(is_sync, new_slow - p, u_c).astype(u.dtype)
+    p_c, u_c, slow_c = jnp.asarray(p).astype(c), u.astype(c), slow.astype(c)
+    new_slow = slow_c + alpha * (p_c + u_c - slow_c)
+    out = jnp.where(is_sync, new_slow - p_c, u_c).astype(u.dtype)
+    return out, jnp.where(is_sync, new_slow, slow_c).astype(slow.dtype)
 
 
-def _copy_like(params: Params, slow: Params) -> Params:
-    """The params in the slow weights' dtypes, as new arrays (for the state)."""
-    return jax.tree.map(lambda p, s: jnp.array(p, dtype=s.dtype, copy=True), params, slow)
-
-
-def _branch(pred: Array, on_true: Callable, on_false: Callable, operand: Any) -> Any:
-    """``lax.cond`` when tracing, a plain ``if`` on a concrete predicate.
-
-    Under ``jit`` only the branch taken runs: the slow-weight arithmetic (and the
-    inner state's reset) costs nothing on the ``k - 1`` steps without a sync. Eager
-    calls branch in Python rather than compile a fresh ``cond`` at every step.
-    (Under ``vmap`` with a batched predicate, ``cond`` computes both and selects.)
-    """
-    if isinstance(pred, jax.core.Tracer):
-        return jax.lax.cond(pred, on_true, on_false, operand)
-    return on_true(operand) if bool(pred) else on_false(operand)
-
-
-def _like(new_state: Any, old_state: Any) -> Any:
-    """``new_state`` with the dtypes of ``old_state``, so both ``cond`` branches agree."""
-    return jax.tree.map(lambda n, o: jax.lax.convert_element_type(n, o.dtype), new_state, old_state)
+def _reset(fast_optimizer, slow, fast_state, is_sync):
+    """The inner state re-initialised from the slow weights on a sync step, kept otherwise."""
+    fresh = fast_optimizer.init(slow)
+    return jax.tree.map(
+        lambda new, old: jnp.where(is_sync, jnp.asarray(new).astype(old.dtype), old),
+        fresh,
+        fast_state,
+    )
 
 
 def lookahead(
@@ -151,10 +127,8 @@ def lookahead(
 
     Returns:
       A transformation whose state is :class:`LookaheadState` and whose
-      ``update`` needs the params. Apply its updates unchanged, and pass the
-      params they give to the next ``update``: the sync step's update assumes
-      the params it was given, and the next update stores the params it lands
-      on as the new slow weights.
+      ``update`` needs the params. Apply its updates unchanged: the sync
+      step's update lands the params it was given on the new slow weights.
 
     Raises:
       ValueError: ``sync_period`` not an integer >= 1, ``slow_step_size`` outside
@@ -191,44 +165,39 @@ def lookahead(
                 "lookahead: update needs the params (the fast weights) to move the slow weights."
             )
         tree.check_structure(state.slow, params, owner="lookahead", what="params")
-        # A period starts (the last update synced, or this is the first): the params
-        # are the slow weights phi; store them, and reset the inner state from them.
-        starts = state.steps_since_sync == 0
-        slow = _branch(starts, lambda s: _copy_like(params, s), lambda s: s, state.slow)
-        fast_state = state.fast_state
-        if reset_state:
-            fast_state = _branch(
-                starts, lambda f: _like(fast_optimizer.init(params), f), lambda f: f, fast_state
-            )
-        inner, fast_state = inner_update(updates, fast_state, params, **extra_args)
+        inner, fast_state = inner_update(updates, state.fast_state, params, **extra_args)
         is_sync = state.steps_since_sync >= sync_period - 1
-        (out,) = tree.map_unzip(
-            lambda p, u, s: (_step_leaf(p, u, s, slow_step_size, is_sync),), 1, params, inner, slow
+        out, slow = tree.map_unzip(
+            lambda p, u, s: _step_leaf(p, u, s, slow_step_size, is_sync),
+            2,
+            params,
+            inner,
+            state.slow,
         )
+        if reset_state:
+            fast_state = _reset(fast_optimizer, slow, fast_state, is_sync)
         steps = jnp.where(is_sync, 0, state.steps_since_sync + 1).astype(jnp.int32)
         return out, LookaheadState(fast_state, steps, slow)
 
     return GradientTransformation(init_fn, update_fn)
 
 
-def lookahead_slow_params(state: OptState, params: Params) -> Params:
+def lookahead_slow_params(state: OptState, params: Params | None = None) -> Params:
     """The slow weights ``phi`` of a :func:`lookahead`, found anywhere in ``state``.
 
     ``state`` may be a :class:`LookaheadState` or the state of any chain or wrapper
     holding one :func:`lookahead` (a lookahead nested inside another's
     ``fast_optimizer`` is not searched: the outer one's slow weights are returned).
-    ``params`` are the params the training loop holds now, those the last
-    update's output was applied to. Right after a sync step the slow weights
-    *are* these params (the state takes them at the next update, see the module
-    docstring), and they are returned; in between, the slow weights stored in
-    the state are the point the fast weights will be pulled back toward, and
-    the weights to evaluate. Works under ``jit``: the choice is a select.
-    With Flax NNX: ``lookahead_slow_params(nnx.as_pure(optimizer.opt_state),
-    nnx.as_pure(nnx.state(model, nnx.Param)))``.
+    The state holds the slow weights after every update (``state.slow``), so
+    this only finds them; ``params``, if given, are checked to have their tree
+    structure. Between syncs they are the point the fast weights will be pulled
+    back toward, and the weights to evaluate. With Flax NNX:
+    ``lookahead_slow_params(nnx.as_pure(optimizer.opt_state))``.
 
     Args:
       state: an optimizer state holding a :class:`LookaheadState`.
-      params: the current params (the fast weights), shaped like the slow weights.
+      params: optional, the current params (the fast weights): checked to be
+        shaped like the slow weights.
 
     Returns:
       The slow weights, shaped like the params, in their dtypes.
@@ -243,19 +212,19 @@ def lookahead_slow_params(state: OptState, params: Params) -> Params:
       >>> w = jnp.array([4.0]); state = tx.init(w)
       >>> u, state = tx.update(jnp.array([1.0]), state, w)  # fast: 4 -> 3
       >>> w = w + u
-      >>> gradtx.lookahead_slow_params(state, w)  # not synced yet
+      >>> gradtx.lookahead_slow_params(state)  # not synced yet
       Array([4.], dtype=float32)
       >>> u, state = tx.update(jnp.array([1.0]), state, w)  # fast: 3 -> 2, sync
       >>> w = w + u
-      >>> gradtx.lookahead_slow_params(state, w)  # 4 + 0.5 * (2 - 4)
+      >>> gradtx.lookahead_slow_params(state)  # 4 + 0.5 * (2 - 4)
+      Array([3.], dtype=float32)
+      >>> state.slow
       Array([3.], dtype=float32)
     """
     found = find_state(state, LookaheadState, "lookahead_slow_params")
-    tree.check_structure(found.slow, params, owner="lookahead_slow_params", what="params")
-    synced = found.steps_since_sync == 0
-    return jax.tree.map(
-        lambda s, p: jnp.where(synced, jnp.asarray(p).astype(s.dtype), s), found.slow, params
-    )
+    if params is not None:
+        tree.check_structure(found.slow, params, owner="lookahead_slow_params", what="params")
+    return found.slow
 
 
 def ranger(

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import tree
+from gradtx import _tactics, tree
 from gradtx.base import GradientTransformation, OptState, Params, Updates
 from gradtx.combine import accepts_extra_args
 
@@ -183,10 +183,12 @@ def _unflatten(
 ) -> Any:
     """The tree ``treedef`` cut from ``buffers``, each leaf in the dtype of ``like``'s.
 
-    With ``share_kernels`` the cuts are dynamic slices at runtime offsets
-    (:func:`gradtx.tree.opaque_ints`), so the program compiles one kernel per leaf
-    shape, not one per leaf; a buffer of 2**31 elements or more, beyond int32
-    offsets, is cut at constant offsets.
+    With ``share_kernels`` on the CPU backend the cuts are dynamic slices at
+    runtime offsets (:func:`_runtime_offsets`), so XLA:CPU compiles one kernel per
+    leaf shape, not one per leaf; a buffer of 2**31 elements or more, beyond int32
+    offsets, is cut at constant offsets. Other backends always cut at constant
+    offsets: the offsets come out of a ``while_loop``, which on a GPU would read
+    its predicate on the host at every step.
     """
     lengths = dict(layout.sizes)
     sizes = [int(np.prod(entry.shape, dtype=np.int64)) for entry in layout.leaves]
@@ -195,8 +197,8 @@ def _unflatten(
     starts: dict[int, Any] = {i: layout.leaves[i].start for i in range(len(sizes)) if cut[i]}
     floating = [b for b in buffers.values() if jnp.issubdtype(b.dtype, jnp.inexact) and b.size]
     fits = max(lengths.values(), default=0) < 2**31
-    if share_kernels and floating and fits and len(starts) > 1:
-        shared = tree.opaque_ints(list(starts.values()), floating[0][0])
+    if share_kernels and _tactics.backend() == "cpu" and floating and fits and len(starts) > 1:
+        shared = _runtime_offsets(list(starts.values()), floating[0][0])
         starts = dict(zip(starts, shared, strict=True))
     leaves = []
     for i, (entry, size) in enumerate(zip(layout.leaves, sizes, strict=True)):
@@ -206,6 +208,30 @@ def _unflatten(
         piece = piece.reshape(entry.shape)
         leaves.append(piece if like is None else piece.astype(like[i].dtype))
     return treedef.unflatten(leaves)
+
+
+def _runtime_offsets(values: list[int], anchor: jax.Array) -> list[jax.Array]:
+    """``values`` as int32 scalars that XLA sees as runtime values, not constants.
+
+    XLA:CPU compiles every distinct kernel on its own and shares the code of
+    identical ones; a slice at a constant offset bakes the offset into its kernel,
+    so cutting a buffer into many leaves compiles a kernel per leaf. With the
+    offset an operand, the leaves of one shape share one. The values come out of
+    a ``while_loop`` whose trip count XLA cannot know: it runs (once, adding its
+    counter 0) only when the scalar ``anchor`` is NaN, so they are always
+    ``values``, computed after ``anchor``.
+    """
+
+    def again(carry):
+        count, _ = carry
+        return (count < 1) & jnp.isnan(anchor)
+
+    def once(carry):
+        count, current = carry
+        return count + 1, tuple(v + count for v in current)
+
+    start = (jnp.int32(0), tuple(jnp.int32(v) for v in values))
+    return list(jax.lax.while_loop(again, once, start)[1])
 
 
 def _tree_error_hint(error: ValueError) -> ValueError:

@@ -1,0 +1,91 @@
+"""Nothing depends on tracing: a hyperparameter that is a constant, a traced array
+or injected (:func:`gradtx.inject_hyperparams`) gives the same state tree and the
+same numbers. Checked over the whole registry.
+
+A traced hyperparameter differs from a Python constant only in where its
+arithmetic is rounded (``1 - b1`` in float64 on the host, or in float32 in the
+program), so the numbers agree to a few float32 ulps, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradtx
+from tests.registry import REGISTRY, WITH_HYPERPARAMETER, tiny_grads, tiny_params
+
+STEPS = 4
+RTOL, ATOL = 2e-5, 1e-6  # a few float32 ulps over four steps (see the module docstring)
+
+
+def _layout(state):
+    """A state's tree structure with each leaf's shape and dtype."""
+    leaves, treedef = jax.tree.flatten(state)
+    return treedef, [(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+
+
+def _updates(tx, steps=STEPS):
+    params = tiny_params()
+    state = tx.init(params)
+    out = []
+    for k in range(steps):
+        updates, state = tx.update(tiny_grads(k), state, params)
+        out.append(updates)
+    return out, state
+
+
+def _assert_close(got, expected):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("entry", WITH_HYPERPARAMETER, ids=str)
+def test_a_traced_hyperparameter_gives_the_state_tree_and_numbers_of_a_constant(entry):
+    name = entry.hyperparameter
+    # A float32 value, so that the constant and the traced array are the same number.
+    # The default where the entry has one (a decay of 0 would make a centred variance
+    # g^2 - g^2, whose rounding depends on how XLA fuses it, not on tracing).
+    default = inspect.signature(entry.factory).parameters[name].default
+    value = entry.kwargs.get(name, default)
+    if not isinstance(value, (int, float)):
+        value = entry.hyperparameter_values[-1]
+    value = float(np.float32(value))
+    constant, constant_state = _updates(entry.make(**{name: value}))
+
+    @jax.jit
+    def traced(h):
+        return _updates(entry.make(**{name: h}))
+
+    got, got_state = traced(jnp.float32(value))
+    assert _layout(got_state) == _layout(constant_state)
+    _assert_close(got, constant)
+
+
+# Every entry with a number to inject; the others (combinators of transformations)
+# take none, and inject_hyperparams would wrap them unchanged.
+INJECTABLE = tuple(
+    e
+    for e in REGISTRY
+    if e.hyperparameter is not None or any(isinstance(v, float) for v in e.kwargs.values())
+)
+
+
+@pytest.mark.parametrize("entry", INJECTABLE, ids=str)
+def test_injected_hyperparameters_keep_the_inner_state_tree_and_numbers(entry):
+    injected = gradtx.inject_hyperparams(entry.factory)(**entry.kwargs)
+    plain = entry.make()
+    if entry.extra_args:
+        defaults = dict(entry.extra_args)
+        inner = injected
+        injected = gradtx.GradientTransformation(
+            inner.init, lambda u, s, p=None, **kw: inner.update(u, s, p, **{**defaults, **kw})
+        )
+    expected, plain_state = _updates(plain)
+    got, state = _updates(injected)
+    assert _layout(state.inner_state) == _layout(plain_state)
+    _assert_close(got, expected)
