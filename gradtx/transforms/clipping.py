@@ -63,29 +63,29 @@ def _clipped(g: Array, norm: Array, maximum: Any) -> Array:
     return (g.astype(tree.compute_dtype(g.dtype)) * factor).astype(g.dtype)
 
 
-def _norm(xs: list[Array], axis: Any = None, axis_name: tree.AxisName | None = None) -> Array:
-    """``sqrt(sum |x|^2)`` over ``axis`` (``None``: all, a scalar; else kept as size-1
-    dimensions) of all ``xs``, ``psum``-med over ``axis_name``, in at least float32;
-    ``m ||x / m||``, ``m = max |x|`` over the same elements, where the sum overflows."""
-    if not xs:
-        return jnp.zeros([], jnp.float32)
-    xs = [x.astype(tree.compute_dtype(x.dtype)) for x in xs]
-    dtype = jnp.result_type(*(tree.real_dtype(x.dtype) for x in xs))
+def _norms(groups: list[list[Array]], axis: Any = None, axis_name: Any = None) -> list[Array]:
+    """Per group of arrays, ``sqrt(sum |x|^2)`` over ``axis`` (``None``: all, a scalar;
+    else kept as size-1 dimensions) of all its arrays, ``psum``-med over ``axis_name``,
+    in at least float32. Where a sum overflows, every norm is ``m ||x / m||`` instead,
+    ``m = max |x|`` over the same elements (one decision for all groups)."""
+    groups = [[x.astype(tree.compute_dtype(x.dtype)) for x in xs] for xs in groups]
     psum, pmax = tree.across(jax.lax.psum, axis_name), tree.across(jax.lax.pmax, axis_name)
     keep = axis is not None
 
     def sum_sq(xs, m=1):
+        dtype = jnp.result_type(*(tree.real_dtype(x.dtype) for x in xs))
         return psum(sum(jnp.sum(tree.abs_sq(x / m), axis, keepdims=keep).astype(dtype) for x in xs))
 
-    def rescued(xs, squares):
-        tops = [jnp.max(jnp.abs(x), axis, keepdims=keep, initial=0).astype(dtype) for x in xs]
+    def rescued_norm(xs):
+        tops = [jnp.max(jnp.abs(x), axis, keepdims=keep, initial=0) for x in xs]
         m = pmax(functools.reduce(jnp.maximum, tops))
         m = jnp.where(m > 0, m, 1)
         return m * _sqrt(sum_sq(xs, m))
 
-    squares = sum_sq(xs)
-    overflowed = jnp.any(jnp.isposinf(squares))
-    return rare_branch(overflowed, rescued, lambda _, sq: _sqrt(sq), xs, squares)
+    squares = [sum_sq(xs) for xs in groups]
+    overflowed = functools.reduce(jnp.logical_or, [jnp.any(jnp.isposinf(s)) for s in squares])
+    rescued = lambda groups, _: [rescued_norm(xs) for xs in groups]
+    return rare_branch(overflowed, rescued, lambda _, sq: [_sqrt(s) for s in sq], groups, squares)
 
 
 def clip(max_delta: float | Array) -> GradientTransformation:
@@ -160,7 +160,8 @@ def clip_by_global_norm(
     _checks.axis_name("clip_by_global_norm", axis_name)
 
     def update(updates, params):
-        norm = _norm(jax.tree.leaves(updates), axis_name=axis_name)
+        leaves = jax.tree.leaves(updates)
+        norm = _norms([leaves], axis_name=axis_name)[0] if leaves else None
         return jax.tree.map(lambda g: _clipped(g, norm, max_norm), updates)
 
     return _stateless(update)
@@ -185,7 +186,7 @@ def clip_by_leaf_norm(max_norm: float | Array) -> GradientTransformation:
       {'a': Array([0.6, 0.8], dtype=float32), 'b': Array([0.5], dtype=float32)}
     """
     _check_maximum("clip_by_leaf_norm", "max_norm", max_norm)
-    clip_leaf = lambda g: _clipped(g, _norm([g]), max_norm)
+    clip_leaf = lambda g: _clipped(g, _norms([[g]])[0], max_norm)
     return _stateless(lambda updates, _: jax.tree.map(clip_leaf, updates))
 
 
@@ -210,7 +211,7 @@ def clip_by_block_rms(threshold: float | Array) -> GradientTransformation:
     _check_maximum("clip_by_block_rms", "threshold", threshold)
 
     def clip_leaf(g):
-        norm = _norm([g])
+        norm = _norms([[g]])[0]
         return _clipped(g, norm, threshold * np.sqrt(np.asarray(g.size, norm.dtype)))
 
     return _stateless(lambda updates, _: jax.tree.map(clip_leaf, updates))
@@ -265,8 +266,8 @@ def adaptive_grad_clip(
     _checks.non_negative("adaptive_grad_clip", "eps", eps)
 
     def clip_leaf(g, w):
-        axes = _unit_axes(w, axis)
-        return _clipped(g, _norm([g], axes), clipping * jnp.maximum(_norm([w], axes), eps))
+        g_norm, w_norm = _norms([[g], [w]], _unit_axes(w, axis))
+        return _clipped(g, g_norm, clipping * jnp.maximum(w_norm, eps))
 
     def update(updates, params):
         if params is None:
