@@ -43,16 +43,12 @@ XLA:CPU; on a GPU the numbers differ):
    block in cache between the three kernels. Measured on one array's EMA, where
    XLA copies nothing: the loop's cost per block exceeds what the cache saves,
    at every block size, so item 1's bound stands.
-8. **A cond with one output per leaf.** The overflow rescue of the per-leaf
-   clippings (``clip_by_block_rms``, ``clip_by_leaf_norm``,
-   ``adaptive_grad_clip``) is a ``lax.cond`` whose outputs are the shrink factors:
-   one per leaf, unless the leaves are small and of one kind, which gradtx stacks
-   as the rows of one matrix (one output for the group, read back at runtime
-   offsets).
-   Measured: compile seconds of a norm-and-scale per leaf with no cond, with a
-   cond of one output per leaf, and with a cond of one stacked output cut back
-   per leaf at constant offsets; and of the per-leaf clippings on those leaves,
-   gradtx against Optax (which has no rescue).
+8. **A cond per leaf.** The overflow rescue of the per-leaf clippings
+   (``clip_by_block_rms``, ``clip_by_leaf_norm``, ``adaptive_grad_clip``) is a
+   ``lax.cond`` on CPU, one per leaf, whose output is the leaf's norm.
+   Measured: compile seconds of a norm-and-scale per leaf with no cond and with
+   a cond of one output per leaf; and of the per-leaf clippings on those
+   leaves, gradtx against Optax (which has no rescue).
 9. **The floor of a step on many leaves.** A step ends with ``apply_updates``,
    one ``p + u`` per leaf: with one kernel per output array (item 1), a tree of
    2000 leaves costs 2000 kernel launches however the update is computed.
@@ -80,10 +76,10 @@ XLA:CPU; on a GPU the numbers differ):
    temporary first (at 4096 the square is fused into the sum and nothing is
    kept). Nor does it fuse a concatenation into a sum. So a global norm over
    many leaves of 1000 floats holds as many bytes as the leaves, summed leaf by
-   leaf (Optax), by ``vdot``, joined by groups large enough to be fused, or
-   joined whole (gradtx, :func:`gradtx.tree.join_small`): the temporary
-   of the clip + AdamW chain on 2000 such leaves is one gradient's worth, not
-   one leaf's.
+   leaf (Optax, and gradtx's ``clip_by_global_norm``), by ``vdot``, joined by
+   groups large enough to be fused, or joined whole
+   (:func:`gradtx.tree.squared_norm`): the temporary of the clip + AdamW chain
+   on 2000 such leaves is one gradient's worth, not one leaf's.
    Measured: temporary bytes of each of those programs.
 12. **A host callback slows every kernel.** A program that holds a host callback
    (``jax.debug.callback``, as ``apply_if_finite(..., raise_after=N)`` needs to
@@ -447,13 +443,7 @@ def cond_outputs_cost(leaves: int, size: int = 1000) -> dict[str, float]:
         norms = jax.lax.cond(flag, lambda: [2 * s for s in sq], lambda: [jnp.sqrt(s) for s in sq])
         return [x * n for x, n in zip(xs, norms, strict=True)]
 
-    def cond_stacked(xs):
-        sq, flag = squares(xs)
-        stacked = jnp.stack(sq)
-        norms = jax.lax.cond(flag, lambda: 2 * stacked, lambda: jnp.sqrt(stacked))
-        return [x * norms[i] for i, x in enumerate(xs)]
-
-    out = {f.__name__: compile_seconds(f, xs) for f in (no_cond, cond_per_leaf, cond_stacked)}
+    out = {f.__name__: compile_seconds(f, xs) for f in (no_cond, cond_per_leaf)}
     params = {f"p{i:04d}": x for i, x in enumerate(xs)}
     for name in ("clip_by_block_rms", "adaptive_grad_clip"):
         value = 1.0 if name == "clip_by_block_rms" else 0.01

@@ -430,9 +430,9 @@ def report() -> list[list[str]]:
     return rows
 
 
-def test_raise_after_names_exactly_the_bad_leaves_of_stacked_groups():
-    # Leaves of one dtype and size are tested stacked, one row each: the error
-    # must still name each bad leaf, and no good leaf of its group.
+def test_raise_after_names_exactly_the_bad_leaves():
+    # Among leaves of one dtype and size, of others, and a large one: the error
+    # names each bad leaf, and no good one.
     tx = apply_if_finite(gradtx.sgd(0.1), raise_after=1)
     params = {k: jnp.zeros(3) for k in "abcde"}
     params |= {"m": jnp.zeros((2, 2)), "big": jnp.zeros(2**14), "h": jnp.zeros(3, jnp.float16)}

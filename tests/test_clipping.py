@@ -398,12 +398,10 @@ def test_gradient_whose_squares_overflow_is_clipped_in_its_direction():
 
 @pytest.mark.parametrize("dtypes", [("float32",), ("float64",), ("float32", "float64")])
 def test_overflow_rescue_under_jit_gives_the_norm_to_rounding(dtypes):
-    """The jitted rescue (``sqrt(sum |x c|^2) / c``, ``c`` a power of two) against
-    numpy's norm of the same values, scaled by their largest magnitude in float64:
-    huge, moderate and tiny elements together, in every leaf dtype of ``dtypes``
-    (the widest one's squares overflow), a one-element leaf, for which XLA's
-    simplifier turns ``(x c)(x c)`` into ``(x x) c^2`` when ``c`` is a constant,
-    and a large leaf, which the rescue does not join with the small ones."""
+    """The jitted rescue (``m ||x / m||``, ``m = max |x|``) against numpy's norm of
+    the same values, scaled by their largest magnitude in float64: huge, moderate
+    and tiny elements together, in every leaf dtype of ``dtypes`` (the widest
+    one's squares overflow), a one-element leaf and a large leaf."""
     with jax.enable_x64(True):
         widest = np.dtype(dtypes[-1])
         big = float(np.sqrt(np.finfo(widest).max)) * 4  # its square overflows widest
@@ -413,9 +411,7 @@ def test_overflow_rescue_under_jit_gives_the_norm_to_rounding(dtypes):
             else np.asarray([1e15, -2.0, 3e-20], dtype)
             for name, dtype in zip("ab", dtypes, strict=False)
         }
-        # A one-element leaf: where XLA once folded the scaling constant away.
         leaves["c"] = np.asarray([-big / 2], widest)
-        # A leaf of 2^14 elements: the rescue sums it alone, the small ones joined.
         leaves["d"] = np.linspace(-big / 5, big / 7, 2**14).astype(widest)
         values = np.concatenate([leaf.astype(np.float64) for leaf in leaves.values()])
         scale = np.max(np.abs(values))
@@ -573,49 +569,7 @@ def test_vmap_over_the_bound_equals_separate_runs(name):
         )
 
 
-def test_global_norm_clip_program_does_not_grow_per_leaf_beyond_its_sums():
-    """The shrink factor is computed once, and on one device the sum of squares
-    and its overflow rescue each sum the small leaves joined: two reductions
-    whatever the number of leaves (one per leaf compiled 20.6 s for the sum of
-    2000 leaves of 1000 floats, joined 0.9 s)."""
-
-    def program(n):
-        g = {f"p{i}": jnp.ones((3 + i,)) for i in range(n)}
-        tx = clip_by_global_norm(1.0)
-        return jax.jit(lambda g: tx.update(g, EMPTY)[0]).lower(g).as_text()
-
-    small, large = program(2), program(20)
-    for op in ("stablehlo.divide", "stablehlo.select", "stablehlo.sqrt"):
-        assert small.count(op) == large.count(op), op
-    assert jax.device_count() > 1 or large.count("stablehlo.reduce(") == 2
-
-
-@pytest.mark.parametrize(
-    "make, reductions",
-    [
-        (lambda: clip_by_leaf_norm(1.0), 2),
-        (lambda: clip_by_block_rms(1.0), 2),
-        (lambda: adaptive_grad_clip(0.01), 4),
-    ],
-    ids=["clip_by_leaf_norm", "clip_by_block_rms", "adaptive_grad_clip"],
-)
-def test_per_leaf_clip_program_holds_its_sums_and_no_calls(make, reductions):
-    """Per leaf, the program holds the sum of squares and its overflow rescue
-    (for AGC, of the gradient and of the weights), and nothing calls a nested
-    function: ``jnp.where``'s calls and a reduction per leaf for the overflow
-    test doubled the compile time on 400 leaves."""
-
-    def program(n):
-        g = {f"p{i}": jnp.ones((3 + i,)) for i in range(n)}
-        tx = make()
-        return jax.jit(lambda g: tx.update(g, tx.init(g), g)[0]).lower(g).as_text()
-
-    small, large = program(10), program(20)
-    assert (large.count("stablehlo.reduce(") - small.count("stablehlo.reduce(")) == 10 * reductions
-    assert "func.call" not in large
-
-
-# ---------------------------------------------------------------- small leaves stacked
+# ---------------------------------------------------------------- many small leaves
 
 
 def _many_small_leaves(seed=7):
@@ -652,9 +606,8 @@ def _many_small_leaves(seed=7):
     ids=["clip_by_leaf_norm", "clip_by_block_rms", "adaptive_grad_clip"],
 )
 def test_leaves_of_one_kind_are_clipped_as_their_references(make, reference):
-    """Small leaves of one dtype and size are summed as the rows of one matrix and
-    read their factors at runtime offsets under ``jit``: eager, jitted and vmapped
-    updates all match the float64 reference leaf by leaf, the overflowing one too."""
+    """Many small leaves of a few kinds: eager, jitted and vmapped updates all
+    match the float64 reference leaf by leaf, the overflowing one too."""
     g, w = _many_small_leaves()
     tx = make()
     names = sorted(g)
@@ -669,22 +622,5 @@ def test_leaves_of_one_kind_are_clipped_as_their_references(make, reference):
         for got in (eager[name], jitted[name], vmapped[name][1]):
             assert got.dtype == g[name].dtype and got.shape == g[name].shape, name
             np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, err_msg=name)
-        np.testing.assert_array_equal(eager[name], jitted[name])
-
-
-@pytest.mark.parametrize(
-    "make", [lambda: clip_by_leaf_norm(1.0), lambda: adaptive_grad_clip(0.01)], ids=["leaf", "agc"]
-)
-def test_leaves_of_one_kind_share_their_sums(make):
-    """On one device, 20 leaves of one shape hold as many reductions as 10: one
-    sum of squares (and its rescue) for the stack, not one per leaf."""
-
-    def program(n):
-        g = {f"p{i:02d}": jnp.ones((5,)) for i in range(n)}
-        tx = make()
-        return jax.jit(lambda g: tx.update(g, tx.init(g), g)[0]).lower(g).as_text()
-
-    small, large = program(10), program(20)
-    assert jax.device_count() > 1 or large.count("stablehlo.reduce(") == small.count(
-        "stablehlo.reduce("
-    )
+    # Not bit for bit eager against jit: XLA:CPU fuses a multiply into the sum that
+    # follows it, with one rounding less than the eager steps (1 ulp on a unit norm).

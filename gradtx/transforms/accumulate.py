@@ -137,7 +137,9 @@ def accumulate(
         # The sum is formed again for the state, after the cond has read the old one:
         # a donated state then takes the new sum in place, where a sum formed once,
         # before the cond, is a params-sized temporary. ``after`` is ``emit``, made
-        # to depend on the cond's output so that XLA cannot order the two otherwise.
+        # to depend on the cond's output so that XLA cannot order the two otherwise
+        # (neither ``lax.optimization_barrier`` nor returning the new sum from the
+        # cond keeps the temporary away).
         after = emit & _true_after(out)
         return out, AccumulateState(
             jnp.where(emit, 0, n + 1).astype(jnp.int32),
@@ -152,7 +154,9 @@ def accumulate(
 
 
 def _true_after(out: Any) -> Array:
-    """True, computed from the first element of ``out`` in a way XLA cannot fold.
+    """True, computed from the first element ``a`` of ``out``: ``a == a or a != a``
+    holds for every ``a``, NaN included, but XLA does not fold it, so what reads
+    the result waits for ``out``.
 
     On one device only: with several, the first element of a sharded leaf lives
     on one of them, and reading it would add a transfer to every step.
@@ -160,8 +164,8 @@ def _true_after(out: Any) -> Array:
     leaves = [x for x in jax.tree.leaves(out) if x.size]
     if not leaves or not isinstance(leaves[0], jax.core.Tracer) or jax.device_count() > 1:
         return jnp.array(True)
-    anchor = jnp.ravel(leaves[0])[0].real.astype(jnp.float32)
-    return tree.opaque_ints([0], anchor)[0] == 0
+    anchor = jnp.ravel(leaves[0])[0]
+    return (anchor == anchor) | (anchor != anchor)
 
 
 def has_updated(state: Any) -> Array:

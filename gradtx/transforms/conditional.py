@@ -23,76 +23,24 @@ class ApplyIfFiniteState(NamedTuple):
     inner_state: OptState  # the inner transformation's state, as of the last finite gradient.
 
 
-class _LeafFlags(NamedTuple):
-    """Which leaves are all finite, for the error's list: one boolean vector per
-    group of leaves of one dtype and size (the small ones stacked and tested in one
-    reduction), and where each leaf's flag is in them, with its path."""
-
-    groups: list[Array]  # One 1-D boolean vector per group.
-    where: list[tuple[int, int]]  # Per leaf: (group, position in the group).
-    paths: list[str]
-
-
-def _leaf_flags(updates: Any) -> _LeafFlags:
-    """Per leaf: whether it is all finite (complex: both parts), and its path.
-
-    Small leaves of one dtype and size (:func:`gradtx.tree.groups_of_a_kind`) are
-    stacked and reduced row by row, one reduction per group:
-    with a reduction per leaf, the first call of ``apply_if_finite(adam,
-    raise_after=5)`` on 2000 leaves of 1000 floats took 32.5 s, stacked 21.6 s
-    (XLA:CPU, 2 cores). A leaf alone in its group is reduced whole, which is
-    faster than as one row.
-    """
+def _finite_leaves(updates: Any) -> tuple[list[Array], list[str]]:
+    """Per leaf: whether every element is finite (complex: both parts), and its path."""
     with_paths = jax.tree_util.tree_flatten_with_path(updates)[0]
-    leaves = [x for _, x in with_paths]
-    stacked = tree.groups_of_a_kind([[x] for x in leaves])
-    groups, where = [], [(0, 0)] * len(leaves)
-    for indices in stacked:
-        rows = jnp.stack([jnp.ravel(leaves[i]) for i in indices])
-        groups.append(jnp.all(jnp.isfinite(rows), axis=1))
-        for position, i in enumerate(indices):
-            where[i] = (len(groups) - 1, position)
-    grouped = {i for indices in stacked for i in indices}
-    for i in (i for i in range(len(leaves)) if i not in grouped):
-        # A leaf alone of its kind: a whole-array reduction, faster than one row of a stack.
-        groups.append(jnp.reshape(jnp.all(jnp.isfinite(leaves[i])), (1,)))
-        where[i] = (len(groups) - 1, 0)
-    paths = [jax.tree_util.keystr(path) or "the root" for path, _ in with_paths]
-    return _LeafFlags(groups, where, paths)
+    flags = [jnp.all(jnp.isfinite(x)) for _, x in with_paths]
+    return flags, [jax.tree_util.keystr(path) or "the root" for path, _ in with_paths]
 
 
-def _all_true(flags: list[Array]) -> Array:
-    return jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
-
-
-def _all_finite(updates: Any) -> Array:
-    """Whether every element of every leaf is finite, with the small leaves joined
-    (:func:`gradtx.tree.join_small`, which gives the compile times)."""
-    return _all_true([jnp.all(jnp.isfinite(x)) for x in tree.join_small(jax.tree.leaves(updates))])
-
-
-def _too_many(
-    raise_after: int,
-    where: list[tuple[int, int]],
-    paths: list[str],
-    consecutive,
-    total,
-    groups,
-) -> None:
+def _too_many(raise_after: int, paths: list[str], consecutive, total, flags) -> None:
     """Raises FloatingPointError when ``consecutive >= raise_after``; runs on the host.
 
-    ``where`` and ``paths`` are :class:`_LeafFlags`'s, ``groups`` its flags. Under
-    ``vmap`` the arguments arrive batched: one member over the limit raises.
+    ``flags`` are :func:`_finite_leaves`'s, one per path. Under ``vmap`` the
+    arguments arrive batched: one member over the limit raises, and a leaf is
+    named when any member holds a bad element in it.
     """
     consecutive = np.asarray(consecutive)
     if not np.any(consecutive >= raise_after):
         return
-    groups = [np.asarray(g) for g in groups]
-    bad = [
-        path
-        for path, (group, position) in zip(paths, where, strict=True)
-        if not np.all(groups[group][..., position])
-    ]
+    bad = [path for path, flag in zip(paths, flags, strict=True) if not np.all(flag)]
     in_a_row, in_all = int(np.max(consecutive)), int(np.max(np.asarray(total)))
     plural = "s" if in_a_row > 1 else ""
     raise FloatingPointError(
@@ -164,20 +112,17 @@ def apply_if_finite(
         return ApplyIfFiniteState(zero, jnp.array(True), other_zero, inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        if raise_after is None:
-            finite = _all_finite(updates)
-        else:  # the error names the leaves: a flag per leaf
-            flags = _leaf_flags(updates)
-            finite = _all_true([jnp.all(group) for group in flags.groups])
+        flags, paths = _finite_leaves(updates)
+        finite = jnp.all(jnp.stack(flags)) if flags else jnp.array(True)
         consecutive = jnp.where(finite, 0, tree.safe_increment(state.notfinite_count))
         total = jnp.where(finite, state.total_notfinite, tree.safe_increment(state.total_notfinite))
         if raise_after is not None:
-            check = functools.partial(_too_many, raise_after, flags.where, flags.paths)
+            check = functools.partial(_too_many, raise_after, paths)
             if isinstance(consecutive, jax.core.Tracer):
                 # Traced: the check must run when the step runs, on the host.
-                jax.debug.callback(check, consecutive, total, flags.groups)
+                jax.debug.callback(check, consecutive, total, flags)
             else:
-                check(consecutive, total, flags.groups)
+                check(consecutive, total, flags)
 
         def inner_update(updates, inner_state, params):
             return update(updates, inner_state, params, **extra_args)
