@@ -113,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
                 measure(ours, params, args.repeats, lambda: without("joined_for_sum")),
                 measure(theirs, params, args.repeats),
             ]
-            text = " | ".join(f"{c['total']:.2f} s ({c['trace']:.2f} + {c['compile']:.2f})" for c in cells)
+            text = " | ".join(
+                f"{c['total']:.2f} s ({c['trace']:.2f} + {c['compile']:.2f})" for c in cells
+            )
             print(f"| {leaves} | {method} | {text} |", flush=True)
     print()
     print("Each cell: trace and lower + compile, the least of the fresh builds.")

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import _checks, tree
+from gradtx import _checks, _tactics, tree
 from gradtx.base import Array, GradientTransformation, OptState, Updates
 from gradtx.combine import accepts_extra_args, check_members
 
@@ -64,9 +64,7 @@ def accumulate(
       steps do not run ``inner`` at all (a ``lax.cond``). On one device the new
       sum is written over the old one after the cond has read it, so a donated
       step holds one params-sized buffer (the cond's output) where Optax's
-      ``MultiSteps`` holds three: ``accumulate(adam, 4)`` steps in 27.0 ms
-      against 81.2 ms on a 16.8M-float leaf (2 CPU cores;
-      ``python benchmarks/every_method.py``).
+      ``MultiSteps`` holds three (``python benchmarks/every_method.py``).
 
     Args:
       inner: the transformation that steps on the averaged gradient.
@@ -134,13 +132,9 @@ def accumulate(
             out, inner_state = jax.lax.cond(emit, step, hold)
         else:  # eagerly: a Python branch, not a cond compiled at every call
             out, inner_state = step() if bool(emit) else hold()
-        # The sum is formed again for the state, after the cond has read the old one:
-        # a donated state then takes the new sum in place, where a sum formed once,
-        # before the cond, is a params-sized temporary. ``after`` is ``emit``, made
-        # to depend on the cond's output so that XLA cannot order the two otherwise
-        # (neither ``lax.optimization_barrier`` nor returning the new sum from the
-        # cond keeps the temporary away).
-        after = emit & _true_after(out)
+        # The sum is formed again for the state, after the cond has read the old
+        # one (_tactics.after): a donated state then takes the new sum in place.
+        after = _tactics.after(emit, out)
         return out, AccumulateState(
             jnp.where(emit, 0, n + 1).astype(jnp.int32),
             jnp.where(emit, tree.safe_increment(state.gradient_step), state.gradient_step),
@@ -151,21 +145,6 @@ def accumulate(
         )
 
     return GradientTransformation(init_fn, update_fn)
-
-
-def _true_after(out: Any) -> Array:
-    """True, computed from the first element ``a`` of ``out``: ``a == a or a != a``
-    holds for every ``a``, NaN included, but XLA does not fold it, so what reads
-    the result waits for ``out``.
-
-    On one device only: with several, the first element of a sharded leaf lives
-    on one of them, and reading it would add a transfer to every step.
-    """
-    leaves = [x for x in jax.tree.leaves(out) if x.size]
-    if not leaves or not isinstance(leaves[0], jax.core.Tracer) or jax.device_count() > 1:
-        return jnp.array(True)
-    anchor = jnp.ravel(leaves[0])[0]
-    return (anchor == anchor) | (anchor != anchor)
 
 
 def has_updated(state: Any) -> Array:

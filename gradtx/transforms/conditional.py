@@ -78,12 +78,10 @@ def apply_if_finite(
         the error is a ``FloatingPointError``; under ``jit`` it comes from a host
         callback, and JAX raises it as a ``jax.errors.JaxRuntimeError`` (a
         ``RuntimeError``) whose message ends with the same text, when the step is
-        run (or its result first awaited). On XLA:CPU a program that holds a
-        host callback runs every kernel 10-15 us slower, which tells on trees of
-        many small leaves: on 2000 leaves of 1000 floats, a step of
-        ``apply_if_finite(adam)`` took 35.4 ms without ``raise_after`` and 96.9 ms
-        with it, Optax's 36.7 ms (``benchmarks/xla_cpu_limits.py``, item 12).
-        There, read ``notfinite_count`` from the state on the host instead.
+        run (or its result first awaited). A host callback slows every kernel
+        of the step on XLA:CPU, which tells on trees of many small leaves
+        (``benchmarks/xla_cpu_limits.py``): there, read ``notfinite_count``
+        from the state on the host instead.
 
     Returns:
       A transformation whose state is :class:`ApplyIfFiniteState`.

@@ -1,9 +1,9 @@
 """Penalties applied as transformations: L2, L1, elastic net, proximal steps, decay.
 
-Goodfellow, Bengio & Courville (2016), Sec. 7.1, and the seeds' slides on
-parameter penalties: a penalty ``alpha * Omega(w)`` added to the loss shows up in
-the gradient as ``alpha * grad Omega(w)``. The blocks here add that term to the
-updates, so any optimizer can be regularized by chaining one in front of it:
+Goodfellow, Bengio & Courville (2016), Sec. 7.1, on parameter penalties: a
+penalty ``alpha * Omega(w)`` added to the loss shows up in the gradient as
+``alpha * grad Omega(w)``. The blocks here add that term to the updates, so any
+optimizer can be regularized by chaining one in front of it:
 
 * *before* the optimizer's scaling, on the gradient (coupled):
   :func:`add_decayed_weights` (L2), :func:`add_l1_penalty` (L1 by subgradient),
@@ -61,7 +61,7 @@ def add_decayed_weights(
       weight_decay: ``alpha``, a number >= 0 or a schedule of the step count.
       mask: which leaves are decayed: a pytree of bools shaped like the params, or
         a function of the params returning one. Biases and normalization scales are
-        usually excluded (the seeds: "typically not applied on bias terms").
+        usually excluded (Goodfellow et al. 2016, Sec. 7.1).
 
     Raises:
       ValueError: ``weight_decay`` negative or not finite; ``update`` called
@@ -133,7 +133,7 @@ def exclude_bias_and_norm(params: Params) -> Any:
       ``scan`` / ``vmap``, which are 2-D.
 
     Every other leaf (kernels, embeddings, convolution filters) is ``True``.
-    "Typically not applied on bias terms" (the seeds; Goodfellow et al. 2016,
+    Weight decay is typically not applied to biases (Goodfellow et al. 2016,
     Sec. 7.1): a bias controls one unit only, so leaving it free costs little
     variance, and decaying a normalization scale just fights the normalization.
 
@@ -266,9 +266,9 @@ def add_l1_penalty(
 def add_elastic_net(
     strength: ScalarOrSchedule = 0.0, alpha: float = 0.5, mask: Mask | None = None
 ) -> GradientTransformation:
-    """Adds the gradient of the elastic-net penalty in the seeds' parametrisation.
+    """Adds the gradient of the elastic-net penalty, with ``alpha`` weighting the L2 term.
 
-    The seeds (after Zou & Hastie 2005) write the elastic net as
+    After Zou & Hastie (2005), the elastic net here is
     :math:`J(w) + \\lambda (\\alpha \\|w\\|_2^2 + (1 - \\alpha) \\|w\\|_1)`, so
 
     .. math::
@@ -281,7 +281,7 @@ def add_elastic_net(
     :func:`proximal_elastic_net` is the same penalty as a proximal step.
 
     **Other parametrisations.** Here ``alpha`` weights the *squared L2* term, as in
-    the seeds and Zou & Hastie (``alpha = lambda_2 / (lambda_1 + lambda_2)``).
+    Zou & Hastie (``alpha = lambda_2 / (lambda_1 + lambda_2)``).
     scikit-learn's ``ElasticNet(alpha=a, l1_ratio=r)`` penalises
     ``a r ||w||_1 + a (1 - r) / 2 ||w||^2`` (glmnet the same with ``lambda = a``,
     ``alpha = r``); the same penalty here is
@@ -390,7 +390,7 @@ def proximal_elastic_net(
     learning_rate: ScalarOrSchedule = 1.0,
     mask: Mask | None = None,
 ) -> GradientTransformation:
-    """The proximal step of the elastic net (seeds' parametrisation), with exact zeros.
+    """The proximal step of the elastic net (as :func:`add_elastic_net`), with exact zeros.
 
     For the penalty ``lambda (alpha ||w||_2^2 + (1 - alpha) ||w||_1)`` of
     :func:`add_elastic_net`, placed after the step that lands on ``v = w + u``:
