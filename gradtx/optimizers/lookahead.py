@@ -25,9 +25,10 @@ the inner optimizer's update. So a training loop, a Flax ``nnx.Optimizer`` or a
 checkpoint needs no change to use Lookahead.
 
 **The state holds the slow weights.** ``state.slow`` is ``phi`` after every
-update: on a sync step the update computes ``phi_t`` once and both returns the
-step that lands the params on it and stores it, as one element-wise expression
-(a select, no ``lax.cond``), so XLA fuses it with the inner step.
+update: on a sync step the update computes ``phi_t``, returns the step that lands
+the params on it, and stores it as the params will hold it (the same bits as the
+synced params), with selects rather than a ``lax.cond``, so XLA fuses it all with
+the inner step and keeps no params-sized temporary.
 """
 
 from __future__ import annotations
@@ -70,12 +71,17 @@ def _step_leaf(p, u, slow, alpha, is_sync):
     ``phi_t = phi + alpha (theta_{t,k} - phi)`` with ``theta_{t,k} = p + u``
     unrounded (the user never holds it), and the update ``phi_t - p`` that lands
     the params on it, so ``apply_updates`` rounds once (bfloat16 params included).
+    The state stores ``phi_t`` as the params hold it, ``p + (phi_t - p)`` added
+    as :func:`gradtx.apply_updates` adds: the same bits as the synced params, and
+    XLA computes both from one sum (no buffer holds the inner update).
     """
+    p = jnp.asarray(p)
     c = tree.compute_dtype(jnp.result_type(p, u, slow))
-    p_c, u_c, slow_c = jnp.asarray(p).astype(c), u.astype(c), slow.astype(c)
+    p_c, u_c, slow_c = p.astype(c), u.astype(c), slow.astype(c)
     new_slow = slow_c + alpha * (p_c + u_c - slow_c)
     out = jnp.where(is_sync, new_slow - p_c, u_c).astype(u.dtype)
-    return out, jnp.where(is_sync, new_slow, slow_c).astype(slow.dtype)
+    landed = (p + out).astype(p.dtype)  # the params after the step, as apply_updates adds
+    return out, jnp.where(is_sync, landed.astype(slow.dtype), slow)
 
 
 def _reset(fast_optimizer, slow, fast_state, is_sync):
