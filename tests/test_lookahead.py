@@ -625,7 +625,9 @@ def test_after_a_sync_the_state_holds_the_synced_params_bit_for_bit():
     state = tx.init(params)
     step = jax.jit(lambda p, s, g: tx.update(g, s, p))
     for k in range(9):
-        grads = jax.tree.map(lambda x: jnp.sin(x.astype(jnp.float32) + k).astype(x.dtype), params)
+        grads = jax.tree.map(
+            lambda x, k=k: jnp.sin(x.astype(jnp.float32) + k).astype(x.dtype), params
+        )
         updates, state = step(params, state, grads)
         params = gradtx.apply_updates(params, updates)
         if (k + 1) % 3 == 0:

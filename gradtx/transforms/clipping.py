@@ -31,8 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import _checks, tree
-from gradtx._tactics import rare_branch
+from gradtx import _checks, _tactics, tree
 from gradtx.base import Array, EmptyState, GradientTransformation
 
 
@@ -69,6 +68,8 @@ def _norms(groups: list[list[Array]], axis: Any = None, axis_name: Any = None) -
     in at least float32. Where a sum overflows, every norm is ``m ||x / m||`` instead,
     ``m = max |x|`` over the same elements (one decision for all groups)."""
     groups = [[x.astype(tree.compute_dtype(x.dtype)) for x in xs] for xs in groups]
+    if axis is None:  # whole arrays: small ones may be summed joined
+        groups = [_tactics.joined_for_sum(xs) for xs in groups]
     psum, pmax = tree.across(jax.lax.psum, axis_name), tree.across(jax.lax.pmax, axis_name)
     keep = axis is not None
 
@@ -85,7 +86,9 @@ def _norms(groups: list[list[Array]], axis: Any = None, axis_name: Any = None) -
     squares = [sum_sq(xs) for xs in groups]
     overflowed = functools.reduce(jnp.logical_or, [jnp.any(jnp.isposinf(s)) for s in squares])
     rescued = lambda groups, _: [rescued_norm(xs) for xs in groups]
-    return rare_branch(overflowed, rescued, lambda _, sq: [_sqrt(s) for s in sq], groups, squares)
+    return _tactics.rare_branch(
+        overflowed, rescued, lambda _, sq: [_sqrt(s) for s in sq], groups, squares
+    )
 
 
 def clip(max_delta: float | Array) -> GradientTransformation:
