@@ -152,28 +152,25 @@ def _rprop_leaf(g, step_size, prev_sign, backtrack, variant, hyper):
     sign = _sign_int8(g)
     agreement = sign * prev_sign  # the sign of dE/dw(t-1) * dE/dw(t), without underflow
     old = tree.as_dtype(step_size, c)
-    # lax.select, not jnp.where: the same selects without a nested call and casts
-    # per leaf, which a tree of many leaves pays for in compile time.
     flipped = agreement < 0
-    new = jax.lax.select(
+    new = jnp.where(
         agreement > 0,
         jnp.minimum(old * eta_plus, max_step_size),
-        jax.lax.select(flipped, jnp.maximum(old * eta_minus, min_step_size), old),
-    )
+        jnp.where(flipped, jnp.maximum(old * eta_minus, min_step_size), old),
+    ).astype(c)
     # jnp.sign keeps a NaN gradient visible in the output (the stored state ignores it).
     step = jnp.sign(tree.as_dtype(g, c)) * new
     if variant == "rprop-":
         return tree.as_dtype(step, g.dtype), tree.as_dtype(new, step_size.dtype), sign
     # The previous output was prev_sign * old; undoing it outputs its negation.
-    zeros = jax.lax.full_like(step, 0)
     if backtrack is False:  # iRprop-: no step on a flip
-        undo = zeros
+        undo = jnp.zeros_like(step)
     else:
         undo = -prev_sign.astype(c) * old
         if backtrack is not True:  # iRprop+: undo only if the loss went up
-            undo = jax.lax.select(jnp.broadcast_to(backtrack, undo.shape), undo, zeros)
-    out = jax.lax.select(flipped, undo, step)
-    stored = jax.lax.select(flipped, jax.lax.full_like(sign, 0), sign)
+            undo = jnp.where(backtrack, undo, 0).astype(c)
+    out = jnp.where(flipped, undo, step)
+    stored = jnp.where(flipped, 0, sign).astype(sign.dtype)
     return tree.as_dtype(out, g.dtype), tree.as_dtype(new, step_size.dtype), stored
 
 
