@@ -383,6 +383,7 @@ _TEMPORARY_LEAVES = {
 }
 
 
+@pytest.mark.perf
 @pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="XLA:CPU's buffer assignment; other backends fuse and allocate otherwise",
@@ -403,5 +404,6 @@ def test_a_donated_step_holds_no_params_sized_temporary(entry):
     assert leaves <= _TEMPORARY_LEAVES.get(entry.name, 1 / 8), (entry.name, leaves)
 
 
+@pytest.mark.perf
 def test_every_temporary_allowance_names_a_registered_entry():
     assert set(_TEMPORARY_LEAVES) <= {entry.name for entry in REGISTRY}

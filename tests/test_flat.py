@@ -334,6 +334,7 @@ def _jitted_step(tx):
     return jax.jit(step)
 
 
+@pytest.mark.perf
 @pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="a property of XLA:CPU's kernels; XLA:GPU fuses the cuts otherwise",
@@ -403,6 +404,7 @@ def test_leaves_from_pack_below_up_keep_a_buffer_of_their_own():
     assert float(paths[0]["big"][0, 0]) < 0.5  # it moved
 
 
+@pytest.mark.perf
 def test_a_leaf_with_a_buffer_of_its_own_is_not_copied():
     # The step of a lone large leaf needs no temporary: the buffer is the leaf.
     params = {"w": jnp.ones((256, 256))}
