@@ -15,6 +15,7 @@ names the public function it exercises in ``public``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -843,3 +844,33 @@ def run(
         updates, state = tx.update(grads, state, params)
         outputs.append(updates)
     return outputs, state
+
+
+REFERENCE_STEPS = 3
+
+
+@functools.cache
+def _reference_run(name: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    tx = BY_NAME[name].make()
+    params = tiny_params()
+    state = tx.init(params)
+    outputs, states = [], []
+    for step in range(REFERENCE_STEPS):
+        updates, state = tx.update(tiny_grads(step), state, params)
+        outputs.append(updates)
+        states.append(state)
+    return tuple(outputs), tuple(states)
+
+
+def reference_run(entry: Entry, steps: int = REFERENCE_STEPS) -> tuple[list[Any], Any]:
+    """``run(entry.make(), tiny_params(), [tiny_grads(i) for i in range(steps)])``, cached.
+
+    The eager float32 run that many generic tests compare against, computed once
+    per process for each entry (an eager line search compiles its loops at every
+    call, so recomputing it per test dominated the suite). Its first ``steps``
+    updates and the state after them; jax arrays are immutable, so sharing them is
+    safe (a test that donates a state donates one of its own ``init``).
+    """
+    assert 1 <= steps <= REFERENCE_STEPS, steps
+    outputs, states = _reference_run(entry.name)
+    return list(outputs[:steps]), states[steps - 1]

@@ -9,6 +9,8 @@ numpy loops written here from the update rules, with ``|g|^2`` second moments.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,15 +18,25 @@ import pytest
 
 import gradtx
 from tests.registry import (
+    BY_NAME,
     COMPLEX,
     REGISTRY,
     WITH_HYPERPARAMETER,
+    reference_run,
     run,
     tiny_grads,
     tiny_params,
 )
 
-STEPS = 3
+# Two steps, as in tests/test_contract.py: the second reads the state the first
+# wrote (a moment, a curvature pair, a count), and the registry's periodic blocks
+# (lookahead, accumulate) have period 2 or less, so it is also a sync or an
+# emission. Every property below (dtypes, jit against eager, vmap, scalar and None
+# leaves) shows there as it would after more steps.
+STEPS = 2
+# The eager float32 run of each entry (STEPS steps on tiny_params and tiny_grads)
+# is the reference of several tests below; tests.registry.reference_run computes
+# it once per process.
 
 # The same arithmetic compiled as one XLA program (jit, vmap) or op by op (eager)
 # may fuse and reassociate differently: a few float32 ulps, never more.
@@ -52,15 +64,24 @@ def _grads(dtype=jnp.float32, steps=STEPS):
 # ---------------------------------------------------------------- jit and vmap
 
 
+@functools.cache
+def _donating_step(name):
+    """``(tx, params, jit(update at params, donating the state))`` of an entry.
+
+    Shared by the two donation tests below: one compilation per entry.
+    """
+    tx = BY_NAME[name].make()
+    params = tiny_params()
+    return tx, params, jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)
+
+
 @pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
 def test_jit_with_donated_state_equals_no_jit(entry):
     """One compiled step, fed its own output state (donated, as a training loop does)."""
-    tx = entry.make()
-    params = tiny_params()
-    eager, eager_state = run(tx, params, _grads())
+    tx, params, step = _donating_step(entry.name)
+    eager, eager_state = reference_run(entry, STEPS)  # run(tx, params, _grads())
 
-    step = jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)
     state = tx.init(params)
     for i, expected in enumerate(eager):
         updates, state = step(tiny_grads(i), state)
@@ -94,7 +115,7 @@ def test_state_survives_tree_map_and_flatten_round_trip(entry):
     """Donation is in :func:`test_jit_with_donated_state_equals_no_jit`."""
     tx = entry.make()
     params = tiny_params()
-    _, state = run(tx, params, _grads(steps=2))
+    _, state = reference_run(entry, steps=2)  # run(tx, params, _grads(steps=2))
     g = tiny_grads(5)
     expected = tx.update(g, state, params)
 
@@ -113,7 +134,7 @@ def test_state_survives_tree_map_and_flatten_round_trip(entry):
 
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
 def test_float64_params_with_x64_enabled(entry):
-    outputs32, state32 = run(entry.make(), tiny_params(), _grads())
+    outputs32, state32 = reference_run(entry, STEPS)
     with jax.enable_x64(True):
         outputs64, state64 = run(entry.make(), tiny_params(jnp.float64), _grads(jnp.float64))
         for updates in outputs64:
@@ -130,11 +151,14 @@ def test_float64_params_with_x64_enabled(entry):
 
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
 def test_bfloat16_params_track_the_float32_run(entry):
-    expected, _ = run(entry.make(), tiny_params(), _grads())
+    expected, _ = reference_run(entry, STEPS)
     params16 = tiny_params(jnp.bfloat16)
     outputs, state = run(entry.make(), params16, _grads(jnp.bfloat16))
     for updates in outputs:
-        assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates)), entry.name
+        # The bfloat16 case of tests/test_contract.py's dtype test is this one.
+        for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(params16), strict=True):
+            assert u.dtype == jnp.bfloat16 and u.shape == g.shape, entry.name
+            assert bool(jnp.all(jnp.isfinite(u.astype(jnp.float32)))), entry.name
     # bfloat16 keeps 8 significant bits (relative rounding 2^-9 per value); the
     # inputs, the stored moments and the output are each rounded once per step,
     # so a few steps stay within a few percent of the float32 run. (A line search
@@ -144,8 +168,22 @@ def test_bfloat16_params_track_the_float32_run(entry):
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state))
 
 
-@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16], ids=lambda d: jnp.dtype(d).name)
-@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+# With a zero gradient, an entry driven by the gradient alone holds zeros and its
+# constants (eps, counts): only the dtype's range matters, and float16's range lies
+# inside bfloat16's, so float16 is the case where such a constant under- or
+# overflows. Entries that read the params (weight decay, second-order methods,
+# whose line searches and curvature pairs divide differences of rounded params) or
+# draw noise compute with nonzero numbers, where bfloat16's coarser rounding
+# differs from float16's: they run in both dtypes.
+_LOW_PRECISION_CASES = [
+    pytest.param(entry, dtype, id=f"{entry.name}-{jnp.dtype(dtype).name}")
+    for entry in REGISTRY
+    for dtype in (jnp.float16, jnp.bfloat16)
+    if dtype == jnp.float16 or entry.needs_params or entry.stochastic
+]
+
+
+@pytest.mark.parametrize("entry, dtype", _LOW_PRECISION_CASES)
 def test_low_precision_params_with_zero_gradient_give_finite_updates(entry, dtype):
     """eps must not underflow: 1e-8 is 0 in float16, so the root and division run in float32."""
     params = tiny_params(dtype)
@@ -183,7 +221,7 @@ def test_complex_run_is_the_real_run_rotated(entry):
     """
     phase = np.exp(1j * 0.7).astype(np.complex64)
     rotate = lambda tree: jax.tree.map(lambda x: x.astype(jnp.complex64) * phase, tree)
-    expected, _ = run(entry.make(), tiny_params(), _grads())
+    expected, _ = reference_run(entry, STEPS)
     outputs, _ = run(entry.make(), rotate(tiny_params()), [rotate(g) for g in _grads()])
     for updates in outputs:
         assert all(u.dtype == jnp.complex64 for u in jax.tree.leaves(updates)), entry.name
@@ -277,8 +315,9 @@ def test_scalar_leaves(entry):
     """A 0-d leaf behaves as the same number held in a 1-element vector."""
     scalar = lambda t: {"s": t["b"][0], "w": t["w"]}
     vector = lambda t: {"s": t["b"][:1], "w": t["w"]}
-    out_s, state_s = run(entry.make(), scalar(tiny_params()), [scalar(g) for g in _grads()])
-    out_v, _ = run(entry.make(), vector(tiny_params()), [vector(g) for g in _grads()])
+    grads = _grads()
+    out_s, state_s = run(entry.make(), scalar(tiny_params()), [scalar(g) for g in grads])
+    out_v, _ = run(entry.make(), vector(tiny_params()), [vector(g) for g in grads])
     for us, uv in zip(out_s, out_v, strict=True):
         assert us["s"].shape == ()
         _close(us["s"], uv["s"][0])
@@ -295,7 +334,7 @@ def test_none_leaves_pass_through(entry):
     with_none = lambda t: {**t, "frozen": None}
     params = with_none(tiny_params())
     outputs, _ = run(entry.make(), params, [with_none(g) for g in _grads()])
-    expected, _ = run(entry.make(), tiny_params(), _grads())
+    expected, _ = reference_run(entry, STEPS)
     for updates, reference in zip(outputs, expected, strict=True):
         assert updates["frozen"] is None
         _close({k: v for k, v in updates.items() if k != "frozen"}, reference)
@@ -321,12 +360,11 @@ def test_empty_tree(entry):
 def test_donating_a_state_deletes_neither_the_params_nor_the_next_init(entry):
     """``init`` returns buffers of its own: a training loop donates its state, and
     neither the params nor a later ``init`` (a restart, a second run) may lose theirs."""
-    tx = entry.make()
-    params = tiny_params()
+    tx, params, step = _donating_step(entry.name)
     params_before = jax.tree.map(np.array, params)
     state = tx.init(params)
     init_before = jax.tree.map(np.array, state)
-    jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)(tiny_grads(0), state)
+    step(tiny_grads(0), state)
     _close(params, params_before, rtol=0, atol=0)
     _close(tx.init(params), init_before, rtol=0, atol=0)
 
@@ -383,6 +421,7 @@ _TEMPORARY_LEAVES = {
 }
 
 
+@pytest.mark.perf
 @pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="XLA:CPU's buffer assignment; other backends fuse and allocate otherwise",
@@ -403,5 +442,6 @@ def test_a_donated_step_holds_no_params_sized_temporary(entry):
     assert leaves <= _TEMPORARY_LEAVES.get(entry.name, 1 / 8), (entry.name, leaves)
 
 
+@pytest.mark.perf
 def test_every_temporary_allowance_names_a_registered_entry():
     assert set(_TEMPORARY_LEAVES) <= {entry.name for entry in REGISTRY}

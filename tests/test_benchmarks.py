@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+pytestmark = pytest.mark.perf
 _BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -36,6 +36,7 @@ Run ``python -m tests.test_flat`` for the table of the largest deviations.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -119,8 +120,35 @@ def _path(tx, data):
 
 def run_both(make: Callable[[], gradtx.GradientTransformation], kind: str):
     """(plain trajectory, flat trajectory), both jitted; x64 must be set by the caller."""
+    return run_many([make], kind)[0]
+
+
+def run_many(makes, kind: str):
+    """``[run_both(make, kind) for make in makes]``, traced into one jitted function.
+
+    Independent scans side by side in one program: one compilation instead of one
+    per case, the same arithmetic per scan.
+    """
     data = _data(kind)
-    return jax.jit(lambda d: (_path(make(), d), _path(flat(make()), d)))(data)
+    return jax.jit(lambda d: [(_path(make(), d), _path(flat(make()), d)) for make in makes])(data)
+
+
+# The cases of one kind are compiled in groups of GROUP consecutive (sorted) names;
+# a test computes its group the first time one of its members runs in this
+# process, and neighbouring tests usually share an xdist worker.
+GROUP = 5
+
+
+@functools.cache
+def _group_paths(kind: str, index: int):
+    names = SORTED_CASES[index * GROUP : (index + 1) * GROUP]
+    return run_many([CASES[name] for name in names], kind)
+
+
+def grouped_run_both(name: str, kind: str):
+    """``run_both(CASES[name], kind)``, compiled with its group (x64 set by the caller)."""
+    index = SORTED_CASES.index(name)
+    return _group_paths(kind, index // GROUP)[index % GROUP]
 
 
 def deviation(a, b) -> float:
@@ -191,16 +219,19 @@ CASES: dict[str, Callable[[], gradtx.GradientTransformation]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+SORTED_CASES = sorted(CASES)
+
+
+@pytest.mark.parametrize("name", SORTED_CASES)
 def test_same_trajectory_float32(name):
-    plain, flat_path = run_both(CASES[name], "float32")
+    plain, flat_path = grouped_run_both(name, "float32")
     assert_same(plain, flat_path)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", SORTED_CASES)
 def test_same_trajectory_float64(name):
     with jax.enable_x64(True):
-        plain, flat_path = run_both(CASES[name], "float64")
+        plain, flat_path = grouped_run_both(name, "float64")
         assert_same(plain, flat_path)
         assert {x.dtype.name for x in jax.tree.leaves(flat_path)} == {
             "float64",
@@ -212,9 +243,9 @@ def test_same_trajectory_float64(name):
 def check_every_float32_case() -> dict[str, str]:
     """Runs every float32 case comparing bfloat16 leaves too: ``{case: failure}``."""
     failures = {}
-    for name, make in sorted(CASES.items()):
+    for name in SORTED_CASES:
         try:
-            assert_same(*run_both(make, "float32"), bfloat16_too=True)
+            assert_same(*grouped_run_both(name, "float32"), bfloat16_too=True)
         except AssertionError as error:
             failures[name] = str(error)[:400]
     return failures
@@ -334,6 +365,7 @@ def _jitted_step(tx):
     return jax.jit(step)
 
 
+@pytest.mark.perf
 @pytest.mark.skipif(
     jax.default_backend() != "cpu",
     reason="a property of XLA:CPU's kernels; XLA:GPU fuses the cuts otherwise",
@@ -403,6 +435,7 @@ def test_leaves_from_pack_below_up_keep_a_buffer_of_their_own():
     assert float(paths[0]["big"][0, 0]) < 0.5  # it moved
 
 
+@pytest.mark.perf
 def test_a_leaf_with_a_buffer_of_its_own_is_not_copied():
     # The step of a lone large leaf needs no temporary: the buffer is the leaf.
     params = {"w": jnp.ones((256, 256))}

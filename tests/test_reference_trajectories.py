@@ -651,13 +651,8 @@ CASES_BY_ID = {case.id: case for case in CASES}
 # ---------------------------------------------------------------- running
 
 
-def scan_trajectory(tx, params, grads_stacked, grad_fn=None):
-    """Parameters after every step of ``tx``, the whole run one jitted scan.
-
-    ``grads_stacked`` holds one gradient per step (leading axis); with
-    ``grad_fn`` it is ignored except for its length and the gradient is
-    ``grad_fn(params)`` at the parameters gradtx holds.
-    """
+def _scan(tx, params, grads_stacked, grad_fn=None):
+    """Parameters after every step of ``tx``, one ``lax.scan`` (to be traced by jit)."""
 
     def step(carry, g):
         p, state = carry
@@ -667,11 +662,17 @@ def scan_trajectory(tx, params, grads_stacked, grad_fn=None):
         p = gradtx.apply_updates(p, updates)
         return (p, state), p
 
-    @jax.jit
-    def run(params, grads_stacked):
-        return jax.lax.scan(step, (params, tx.init(params)), grads_stacked)[1]
+    return jax.lax.scan(step, (params, tx.init(params)), grads_stacked)[1]
 
-    return run(params, grads_stacked)
+
+def scan_trajectory(tx, params, grads_stacked, grad_fn=None):
+    """Parameters after every step of ``tx``, the whole run one jitted scan.
+
+    ``grads_stacked`` holds one gradient per step (leading axis); with
+    ``grad_fn`` it is ignored except for its length and the gradient is
+    ``grad_fn(params)`` at the parameters gradtx holds.
+    """
+    return jax.jit(lambda p, g: _scan(tx, p, g, grad_fn))(params, grads_stacked)
 
 
 def with_start(theta0, trajectory_tree):
@@ -685,13 +686,27 @@ def with_start(theta0, trajectory_tree):
 
 def gradtx_trajectory(case: Case, dtype: str) -> list[np.ndarray]:
     """Runs ``case`` in ``dtype`` ("float32" or "float64") on the shared data."""
+    return gradtx_trajectories((case,), dtype)[case.id]
+
+
+def gradtx_trajectories(cases, dtype: str) -> dict[str, list[np.ndarray]]:
+    """Runs ``cases`` in ``dtype`` on the shared data, all in one jitted function.
+
+    The runs are independent scans side by side in one program: one compilation
+    instead of one per case (XLA's fixed cost per compilation dominates these
+    small programs), the same arithmetic per scan.
+    """
     with jax.enable_x64(dtype == "float64"):
         params = _unflatten([jnp.asarray(t, dtype) for t in THETA0])
         grads = _unflatten([jnp.asarray(g, dtype) for g in GRADS])
-        trajectory = scan_trajectory(case.make(), params, grads)
-        for leaf in jax.tree.leaves(trajectory):
-            assert leaf.dtype == jnp.dtype(dtype)
-        return with_start(THETA0, trajectory)
+        txs = [case.make() for case in cases]
+        trajectories = jax.jit(lambda p, g: [_scan(tx, p, g) for tx in txs])(params, grads)
+        found = {}
+        for case, trajectory in zip(cases, trajectories, strict=True):
+            for leaf in jax.tree.leaves(trajectory):
+                assert leaf.dtype == jnp.dtype(dtype), case.id
+            found[case.id] = with_start(THETA0, trajectory)
+        return found
 
 
 @functools.cache
@@ -718,11 +733,28 @@ def case_deviation(case: Case, dtype: str) -> float:
 
 RUNS = [(case, dtype) for case in CASES for dtype in case.dtypes]
 
+# The runs of one dtype are compiled in groups of GROUP consecutive cases (see
+# gradtx_trajectories); a test computes its group the first time one of its
+# members runs in this process, and neighbouring tests usually share a worker.
+GROUP = 8
+
+
+@functools.cache
+def _group_trajectories(dtype: str, index: int) -> dict[str, list[np.ndarray]]:
+    members = [case for case, d in RUNS if d == dtype][index * GROUP : (index + 1) * GROUP]
+    return gradtx_trajectories(members, dtype)
+
+
+def grouped_gradtx_trajectory(case: Case, dtype: str) -> list[np.ndarray]:
+    """``gradtx_trajectory(case, dtype)``, compiled together with its group."""
+    ids = [c.id for c, d in RUNS if d == dtype]
+    return _group_trajectories(dtype, ids.index(case.id) // GROUP)[case.id]
+
 
 @pytest.mark.parametrize("case, dtype", RUNS, ids=[f"{c.id}-{d}" for c, d in RUNS])
 def test_trajectory_matches_reference(case, dtype):
     want = list(reference_trajectory(case.id))
-    got = gradtx_trajectory(case, dtype)
+    got = grouped_gradtx_trajectory(case, dtype)
     assert np.all(np.isfinite(np.concatenate([w.ravel() for w in want])))
     # The run must go somewhere, or matching it proves nothing. (AdaDelta with
     # Zeiler's eps = 1e-6 starts with steps of ~sqrt(eps) = 1e-3 and moves ~0.03.)

@@ -30,6 +30,8 @@ measured.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,9 +93,7 @@ def quadratic_grad(x):
 # ---------------------------------------------------------------- driver
 
 
-def trajectory(tx, loss, params0, num_steps=STEPS):
-    """The flat params after every step (row 0 the start) of ``tx`` on ``loss``, one scan."""
-
+def _scan(tx, loss, params, num_steps):
     def step(carry, _):
         params, state = carry
         grads = jax.grad(loss)(params)
@@ -101,12 +101,31 @@ def trajectory(tx, loss, params0, num_steps=STEPS):
         params = gradtx.apply_updates(params, updates)
         return (params, state), ravel_pytree(params)[0]
 
-    @jax.jit
-    def run(params):
-        _, rows = jax.lax.scan(step, (params, tx.init(params)), None, length=num_steps)
-        return jnp.concatenate([ravel_pytree(params)[0][None], rows])
+    _, rows = jax.lax.scan(step, (params, tx.init(params)), None, length=num_steps)
+    return jnp.concatenate([ravel_pytree(params)[0][None], rows])
 
-    return np.asarray(run(params0), np.float64)
+
+def trajectory(tx, loss, params0, num_steps=STEPS):
+    """The flat params after every step (row 0 the start) of ``tx`` on ``loss``, one scan."""
+    return trajectories([(tx, loss, params0)], num_steps)[0]
+
+
+def trajectories(runs, num_steps=STEPS):
+    """``[trajectory(*run) for run in runs]``, traced into one jitted function.
+
+    Independent scans side by side in one program: one compilation instead of one
+    per run, the same arithmetic per scan.
+    """
+    txs_and_losses = [(tx, loss) for tx, loss, _ in runs]
+
+    @jax.jit
+    def run_all(starts):
+        return [
+            _scan(tx, loss, params, num_steps)
+            for (tx, loss), params in zip(txs_and_losses, starts, strict=True)
+        ]
+
+    return [np.asarray(rows, np.float64) for rows in run_all([p for _, _, p in runs])]
 
 
 def deviation(ours, reference):
@@ -343,22 +362,42 @@ def _reference(name, kwargs, x0, grad, epsilon, counts=None):
     return function(x0, grad, epsilon, num_steps=STEPS, counts=counts, **kwargs)
 
 
-def _equals_reference(case, named, dtype):
+def _equals_reference(case, named, dtype, ours=None):
     name, kwargs, problem, epsilon = case
     x0, grad, loss, unflatten = _start(problem)
     reference = _reference(name, kwargs, x0, grad, epsilon)
-    with jax.enable_x64(dtype == "float64"):
-        ours = trajectory(_transformation(name, kwargs, epsilon, named), loss, unflatten(x0, dtype))
+    if ours is None:
+        with jax.enable_x64(dtype == "float64"):
+            tx = _transformation(name, kwargs, epsilon, named)
+            ours = trajectory(tx, loss, unflatten(x0, dtype))
     assert deviation(ours, reference) <= (RTOL64 if dtype == "float64" else F32)
     # Still moving at the end, so that all 120 steps carry information.
     assert np.max(np.abs(reference[-1] - reference[-2])) > 1e-9
+
+
+# The named runs of one dtype are compiled in groups of GROUP consecutive cases
+# (see trajectories); a test computes its group the first time one of its members
+# runs in this process, and neighbouring tests usually share an xdist worker.
+GROUP = 6
+
+
+@functools.cache
+def _named_group(dtype: str, index: int) -> list[np.ndarray]:
+    runs = []
+    with jax.enable_x64(dtype == "float64"):
+        for name, kwargs, problem, epsilon in CASES[index * GROUP : (index + 1) * GROUP]:
+            x0, _, loss, unflatten = _start(problem)
+            tx = _transformation(name, kwargs, epsilon, True)
+            runs.append((tx, loss, unflatten(x0, dtype)))
+        return trajectories(runs)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_named_optimizer_equals_reference(case, dtype):
     """``bfgs`` / ``lbfgs`` / ``nonlinear_cg`` with ``linesearch=None``."""
-    _equals_reference(case, True, dtype)
+    index = CASES.index(case)
+    _equals_reference(case, True, dtype, ours=_named_group(dtype, index // GROUP)[index % GROUP])
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[7]], ids=_case_id)

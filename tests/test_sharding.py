@@ -337,11 +337,13 @@ def _no_gather(collectives: dict) -> None:
     assert counts["collective-permute"] == 0
 
 
+@pytest.mark.perf
 def test_adam_step_needs_no_collective(report):
     collectives = report["named"][BY_NAME["adam"].name]["collectives"]
     assert sum(collectives["counts"].values()) == 0
 
 
+@pytest.mark.perf
 @pytest.mark.parametrize("name", ["clip_by_global_norm", "clip_then_adam"])
 def test_global_norm_clipping_all_reduces_scalars_only(report, name):
     collectives = report["collectives"][name]

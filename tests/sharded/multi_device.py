@@ -242,8 +242,15 @@ def check_named_optimizers(mesh, params, params_one, grads, grads_one):
     shardings = [state_shardings(tx, params) for tx in txs]
     init_all = lambda p: [tx.init(p) for tx in txs]  # noqa: E731
     states = jax.jit(init_all, out_shardings=shardings)(params)
+    # The one-device reference steps, all in one program (nothing is sharded there,
+    # so there is no collective to starve): one compilation instead of one each.
+    steps_one = jax.jit(
+        lambda p, ss, g: [optimizer_step(tx)(p, s, g) for tx, s in zip(txs, ss, strict=True)]
+    )(params_one, [tx.init(params_one) for tx in txs], grads_one)
     results = {}
-    for entry, tx, state, sharding in zip(NAMED_OPTIMIZERS, txs, states, shardings, strict=True):
+    for entry, tx, state, sharding, (ref_params, ref_state) in zip(
+        NAMED_OPTIMIZERS, txs, states, shardings, steps_one, strict=True
+    ):
         compiled = (
             jax.jit(
                 optimizer_step(tx),
@@ -254,9 +261,6 @@ def check_named_optimizers(mesh, params, params_one, grads, grads_one):
             .compile()
         )
         new_params, new_state = compiled(params, state, grads)
-        ref_params, ref_state = jax.jit(optimizer_step(tx))(
-            params_one, tx.init(params_one), grads_one
-        )
         results[entry.name] = {
             "jit_init_problems": placement_problems(state, params),
             "eager_init_problems": placement_problems(tx.init(params), params),
