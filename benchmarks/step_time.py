@@ -219,6 +219,9 @@ METHODS: dict[str, Callable[[Any], Any]] = {
         lib.clip_by_global_norm(1.0), lib.adamw(warmup_cosine(lib), weight_decay=1e-4)
     ),
 }
+# The methods whose step is element-wise (no reduction across a leaf).
+ELEMENTWISE = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "radam")
+
 METHOD_LABELS = {
     "lookahead": "lookahead(adam)",
     "chain": "clip+adamw+warmup-cosine",

@@ -417,7 +417,12 @@ _TEMPORARY_LEAVES = {
     # XLA keeps in a buffer what two kernels read: the root that scales the
     # gradient (Nesterov momentum and the step), the decayed gradient g + lambda p.
     "rmsprop_centered_nesterov": 1.1,
-    "adadelta_weight_decay": 1.1,
+    # adadelta always chains its decay block (as Optax's), so g + lambda p, with
+    # lambda = 0 by default, is the same buffer with or without a decay.
+    **dict.fromkeys(["adadelta", "adadelta_weight_decay"], 1.1),
+    # reset_state selects between the inner state and a fresh init from the new
+    # slow weights, which the landed params' sum also feeds: XLA keeps that sum.
+    "lookahead_momentum_reset": 1.1,
 }
 
 

@@ -27,14 +27,15 @@ def _load(name: str, monkeypatch):
     jax.default_backend() != "cpu",
     reason="temporary bytes are XLA:CPU's buffer assignment; other backends differ",
 )
-def test_every_method_reports_both_libraries_and_adadelta_keeps_no_temporary(monkeypatch):
+def test_every_method_reports_both_libraries_and_adadelta_keeps_no_more_than_optax(monkeypatch):
     every_method = _load("every_method", monkeypatch)
     results = {
         name: every_method.bench(name, size=1 << 16, rounds=1, steps=2)
         for name in ("adadelta", "nadam_dozat")
     }
     adadelta = results["adadelta"]
-    assert adadelta["gradtx"]["temp_bytes"] < 4 * (1 << 16) // 8
+    # Both chain the decay block (as Optax's adadelta): at most Optax's temporaries.
+    assert adadelta["gradtx"]["temp_bytes"] <= adadelta["optax"]["temp_bytes"]
     optax_ms = adadelta["optax"]["median_ms"]
     assert adadelta["ratio"] == pytest.approx(adadelta["gradtx"]["median_ms"] / optax_ms)
     assert "optax" not in results["nadam_dozat"]  # no such method in Optax
