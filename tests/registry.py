@@ -871,6 +871,7 @@ def reference_run(entry: Entry, steps: int = REFERENCE_STEPS) -> tuple[list[Any]
     updates and the state after them; jax arrays are immutable, so sharing them is
     safe (a test that donates a state donates one of its own ``init``).
     """
-    assert 1 <= steps <= REFERENCE_STEPS, steps
+    if not 1 <= steps <= REFERENCE_STEPS:
+        raise ValueError(f"reference_run keeps 1 to {REFERENCE_STEPS} steps; asked for {steps}")
     outputs, states = _reference_run(entry.name)
     return list(outputs[:steps]), states[steps - 1]
