@@ -1,7 +1,8 @@
 """``gradtx compare`` / ``gradtx search``: tables, files, errors, and numbers checked independently.
 
-Most tests call :func:`gradtx.app.cli.main` in-process (fast: jax is imported once);
-two run ``python -m gradtx.app`` in a subprocess, as the console script runs.
+Most tests call :func:`gradtx_cli.main` in-process (fast: jax is imported once);
+the rest run ``python -m gradtx.app`` or :mod:`gradtx_cli` in a subprocess, as the
+console script runs, to see what a fresh process imports.
 The numbers are checked against oracles that share no code with the CLI: plain
 gradient descent on the quadratic's Hessian in float64 numpy, scikit-learn's
 logistic regression for ``f*``, the Rosenbrock function by hand.
@@ -19,11 +20,14 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from gradtx.app.cli import RATE_SPAN, main
 from gradtx.app.problems import logreg, quadratic
 from gradtx.app.race import Result, rank
 from gradtx.training.curves import StepMetrics
 from gradtx.training.search import log_uniform, random_search
+from gradtx_cli import (
+    RATE_SPAN,
+    main,
+)
 from tests.repo_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +110,7 @@ def test_compare_quadratic_matches_gradient_descent_in_numpy(capsys):
     expected = str(reached[0]) if reached.size else "-"
     assert table["sgd"]["steps to target"] == expected
     assert f"from loss {losses[0]:.6g}" in out
+    assert "ranked by steps to target, then final loss (the default without test data)" in out
 
     # lbfgs reaches the target within the budget, so it outranks sgd, which does not.
     assert table["lbfgs"]["learning rate"] == "line search"
@@ -189,6 +194,7 @@ def test_compare_logreg_reaches_the_minimum_scipy_finds(capsys, tmp_path):
         assert 0.9 < r["test_accuracy"] <= 1.0
     assert results["lbfgs"]["final_loss"] <= payload["target"]
     assert results["lbfgs"]["steps_to_target"] is not None
+    assert "ranked by test accuracy (the default with test data)" in out
     header, table = parse_table(out)
     assert "test accuracy" in header
     accuracy = by_optimizer(header, table)["lbfgs"]["test accuracy"]
@@ -222,22 +228,111 @@ def test_compare_rosenbrock_start_and_lbfgs(capsys):
     assert float(table["lbfgs"]["final loss"]) <= 1e-6
 
 
-def test_rank_puts_diverged_runs_last_even_past_the_target():
-    def result(name, final, reached):
-        losses = np.array([10.0, 1.0, final])
-        metrics = StepMetrics(*(np.zeros(2) for _ in range(4)))
-        return Result(name, 0.1, False, losses, metrics, None, reached, 0.0, 0.0)
+def _result(name, final, reached=None, accuracy=None, seconds=0.0):
+    """A run with losses ``10, 1, final``."""
+    losses = np.array([10.0, 1.0, final])
+    metrics = StepMetrics(*(np.zeros(2) for _ in range(4)))
+    return Result(name, 0.1, False, losses, metrics, accuracy, reached, seconds, 0.0)
 
+
+def test_rank_puts_diverged_runs_last_even_past_the_target():
     ranked = rank(
         [
-            result("diverged", math.nan, 1),
-            result("slow", 0.5, None),
-            result("fast", 1e-3, 1),
-            result("faster", 1e-2, 0),
-            result("lower", 1e-4, None),
-        ]
+            _result("diverged", math.nan, 1),
+            _result("slow", 0.5, None),
+            _result("fast", 1e-3, 1),
+            _result("faster", 1e-2, 0),
+            _result("lower", 1e-4, None),
+        ],
+        by="steps_to_target",
     )
     assert [r.optimizer for r in ranked] == ["faster", "fast", "lower", "slow", "diverged"]
+
+
+# Four runs that each key orders differently; "d" diverged (after the best of everything).
+RUNS = [
+    _result("a", 1e-3, reached=10, accuracy=0.90, seconds=0.5),
+    _result("b", 1e-2, reached=None, accuracy=0.95, seconds=0.1),
+    _result("c", 1e-4, reached=20, accuracy=0.95, seconds=0.3),
+    _result("d", math.inf, reached=5, accuracy=0.99, seconds=0.01),
+]
+ORDERS = {
+    "final_loss": "cabd",
+    "test_accuracy": "cbad",  # b and c tie at 95%: the lower final loss first
+    "steps_to_target": "acbd",  # b never reached the target
+    "wall_time": "bcad",
+}
+
+
+@pytest.mark.parametrize("key", ORDERS)
+def test_rank_by_each_key(key):
+    assert "".join(r.optimizer for r in rank(RUNS, by=key)) == ORDERS[key]
+    assert "".join(r.optimizer for r in rank(RUNS[::-1], by=key)) == ORDERS[key]
+
+
+def test_rank_refuses_a_key_it_cannot_use():
+    with pytest.raises(ValueError, match="by must be one of"):
+        rank(RUNS, by="loss")
+    with pytest.raises(ValueError, match="needs runs on a problem with test data"):
+        rank([_result("a", 1.0), *RUNS], by="test_accuracy")
+
+
+def _sort_key(column, row):
+    """What ``--rank-by column`` sorts a printed row by: the column, then final loss."""
+    final = float(row["final loss"])
+    if column == "test accuracy":
+        return (-float(row[column].rstrip("%")), final)
+    if column == "steps to target":
+        return (math.inf if row[column] == "-" else int(row[column]), final)
+    if column == "wall time (ms)":
+        return (float(row[column]),)  # printed rounded: ties unknown
+    return (final,)
+
+
+CAPTIONS = {
+    "final-loss": ("final loss", "ranked by final loss"),
+    "test-accuracy": ("test accuracy", "ranked by test accuracy, then final loss"),
+    "steps-to-target": ("steps to target", "ranked by steps to target, then final loss"),
+    "wall-time": ("wall time (ms)", "ranked by wall time, then final loss"),
+}
+
+
+@pytest.mark.parametrize("key", CAPTIONS)
+def test_rank_by_orders_the_table_and_says_so_in_its_caption(capsys, key):
+    status, out, err = run(
+        capsys, "compare", "--problem", "logreg", "--optimizers", "sgd,adam,rprop", "--steps",
+        "60", "--rank-by", key, *QUICK,
+    )  # fmt: skip
+    assert status == 0, err
+    column, caption = CAPTIONS[key]
+    assert f"\n{caption}; diverged runs last\n" in out
+    header, rows = parse_table(out)
+    table = [dict(zip(header, row, strict=True)) for row in rows]
+    keys = [_sort_key(column, row) for row in table]
+    assert keys == sorted(keys)
+    assert {row["optimizer"] for row in table} == {"sgd", "adam", "rprop"}
+
+
+def test_diverged_run_is_marked_ranked_last_and_warned_once(capsys, tmp_path):
+    # AdaBound at its default rate leaves the Rosenbrock valley in dim 10.
+    status, out, err = run(
+        capsys, "compare", "--problem", "rosenbrock", "--dim", "10", "--optimizers",
+        "adabound,sgd", "--steps", "600", "--out", str(tmp_path), *QUICK,
+    )  # fmt: skip
+    assert status == 0, err
+    table = by_optimizer(*parse_table(out))
+    assert table["adabound"]["rank"] == "2" and table["adabound"]["final loss"] == "diverged"
+    assert table["adabound"]["steps to target"] == "-"
+    assert math.isfinite(float(table["sgd"]["final loss"]))
+
+    payload = strict_json(tmp_path / "compare-rosenbrock.json")
+    adabound = next(r for r in payload["results"] if r["optimizer"] == "adabound")
+    first_bad = adabound["loss"].index(None)  # JSON has no NaN: non-finite losses are null
+    assert adabound["final_loss"] is None and adabound["diverged_after_steps"] == first_bad
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: diverged (non-finite loss), ranked last: adabound (after {first_bad} steps)"
+    ]
 
 
 # --------------------------------------------------------------------------- search

@@ -1,21 +1,22 @@
-"""The command line: ``gradtx compare`` races optimizers, ``gradtx search`` tunes one.
+"""The ``gradtx`` commands: ``gradtx compare`` races optimizers, ``gradtx search`` tunes one.
+
+:mod:`gradtx_cli` parses the command line (before JAX is imported) and hands
+the arguments to :func:`run`.
 
 ``gradtx compare`` runs each optimizer for ``--steps`` full-batch steps on one of
 the problems of :mod:`gradtx.app.problems` (optionally after tuning each one's
 learning rate by random search, ``--tune K``), and prints a ranked table: the
 final training loss, the test accuracy where the problem has one, the steps to
-the problem's target loss and the wall time. ``--out DIR`` also writes the
-learning curves as a PNG and every number as JSON. ``gradtx search`` runs a
+the problem's target loss and the wall time, ranked by ``--rank-by`` (the
+table's caption says which). A run whose loss ends non-finite is marked
+diverged, ranked last and named in one warning line. ``--out DIR`` also writes
+the learning curves as a PNG and every number as JSON. ``gradtx search`` runs a
 learning-rate (and weight-decay) random search for one optimizer and prints
 every trial, the best one, and a warning when the best lies at the border of
 its range (widen the range and search again).
 
 Each run is one jitted ``jax.lax.scan``; the wall time excludes compilation.
 Bad arguments print one line on stderr and exit with status 2.
-
-    gradtx compare                                 # digits MLP, default optimizers
-    gradtx compare --problem quadratic --condition-number 1e4 --tune 16
-    gradtx search --problem logreg --optimizer adamw --trials 32 --out results/
 """
 
 from __future__ import annotations
@@ -25,44 +26,28 @@ import json
 import math
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
-from gradtx.app.problems import PROBLEMS, Problem, make_problem
+from gradtx.app.problems import Problem, make_problem
 from gradtx.app.race import (
-    OPTIMIZERS,
     Result,
     default_rate,
+    diverged_at,
     rank,
     run_optimizer,
     search_hyperparams,
 )
 from gradtx.training.curves import StepMetrics, plot_learning_curves
 from gradtx.training.search import SearchResult, log_uniform
+from gradtx_cli import DEFAULT_STEPS, RATE_SPAN, WEIGHT_DECAY_RANGE, UsageError, main
 
-DESCRIPTION = (
-    "Race optimizers on a problem (gradtx compare) or tune one optimizer's learning rate "
-    "by random search (gradtx search)."
-)
-DEFAULT_OPTIMIZERS = "sgd,momentum,nesterov_momentum,adagrad,rmsprop,adam,adamw,nadam,radam,lbfgs"
-DEFAULT_STEPS = {"digits": 500, "logreg": 500, "quadratic": 2000, "rosenbrock": 2000}
-RATE_SPAN = 30.0  # --tune searches each rate over [rate / RATE_SPAN, rate * RATE_SPAN]
-WEIGHT_DECAY_RANGE = (1e-6, 0.1)  # gradtx search's default, on problems with validation data
+__all__ = ["main", "run"]
+
 PLOTTED = ("loss", "grad_norm", "update_norm")  # the learning rate is constant in a race
-
-
-class UsageError(Exception):
-    """A bad command line: one line on stderr, exit status 2.
-
-    ``prog`` names the (sub)command whose parser found the error, if one did.
-    """
-
-    def __init__(self, message: str, prog: str = "gradtx"):
-        super().__init__(message)
-        self.prog = prog
 
 
 # --------------------------------------------------------------------------- output
@@ -75,19 +60,34 @@ def _fmt_rate(result: Result) -> str:
 
 
 def compare_table(results: Sequence[Result]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """The header and the cells of the ranked table (``results`` already ranked)."""
+    """The header and the cells of the ranked table (``results`` already ranked).
+
+    A diverged run reads ``diverged`` for its final loss, and ``-`` for its
+    test accuracy and steps to target (measured on non-finite weights).
+    """
     with_accuracy = any(r.accuracy is not None for r in results)
     header = ("rank", "optimizer", "learning rate", "final loss")
     header += ("test accuracy",) if with_accuracy else ()
     header += ("steps to target", "wall time (ms)")
     rows = []
     for i, r in enumerate(results, 1):
-        cells = (str(i), r.optimizer, _fmt_rate(r), f"{r.losses[-1]:.6g}")
+        diverged = diverged_at(r) is not None
+        loss = "diverged" if diverged else f"{r.losses[-1]:.6g}"
+        cells = (str(i), r.optimizer, _fmt_rate(r), loss)
         if with_accuracy:
-            cells += ("-" if r.accuracy is None else f"{100 * r.accuracy:.1f}%",)
-        steps = "-" if r.steps_to_target is None else str(r.steps_to_target)
+            cells += ("-" if r.accuracy is None or diverged else f"{100 * r.accuracy:.1f}%",)
+        steps = "-" if r.steps_to_target is None or diverged else str(r.steps_to_target)
         rows.append(cells + (steps, f"{1e3 * r.seconds:.1f}"))
     return header, rows
+
+
+def divergence_warning(results: Sequence[Result]) -> str | None:
+    """One line naming every diverged run and when its loss became non-finite, or None."""
+    runs = [(r.optimizer, diverged_at(r)) for r in results]
+    named = [f"{name} (after {k} step{'s' * (k != 1)})" for name, k in runs if k is not None]
+    if not named:
+        return None
+    return f"warning: diverged (non-finite loss), ranked last: {', '.join(named)}"
 
 
 def format_plain(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -171,22 +171,6 @@ def _curve(values: np.ndarray) -> list[float | None]:
     return [_json_number(v) for v in values]
 
 
-def check_out_dir(path: str) -> str:
-    """Creates ``path`` if needed and checks that a file can be written in it.
-
-    Raises:
-      UsageError: the directory cannot be created or written to.
-    """
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise UsageError(f"argument --out: cannot write to {path!r}: {reason}.") from None
-    return path
-
-
 def _write_plot(runs: dict[str, StepMetrics], path: str, title: str) -> str | None:
     """The learning-curves PNG; without matplotlib, a warning instead."""
     try:
@@ -232,41 +216,72 @@ def _race(problem: Problem, name: str, args: argparse.Namespace, notes: list[str
     return run_optimizer(problem, name, best, args.steps, tuned=True)
 
 
-def compare_title(problem: Problem, args: argparse.Namespace) -> str:
-    """The two title lines of the ranked table."""
+def backend() -> str:
+    """The platform the runs use, with the device's name where it adds: ``gpu (NVIDIA ...)``."""
+    device = jax.devices()[0]
+    kind = device.device_kind
+    return device.platform if kind.lower() == device.platform else f"{device.platform} ({kind})"
+
+
+def rank_order(problem: Problem, chosen: str | None) -> tuple[str, str]:
+    """``(key for rank, caption)``: ``--rank-by``'s choice, or the problem's default.
+
+    The default is the test accuracy where the problem has test data, else the
+    steps to the target loss; the caption says which and why it was picked.
+    """
+    if chosen is None:
+        if problem.accuracy is not None:
+            return "test_accuracy", "ranked by test accuracy (the default with test data)"
+        return "steps_to_target", (
+            "ranked by steps to target, then final loss (the default without test data)"
+        )
+    if chosen == "test-accuracy" and problem.accuracy is None:  # gradtx_cli checks it first
+        raise UsageError(f"argument --rank-by: the {problem.name} problem has no test data")
+    key = chosen.replace("-", "_")
+    then = "" if key == "final_loss" else ", then final loss"
+    return key, f"ranked by {chosen.replace('-', ' ')}{then}"
+
+
+def compare_title(problem: Problem, args: argparse.Namespace, ranking: str) -> str:
+    """The three caption lines of the ranked table; ``ranking`` is the last one's start."""
     start = float(problem.loss(problem.params))
     optimum = "" if problem.optimum is None else f", f* = {problem.optimum:.8g}"
     tuned = f"; rates tuned by random search, {args.tune} trials each" if args.tune else ""
     return (
         f"{problem.title}: {args.steps} full-batch steps from loss {start:.6g}{optimum}\n"
-        f"target loss {problem.target:.6g}{tuned}; wall time excludes compilation"
+        f"target loss {problem.target:.6g}{tuned}; wall time on {backend()}, "
+        f"excluding compilation\n{ranking}; diverged runs last"
     )
 
 
 def compare(args: argparse.Namespace) -> int:
     """``gradtx compare``: races the optimizers and prints the ranked table."""
     problem = _make_problem(args)
+    key, ranking = rank_order(problem, args.rank_by)
     args.steps = args.steps or DEFAULT_STEPS[problem.name]
     results, notes = [], []
     for name in tracked(
         args.optimizers, "tuning and racing" if args.tune else "racing", args.progress
     ):
         results.append(_race(problem, name, args, notes))
-    ranked = rank(results)
-    title = compare_title(problem, args)
+    ranked = rank(results, key)
+    title = compare_title(problem, args, ranking)
     print_table(title, *compare_table(ranked), args.plain)
-    for note in notes:
+    warning = divergence_warning(ranked)
+    for note in notes + ([warning] if warning else []):
         print(note, file=sys.stderr)
     if args.out:
         stem = os.path.join(args.out, f"compare-{problem.name}")
-        payload = _compare_payload(problem, args, ranked)
+        payload = _compare_payload(problem, args, ranked, key)
         payload["png"] = _write_plot({r.optimizer: r.metrics for r in ranked}, stem + ".png", title)
         write_json(stem + ".json", payload)
         print(f"wrote {stem}.json" + (f" and {payload['png']}" if payload["png"] else ""))
     return 0
 
 
-def _compare_payload(problem: Problem, args: argparse.Namespace, ranked: Sequence[Result]) -> dict:
+def _compare_payload(
+    problem: Problem, args: argparse.Namespace, ranked: Sequence[Result], rank_by: str
+) -> dict:
     rows = [
         {
             "rank": i,
@@ -278,6 +293,7 @@ def _compare_payload(problem: Problem, args: argparse.Namespace, ranked: Sequenc
             "steps_to_target": r.steps_to_target,
             "wall_time_s": r.seconds,
             "compile_time_s": r.compile_seconds,
+            "diverged_after_steps": diverged_at(r),
             "loss": _curve(r.losses),
         }
         for i, r in enumerate(ranked, 1)
@@ -289,6 +305,8 @@ def _compare_payload(problem: Problem, args: argparse.Namespace, ranked: Sequenc
         "steps": args.steps,
         "seed": args.seed,
         "tune_trials": args.tune,
+        "rank_by": rank_by,
+        "backend": backend(),
         "target": problem.target,
         "optimum": problem.optimum,
         "results": rows,
@@ -323,11 +341,22 @@ def search_command(args: argparse.Namespace) -> int:
     print(f"best: {best}")
     for message in messages:
         print(f"warning: {message}", file=sys.stderr)
+    diverged = sum(math.isnan(t.value) for t in result.trials)
+    if diverged:
+        print(
+            f"warning: {diverged} of {args.trials} trials diverged (non-finite {measured}); "
+            "they rank last",
+            file=sys.stderr,
+        )
     if args.out:
         path = os.path.join(args.out, f"search-{problem.name}-{name}.json")
         write_json(path, _search_payload(problem, args, result, space, measured))
         print(f"wrote {path}")
     return 0
+
+
+def _fmt_value(value: float) -> str:
+    return "diverged" if math.isnan(value) else f"{value:.6g}"
 
 
 def search_table(
@@ -337,7 +366,7 @@ def search_table(
     order = sorted(result.trials, key=lambda t: (math.isnan(t.value), t.value))
     header = ("rank", *(n.replace("_", " ") for n in names), measured)
     rows = [
-        (str(i), *(f"{t.hyperparams[n]:.4g}" for n in names), f"{t.value:.6g}")
+        (str(i), *(f"{t.hyperparams[n]:.4g}" for n in names), _fmt_value(t.value))
         for i, t in enumerate(order, 1)
     ]
     settings = ", ".join(f"{n}={result.best.hyperparams[n]:.4g}" for n in names)
@@ -362,162 +391,15 @@ def _search_payload(
     }
 
 
-# --------------------------------------------------------------------------- arguments
+COMMANDS = {"compare": compare, "search": search_command}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error raises :class:`UsageError` (one line) instead of exiting."""
+def run(args: argparse.Namespace) -> int:
+    """Runs the command that :func:`gradtx_cli.parser` parsed; returns the exit status.
 
-    def error(self, message: str):
-        raise UsageError(message, self.prog)
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _condition_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 1):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 1, got {text!r}")
-    return value
-
-
-def _optimizer_list(text: str) -> list[str]:
-    names = list(OPTIMIZERS) if text == "all" else [n.strip() for n in text.split(",")]
-    unknown = [n for n in names if n not in OPTIMIZERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown optimizer(s) {', '.join(map(repr, unknown))}; "
-            f"choose from {', '.join(OPTIMIZERS)} (or 'all')"
-        )
-    return list(dict.fromkeys(names))
-
-
-def _range(text: str) -> tuple[float, ...]:
-    """``(low, high)`` from ``"LOW,HIGH"``; ``()`` from ``"none"``."""
-    if text == "none":
-        return ()
-    try:
-        low, high = (float(t) for t in text.split(","))
-    except ValueError:
-        low = high = math.nan
-    if not (0 < low < high < math.inf):
-        raise argparse.ArgumentTypeError(f"must be LOW,HIGH with 0 < LOW < HIGH, got {text!r}")
-    return low, high
-
-
-def _common_arguments() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument("--problem", choices=PROBLEMS, default="digits", help="default: digits")
-    defaults = ", ".join(f"{n} {k}" for n, k in DEFAULT_STEPS.items())
-    common.add_argument("--steps", type=_int_at_least(1), help=f"per run (default: {defaults})")
-    common.add_argument("--seed", type=_int_at_least(0), default=0, help="default: 0")
-    common.add_argument(
-        "--condition-number", type=_condition_number, default=1e3, help="of quadratic (1000)"
-    )
-    common.add_argument(
-        "--dim", type=_int_at_least(1), help="quadratic (20), rosenbrock (2), digits hidden (64)"
-    )
-    common.add_argument("--out", metavar="DIR", help="write the results (JSON, PNG) there")
-    common.add_argument("--plain", action="store_true", help="plain-text table, not rich")
-    common.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
-    return common
-
-
-def parser() -> argparse.ArgumentParser:
-    """The ``gradtx`` argument parser, with the ``compare`` and ``search`` subcommands."""
-    top = _Parser(prog="gradtx", description=DESCRIPTION)
-    commands = top.add_subparsers(dest="command", required=True, metavar="{compare,search}")
-    common = _common_arguments()
-    race = commands.add_parser(
-        "compare",
-        parents=[common],
-        help="race optimizers on a problem",
-        description="Races optimizers on a problem and prints a ranked table: final loss, "
-        "test accuracy (digits, logreg), steps to the target loss, wall time.",
-    )
-    race.add_argument(
-        "--optimizers", type=_optimizer_list, default=_optimizer_list(DEFAULT_OPTIMIZERS),
-        help=f"comma-separated, or 'all' (default {DEFAULT_OPTIMIZERS})",
-    )  # fmt: skip
-    race.add_argument(
-        "--tune", type=_int_at_least(0), default=0, metavar="K",
-        help=f"tune each rate first: K random-search trials in [rate/{RATE_SPAN:g}, "
-        f"rate*{RATE_SPAN:g}] (default 0: no tuning)",
-    )  # fmt: skip
-    race.set_defaults(run=compare)
-    tune = commands.add_parser(
-        "search",
-        parents=[common],
-        help="random search of a learning rate and weight decay",
-        description="Random search of one optimizer's learning rate (and weight decay), "
-        "scored by the validation loss (digits, logreg) or the training loss; all trials "
-        "train at once (vmap).",
-    )
-    tune.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adamw")
-    tune.add_argument("--trials", type=_int_at_least(1), default=16, help="default: 16")
-    tune.add_argument("--lr-range", type=_range, metavar="LOW,HIGH", help="log-uniform")
-    tune.add_argument(
-        "--wd-range", type=_range, metavar="LOW,HIGH|none",
-        help="log-uniform weight decay (default {:g},{:g} on digits and logreg, none "
-        "elsewhere)".format(*WEIGHT_DECAY_RANGE),
-    )  # fmt: skip
-    tune.set_defaults(run=search_command)
-    return top
-
-
-def _fail(prog: str, message: Any, status: int) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return status
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``gradtx`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
-
-    Args:
-      argv: the arguments after the program name.
-
-    Returns:
-      0 on success; 2 on a bad argument (one line on stderr, no traceback); 1
-      when an optional dependency a problem needs is missing; 130 on Ctrl-C.
-
-    Examples:
-      >>> from gradtx.app.cli import main
-      >>> main(["compare", "--problem", "quadratic", "--optimizers", "sgd,adam", "--steps",
-      ...       "50", "--plain", "--no-progress"])  # doctest: +ELLIPSIS
-      quadratic, dim 20, condition number 1000: 50 full-batch steps from loss ...
-      ...
-      0
+    Raises:
+      UsageError: an argument the parser could not check alone (a problem's
+        dimension, ``--rank-by test-accuracy`` without test data).
+      ImportError: an optional dependency a problem needs is missing.
     """
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as exit_:  # --help
-        return exit_.code if isinstance(exit_.code, int) else 0
-    except UsageError as error:
-        return _fail(error.prog, error, 2)
-    prog = f"gradtx {args.command}"
-    try:
-        if args.out:
-            check_out_dir(args.out)
-        return args.run(args)
-    except UsageError as error:
-        return _fail(prog, error, 2)
-    except ImportError as error:
-        return _fail(prog, error, 1)
-    except KeyboardInterrupt:
-        return _fail(prog, "interrupted", 130)
+    return COMMANDS[args.command](args)

@@ -8,7 +8,8 @@ usable from Python too:
 * :func:`build` makes one at a learning rate, optionally with weight decay;
 * :func:`run_optimizer` runs it for a number of full-batch steps, compiled once
   and timed without the compilation, and measures the run (:class:`Result`);
-* :func:`rank` orders the results, fastest to the problem's target first;
+* :func:`rank` orders the results by final loss, test accuracy, steps to the
+  problem's target or wall time, diverged runs last (:func:`diverged_at`);
 * :func:`search_hyperparams` tunes the learning rate (and weight decay) by
   :func:`gradtx.random_search`, every trial vmapped in one compiled program.
 
@@ -34,30 +35,17 @@ from gradtx.app.problems import Problem
 from gradtx.base import GradientTransformation, Params
 from gradtx.training.curves import StepMetrics, step_metrics
 from gradtx.training.search import SearchBorderWarning, SearchResult, random_search
+from gradtx_cli import OPTIMIZER_KINDS
 
-# name -> (factory, kind): the kind picks the problem's default rate; None: the
-# optimizer's line search picks the step, so it gets no rate and is never tuned.
+# name -> (factory, kind): each optimizer is gradtx's function of that name; the
+# kind picks the problem's default rate; None: the optimizer's line search picks
+# the step, so it gets no rate and is never tuned. The names live in gradtx_cli,
+# which offers them on the command line before JAX is imported.
 OPTIMIZERS: dict[str, tuple[Callable[..., GradientTransformation], str | None]] = {
-    "sgd": (gradtx.sgd, "gd"),
-    "momentum": (gradtx.momentum, "momentum"),
-    "nesterov_momentum": (gradtx.nesterov_momentum, "momentum"),
-    "adagrad": (gradtx.adagrad, "adagrad"),
-    "adadelta": (gradtx.adadelta, "adadelta"),
-    "rmsprop": (gradtx.rmsprop, "rmsprop"),
-    "adam": (gradtx.adam, "adam"),
-    "adamw": (gradtx.adamw, "adam"),
-    "amsgrad": (gradtx.amsgrad, "adam"),
-    "adamax": (gradtx.adamax, "adam"),
-    "nadam": (gradtx.nadam, "adam"),
-    "radam": (gradtx.radam, "adam"),
-    "adabound": (gradtx.adabound, "adam"),
-    "ranger": (gradtx.ranger, "adam"),
-    "rprop": (gradtx.rprop, "rprop"),
-    "lbfgs": (gradtx.lbfgs, None),
-    "bfgs": (gradtx.bfgs, None),
-    "nonlinear_cg": (gradtx.nonlinear_cg, None),
+    name: (getattr(gradtx, name), kind) for name, kind in OPTIMIZER_KINDS.items()
 }
 _DECOUPLED_DECAY = ("adamw", "adadelta")  # factories with their own ``weight_decay``
+RANK_KEYS = ("final_loss", "test_accuracy", "steps_to_target", "wall_time")
 
 
 class Result(NamedTuple):
@@ -215,23 +203,48 @@ def run_optimizer(
     )
 
 
-def rank(results: Sequence[Result]) -> list[Result]:
-    """Orders results: fastest to the target first, then the lowest final loss.
+def diverged_at(result: Result) -> int | None:
+    """The first ``k`` with a non-finite ``losses[k]`` when the run ended non-finite, else None."""
+    if math.isfinite(float(result.losses[-1])):
+        return None
+    return int(np.flatnonzero(~np.isfinite(result.losses))[0])
 
-    A run whose final loss is NaN or infinite ranks after every finite one,
-    even if it passed the target on its way.
+
+def rank(results: Sequence[Result], by: str) -> list[Result]:
+    """Orders results best first by one measure; diverged runs last.
+
+    Ties, and runs that never reached the target when ranking by steps to it,
+    are ordered by final loss. A run whose final loss is NaN or infinite ranks
+    after every finite one, whatever it measured on its way (it may have passed
+    the target, and its test accuracy is that of NaN weights).
 
     Args:
       results: the runs.
+      by: ``"final_loss"``, ``"test_accuracy"`` (highest first),
+        ``"steps_to_target"`` or ``"wall_time"``.
 
     Returns:
-      The runs, best first.
-    """
+      The runs, best first; diverged runs keep their given order.
 
-    def key(r):
+    Raises:
+      ValueError: an unknown ``by``, or ``"test_accuracy"`` for a run without one.
+    """
+    if by not in RANK_KEYS:
+        raise ValueError(f"rank: by must be one of {', '.join(RANK_KEYS)}, got {by!r}.")
+    if by == "test_accuracy" and any(r.accuracy is None for r in results):
+        raise ValueError("rank: by 'test_accuracy' needs runs on a problem with test data.")
+
+    def key(r: Result) -> tuple[float, ...]:
         final = float(r.losses[-1])
-        steps = math.inf if r.steps_to_target is None else r.steps_to_target
-        return (not math.isfinite(final), steps, final if math.isfinite(final) else 0.0)
+        if not math.isfinite(final):
+            return (1.0,)
+        measure = {
+            "final_loss": final,
+            "test_accuracy": -r.accuracy if r.accuracy is not None else 0.0,
+            "steps_to_target": math.inf if r.steps_to_target is None else r.steps_to_target,
+            "wall_time": r.seconds,
+        }[by]
+        return (0.0, measure, final)
 
     return sorted(results, key=key)
 
