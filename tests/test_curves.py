@@ -11,6 +11,7 @@ many panels were drawn.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import sys
 
@@ -224,6 +225,56 @@ def test_plot_writes_a_png_with_one_panel_per_measured_metric(tmp_path):
     only_loss = plot_learning_curves({"a dict": as_dict}, tmp_path / "loss.png")
     assert _png_size(tmp_path / "loss.png") == (600, 360)  # the other metrics are absent
     assert only_loss.endswith("loss.png")
+
+
+def _saved_figure(monkeypatch, runs, path, **kwargs):
+    """The figure :func:`plot_learning_curves` draws, kept as it is saved."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    savefig = Figure.savefig
+
+    def keep(figure, *args, **kw):
+        saved.append(figure)
+        return savefig(figure, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    plot_learning_curves(runs, path, **kwargs)
+    return saved[0]
+
+
+def test_plot_stays_readable_at_twenty_runs(tmp_path, monkeypatch):
+    steps = np.arange(200.0)
+    runs = {
+        f"run_{i}": {"loss": np.exp(-steps / (20 + 5 * i)), "grad_norm": np.full(200, 1 + i / 10)}
+        for i in range(19)
+    }
+    # A twentieth run on top of run_3 in both panels (its loss 0.1% higher).
+    runs["copy"] = {"loss": 1.001 * runs["run_3"]["loss"], "grad_norm": runs["run_3"]["grad_norm"]}
+    title = "a title\nof three\nlines"
+    figure = _saved_figure(monkeypatch, runs, tmp_path / "twenty.png", title=title)
+    panels = figure.axes
+    assert [a.get_ylabel() for a in panels] == ["loss (log scale)", "gradient norm"]
+
+    lines = panels[0].get_lines()
+    assert len(lines) == 20
+    assert len({line.get_color() for line in lines}) == 20
+    assert len({line.get_linestyle() for line in lines}) == 4
+    for a, b in itertools.pairwise(lines):  # neighbours differ in every way
+        assert a.get_linestyle() != b.get_linestyle() and a.get_marker() != b.get_marker()
+    # The copy's marks sit at other steps than run_3's, so both show.
+    by_name = {line.get_label().split(" ")[0]: line for line in lines}
+    assert by_name["copy"].get_markevery()[0] != by_name["run_3"].get_markevery()[0]
+
+    legend = figure.legends[0]
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels == [f"run_{i}" for i in range(19)] + ["copy (on run_3)"]
+    renderer = figure.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    for axes in panels:
+        panel = axes.get_window_extent(renderer)
+        assert box.height <= panel.height  # sized to the panels
+        assert box.x0 >= panel.x1  # beside them, not over them
 
 
 def test_log_scale_where_it_helps():

@@ -1,8 +1,9 @@
 """The package's layout: the command-line application sits above the library, never inside it.
 
-``gradtx/app`` (the ``gradtx`` command: its parser, races and problems) may import
-the library; no library module (every other module under ``gradtx/``) may import
-``gradtx.app``. Checked on the source files' import statements, parsed with
+``gradtx/app`` (the ``gradtx`` command: its races, problems and tables) and
+``gradtx_cli`` (its parser, which runs before JAX is imported) may import the
+library; no library module (every other module under ``gradtx/``) may import
+either. Checked on the source files' import statements, parsed with
 :mod:`ast`, so an import inside a function counts as much as one at the top.
 """
 
@@ -41,11 +42,11 @@ def _absolute(module: str | None, level: int, importer: str, is_package: bool) -
 
 
 def _is_app(name: str) -> bool:
-    return name == "gradtx.app" or name.startswith("gradtx.app.")
+    return any(name == top or name.startswith(top + ".") for top in ("gradtx.app", "gradtx_cli"))
 
 
 def app_imports(source: str, importer: str, is_package: bool = False) -> list[str]:
-    """The modules of ``gradtx.app`` that ``source`` imports, with their line numbers.
+    """The modules of ``gradtx.app`` or ``gradtx_cli`` that ``source`` imports, with line numbers.
 
     Counts ``import gradtx.app...``, ``from gradtx.app... import ...``, ``from
     gradtx import app`` (relative forms included) and ``importlib.import_module`` /
@@ -112,6 +113,8 @@ def test_the_app_is_where_the_command_line_lives():
         ("from .. import app", "gradtx.transforms", True),
         ("import importlib\nimportlib.import_module('gradtx.app.cli')", "gradtx.tree", False),
         ("__import__('gradtx.app')", "gradtx.tree", False),
+        ("import gradtx_cli", "gradtx.tree", False),
+        ("from gradtx_cli import main", "gradtx.training.curves", False),
     ],
 )
 def test_the_checker_finds_every_spelling(source, importer, is_package):
@@ -127,6 +130,7 @@ def test_the_checker_finds_every_spelling(source, importer, is_package):
         ("from . import tree", "gradtx.transforms.flat", False),
         ("from .app import cli", "gradtx.transforms", True),  # gradtx.transforms.app
         ("x = 'gradtx.app'", "gradtx.tree", False),
+        ("import gradtx_clip", "gradtx.tree", False),
     ],
 )
 def test_the_checker_passes_other_imports(source, importer, is_package):
