@@ -369,6 +369,29 @@ def test_search_quadratic_table_best_and_border_warning(capsys, tmp_path):
     assert trial["value"] == pytest.approx(oracle[-1], rel=RTOL_FLOAT32)
 
 
+def test_search_marks_diverged_trials_and_counts_them_once(capsys, tmp_path):
+    # Gradient descent on the quadratic diverges at rates above 2 / L = 0.002.
+    status, out, err = run(
+        capsys, "search", "--problem", "quadratic", "--optimizer", "sgd", "--trials", "8",
+        "--steps", "30", "--lr-range", "1e-4,1", "--out", str(tmp_path), *QUICK,
+    )  # fmt: skip
+    assert status == 0, err
+    payload = strict_json(tmp_path / "search-quadratic-sgd.json")
+    diverged = [t for t in payload["trials"] if t["value"] is None]
+    assert 0 < len(diverged) < 8
+    assert all(t["hyperparams"]["learning_rate"] > 2e-3 for t in diverged)
+    _, rows = parse_table(out)
+    marked = [row for row in rows if row[-1] == "diverged"]
+    assert rows[-len(diverged) :] == marked  # last, and only those
+    assert sorted(float(row[1]) for row in marked) == pytest.approx(
+        sorted(t["hyperparams"]["learning_rate"] for t in diverged), rel=1e-3
+    )
+    warnings = [line for line in err.splitlines() if "diverged" in line]
+    assert warnings == [
+        f"warning: {len(diverged)} of 8 trials diverged (non-finite training loss); they rank last"
+    ]
+
+
 def test_search_logreg_searches_weight_decay_on_validation_loss(capsys, tmp_path):
     status, out, err = run(
         capsys, "search", "--problem", "logreg", "--optimizer", "adam", "--trials", "8",
