@@ -5,8 +5,9 @@ and the two norms with numpy in float64 from the gradient and the update it
 sees. The jitted runs (``record_curves`` inside one ``lax.scan``, or
 ``step_metrics`` returned from the scan body) must give the same numbers; they
 are float32 reductions compared with float64 ones, hence ``rtol = 1e-5``. The
-plot is checked as a file: a PNG signature, and the image width that says how
-many panels were drawn.
+plot (:mod:`gradtx.training.plot`) is checked as a file: a PNG signature, and
+the image width that says how many panels were drawn; and, at twenty runs, as
+the figure it saves: colours, dashes, markers, labels and the legend's size.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from gradtx.training.curves import (
     RecordCurvesState,
     StepMetrics,
     learning_curves,
-    plot_learning_curves,
     record_curves,
     step_metrics,
-    wants_log_scale,
 )
+from gradtx.training.plot import plot_learning_curves, wants_log_scale
 
 RTOL = 1e-5
 TARGET = {"w": jnp.asarray([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.asarray([0.25, -1.0, 2.0])}

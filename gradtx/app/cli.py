@@ -41,7 +41,8 @@ from gradtx.app.race import (
     run_optimizer,
     search_hyperparams,
 )
-from gradtx.training.curves import StepMetrics, plot_learning_curves
+from gradtx.training.curves import StepMetrics
+from gradtx.training.plot import plot_learning_curves
 from gradtx.training.search import SearchResult, log_uniform
 from gradtx_cli import DEFAULT_STEPS, RATE_SPAN, WEIGHT_DECAY_RANGE, UsageError, main
 

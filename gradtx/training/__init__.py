@@ -9,7 +9,6 @@ from gradtx.training.curves import (
     RecordCurvesState,
     StepMetrics,
     learning_curves,
-    plot_learning_curves,
     record_curves,
     step_metrics,
 )
@@ -22,6 +21,7 @@ from gradtx.training.early_stopping import (
     retrain_for_best_steps,
     run_early_stopping,
 )
+from gradtx.training.plot import plot_learning_curves
 from gradtx.training.search import (
     SearchBorderWarning,
     SearchResult,
