@@ -292,7 +292,7 @@ def parser() -> argparse.ArgumentParser:
     )
     race.add_argument(
         "--optimizers", type=_optimizer_list, default=_optimizer_list(DEFAULT_OPTIMIZERS),
-        help=f"comma-separated, or 'all' (default {DEFAULT_OPTIMIZERS})",
+        help=f"comma-separated, or 'all' (default: {DEFAULT_OPTIMIZERS.replace(',', ', ')})",
     )  # fmt: skip
     race.add_argument("--rank-by", choices=RANK_KEYS, help=RANK_HELP)
     race.add_argument(
