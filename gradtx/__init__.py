@@ -3,7 +3,7 @@
 Every name has one home; this module re-exports them as a flat namespace, and
 ``import gradtx`` loads every public submodule, so ``gradtx.checkpoint.restore_state``
 or ``gradtx.sharding`` need no import of their own. The command-line application,
-:mod:`gradtx.app`, is left out: the ``gradtx`` command (or ``import gradtx.app``) loads it.
+:mod:`gradtx_cli`, sits outside this package: the ``gradtx`` command loads it.
 """
 
 from gradtx import (

@@ -4,10 +4,10 @@ Importing any module of the ``gradtx`` package runs ``gradtx/__init__.py``, whic
 imports JAX: about a second on a warm machine, many more on a cold one. So the
 parser lives here, outside that package, with nothing but the standard library:
 a bad argument, ``--help`` and ``--version`` are answered at once, and only a
-command line that parses imports :mod:`gradtx.app.cli`, which runs it.
+command line that parses imports :mod:`gradtx_cli.commands`, which runs it.
 
 This module is also the one home of the names the parser offers (problems,
-optimizers, ranking keys); :mod:`gradtx.app` reads them from here.
+optimizers, ranking keys); :mod:`gradtx_cli.commands` reads them from here.
 
     gradtx compare                                 # digits MLP, default optimizers
     gradtx compare --problem quadratic --condition-number 1e4 --tune 16
@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_test_data(args.problem)
         if args.out:
             check_out_dir(args.out)
-        from gradtx.app.cli import run  # imports JAX
+        from gradtx_cli.commands import run  # imports JAX
 
         return run(args)
     except UsageError as error:

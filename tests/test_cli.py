@@ -1,7 +1,7 @@
 """``gradtx compare`` / ``gradtx search``: tables, files, errors, and numbers checked independently.
 
 Most tests call :func:`gradtx_cli.main` in-process (fast: jax is imported once);
-the rest run ``python -m gradtx.app`` or :mod:`gradtx_cli` in a subprocess, as the
+the rest run ``python -m gradtx_cli`` or :mod:`gradtx_cli` in a subprocess, as the
 console script runs, to see what a fresh process imports.
 The numbers are checked against oracles that share no code with the CLI: plain
 gradient descent on the quadratic's Hessian in float64 numpy, scikit-learn's
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from gradtx.app.problems import logreg, quadratic
-from gradtx.app.race import Result, rank
+from gradtx_cli.problems import logreg, quadratic
+from gradtx_cli.race import Result, rank
 from gradtx.training.curves import StepMetrics
 from gradtx.training.search import log_uniform, random_search
 from gradtx_cli import (
@@ -491,7 +491,7 @@ def test_plain_progress_without_rich_or_tqdm(capsys, monkeypatch):
 
 
 def python_m(*argv):
-    return run_python("-m", "gradtx.app", *argv, timeout=300)
+    return run_python("-m", "gradtx_cli", *argv, timeout=300)
 
 
 def test_console_script_rich_table():

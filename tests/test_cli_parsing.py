@@ -16,8 +16,8 @@ import jaxlib
 import pytest
 
 import gradtx_cli
-from gradtx.app.problems import make_problem
-from gradtx.app.race import OPTIMIZERS, default_rate
+from gradtx_cli.problems import make_problem
+from gradtx_cli.race import OPTIMIZERS, default_rate
 from gradtx_cli import LINE_SEARCH, OPTIMIZER_KINDS, SEARCHABLE, main
 from tests.repo_python import ROOT, run_python
 

@@ -32,7 +32,7 @@ def test_readme_main_job_races_the_default_optimizers_on_digits(tmp_path):
     assert program == "gradtx" and args[0] == "compare"
     out = tmp_path / "results"
     args = [a if a != "results" else str(out) for a in args]
-    done = run_python("-m", "gradtx.app", *args, "--plain", "--no-progress")
+    done = run_python("-m", "gradtx_cli", *args, "--plain", "--no-progress")
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "compare-digits.json").read_text())
     assert (out / "compare-digits.png").stat().st_size > 10_000

@@ -1,9 +1,8 @@
 """The package's layout: the command-line application sits above the library, never inside it.
 
-``gradtx/app`` (the ``gradtx`` command: its races, problems and tables) and
-``gradtx_cli`` (its parser, which runs before JAX is imported) may import the
-library; no library module (every other module under ``gradtx/``) may import
-either. Checked on the source files' import statements, parsed with
+``gradtx_cli`` (the ``gradtx`` command: its parser, which runs before JAX is
+imported, its races, problems and tables) may import the library; no library
+module (any module under ``gradtx/``) may import it. Checked on the source files' import statements, parsed with
 :mod:`ast`, so an import inside a function counts as much as one at the top.
 """
 
@@ -19,7 +18,7 @@ from tests.repo_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gradtx"
-APP = PACKAGE / "app"
+APP = ROOT / "gradtx_cli"
 
 
 def _module_name(path: Path) -> str:
@@ -42,15 +41,14 @@ def _absolute(module: str | None, level: int, importer: str, is_package: bool) -
 
 
 def _is_app(name: str) -> bool:
-    return any(name == top or name.startswith(top + ".") for top in ("gradtx.app", "gradtx_cli"))
+    return name == "gradtx_cli" or name.startswith("gradtx_cli.")
 
 
 def app_imports(source: str, importer: str, is_package: bool = False) -> list[str]:
-    """The modules of ``gradtx.app`` or ``gradtx_cli`` that ``source`` imports, with line numbers.
+    """The modules of ``gradtx_cli`` that ``source`` imports, with line numbers.
 
-    Counts ``import gradtx.app...``, ``from gradtx.app... import ...``, ``from
-    gradtx import app`` (relative forms included) and ``importlib.import_module`` /
-    ``__import__`` called with a literal name.
+    Counts ``import gradtx_cli...``, ``from gradtx_cli... import ...`` and
+    ``importlib.import_module`` / ``__import__`` called with a literal name.
     """
     found = []
     for node in ast.walk(ast.parse(source)):
@@ -72,7 +70,7 @@ def app_imports(source: str, importer: str, is_package: bool = False) -> list[st
 
 
 def library_files() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if APP not in p.parents)
+    return sorted(PACKAGE.rglob("*.py"))
 
 
 def test_the_library_never_imports_the_app():
@@ -89,30 +87,25 @@ def test_the_library_never_imports_the_app():
 
 
 def test_the_app_is_where_the_command_line_lives():
-    for name in ("__init__", "__main__", "cli", "race", "problems"):
+    for name in ("__init__", "__main__", "commands", "race", "problems"):
         assert (APP / f"{name}.py").is_file(), name
-    for name in ("cli", "race", "problems"):
+    for name in ("cli", "commands", "race", "problems", "app"):
         assert not (PACKAGE / f"{name}.py").exists(), name
-    cli = APP / "cli.py"
+        assert not (PACKAGE / name).exists(), name
+    cli = APP / "commands.py"
     # The checker sees the app's own imports of itself: it reads real files.
-    assert app_imports(cli.read_text(encoding="utf-8"), "gradtx.app.cli") != []
+    assert app_imports(cli.read_text(encoding="utf-8"), "gradtx_cli.commands") != []
 
 
 @pytest.mark.parametrize(
     ("source", "importer", "is_package"),
     [
-        ("import gradtx.app.cli", "gradtx.tree", False),
-        ("import gradtx.app as a", "gradtx.tree", False),
-        ("from gradtx.app.race import build", "gradtx.tree", False),
-        ("from gradtx import app", "gradtx.tree", False),
-        ("from gradtx import tree, app", "gradtx.tree", False),
-        ("def f():\n    from gradtx.app import problems", "gradtx.tree", False),
-        ("from . import app", "gradtx.tree", False),
-        ("from .app import cli", "gradtx", True),
-        ("from ..app.cli import main", "gradtx.transforms.flat", False),
-        ("from .. import app", "gradtx.transforms", True),
-        ("import importlib\nimportlib.import_module('gradtx.app.cli')", "gradtx.tree", False),
-        ("__import__('gradtx.app')", "gradtx.tree", False),
+        ("import gradtx_cli.commands", "gradtx.tree", False),
+        ("import gradtx_cli.race as a", "gradtx.tree", False),
+        ("from gradtx_cli.race import build", "gradtx.tree", False),
+        ("def f():\n    from gradtx_cli import problems", "gradtx.tree", False),
+        ("import importlib\nimportlib.import_module('gradtx_cli.commands')", "gradtx.tree", False),
+        ("__import__('gradtx_cli')", "gradtx.tree", False),
         ("import gradtx_cli", "gradtx.tree", False),
         ("from gradtx_cli import main", "gradtx.training.curves", False),
     ],
@@ -128,8 +121,7 @@ def test_the_checker_finds_every_spelling(source, importer, is_package):
         ("from gradtx import application, tree", "gradtx.tree", False),
         ("import gradtx.apply", "gradtx.tree", False),
         ("from . import tree", "gradtx.transforms.flat", False),
-        ("from .app import cli", "gradtx.transforms", True),  # gradtx.transforms.app
-        ("x = 'gradtx.app'", "gradtx.tree", False),
+        ("x = 'gradtx_cli'", "gradtx.tree", False),
         ("import gradtx_clip", "gradtx.tree", False),
     ],
 )
@@ -211,7 +203,7 @@ missing = [
 not_loaded = [name for name in {public_modules()!r} if name not in sys.modules]
 loaded = sorted(
     m for m in sys.modules
-    if m.split(".")[0] in {OPTIONAL!r} or m == "gradtx.app" or m.startswith("gradtx.app.")
+    if m.split(".")[0] in {OPTIONAL!r} or m == "gradtx_cli" or m.startswith("gradtx_cli.")
 )
 print(json.dumps({{
     "missing": missing, "not_loaded": not_loaded, "loaded": loaded, "all": gradtx.__all__

@@ -121,7 +121,7 @@ def quadratic(condition_number: float = 1e3, dim: int = 20, seed: int = 0) -> Pr
       ValueError: ``condition_number < 1`` or ``dim < 1``.
 
     Examples:
-      >>> from gradtx.app.problems import quadratic
+      >>> from gradtx_cli.problems import quadratic
       >>> problem = quadratic(condition_number=10.0, dim=3)
       >>> float(problem.loss(problem.params)) > problem.target > 0
       True
@@ -169,7 +169,7 @@ def rosenbrock(dim: int = 2) -> Problem:
       ValueError: ``dim < 2``.
 
     Examples:
-      >>> from gradtx.app.problems import rosenbrock
+      >>> from gradtx_cli.problems import rosenbrock
       >>> problem = rosenbrock()
       >>> round(float(problem.loss(problem.params)), 4)
       24.2
@@ -238,7 +238,7 @@ def logreg(seed: int = 0, l2: float = 1e-3) -> Problem:
       ImportError: scikit-learn is not installed.
 
     Examples:
-      >>> from gradtx.app.problems import logreg
+      >>> from gradtx_cli.problems import logreg
       >>> problem = logreg()
       >>> round(float(problem.loss(problem.params)), 4)  # log 2 at w = 0
       0.6931
@@ -306,7 +306,7 @@ def digits(seed: int = 0, hidden: int = 64) -> Problem:
       ImportError: scikit-learn is not installed.
 
     Examples:
-      >>> from gradtx.app.problems import digits
+      >>> from gradtx_cli.problems import digits
       >>> problem = digits()
       >>> 0.0 <= float(problem.accuracy(problem.params)) <= 1.0
       True
@@ -355,7 +355,7 @@ def make_problem(
       ImportError: a data problem without scikit-learn.
 
     Examples:
-      >>> from gradtx.app.problems import make_problem
+      >>> from gradtx_cli.problems import make_problem
       >>> make_problem("rosenbrock", dim=3).title
       'Rosenbrock, dim 3'
     """

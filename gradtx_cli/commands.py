@@ -4,7 +4,7 @@
 the arguments to :func:`run`.
 
 ``gradtx compare`` runs each optimizer for ``--steps`` full-batch steps on one of
-the problems of :mod:`gradtx.app.problems` (optionally after tuning each one's
+the problems of :mod:`gradtx_cli.problems` (optionally after tuning each one's
 learning rate by random search, ``--tune K``), and prints a ranked table: the
 final training loss, the test accuracy where the problem has one, the steps to
 the problem's target loss and the wall time, ranked by ``--rank-by`` (the
@@ -32,8 +32,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from gradtx.app.problems import Problem, make_problem
-from gradtx.app.race import (
+from gradtx_cli.problems import Problem, make_problem
+from gradtx_cli.race import (
     Result,
     default_rate,
     diverged_at,

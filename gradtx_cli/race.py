@@ -1,6 +1,6 @@
 """Racing optimizers on a problem: build, run under one ``lax.scan``, rank, tune.
 
-The engine behind ``gradtx compare`` and ``gradtx search`` (:mod:`gradtx.app.cli`),
+The engine behind ``gradtx compare`` and ``gradtx search`` (:mod:`gradtx_cli.commands`),
 usable from Python too:
 
 * :data:`OPTIMIZERS` names the optimizers a race can use, each with its *kind*,
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradtx
-from gradtx.app.problems import Problem
+from gradtx_cli.problems import Problem
 from gradtx.base import GradientTransformation, Params
 from gradtx.training.curves import StepMetrics, step_metrics
 from gradtx.training.search import SearchBorderWarning, SearchResult, random_search
@@ -74,8 +74,8 @@ def default_rate(problem: Problem, name: str) -> float | None:
       The rate, or None for an optimizer whose line search picks the step.
 
     Examples:
-      >>> from gradtx.app.problems import quadratic
-      >>> from gradtx.app.race import default_rate
+      >>> from gradtx_cli.problems import quadratic
+      >>> from gradtx_cli.race import default_rate
       >>> problem = quadratic(condition_number=100.0)
       >>> default_rate(problem, "sgd"), default_rate(problem, "lbfgs")  # 1 / L, line search
       (0.01, None)
@@ -100,7 +100,7 @@ def build(name: str, learning_rate: Any = None, weight_decay: Any = None) -> Gra
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> from gradtx.app.race import build
+      >>> from gradtx_cli.race import build
       >>> tx = build("sgd", 0.5, weight_decay=1.0)  # g + w, then -0.5 (g + w)
       >>> tx.update(jnp.array([1.0]), tx.init(jnp.array([2.0])), jnp.array([2.0]))[0]
       Array([-1.5], dtype=float32)
@@ -135,7 +135,7 @@ def trajectory(
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
-      >>> from gradtx.app.race import trajectory
+      >>> from gradtx_cli.race import trajectory
       >>> final, curves = trajectory(gradtx.sgd(0.25), lambda x: x @ x, jnp.ones(2), 2, 0.25)
       >>> final, curves.loss  # x <- x - 0.25 (2 x) = x / 2
       (Array([0.25, 0.25], dtype=float32), Array([2. , 0.5], dtype=float32))
@@ -169,8 +169,8 @@ def run_optimizer(
       The :class:`Result`; ``seconds`` excludes compilation.
 
     Examples:
-      >>> from gradtx.app.problems import rosenbrock
-      >>> from gradtx.app.race import run_optimizer
+      >>> from gradtx_cli.problems import rosenbrock
+      >>> from gradtx_cli.race import run_optimizer
       >>> result = run_optimizer(rosenbrock(), "lbfgs", None, steps=60)
       >>> result.losses[0], result.losses[-1] < 1e-6, result.steps_to_target < 60
       (np.float64(24.2...), np.True_, True)
