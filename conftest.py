@@ -1,0 +1,45 @@
+"""Test-session set-up shared by the suite, the doctests and the subprocesses they start.
+
+One XLA compilation cache per test run. Many tests compile the same program (the
+same optimizer on the same small tree, in the contract, behaviour, tracing and
+injection checks); with the cache, the second compile of an identical program is
+read back instead of recompiled. The key is the program, the compile options, the
+backend and jaxlib's version, so a hit runs the same executable. The cache lives
+in a fresh temporary directory for the run (shared by the ``pytest-xdist`` workers
+and by the Python subprocesses the tests start, through JAX's environment
+variables) and is removed at the end, so a run never reads a program compiled by
+an earlier one. Set ``GRADTX_TEST_XLA_CACHE=0`` to run without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_OWNER = "GRADTX_TEST_XLA_CACHE_OWNER"
+_SETTINGS = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+    if os.environ.get("GRADTX_TEST_XLA_CACHE") == "0":
+        return
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        # The first process of the run (the controller, or the only process
+        # without xdist) makes the directory; workers and subprocesses inherit it.
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gradtx-xla-cache-")
+        os.environ[_OWNER] = str(os.getpid())
+        os.environ.update(_SETTINGS)
+    import jax  # noqa: PLC0415  (after the environment, for a JAX imported earlier)
+
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_OWNER) == str(os.getpid()):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
