@@ -154,11 +154,46 @@ Mask = Any | Callable[[Params], Any]
 params that returns one."""
 
 
+def is_function(mask: Any) -> bool:
+    """Whether a mask (or labels) argument is a function to call, not a tree to read.
+
+    A pytree with leaves is read as a tree even when it is callable: an Equinox
+    module of bools defines ``__call__`` but is a mask, not a function of the
+    params. Only a callable that is a leaf itself (a plain function, a lambda, a
+    ``functools.partial``) or a pytree with no leaves is called.
+
+    >>> is_function(lambda params: params), is_function({"w": True})
+    (True, False)
+    """
+    if not callable(mask):
+        return False
+    leaves = jax.tree.leaves(mask)
+    return not leaves or (len(leaves) == 1 and leaves[0] is mask)
+
+
 def resolve_mask(mask: Mask | None, params: Params) -> Any:
-    """The mask tree for ``params``: all-True for ``None``, called if a function."""
+    """The mask tree for ``params``: all-True for ``None``, called if a function
+    (see :func:`is_function`), else the tree itself."""
     if mask is None:
         return jax.tree.map(lambda _: True, params)
-    return mask(params) if callable(mask) else mask
+    return mask(params) if is_function(mask) else mask
+
+
+def check_elementwise_mask(owner: str, mask: Any) -> None:
+    """Raises TypeError unless ``mask`` is None, a function, or a tree whose every leaf
+    is a bool or an array of bools (an element-wise mask, as the penalties take)."""
+    if mask is None or is_function(mask):
+        return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if isinstance(leaf, (bool, np.bool_)) or (dtype is not None and dtype == np.bool_):
+            continue
+        where = jax.tree_util.keystr(path) or "the root"
+        raise TypeError(
+            f"{owner}: mask must be None, a function of the params, or a pytree of bools "
+            f"(or bool arrays) shaped like the params, got {leaf!r} "
+            f"({type(leaf).__name__}) at {where}."
+        )
 
 
 def _path_keys(path: tuple[Any, ...]) -> tuple[str, ...]:
@@ -293,7 +328,7 @@ def masked(
         raise TypeError(
             "masked: mask must be a pytree of bools or a function of the params, got None."
         )
-    if not callable(mask):
+    if not is_function(mask):
         _bool_mask("masked", mask)
     update = accepts_extra_args(inner.update)
 
@@ -404,12 +439,12 @@ def partition(
         raise ValueError("partition: transforms is empty: give at least one {label: tx}.")
     order = list(transforms)
     check_members("partition", tuple(transforms.values()))
-    if not callable(param_labels):
+    if not is_function(param_labels):
         _check_labels(param_labels, transforms)
     updaters = {label: accepts_extra_args(tx.update) for label, tx in transforms.items()}
 
     def resolve(tree):
-        labels = param_labels(tree) if callable(param_labels) else param_labels
+        labels = param_labels(tree) if is_function(param_labels) else param_labels
         _check_labels(labels, transforms)
         return labels
 
