@@ -427,7 +427,9 @@ def proximal_elastic_net(
       Zou & Hastie (2005); Parikh & Boyd (2014), Proximal Algorithms.
     """
     _checks.non_negative("proximal_elastic_net", "strength", strength, schedule=True)
-    _checks.in_range("proximal_elastic_net", "alpha", alpha, 0.0, 1.0, closed_high=True, schedule=True)
+    _checks.in_range(
+        "proximal_elastic_net", "alpha", alpha, 0.0, 1.0, closed_high=True, schedule=True
+    )
     _check_step_rate("proximal_elastic_net", learning_rate)
 
     def leaf(u, w, lam, eta):
