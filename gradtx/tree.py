@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import _tactics
 from gradtx.base import Array
@@ -70,7 +71,12 @@ def zeros_like(tree: Any, dtype: Any | None = None, *, real: bool = False) -> An
 
 
 def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = False) -> Any:
-    """Arrays of ``value`` shaped like ``tree`` (see :func:`zeros_like` for dtypes)."""
+    """Arrays of ``value`` shaped like ``tree`` (see :func:`zeros_like` for dtypes).
+
+    ``tree`` is the params a state is built from: an integer or boolean leaf raises
+    ``TypeError`` (see :func:`check_inexact`).
+    """
+    check_inexact(tree)
 
     def leaf(x):
         x = jnp.asarray(x)
@@ -86,6 +92,30 @@ def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = F
         return jnp.full_like(x, value, leaf_dtype)
 
     return jax.tree.map(leaf, tree)
+
+
+def check_inexact(params: Any, owner: str | None = None) -> None:
+    """Raises TypeError naming the leaves of ``params`` that are integers or booleans.
+
+    An optimizer's step is a real (or complex) number: an integer parameter would
+    truncate every update to zero and hold an integer state, so it is refused at
+    ``init``. Exclude such leaves with :func:`gradtx.masked` or
+    :func:`gradtx.partition` (the inner transformation never sees them).
+    A Python ``float`` or ``complex`` leaf is fine (weakly typed, as in JAX).
+    """
+    bad = []
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if isinstance(x, (float, complex)):  # a Python number: weakly typed
+            continue
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+            bad.append(f"{jax.tree_util.keystr(path) or 'the root'} ({dtype or type(x).__name__})")
+    if bad:
+        start = f"{owner}: " if owner else ""
+        raise TypeError(
+            f"{start}parameters must be floating-point or complex arrays, got {name_paths(bad)}: "
+            "cast them to a float dtype, or leave them out with gradtx.masked or gradtx.partition."
+        )
 
 
 # ---------------------------------------------------------------------- structure
@@ -109,15 +139,57 @@ def name_paths(paths: list[str], limit: int = 10) -> str:
     return shown if len(paths) <= limit else f"{shown} and {len(paths) - limit} more"
 
 
-def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates") -> None:
+def _kind(x: Any) -> str:
+    """``"bool"``, ``"integer"`` or ``"floating"`` (real or complex): what a leaf holds."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return "bool" if isinstance(x, bool) else "integer" if isinstance(x, int) else "floating"
+    if jnp.issubdtype(dtype, jnp.bool_):
+        return "bool"
+    return "floating" if jnp.issubdtype(dtype, jnp.inexact) else "integer"
+
+
+def _check_leaves(expected: Any, got: Any, owner: str, what: str) -> None:
+    """Raises ValueError naming the leaves whose shape or dtype kind differ (same trees)."""
+    e_leaves, g_leaves = jax.tree.leaves(expected), jax.tree.leaves(got)
+    bad = [
+        i
+        for i, (e, g) in enumerate(zip(e_leaves, g_leaves, strict=True))
+        if np.shape(e) != np.shape(g) or _kind(e) != _kind(g)
+    ]
+    if not bad:
+        return
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
+    def shown(x):
+        return f"a {_kind(x)} array of shape {np.shape(x)}"
+
+    details = [
+        f"{paths[i] or 'the root'}: expected {shown(e_leaves[i])}, got {shown(g_leaves[i])}"
+        for i in bad
+    ]
+    raise ValueError(
+        f"{owner}: the {what} do not have the leaf shapes and dtypes of the params the state "
+        f"was initialised with: {name_paths(details)}."
+    )
+
+
+def check_structure(
+    expected: Any, got: Any, *, owner: str, what: str = "updates", leaves: bool = True
+) -> None:
     """Raises ValueError naming the paths where ``got`` and ``expected`` differ.
 
-    ``expected`` is the tree the state was built from (via ``init``). The check
-    compares tree structures only, so it costs nothing once traced under jit.
+    ``expected`` is the tree the state was built from (via ``init``). The tree
+    structures must be equal and, with ``leaves=True``, every leaf must have the
+    shape and the dtype kind (bool, integer, or real/complex) of its counterpart,
+    so a gradient of shape ``(3, 1)`` is not broadcast into a ``(3, 2)`` state.
+    Only static shapes and dtypes are compared: the check runs when the step is
+    traced and costs nothing in the compiled step.
     """
     expected_def = jax.tree.structure(expected)
     got_def = jax.tree.structure(got)
     if expected_def == got_def:
+        if leaves:
+            _check_leaves(expected, got, owner, what)
         return
     expected_paths, got_paths = _leaf_paths(expected), _leaf_paths(got)
     missing = sorted(set(expected_paths) - set(got_paths))
