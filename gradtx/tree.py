@@ -274,6 +274,33 @@ def across(collective: Any, axis_name: AxisName | None) -> Any:
     return lambda x: collective(x, axis_name)
 
 
+@jax.custom_jvp
+def sqrt(x: Array) -> Array:
+    """``jnp.sqrt(x)``, with derivative 0 at ``x = 0`` instead of ``inf``.
+
+    The values are ``jnp.sqrt``'s, bit for bit. Only the derivative at 0 changes:
+    a second moment ``v = |g|^2`` that is exactly 0 has ``dv = 2 g dg = 0``
+    there, and ``inf * 0`` would make a meta-gradient through the step NaN (for
+    Adam, RMSProp, AdaGrad, AdaBound with ``eps_root = 0`` and a gradient
+    coordinate that is exactly 0). With derivative 0 the chain rule gives the
+    finite one-sided value, ``d|g| = 0`` at ``g = 0``. Forward and reverse mode
+    both use the rule (it is linear in the tangent).
+
+    >>> import jax
+    >>> float(jax.grad(sqrt)(0.0)), float(jax.grad(sqrt)(4.0))
+    (0.0, 0.25)
+    """
+    return jnp.sqrt(x)
+
+
+@sqrt.defjvp
+def _sqrt_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    (x,), (dx,) = primals, tangents
+    root = jnp.sqrt(x)
+    positive = x > 0
+    return root, jnp.where(positive, dx / (2 * jnp.where(positive, root, 1)), 0)
+
+
 def divide_by_root(numerator: Array, denominator: Array) -> Array:
     """``numerator / denominator``, with 1 in place of a denominator of 0.
 
