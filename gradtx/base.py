@@ -62,6 +62,9 @@ class EmptyState(NamedTuple):
 def identity() -> GradientTransformation:
     """Returns updates unchanged.
 
+    It never reads the params, so any tree is accepted, integer and boolean
+    leaves included (every other gradtx block refuses those at ``init``).
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.identity()
@@ -88,7 +91,9 @@ def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransfo
         ``None`` when the caller does not pass them).
 
     Returns:
-      A transformation whose state is :class:`EmptyState`.
+      A transformation whose state is :class:`EmptyState`. Its ``init`` accepts any
+      tree, integer and boolean leaves included: what ``f`` does with them is
+      ``f``'s business.
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp

@@ -160,6 +160,7 @@ def _check_leaves(expected: Any, got: Any, owner: str, what: str) -> None:
     if not bad:
         return
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
+
     def shown(x):
         return f"a {_kind(x)} array of shape {np.shape(x)}"
 

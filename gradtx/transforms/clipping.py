@@ -44,8 +44,13 @@ def _check_maximum(owner: str, name: str, value: Any) -> None:
 
 def _stateless(update) -> GradientTransformation:
     """A transformation with no state whose updates are ``update(updates, params)``."""
+
+    def init(params):
+        tree.check_inexact(params)
+        return EmptyState()
+
     return GradientTransformation(
-        lambda params: EmptyState(),
+        init,
         lambda updates, state, params=None, **extra_args: (update(updates, params), state),
     )
 

@@ -324,6 +324,7 @@ def flat(
         raise ValueError(f"flat: pack_below must be an integer >= 1 or None, got {pack_below!r}.")
 
     def init_fn(params: Params) -> FlatState:
+        tree.check_inexact(params, "flat")
         layout = _layout(params, pack_below)
         buffers = _flatten(layout, [jnp.asarray(p) for p in jax.tree.leaves(params)])
         return _state_type(layout)(inner.init(buffers))

@@ -80,7 +80,7 @@ def add_decayed_weights(
     scheduled = callable(weight_decay)
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params, "add_decayed_weights")
         return AddDecayedWeightsState(tree.zero_count()) if scheduled else EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -185,7 +185,7 @@ def _leafwise(owner: str, leaf_fn: Callable[..., Array], hyperparameters: tuple,
     scheduled = any(callable(h) for h in hyperparameters)
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params, owner)
         return PenaltyState(tree.zero_count()) if scheduled else EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
