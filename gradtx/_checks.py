@@ -33,8 +33,10 @@ def _describe(value: Any) -> str:
     if isinstance(value, jax.core.Tracer):
         return f"a traced {value.dtype} array of shape {tuple(value.shape)}"
     shape = getattr(value, "shape", None)
-    if isinstance(value, (np.ndarray, np.generic, jax.Array)) and shape != ():
-        return f"a {value.dtype} array of shape {tuple(shape)}"
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        if shape != ():
+            return f"a {value.dtype} array of shape {tuple(shape)}"
+        return f"{value.item()!r} ({value.dtype})"
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."

@@ -340,9 +340,9 @@ def masked(
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is not None:
-            # Leaves are compared by the inner transformation, on the leaves it sees:
-            # a masked-out leaf may be anything (an integer counter, a float0 gradient).
-            tree.check_structure(params, updates, owner="masked", leaves=False)
+            # Dtypes are compared by the inner transformation, on the leaves it sees:
+            # a masked-out leaf may be an integer counter with a float0 gradient.
+            tree.check_structure(params, updates, owner="masked", dtypes=False)
         keep = resolve(updates)
         inner_updates = _hide("masked", keep, updates, "updates")
         inner_params = None if params is None else _hide("masked", keep, params, "params")
@@ -475,7 +475,7 @@ def partition(
                 f"{', '.join(sorted(map(repr, order)))} (from init), got {got}."
             )
         if params is not None:
-            tree.check_structure(params, updates, owner="partition", leaves=False)
+            tree.check_structure(params, updates, owner="partition", dtypes=False)
         labels = resolve(updates)
         outputs, new_states = [], {}
         for label in order:

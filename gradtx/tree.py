@@ -149,13 +149,13 @@ def _kind(x: Any) -> str:
     return "floating" if jnp.issubdtype(dtype, jnp.inexact) else "integer"
 
 
-def _check_leaves(expected: Any, got: Any, owner: str, what: str) -> None:
+def _check_leaves(expected: Any, got: Any, owner: str, what: str, dtypes: bool) -> None:
     """Raises ValueError naming the leaves whose shape or dtype kind differ (same trees)."""
     e_leaves, g_leaves = jax.tree.leaves(expected), jax.tree.leaves(got)
     bad = [
         i
         for i, (e, g) in enumerate(zip(e_leaves, g_leaves, strict=True))
-        if np.shape(e) != np.shape(g) or _kind(e) != _kind(g)
+        if np.shape(e) != np.shape(g) or (dtypes and _kind(e) != _kind(g))
     ]
     if not bad:
         return
@@ -175,22 +175,21 @@ def _check_leaves(expected: Any, got: Any, owner: str, what: str) -> None:
 
 
 def check_structure(
-    expected: Any, got: Any, *, owner: str, what: str = "updates", leaves: bool = True
+    expected: Any, got: Any, *, owner: str, what: str = "updates", dtypes: bool = True
 ) -> None:
     """Raises ValueError naming the paths where ``got`` and ``expected`` differ.
 
     ``expected`` is the tree the state was built from (via ``init``). The tree
-    structures must be equal and, with ``leaves=True``, every leaf must have the
-    shape and the dtype kind (bool, integer, or real/complex) of its counterpart,
-    so a gradient of shape ``(3, 1)`` is not broadcast into a ``(3, 2)`` state.
+    structures must be equal, every leaf must have the shape of its counterpart
+    (a gradient of shape ``(3, 1)`` is not broadcast into a ``(3, 2)`` state) and,
+    with ``dtypes=True``, its dtype kind (bool, integer, or real/complex).
     Only static shapes and dtypes are compared: the check runs when the step is
     traced and costs nothing in the compiled step.
     """
     expected_def = jax.tree.structure(expected)
     got_def = jax.tree.structure(got)
     if expected_def == got_def:
-        if leaves:
-            _check_leaves(expected, got, owner, what)
+        _check_leaves(expected, got, owner, what, dtypes)
         return
     expected_paths, got_paths = _leaf_paths(expected), _leaf_paths(got)
     missing = sorted(set(expected_paths) - set(got_paths))

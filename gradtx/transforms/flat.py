@@ -154,6 +154,12 @@ def _leaves(layout: FlatLayout, values: Any, what: str) -> tuple[list[jax.Array]
                 f"flat: {what} leaf {jax.tree_util.keystr(path)} has shape {tuple(leaf.shape)}, "
                 f"but the params the state was initialised with have {entry.shape} there."
             )
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):  # the params are (see init)
+            raise ValueError(
+                f"flat: {what} leaf {jax.tree_util.keystr(path)} is a {leaf.dtype} array of "
+                f"shape {entry.shape}, but the params the state was initialised with have a "
+                "floating-point array there."
+            )
         leaves.append(leaf)
     return leaves, treedef
 
