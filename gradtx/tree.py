@@ -127,6 +127,11 @@ def _leaf_paths(tree: Any) -> list[str]:
     return [jax.tree_util.keystr(path) for path, _ in leaves]
 
 
+def _none_paths(tree: Any) -> set[str]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
+    return {jax.tree_util.keystr(path) for path, x in leaves if x is None}
+
+
 def name_paths(paths: list[str], limit: int = 10) -> str:
     """``paths`` joined by commas for an error message, the first ``limit`` of them
     and a count of the rest: on a model of thousands of leaves, a wrong tree should
@@ -199,6 +204,12 @@ def check_structure(
         details.append(f"missing from {what}: {name_paths(missing)}")
     if unexpected:
         details.append(f"in {what} but not in the state: {name_paths(unexpected)}")
+    if not details:
+        # The same paths, but a leaf is None (empty) on one side only: a masked-out leaf.
+        empty_expected, empty_got = _none_paths(expected), _none_paths(got)
+        if empty_expected != empty_got:
+            flipped = sorted(empty_expected ^ empty_got)
+            details.append(f"None in one and an array in the other at {name_paths(flipped)}")
     if not details:
         details.append(f"state structure {expected_def}, {what} structure {got_def}")
     raise ValueError(
