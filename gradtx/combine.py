@@ -302,7 +302,9 @@ def masked(
         returning one. The function is called with the params in ``init`` and with
         the updates in ``update`` (as Optax does), so it must depend on the tree's
         structure, names and shapes only; each mask leaf is a Python or numpy bool,
-        known when the step is traced.
+        known when the step is traced. A pytree with leaves is read as a tree even
+        when it is callable (an Equinox module of bools): only a plain function
+        is called (see :func:`is_function`).
       mask_compatible_extra_args: also mask the extra arguments of ``update`` that
         have the updates' tree structure (per-parameter tags, for example).
 
@@ -405,7 +407,9 @@ def partition(
       param_labels: a pytree of labels with the params' structure, or a prefix of
         it (one label for a whole subtree); or a function of the params returning
         one (called with the params in ``init`` and with the updates in ``update``,
-        as Optax does, so it must depend on structure, names and shapes only).
+        as Optax does, so it must depend on structure, names and shapes only). A
+        pytree with leaves is read as labels even when it is callable (an Equinox
+        module of labels): only a plain function is called.
       mask_compatible_extra_args: also split the extra arguments of ``update`` that
         have the updates' tree structure, as :func:`masked` does.
 

@@ -59,9 +59,11 @@ def add_decayed_weights(
 
     Args:
       weight_decay: ``alpha``, a number >= 0 or a schedule of the step count.
-      mask: which leaves are decayed: a pytree of bools shaped like the params, or
-        a function of the params returning one. Biases and normalization scales are
-        usually excluded (Goodfellow et al. 2016, Sec. 7.1).
+      mask: which leaves are decayed: a pytree of bools (or bool arrays) shaped
+        like the params, or a function of the params returning one. A pytree with
+        leaves is read as a mask even when it is callable (an Equinox module).
+        Biases and normalization scales are usually excluded (Goodfellow et al.
+        2016, Sec. 7.1).
 
     Raises:
       ValueError: ``weight_decay`` negative or not finite; ``update`` called
