@@ -62,6 +62,9 @@ class EmptyState(NamedTuple):
 def identity() -> GradientTransformation:
     """Returns updates unchanged.
 
+    It never reads the params, so any tree is accepted, integer and boolean
+    leaves included (every other gradtx block refuses those at ``init``).
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> tx = gradtx.identity()
@@ -88,7 +91,9 @@ def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransfo
         ``None`` when the caller does not pass them).
 
     Returns:
-      A transformation whose state is :class:`EmptyState`.
+      A transformation whose state is :class:`EmptyState`. Its ``init`` accepts any
+      tree, integer and boolean leaves included: what ``f`` does with them is
+      ``f``'s business.
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp
@@ -112,7 +117,32 @@ def _add_keep_dtype(param: Array | None, update: Array | None) -> Array | None:
     if param is None:
         return None
     param = jnp.asarray(param)
+    if jnp.shape(update) != param.shape:
+        raise _ShapeMismatch
     return (param + update).astype(param.dtype)
+
+
+class _ShapeMismatch(Exception):
+    """An update leaf whose shape is not its parameter's (reported with its path)."""
+
+
+def _shape_error(params: Params, updates: Updates) -> ValueError:
+    def shape(x):
+        return None if x is None else tuple(jnp.shape(x))
+
+    is_none = lambda x: x is None  # noqa: E731
+    pairs = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_none)[0]
+    treedef = jax.tree.structure(params, is_leaf=is_none)
+    others = treedef.flatten_up_to(updates)
+    bad = [
+        f"{jax.tree_util.keystr(path) or 'the root'} has shape {shape(p)}, its update {shape(u)}"
+        for (path, p), u in zip(pairs, others, strict=True)
+        if p is not None and shape(p) != shape(u)
+    ]
+    shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    return ValueError(
+        f"apply_updates: every update must have its parameter's shape (no broadcasting): {shown}."
+    )
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -126,9 +156,17 @@ def apply_updates(params: Params, updates: Updates) -> Params:
       params: the parameters, a pytree (its ``None`` leaves are kept).
       updates: a pytree shaped like ``params``, as returned by ``update``.
 
+    Raises:
+      ValueError: an update leaf's shape differs from its parameter's (it is not
+        broadcast: a ``(3,)`` update on a ``(1,)`` parameter is an error, not a
+        new ``(3,)`` parameter), or the trees differ.
+
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> gradtx.apply_updates({"w": jnp.ones(2)}, {"w": jnp.full(2, -0.5)})
       {'w': Array([0.5, 0.5], dtype=float32)}
     """
-    return jax.tree.map(_add_keep_dtype, params, updates, is_leaf=lambda x: x is None)
+    try:
+        return jax.tree.map(_add_keep_dtype, params, updates, is_leaf=lambda x: x is None)
+    except _ShapeMismatch:
+        raise _shape_error(params, updates) from None

@@ -154,11 +154,46 @@ Mask = Any | Callable[[Params], Any]
 params that returns one."""
 
 
+def is_function(mask: Any) -> bool:
+    """Whether a mask (or labels) argument is a function to call, not a tree to read.
+
+    A pytree with leaves is read as a tree even when it is callable: an Equinox
+    module of bools defines ``__call__`` but is a mask, not a function of the
+    params. Only a callable that is a leaf itself (a plain function, a lambda, a
+    ``functools.partial``) or a pytree with no leaves is called.
+
+    >>> is_function(lambda params: params), is_function({"w": True})
+    (True, False)
+    """
+    if not callable(mask):
+        return False
+    leaves = jax.tree.leaves(mask)
+    return not leaves or (len(leaves) == 1 and leaves[0] is mask)
+
+
 def resolve_mask(mask: Mask | None, params: Params) -> Any:
-    """The mask tree for ``params``: all-True for ``None``, called if a function."""
+    """The mask tree for ``params``: all-True for ``None``, called if a function
+    (see :func:`is_function`), else the tree itself."""
     if mask is None:
         return jax.tree.map(lambda _: True, params)
-    return mask(params) if callable(mask) else mask
+    return mask(params) if is_function(mask) else mask
+
+
+def check_elementwise_mask(owner: str, mask: Any) -> None:
+    """Raises TypeError unless ``mask`` is None, a function, or a tree whose every leaf
+    is a bool or an array of bools (an element-wise mask, as the penalties take)."""
+    if mask is None or is_function(mask):
+        return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if isinstance(leaf, (bool, np.bool_)) or (dtype is not None and dtype == np.bool_):
+            continue
+        where = jax.tree_util.keystr(path) or "the root"
+        raise TypeError(
+            f"{owner}: mask must be None, a function of the params, or a pytree of bools "
+            f"(or bool arrays) shaped like the params, got {leaf!r} "
+            f"({type(leaf).__name__}) at {where}."
+        )
 
 
 def _path_keys(path: tuple[Any, ...]) -> tuple[str, ...]:
@@ -267,7 +302,9 @@ def masked(
         returning one. The function is called with the params in ``init`` and with
         the updates in ``update`` (as Optax does), so it must depend on the tree's
         structure, names and shapes only; each mask leaf is a Python or numpy bool,
-        known when the step is traced.
+        known when the step is traced. A pytree with leaves is read as a tree even
+        when it is callable (an Equinox module of bools): only a plain function
+        is called (see :func:`is_function`).
       mask_compatible_extra_args: also mask the extra arguments of ``update`` that
         have the updates' tree structure (per-parameter tags, for example).
 
@@ -293,7 +330,7 @@ def masked(
         raise TypeError(
             "masked: mask must be a pytree of bools or a function of the params, got None."
         )
-    if not callable(mask):
+    if not is_function(mask):
         _bool_mask("masked", mask)
     update = accepts_extra_args(inner.update)
 
@@ -305,7 +342,9 @@ def masked(
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is not None:
-            tree.check_structure(params, updates, owner="masked")
+            # Dtypes are compared by the inner transformation, on the leaves it sees:
+            # a masked-out leaf may be an integer counter with a float0 gradient.
+            tree.check_structure(params, updates, owner="masked", dtypes=False)
         keep = resolve(updates)
         inner_updates = _hide("masked", keep, updates, "updates")
         inner_params = None if params is None else _hide("masked", keep, params, "params")
@@ -368,7 +407,9 @@ def partition(
       param_labels: a pytree of labels with the params' structure, or a prefix of
         it (one label for a whole subtree); or a function of the params returning
         one (called with the params in ``init`` and with the updates in ``update``,
-        as Optax does, so it must depend on structure, names and shapes only).
+        as Optax does, so it must depend on structure, names and shapes only). A
+        pytree with leaves is read as labels even when it is callable (an Equinox
+        module of labels): only a plain function is called.
       mask_compatible_extra_args: also split the extra arguments of ``update`` that
         have the updates' tree structure, as :func:`masked` does.
 
@@ -404,12 +445,12 @@ def partition(
         raise ValueError("partition: transforms is empty: give at least one {label: tx}.")
     order = list(transforms)
     check_members("partition", tuple(transforms.values()))
-    if not callable(param_labels):
+    if not is_function(param_labels):
         _check_labels(param_labels, transforms)
     updaters = {label: accepts_extra_args(tx.update) for label, tx in transforms.items()}
 
     def resolve(tree):
-        labels = param_labels(tree) if callable(param_labels) else param_labels
+        labels = param_labels(tree) if is_function(param_labels) else param_labels
         _check_labels(labels, transforms)
         return labels
 
@@ -438,7 +479,7 @@ def partition(
                 f"{', '.join(sorted(map(repr, order)))} (from init), got {got}."
             )
         if params is not None:
-            tree.check_structure(params, updates, owner="partition")
+            tree.check_structure(params, updates, owner="partition", dtypes=False)
         labels = resolve(updates)
         outputs, new_states = [], {}
         for label in order:

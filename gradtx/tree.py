@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import _tactics
 from gradtx.base import Array
@@ -70,7 +71,12 @@ def zeros_like(tree: Any, dtype: Any | None = None, *, real: bool = False) -> An
 
 
 def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = False) -> Any:
-    """Arrays of ``value`` shaped like ``tree`` (see :func:`zeros_like` for dtypes)."""
+    """Arrays of ``value`` shaped like ``tree`` (see :func:`zeros_like` for dtypes).
+
+    ``tree`` is the params a state is built from: an integer or boolean leaf raises
+    ``TypeError`` (see :func:`check_inexact`).
+    """
+    check_inexact(tree)
 
     def leaf(x):
         x = jnp.asarray(x)
@@ -88,6 +94,30 @@ def full_like(tree: Any, value: Any, dtype: Any | None = None, *, real: bool = F
     return jax.tree.map(leaf, tree)
 
 
+def check_inexact(params: Any, owner: str | None = None) -> None:
+    """Raises TypeError naming the leaves of ``params`` that are integers or booleans.
+
+    An optimizer's step is a real (or complex) number: an integer parameter would
+    truncate every update to zero and hold an integer state, so it is refused at
+    ``init``. Exclude such leaves with :func:`gradtx.masked` or
+    :func:`gradtx.partition` (the inner transformation never sees them).
+    A Python ``float`` or ``complex`` leaf is fine (weakly typed, as in JAX).
+    """
+    bad = []
+    for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if isinstance(x, (float, complex)):  # a Python number: weakly typed
+            continue
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+            bad.append(f"{jax.tree_util.keystr(path) or 'the root'} ({dtype or type(x).__name__})")
+    if bad:
+        start = f"{owner}: " if owner else ""
+        raise TypeError(
+            f"{start}parameters must be floating-point or complex arrays, got {name_paths(bad)}: "
+            "cast them to a float dtype, or leave them out with gradtx.masked or gradtx.partition."
+        )
+
+
 # ---------------------------------------------------------------------- structure
 
 
@@ -95,6 +125,11 @@ def _leaf_paths(tree: Any) -> list[str]:
     # None leaves are listed too: a masked-out leaf is None in a state (see masked).
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
     return [jax.tree_util.keystr(path) for path, _ in leaves]
+
+
+def _none_paths(tree: Any) -> set[str]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
+    return {jax.tree_util.keystr(path) for path, x in leaves if x is None}
 
 
 def name_paths(paths: list[str], limit: int = 10) -> str:
@@ -109,15 +144,57 @@ def name_paths(paths: list[str], limit: int = 10) -> str:
     return shown if len(paths) <= limit else f"{shown} and {len(paths) - limit} more"
 
 
-def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates") -> None:
+def _kind(x: Any) -> str:
+    """``"bool"``, ``"integer"`` or ``"floating"`` (real or complex): what a leaf holds."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        return "bool" if isinstance(x, bool) else "integer" if isinstance(x, int) else "floating"
+    if jnp.issubdtype(dtype, jnp.bool_):
+        return "bool"
+    return "floating" if jnp.issubdtype(dtype, jnp.inexact) else "integer"
+
+
+def _check_leaves(expected: Any, got: Any, owner: str, what: str, dtypes: bool) -> None:
+    """Raises ValueError naming the leaves whose shape or dtype kind differ (same trees)."""
+    e_leaves, g_leaves = jax.tree.leaves(expected), jax.tree.leaves(got)
+    bad = [
+        i
+        for i, (e, g) in enumerate(zip(e_leaves, g_leaves, strict=True))
+        if np.shape(e) != np.shape(g) or (dtypes and _kind(e) != _kind(g))
+    ]
+    if not bad:
+        return
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(expected)[0]]
+
+    def shown(x):
+        return f"a {_kind(x)} array of shape {np.shape(x)}"
+
+    details = [
+        f"{paths[i] or 'the root'}: expected {shown(e_leaves[i])}, got {shown(g_leaves[i])}"
+        for i in bad
+    ]
+    raise ValueError(
+        f"{owner}: the {what} do not have the leaf shapes and dtypes of the params the state "
+        f"was initialised with: {name_paths(details)}."
+    )
+
+
+def check_structure(
+    expected: Any, got: Any, *, owner: str, what: str = "updates", dtypes: bool = True
+) -> None:
     """Raises ValueError naming the paths where ``got`` and ``expected`` differ.
 
-    ``expected`` is the tree the state was built from (via ``init``). The check
-    compares tree structures only, so it costs nothing once traced under jit.
+    ``expected`` is the tree the state was built from (via ``init``). The tree
+    structures must be equal, every leaf must have the shape of its counterpart
+    (a gradient of shape ``(3, 1)`` is not broadcast into a ``(3, 2)`` state) and,
+    with ``dtypes=True``, its dtype kind (bool, integer, or real/complex).
+    Only static shapes and dtypes are compared: the check runs when the step is
+    traced and costs nothing in the compiled step.
     """
     expected_def = jax.tree.structure(expected)
     got_def = jax.tree.structure(got)
     if expected_def == got_def:
+        _check_leaves(expected, got, owner, what, dtypes)
         return
     expected_paths, got_paths = _leaf_paths(expected), _leaf_paths(got)
     missing = sorted(set(expected_paths) - set(got_paths))
@@ -127,6 +204,12 @@ def check_structure(expected: Any, got: Any, *, owner: str, what: str = "updates
         details.append(f"missing from {what}: {name_paths(missing)}")
     if unexpected:
         details.append(f"in {what} but not in the state: {name_paths(unexpected)}")
+    if not details:
+        # The same paths, but a leaf is None (empty) on one side only: a masked-out leaf.
+        empty_expected, empty_got = _none_paths(expected), _none_paths(got)
+        if empty_expected != empty_got:
+            flipped = sorted(empty_expected ^ empty_got)
+            details.append(f"None in one and an array in the other at {name_paths(flipped)}")
     if not details:
         details.append(f"state structure {expected_def}, {what} structure {got_def}")
     raise ValueError(
@@ -200,6 +283,33 @@ def across(collective: Any, axis_name: AxisName | None) -> Any:
     if axis_name is None:
         return lambda x: x
     return lambda x: collective(x, axis_name)
+
+
+@jax.custom_jvp
+def sqrt(x: Array) -> Array:
+    """``jnp.sqrt(x)``, with derivative 0 at ``x = 0`` instead of ``inf``.
+
+    The values are ``jnp.sqrt``'s, bit for bit. Only the derivative at 0 changes:
+    a second moment ``v = |g|^2`` that is exactly 0 has ``dv = 2 g dg = 0``
+    there, and ``inf * 0`` would make a meta-gradient through the step NaN (for
+    Adam, RMSProp, AdaGrad, AdaBound with ``eps_root = 0`` and a gradient
+    coordinate that is exactly 0). With derivative 0 the chain rule gives the
+    finite one-sided value, ``d|g| = 0`` at ``g = 0``. Forward and reverse mode
+    both use the rule (it is linear in the tangent).
+
+    >>> import jax
+    >>> float(jax.grad(sqrt)(0.0)), float(jax.grad(sqrt)(4.0))
+    (0.0, 0.25)
+    """
+    return jnp.sqrt(x)
+
+
+@sqrt.defjvp
+def _sqrt_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
+    (x,), (dx,) = primals, tangents
+    root = jnp.sqrt(x)
+    positive = x > 0
+    return root, jnp.where(positive, dx / (2 * jnp.where(positive, root, 1)), 0)
 
 
 def divide_by_root(numerator: Array, denominator: Array) -> Array:

@@ -60,6 +60,8 @@ class Entry:
         values at trial points: rounding the trial points to bfloat16 may change
         which trial is accepted, so the bfloat16 run is not compared with the
         float32 one step for step (the line-search tests check the conditions).
+      accepts_integer_params: ``init`` accepts integer and boolean parameters
+        (documented by the block); every other entry refuses them, naming the leaf.
       extra_args: extra arguments the method needs on every ``update`` (e.g. the
         loss ``value`` for iRprop+ or reduce_on_plateau); :meth:`make` supplies
         them as defaults, so generic tests need not know about them.
@@ -81,6 +83,7 @@ class Entry:
     selects_by_tree: bool = False
     reduces_per_leaf: bool = False
     searches_line: bool = False
+    accepts_integer_params: bool = False
     extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def make(self, **overrides: Any) -> gradtx.GradientTransformation:
@@ -206,7 +209,9 @@ def _decay(name: str) -> dict[str, Any]:
 
 REGISTRY: tuple[Entry, ...] = (
     # Protocol and combinators.
-    Entry("identity", "identity", gradtx.identity, checks_structure=False),
+    Entry(
+        "identity", "identity", gradtx.identity, checks_structure=False, accepts_integer_params=True
+    ),
     Entry(
         "stateless",
         "stateless",
@@ -215,6 +220,7 @@ REGISTRY: tuple[Entry, ...] = (
         hyperparameter="factor",
         hyperparameter_values=(0.5, 2.0),
         linear_in_hyperparameter=True,
+        accepts_integer_params=True,
     ),
     Entry("chain", "chain", _chain_example, descends=True, **_LR),
     Entry("named_chain", "named_chain", _named_chain_example, descends=True, **_LR),

@@ -198,7 +198,7 @@ def test_eps_zero_with_an_all_zero_gradient_steps_zero_not_nan(tx):
 
 
 def test_a_missing_learning_rate_is_refused_by_name():
-    with pytest.raises(ValueError, match="learning_rate must be a finite number or a schedule"):
+    with pytest.raises(TypeError, match="learning_rate must be a real number .* or a schedule"):
         gradtx.scale_by_learning_rate(None)
-    with pytest.raises(ValueError, match="adam: learning_rate .* got None"):
+    with pytest.raises(TypeError, match="adam: learning_rate .* got None"):
         gradtx.adam(None)

@@ -199,7 +199,7 @@ def scale_by_adabound(
         else:
             new_max = None
         # A zero root means every gradient so far was 0, so m = 0: any finite rate will do.
-        root = jnp.sqrt(v) + eps
+        root = tree.sqrt(v) + eps
         lower, upper = bounds(ratio, gamma, count, r)
         if form == "code":
             c_t = jnp.sqrt(tree.bias_correction_factor(b2, count, r))

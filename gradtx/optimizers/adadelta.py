@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax.numpy as jnp
-
 from gradtx import _checks, tree
 from gradtx.base import GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import Mask, chain
@@ -47,8 +45,8 @@ def _adadelta_leaf(g, e_g, e_x, rho, eps):
     old_e_x = tree.as_dtype(e_x, r)
     step_sq = (old_e_x + eps) / e_g_eps * g_sq
     new_e_x = tree.as_dtype(rho * old_e_x + (1 - rho) * step_sq, e_x.dtype)
-    numerator = jnp.sqrt(tree.as_dtype(new_e_x, r) + rho * eps) * g
-    denominator = jnp.sqrt(rho * e_g_eps + (1 - rho) * g_sq)
+    numerator = tree.sqrt(tree.as_dtype(new_e_x, r) + rho * eps) * g
+    denominator = tree.sqrt(rho * e_g_eps + (1 - rho) * g_sq)
     step = tree.divide_by_root(numerator, denominator)
     return tree.as_dtype(step, dtype), new_e_g, new_e_x
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax.numpy as jnp
-
 from gradtx import _checks, tree
 from gradtx.base import GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
@@ -22,7 +20,7 @@ def _rss_leaf(g, r, eps, eps_in_sqrt):
     c = tree.compute_dtype(g.dtype)
     gc = tree.as_dtype(g, c)
     r_new = tree.as_dtype(r, tree.real_dtype(c)) + tree.abs_sq(gc)
-    denom = jnp.sqrt(r_new + eps) if eps_in_sqrt else jnp.sqrt(r_new) + eps
+    denom = tree.sqrt(r_new + eps) if eps_in_sqrt else tree.sqrt(r_new) + eps
     out = tree.divide_by_root(gc, denom)
     return tree.as_dtype(out, g.dtype), tree.as_dtype(r_new, r.dtype)
 

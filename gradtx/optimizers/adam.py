@@ -54,7 +54,7 @@ def init_moments(params, mu_dtype, nu_dtype):
 
 def denominator(nu_hat, eps, eps_root):
     """``sqrt(nu_hat + eps_root) + eps``: eps inside and outside the root."""
-    return jnp.sqrt(nu_hat + eps_root) + eps
+    return tree.sqrt(nu_hat + eps_root) + eps
 
 
 def normalise(numerator, nu_hat, eps, eps_root):

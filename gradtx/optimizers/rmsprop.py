@@ -31,7 +31,7 @@ class ScaleByStddevState(NamedTuple):
 
 def _normalise(g, second, eps, eps_in_sqrt):
     """``g / sqrt(second + eps)`` or ``g / (sqrt(second) + eps)``, in float32 or wider."""
-    denom = jnp.sqrt(second + eps) if eps_in_sqrt else jnp.sqrt(second) + eps
+    denom = tree.sqrt(second + eps) if eps_in_sqrt else tree.sqrt(second) + eps
     return tree.divide_by_root(g, denom)
 
 

@@ -99,7 +99,8 @@ def _check_args(owner, learning_rate, eta_minus, eta_plus, min_step_size, max_st
     _checks.positive(owner, "learning_rate", learning_rate)
     _checks.non_negative(owner, "min_step_size", min_step_size)
     _checks.positive(owner, "max_step_size", max_step_size)
-    minus, plus = _checks._concrete(eta_minus), _checks._concrete(eta_plus)
+    minus = _checks.scalar(owner, "eta_minus", eta_minus)
+    plus = _checks.scalar(owner, "eta_plus", eta_plus)
     if minus is not None and not (_holds(minus > 0) and _holds(minus < 1)):
         _checks._fail(owner, "eta_minus", eta_minus, "in (0, 1)")
     if plus is not None and not (_holds(plus > 1) and _holds(plus < float("inf"))):

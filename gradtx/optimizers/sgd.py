@@ -165,6 +165,7 @@ def sgd(
       Robbins & Monro (1951); Goodfellow, Bengio & Courville (2016), Alg. 8.1-8.3.
     """
     _checks.learning_rate("sgd", learning_rate)
+    _checks.dtype_or_none("sgd", "accumulator_dtype", accumulator_dtype)
     if momentum is None:
         if nesterov:
             raise ValueError("sgd: nesterov=True needs a momentum, got momentum=None.")

@@ -229,7 +229,7 @@ def exponential_decay(
     owner = "exponential_decay"
     _checks.finite(owner, "init_value", init_value)
     _checks.positive(owner, "decay_rate", decay_rate)
-    _checks.finite(owner, "end_value", end_value)
+    _checks.finite(owner, "end_value", end_value, optional=True)
     steps = _steps.integer(owner, "transition_steps", transition_steps, 1)
     begin = _steps.integer(owner, "transition_begin", transition_begin)
 

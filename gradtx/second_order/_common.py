@@ -48,7 +48,9 @@ def require_value_fn(owner: str, value_fn: Any) -> ValueFn:
 
 
 def refuse_complex(owner: str, params: Any) -> None:
-    """Raises ValueError naming the complex leaves of ``params``, if any."""
+    """Raises ValueError naming the complex leaves of ``params``, if any (and
+    TypeError naming the integer or boolean ones, as :func:`gradtx.tree.check_inexact`)."""
+    tree.check_inexact(params, owner)
     leaves = jax.tree_util.tree_leaves_with_path(params)
     paths = [jax.tree_util.keystr(p) or "(root)" for p, x in leaves if jnp.iscomplexobj(x)]
     if paths:

@@ -191,6 +191,13 @@ def bfgs(
     ``chain(scale_by_bfgs(...), scale_by_learning_rate(learning_rate), linesearch)``;
     see :func:`scale_by_bfgs`.
 
+    **Meta-gradients: forward mode only.** The line search's trials run in
+    ``lax.while_loop``, which JAX differentiates in forward mode only. A derivative
+    through steps with respect to a hyperparameter or the starting point works with
+    ``jax.jvp`` / ``jax.jacfwd``; reverse mode (``jax.grad``, ``jax.vjp``) raises
+    JAX's "Reverse-mode differentiation does not work for lax.while_loop"
+    ``ValueError``.
+
     Args:
       learning_rate: scales the direction before the line search; None means 1,
         the quasi-Newton step.
@@ -424,6 +431,13 @@ def lbfgs(
     ``chain(scale_by_lbfgs(memory_size), scale_by_learning_rate(learning_rate),
     linesearch)``; see :func:`scale_by_lbfgs`. Optax's ``lbfgs`` has the same
     arguments and defaults.
+
+    **Meta-gradients: forward mode only.** The line search's trials run in
+    ``lax.while_loop``, which JAX differentiates in forward mode only. A derivative
+    through steps with respect to a hyperparameter or the starting point works with
+    ``jax.jvp`` / ``jax.jacfwd``; reverse mode (``jax.grad``, ``jax.vjp``) raises
+    JAX's "Reverse-mode differentiation does not work for lax.while_loop"
+    ``ValueError``.
 
     Args:
       learning_rate: scales the direction before the line search; None means 1.

@@ -236,6 +236,13 @@ def hessian_free(
     ``chain(scale_by_hessian_free(...), scale_by_learning_rate(learning_rate),
     linesearch)``; see :func:`scale_by_hessian_free` for the math.
 
+    **Meta-gradients: forward mode only.** The conjugate-gradient iterations (and a
+    line search's trials, if one is chained) run in ``lax.while_loop``, which JAX
+    differentiates in forward mode only. A derivative through steps with respect to
+    a hyperparameter or the starting point works with ``jax.jvp`` / ``jax.jacfwd``;
+    reverse mode (``jax.grad``, ``jax.vjp``) raises JAX's "Reverse-mode
+    differentiation does not work for lax.while_loop" ``ValueError``.
+
     Args:
       learning_rate: ``epsilon``, a number or a schedule; 1 is Newton's step.
       damping: ``lambda >= 0``.

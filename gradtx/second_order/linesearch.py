@@ -404,7 +404,7 @@ def scale_by_zoom_linesearch(
     _checks.positive_int(owner, "max_linesearch_steps", max_linesearch_steps)
     if max_stepsize is not None:
         _checks.positive(owner, "max_stepsize", max_stepsize)
-    factor = _checks._concrete(increase_factor)
+    factor = _checks.scalar(owner, "increase_factor", increase_factor)
     if factor is not None and not (np.isfinite(factor) and factor > 1.0):
         _checks._fail(owner, "increase_factor", increase_factor, "a finite number > 1")
     _open_unit(owner, "slope_rtol", slope_rtol)

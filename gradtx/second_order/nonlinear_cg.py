@@ -156,6 +156,13 @@ def nonlinear_cg(
     ``chain(scale_by_nonlinear_cg(method), scale_by_learning_rate(learning_rate),
     linesearch)``; see :func:`scale_by_nonlinear_cg`.
 
+    **Meta-gradients: forward mode only.** The line search's trials run in
+    ``lax.while_loop``, which JAX differentiates in forward mode only. A derivative
+    through steps with respect to a hyperparameter or the starting point works with
+    ``jax.jvp`` / ``jax.jacfwd``; reverse mode (``jax.grad``, ``jax.vjp``) raises
+    JAX's "Reverse-mode differentiation does not work for lax.while_loop"
+    ``ValueError``.
+
     Args:
       learning_rate: scales the direction before the line search (the search's
         first trial step); a number or a schedule.

@@ -37,15 +37,20 @@ from gradtx.base import Array, EmptyState, GradientTransformation
 
 def _check_maximum(owner: str, name: str, value: Any) -> None:
     """A clipping bound: a number >= 0, ``inf`` allowed (no clipping); skipped for tracers."""
-    array = _checks._concrete(value)
+    array = _checks.scalar(owner, name, value)
     if array is not None and (np.isnan(array).any() or (array < 0).any()):
         _checks._fail(owner, name, value, "a number >= 0 (inf: no clipping)")
 
 
 def _stateless(update) -> GradientTransformation:
     """A transformation with no state whose updates are ``update(updates, params)``."""
+
+    def init(params):
+        tree.check_inexact(params)
+        return EmptyState()
+
     return GradientTransformation(
-        lambda params: EmptyState(),
+        init,
         lambda updates, state, params=None, **extra_args: (update(updates, params), state),
     )
 
@@ -267,6 +272,15 @@ def adaptive_grad_clip(
     """
     _check_maximum("adaptive_grad_clip", "clipping", clipping)
     _checks.non_negative("adaptive_grad_clip", "eps", eps)
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else axis
+    if axis is not None and not (
+        isinstance(axes, tuple)
+        and all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes)
+    ):
+        raise TypeError(
+            f"adaptive_grad_clip: axis must be None, an int or a tuple of ints, "
+            f"got {axis!r} ({type(axis).__name__})."
+        )
 
     def clip_leaf(g, w):
         g_norm, w_norm = _norms([[g], [w]], _unit_axes(w, axis))

@@ -154,6 +154,12 @@ def _leaves(layout: FlatLayout, values: Any, what: str) -> tuple[list[jax.Array]
                 f"flat: {what} leaf {jax.tree_util.keystr(path)} has shape {tuple(leaf.shape)}, "
                 f"but the params the state was initialised with have {entry.shape} there."
             )
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):  # the params are (see init)
+            raise ValueError(
+                f"flat: {what} leaf {jax.tree_util.keystr(path)} is a {leaf.dtype} array of "
+                f"shape {entry.shape}, but the params the state was initialised with have a "
+                "floating-point array there."
+            )
         leaves.append(leaf)
     return leaves, treedef
 
@@ -324,6 +330,7 @@ def flat(
         raise ValueError(f"flat: pack_below must be an integer >= 1 or None, got {pack_below!r}.")
 
     def init_fn(params: Params) -> FlatState:
+        tree.check_inexact(params, "flat")
         layout = _layout(params, pack_below)
         buffers = _flatten(layout, [jnp.asarray(p) for p in jax.tree.leaves(params)])
         return _state_type(layout)(inner.init(buffers))

@@ -93,7 +93,7 @@ def bias_correction(decay: float) -> GradientTransformation:
     _checks.in_range("bias_correction", "decay", decay, 0.0, 1.0)
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params, "bias_correction")
         return BiasCorrectionState(tree.zero_count())
 
     def update_fn(updates, state, params=None, **extra_args):

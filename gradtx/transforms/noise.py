@@ -121,7 +121,7 @@ def add_noise(
     key_data, impl = _key_and_impl(key, seed)
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params, "add_noise")
         # A copy: a donated state would otherwise delete the key every init hands out.
         return AddNoiseState(tree.zero_count(), jnp.array(key_data, copy=True))
 

@@ -213,6 +213,7 @@ def reduce_on_plateau(
     )  # fmt: skip
 
     def init_fn(params):
+        tree.check_inexact(params, "reduce_on_plateau")
         dtype = _state_dtype(params)
         # One array per field: a state whose leaves alias cannot be donated.
         return ReduceOnPlateauState(

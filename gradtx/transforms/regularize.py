@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from gradtx import _checks, tree
 from gradtx.base import Array, EmptyState, GradientTransformation, Params, ScalarOrSchedule
-from gradtx.combine import Mask, resolve_mask
+from gradtx.combine import Mask, check_elementwise_mask, resolve_mask
 
 
 def _select(keep: Any, changed: Array, original: Array) -> Array:
@@ -59,9 +59,11 @@ def add_decayed_weights(
 
     Args:
       weight_decay: ``alpha``, a number >= 0 or a schedule of the step count.
-      mask: which leaves are decayed: a pytree of bools shaped like the params, or
-        a function of the params returning one. Biases and normalization scales are
-        usually excluded (Goodfellow et al. 2016, Sec. 7.1).
+      mask: which leaves are decayed: a pytree of bools (or bool arrays) shaped
+        like the params, or a function of the params returning one. A pytree with
+        leaves is read as a mask even when it is callable (an Equinox module).
+        Biases and normalization scales are usually excluded (Goodfellow et al.
+        2016, Sec. 7.1).
 
     Raises:
       ValueError: ``weight_decay`` negative or not finite; ``update`` called
@@ -75,11 +77,12 @@ def add_decayed_weights(
       >>> tx.update(grads, tx.init(params), params)[0]
       {'b': Array([0., 0.], dtype=float32), 'w': Array([0.1, 0.1], dtype=float32)}
     """
-    _checks.non_negative("add_decayed_weights", "weight_decay", weight_decay)
+    _checks.non_negative("add_decayed_weights", "weight_decay", weight_decay, schedule=True)
+    check_elementwise_mask("add_decayed_weights", mask)
     scheduled = callable(weight_decay)
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params, "add_decayed_weights")
         return AddDecayedWeightsState(tree.zero_count()) if scheduled else EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -180,10 +183,11 @@ def _leafwise(owner: str, leaf_fn: Callable[..., Array], hyperparameters: tuple,
     count; the result is cast back to the update's dtype. Unmasked leaves pass
     through untouched.
     """
+    check_elementwise_mask(owner, mask)
     scheduled = any(callable(h) for h in hyperparameters)
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params, owner)
         return PenaltyState(tree.zero_count()) if scheduled else EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -259,7 +263,7 @@ def add_l1_penalty(
       >>> tx.update(jnp.zeros(3), tx.init(w), w)[0]
       Array([ 0.1,  0. , -0.1], dtype=float32)
     """
-    _checks.non_negative("add_l1_penalty", "l1_strength", l1_strength)
+    _checks.non_negative("add_l1_penalty", "l1_strength", l1_strength, schedule=True)
     return _leafwise("add_l1_penalty", lambda u, w, a: u + a * jnp.sign(w), (l1_strength,), mask)
 
 
@@ -312,8 +316,8 @@ def add_elastic_net(
       Zou & Hastie (2005), Regularization and Variable Selection via the Elastic
       Net; Goodfellow, Bengio & Courville (2016), Sec. 7.1.
     """
-    _checks.non_negative("add_elastic_net", "strength", strength)
-    _checks.in_range("add_elastic_net", "alpha", alpha, 0.0, 1.0, closed_high=True)
+    _checks.non_negative("add_elastic_net", "strength", strength, schedule=True)
+    _checks.in_range("add_elastic_net", "alpha", alpha, 0.0, 1.0, closed_high=True, schedule=True)
 
     def leaf(u, w, lam):
         return u + lam * (2 * alpha * w + (1 - alpha) * jnp.sign(w))
@@ -327,7 +331,7 @@ def add_elastic_net(
 def _check_step_rate(owner: str, learning_rate: Any) -> None:
     if learning_rate is None:
         raise ValueError(f"{owner}: learning_rate must be a number >= 0 or a schedule, got None.")
-    _checks.non_negative(owner, "learning_rate", learning_rate)
+    _checks.non_negative(owner, "learning_rate", learning_rate, schedule=True)
 
 
 def proximal_l1(
@@ -375,7 +379,7 @@ def proximal_l1(
       Daubechies, Defrise & De Mol (2004); Beck & Teboulle (2009), ISTA;
       Goodfellow, Bengio & Courville (2016), Sec. 7.1.2.
     """
-    _checks.non_negative("proximal_l1", "l1_strength", l1_strength)
+    _checks.non_negative("proximal_l1", "l1_strength", l1_strength, schedule=True)
     _check_step_rate("proximal_l1", learning_rate)
 
     def leaf(u, w, a, eta):
@@ -424,8 +428,10 @@ def proximal_elastic_net(
     References:
       Zou & Hastie (2005); Parikh & Boyd (2014), Proximal Algorithms.
     """
-    _checks.non_negative("proximal_elastic_net", "strength", strength)
-    _checks.in_range("proximal_elastic_net", "alpha", alpha, 0.0, 1.0, closed_high=True)
+    _checks.non_negative("proximal_elastic_net", "strength", strength, schedule=True)
+    _checks.in_range(
+        "proximal_elastic_net", "alpha", alpha, 0.0, 1.0, closed_high=True, schedule=True
+    )
     _check_step_rate("proximal_elastic_net", learning_rate)
 
     def leaf(u, w, lam, eta):
@@ -482,7 +488,7 @@ def decoupled_weight_decay(
     References:
       Loshchilov & Hutter (2019), Decoupled Weight Decay Regularization, Alg. 1-2.
     """
-    _checks.non_negative("decoupled_weight_decay", "weight_decay", weight_decay)
+    _checks.non_negative("decoupled_weight_decay", "weight_decay", weight_decay, schedule=True)
     if learning_rate is None:
         return _leafwise(
             "decoupled_weight_decay", lambda u, w, lam: u - lam * w, (weight_decay,), mask

@@ -32,7 +32,7 @@ def scale(step_size: float | Array) -> GradientTransformation:
     _checks.finite("scale", "step_size", step_size)
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params)
         return EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -72,7 +72,7 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         )
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params)
         return ScaleByScheduleState(count=tree.zero_count())
 
     def update_fn(updates, state, params=None, **extra_args):
