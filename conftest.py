@@ -9,6 +9,19 @@ in a fresh temporary directory for the run (shared by the ``pytest-xdist`` worke
 and by the Python subprocesses the tests start, through JAX's environment
 variables) and is removed at the end, so a run never reads a program compiled by
 an earlier one. Set ``GRADTX_TEST_XLA_CACHE=0`` to run without it.
+
+LLVM's expensive passes are off for the run (``--xla_backend_optimization_level=0
+--xla_llvm_disable_expensive_passes=true``, added to ``XLA_FLAGS`` unless
+``GRADTX_TEST_XLA_FLAGS=0``). Most of the suite's time is XLA compiling thousands
+of tiny programs; these flags shorten each compile by about a third. They change
+how fast the machine code runs, not what it computes: fast math stays off, so the
+floating-point operations, their order and their rounding are XLA's own (the
+suite passes with and without them). The speed checks (``-m perf``) and the
+benchmarks run with XLA's default flags.
+
+The tests that take longest (a multi-device subprocess, the examples, whole
+command-line runs) are scheduled first, so that the two ``pytest-xdist`` workers
+finish together.
 """
 
 from __future__ import annotations
@@ -18,6 +31,15 @@ import shutil
 import tempfile
 
 _OWNER = "GRADTX_TEST_XLA_CACHE_OWNER"
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# Modules whose tests take seconds each, or share one long fixture: run first.
+_SLOW_FIRST = (
+    "test_sharding.py",
+    "test_examples.py",
+    "test_examples_scripts.py",
+    "test_flax_digits.py",
+    "test_cli.py",
+)
 _SETTINGS = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
@@ -25,6 +47,11 @@ _SETTINGS = {
 
 
 def pytest_configure(config):
+    perf = "perf" in (config.getoption("-m", default="") or "").replace("not perf", "")
+    if os.environ.get("GRADTX_TEST_XLA_FLAGS") != "0" and not perf:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if _FAST_COMPILE not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE}".strip()
     if os.environ.get("GRADTX_TEST_XLA_CACHE") == "0":
         return
     if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -43,3 +70,11 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if os.environ.get(_OWNER) == str(os.getpid()):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name if item.path is not None else ""
+        return _SLOW_FIRST.index(name) if name in _SLOW_FIRST else len(_SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each module is kept

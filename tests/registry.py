@@ -841,15 +841,59 @@ def tiny_grads(step: int, dtype: Any = jnp.float32) -> dict[str, jax.Array]:
 
 
 def run(
-    tx: gradtx.GradientTransformation, params: Any, grads_seq: list[Any]
+    tx: gradtx.GradientTransformation, params: Any, grads_seq: list[Any], compiled: bool = False
 ) -> tuple[list[Any], Any]:
-    """Feeds ``grads_seq`` to ``tx`` at fixed ``params``; returns the updates and the last state."""
+    """Feeds ``grads_seq`` to ``tx`` at fixed ``params``; returns the updates and the last state.
+
+    Eagerly, or with ``compiled=True`` through one jitted step reused for every
+    gradient (as a training loop runs it).
+    """
     state = tx.init(params)
+    update = lambda g, s: tx.update(g, s, params)  # noqa: E731
+    if compiled:
+        update = jax.jit(update)
     outputs = []
     for grads in grads_seq:
-        updates, state = tx.update(grads, state, params)
+        updates, state = update(grads, state)
         outputs.append(updates)
     return outputs, state
+
+
+def _has_loop(jaxpr: Any) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "while":
+            return True
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_loop(inner):
+                    return True
+    return False
+
+
+@functools.cache
+def slow_eagerly(name: str) -> bool:
+    """Whether the entry's eager ``update`` costs seconds where a jitted step costs one compile.
+
+    True for the second-order methods (a Hessian, curvature pairs and their checks:
+    dozens of primitives, each compiled for every new shape and dtype) and for
+    every update that runs a ``lax.while_loop`` (a line search, conjugate
+    gradients, a damping search: eagerly, each call compiles its loops afresh).
+    The tests about dtypes and trees, not about eager execution, run these
+    entries compiled (see :func:`run_entry`); eager against jit is tested on its own.
+    """
+    entry = BY_NAME[name]
+    if entry.factory.__module__.startswith("gradtx.second_order"):
+        return True
+    tx = entry.make()
+    params = tiny_params()
+    jaxpr = jax.make_jaxpr(lambda g, s: tx.update(g, s, params))(tiny_grads(0), tx.init(params))
+    return _has_loop(jaxpr.jaxpr)
+
+
+def run_entry(entry: Entry, params: Any, grads_seq: list[Any]) -> tuple[list[Any], Any]:
+    """:func:`run` of a fresh ``entry.make()``, compiled when it is :func:`slow_eagerly`."""
+    return run(entry.make(), params, grads_seq, compiled=slow_eagerly(entry.name))
 
 
 REFERENCE_STEPS = 3

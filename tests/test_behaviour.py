@@ -24,6 +24,7 @@ from tests.registry import (
     WITH_HYPERPARAMETER,
     reference_run,
     run,
+    run_entry,
     tiny_grads,
     tiny_params,
 )
@@ -36,7 +37,8 @@ from tests.registry import (
 STEPS = 2
 # The eager float32 run of each entry (STEPS steps on tiny_params and tiny_grads)
 # is the reference of several tests below; tests.registry.reference_run computes
-# it once per process.
+# it once per process. The dtype and tree tests run each entry with
+# tests.registry.run_entry: eagerly, or compiled where the update runs loops.
 
 # The same arithmetic compiled as one XLA program (jit, vmap) or op by op (eager)
 # may fuse and reassociate differently: a few float32 ulps, never more.
@@ -136,7 +138,7 @@ def test_state_survives_tree_map_and_flatten_round_trip(entry):
 def test_float64_params_with_x64_enabled(entry):
     outputs32, state32 = reference_run(entry, STEPS)
     with jax.enable_x64(True):
-        outputs64, state64 = run(entry.make(), tiny_params(jnp.float64), _grads(jnp.float64))
+        outputs64, state64 = run_entry(entry, tiny_params(jnp.float64), _grads(jnp.float64))
         for updates in outputs64:
             assert all(u.dtype == jnp.float64 for u in jax.tree.leaves(updates)), entry.name
         # State leaves that follow the params' float32 become float64; explicitly
@@ -153,7 +155,7 @@ def test_float64_params_with_x64_enabled(entry):
 def test_bfloat16_params_track_the_float32_run(entry):
     expected, _ = reference_run(entry, STEPS)
     params16 = tiny_params(jnp.bfloat16)
-    outputs, state = run(entry.make(), params16, _grads(jnp.bfloat16))
+    outputs, state = run_entry(entry, params16, _grads(jnp.bfloat16))
     for updates in outputs:
         # The bfloat16 case of tests/test_contract.py's dtype test is this one.
         for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(params16), strict=True):
@@ -188,7 +190,7 @@ def test_low_precision_params_with_zero_gradient_give_finite_updates(entry, dtyp
     """eps must not underflow: 1e-8 is 0 in float16, so the root and division run in float32."""
     params = tiny_params(dtype)
     zeros = jax.tree.map(jnp.zeros_like, params)
-    outputs, state = run(entry.make(), params, [zeros] * STEPS)
+    outputs, state = run_entry(entry, params, [zeros] * STEPS)
     for updates in outputs:
         for u in jax.tree.leaves(updates):
             assert u.dtype == dtype
@@ -222,7 +224,7 @@ def test_complex_run_is_the_real_run_rotated(entry):
     phase = np.exp(1j * 0.7).astype(np.complex64)
     rotate = lambda tree: jax.tree.map(lambda x: x.astype(jnp.complex64) * phase, tree)
     expected, _ = reference_run(entry, STEPS)
-    outputs, _ = run(entry.make(), rotate(tiny_params()), [rotate(g) for g in _grads()])
+    outputs, _ = run_entry(entry, rotate(tiny_params()), [rotate(g) for g in _grads()])
     for updates in outputs:
         assert all(u.dtype == jnp.complex64 for u in jax.tree.leaves(updates)), entry.name
     _close(outputs, [rotate(u) for u in expected])
@@ -316,8 +318,8 @@ def test_scalar_leaves(entry):
     scalar = lambda t: {"s": t["b"][0], "w": t["w"]}
     vector = lambda t: {"s": t["b"][:1], "w": t["w"]}
     grads = _grads()
-    out_s, state_s = run(entry.make(), scalar(tiny_params()), [scalar(g) for g in grads])
-    out_v, _ = run(entry.make(), vector(tiny_params()), [vector(g) for g in grads])
+    out_s, state_s = run_entry(entry, scalar(tiny_params()), [scalar(g) for g in grads])
+    out_v, _ = run_entry(entry, vector(tiny_params()), [vector(g) for g in grads])
     for us, uv in zip(out_s, out_v, strict=True):
         assert us["s"].shape == ()
         _close(us["s"], uv["s"][0])
@@ -333,7 +335,7 @@ def test_scalar_leaves(entry):
 def test_none_leaves_pass_through(entry):
     with_none = lambda t: {**t, "frozen": None}
     params = with_none(tiny_params())
-    outputs, _ = run(entry.make(), params, [with_none(g) for g in _grads()])
+    outputs, _ = run_entry(entry, params, [with_none(g) for g in _grads()])
     expected, _ = reference_run(entry, STEPS)
     for updates, reference in zip(outputs, expected, strict=True):
         assert updates["frozen"] is None
