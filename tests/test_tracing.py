@@ -2,7 +2,8 @@
 or injected (:func:`gradtx.inject_hyperparams`) gives the same state tree and the
 same numbers. Checked over the whole registry.
 
-A traced hyperparameter differs from a Python constant only in where its
+A traced hyperparameter is also differentiated through (finite, and exact where
+the update is linear in it). It differs from a Python constant only in where its
 arithmetic is rounded (``1 - b1`` in float64 on the host, or in float32 in the
 program), so the numbers agree to a few float32 ulps, not bit for bit.
 """
@@ -57,13 +58,20 @@ def test_a_traced_hyperparameter_gives_the_state_tree_and_numbers_of_a_constant(
     value = float(np.float32(value))
     constant, constant_state = _updates(entry.make(**{name: value}))
 
-    @jax.jit
-    def traced(h):
-        return _updates(entry.make(**{name: h}))
+    def last_sum(h):  # the sum of the last update, with the run as its aux
+        updates, state = _updates(entry.make(**{name: h}))
+        return sum(jnp.sum(u) for u in jax.tree.leaves(updates[-1])), (updates, state)
 
-    got, got_state = traced(jnp.float32(value))
+    # Built under jit and differentiated with respect to the hyperparameter: the
+    # checks must not trip on a tracer, and the derivative must be finite.
+    traced = jax.jit(jax.value_and_grad(last_sum, has_aux=True))
+    (total, (got, got_state)), derivative = traced(jnp.float32(value))
     assert _layout(got_state) == _layout(constant_state)
     _assert_close(got, constant)
+    assert bool(jnp.isfinite(derivative)), entry.name
+    if entry.linear_in_hyperparameter and value != 0:
+        # The update is proportional to h, so d/dh of its sum is the sum over h.
+        np.testing.assert_allclose(derivative, total / value, rtol=1e-5, atol=1e-6)
 
 
 # Every entry with a number to inject; the others (combinators of transformations)

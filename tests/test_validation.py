@@ -355,33 +355,7 @@ def test_valid_edge_values_are_accepted():
 
 
 # ---------------------------------------------------------------- traced hyperparameters
-
-
-def _objective(entry, h):
-    """The sum of the second step's updates, built with hyperparameter ``h``."""
-    params = tiny_params()
-    tx = entry.make(**{entry.hyperparameter: h})
-    outputs, _ = run(tx, params, [tiny_grads(0), tiny_grads(1)])
-    return sum(jnp.sum(u) for u in jax.tree.leaves(outputs[-1])), outputs[-1]
-
-
-@pytest.mark.parametrize("entry", WITH_HYPERPARAMETER, ids=str)
-def test_traced_hyperparameters_do_not_trip_the_checks(entry):
-    """Built under jit and differentiated with respect to the hyperparameter.
-
-    (vmap over the hyperparameter is in tests/test_behaviour.py.)
-    """
-    h = entry.hyperparameter_values[-1]
-    value, expected = _objective(entry, h)
-    traced = jax.jit(jax.value_and_grad(lambda h: _objective(entry, h), has_aux=True))
-    (traced_value, updates), derivative = traced(jnp.float32(h))
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), updates, expected
-    )
-    assert bool(jnp.isfinite(derivative)), entry.name
-    if entry.linear_in_hyperparameter:
-        # The update is proportional to h, so d/dh of it is the update over h.
-        np.testing.assert_allclose(derivative, value / h, rtol=1e-5, atol=1e-6)
+# A hyperparameter built under jit and differentiated: tests/test_tracing.py.
 
 
 def test_a_traced_value_is_not_checked_even_when_it_is_out_of_range():
