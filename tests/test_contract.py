@@ -23,6 +23,7 @@ from tests.registry import (
     REGISTRY,
     reference_run,
     run,
+    run_entry,
     tiny_grads,
     tiny_params,
 )
@@ -191,8 +192,8 @@ def test_update_dtype_equals_gradient_dtype(entry, param_dtype, grad_dtype):
     if param_dtype == grad_dtype == jnp.float32:
         outputs, _ = reference_run(entry, steps=2)
     else:
-        outputs, _ = run(
-            entry.make(), tiny_params(param_dtype), [tiny_grads(i, grad_dtype) for i in range(2)]
+        outputs, _ = run_entry(
+            entry, tiny_params(param_dtype), [tiny_grads(i, grad_dtype) for i in range(2)]
         )
     for updates in outputs:
         expected = jax.tree.leaves(tiny_grads(0, grad_dtype))
