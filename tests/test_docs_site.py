@@ -101,3 +101,14 @@ def test_the_docs_extra_and_the_build_command_are_declared():
     for package in ("sphinx", "sphinx-mathjax-offline"):
         assert f'"{package}>=' in pyproject
     assert "python -m sphinx -W -b html docs docs/_build/html" in (DOCS.parent / "README.md").read_text()
+
+
+GUIDES = sorted((DOCS / "guides").glob("*.md"))
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=[guide.stem for guide in GUIDES])
+def test_guide_code_parses_and_the_guide_is_in_the_toctree(guide):
+    code = re.findall(r"```python\n(.*?)```", guide.read_text(), re.DOTALL)
+    assert code, f"{guide.name} has no Python code"
+    compile("\n".join(code), str(guide), "exec")  # a SyntaxError fails the test
+    assert f"guides/{guide.stem}" in (DOCS / "index.rst").read_text()
