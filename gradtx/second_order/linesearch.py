@@ -123,7 +123,7 @@ def scale_by_backtracking_linesearch(
     r"""Backtracking line search: the first ``eta`` of a shrinking sequence that satisfies Armijo.
 
     Tries ``eta_i = eta_0 * decrease_factor^i`` for ``i = 0, 1, ...,
-    max_backtracking_steps`` and accepts the first with
+    max_backtracking_steps`` and accepts the first with::
 
         f(x + eta d) <= f(x) + c1 * eta * grad f(x)' d      (c1 = slope_rtol),
 
@@ -327,7 +327,7 @@ def scale_by_zoom_linesearch(
 ) -> GradientTransformation:
     r"""A line search for the strong Wolfe conditions: bracketing, then zoom.
 
-    Finds ``eta`` with
+    Finds ``eta`` with::
 
         f(x + eta d) <= f(x) + c1 eta grad f(x)' d            (sufficient decrease)
         |grad f(x + eta d)' d| <= c2 |grad f(x)' d|           (strong curvature)
