@@ -27,16 +27,16 @@ from tests.test_radam import (
     RTOL,
     THETA0,
     Case,
+    cached_trajectories,
     deviation,
     exponential,
     reciprocal,
-    trajectory,
 )
 
 
 def gradtx_trajectory(case: Case, dtype: str) -> list[np.ndarray]:
-    with jax.enable_x64(dtype == "float64"):
-        return trajectory(case.make(), dtype)
+    # Every case of this dtype in one jitted program, once per process.
+    return cached_trajectories(tuple((c.id, c.make) for c in CASES), dtype)[case.id]
 
 
 def case_deviation(case: Case, dtype: str) -> float:

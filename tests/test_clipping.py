@@ -80,28 +80,40 @@ def _unflatten(leaves):
     return jax.tree.unflatten(TREEDEF, list(leaves))
 
 
-def gradtx_trajectory(tx, dtype: str, theta0=THETA0, grads=GRADS) -> list[np.ndarray]:
-    """``chain(tx, sgd(LR))`` in one jitted scan; the params after every step."""
+def _scan(tx, params, gs):
+    """``chain(tx, sgd(LR))`` as one ``lax.scan``: the params after every step."""
+    full = gradtx.chain(tx, gradtx.sgd(LR))
+
+    def body(carry, g):
+        p, state = carry
+        updates, state = full.update(g, state, p)
+        p = gradtx.apply_updates(p, updates)
+        return (p, state), p
+
+    return jax.lax.scan(body, (params, full.init(params)), gs)[1]
+
+
+def gradtx_trajectories(makes, dtype: str, theta0=THETA0, grads=GRADS) -> list[list[np.ndarray]]:
+    """``[trajectory of chain(make(), sgd(LR)) for make in makes]``, traced into one
+    jitted function: independent scans side by side in one program (one compilation
+    instead of one per case, the same arithmetic per scan). Each trajectory is a
+    list of leaves, ``(NUM_STEPS + 1, *shape)`` float64 arrays, the start first."""
     with jax.enable_x64(dtype == "float64"):
-        full = gradtx.chain(tx, gradtx.sgd(LR))
         params = _unflatten([jnp.asarray(t, dtype) for t in theta0])
         gs = _unflatten([jnp.asarray(g, dtype) for g in grads])
-
-        @jax.jit
-        def run(params, gs):
-            def body(carry, g):
-                p, state = carry
-                updates, state = full.update(g, state, p)
-                p = gradtx.apply_updates(p, updates)
-                return (p, state), p
-
-            return jax.lax.scan(body, (params, full.init(params)), gs)[1]
-
-        path = jax.tree.leaves(run(params, gs))
+        paths = jax.jit(lambda p, g: [_scan(make(), p, g) for make in makes])(params, gs)
         return [
-            np.concatenate([np.asarray(t, np.float64)[None], np.asarray(p, np.float64)])
-            for t, p in zip(theta0, path, strict=True)
+            [
+                np.concatenate([np.asarray(t, np.float64)[None], np.asarray(p, np.float64)])
+                for t, p in zip(theta0, jax.tree.leaves(path), strict=True)
+            ]
+            for path in paths
         ]
+
+
+def gradtx_trajectory(tx, dtype: str, theta0=THETA0, grads=GRADS) -> list[np.ndarray]:
+    """``chain(tx, sgd(LR))`` in one jitted scan; the params after every step."""
+    return gradtx_trajectories([lambda: tx], dtype, theta0, grads)[0]
 
 
 def deviation(got, want) -> float:
@@ -162,6 +174,7 @@ CASES = [
     ),
 ]
 RUNS = [(c, d) for c in CASES for d in ("float64", "float32")]
+CASE = {c.id: c for c in CASES}
 
 
 def reference_run(case):
@@ -177,7 +190,7 @@ def test_trajectory_matches_reference(case, dtype):
     want, changed = reference_run(case)
     # Not vacuous: the clipping changed some of the gradients and left others alone.
     assert 0.1 < np.mean(changed) < 0.9, f"{case.id}: changed {np.mean(changed):.0%}"
-    worst = deviation(gradtx_trajectory(case.make(), dtype), want)
+    worst = deviation(all_trajectories(dtype)[case.make], want)
     assert worst <= RTOL[dtype], f"{case.id} [{dtype}]: deviation {worst:.3e}"
 
 
@@ -194,22 +207,32 @@ def test_unclipped_run_is_far_from_the_clipped_ones():
 # now and then (``t / n * v`` against ``t * (v / n)``), so a few ulps of the
 # trajectory's scale.
 OPTAX_TOL = {"float32": dict(rtol=1e-6, atol=5e-7), "float64": dict(rtol=1e-12, atol=1e-13)}
+# Ours: the factory of the reference case with the same bound (the same run).
 OPTAX_CASES = [
-    ("clip", lambda: clip(1.5), lambda: optax.clip(1.5)),
+    ("clip", CASE["clip"].make, lambda: optax.clip(1.5)),
     (
         "clip_by_global_norm",
-        lambda: clip_by_global_norm(GLOBAL_MAX),
+        CASE["global-norm"].make,
         lambda: optax.clip_by_global_norm(GLOBAL_MAX),
     ),
-    ("clip_by_block_rms", lambda: clip_by_block_rms(1.2), lambda: optax.clip_by_block_rms(1.2)),
-    ("adaptive_grad_clip", lambda: adaptive_grad_clip(0.4), lambda: optax.adaptive_grad_clip(0.4)),
+    ("clip_by_block_rms", CASE["block-rms"].make, lambda: optax.clip_by_block_rms(1.2)),
+    ("adaptive_grad_clip", CASE["agc"].make, lambda: optax.adaptive_grad_clip(0.4)),
     (
         "adaptive_grad_clip-eps",
-        lambda: adaptive_grad_clip(0.3, eps=0.8),
+        CASE["agc-large-eps"].make,
         lambda: optax.adaptive_grad_clip(0.3, eps=0.8),
     ),
 ]
 OPTAX_RUNS = [(c, d) for c in OPTAX_CASES for d in ("float64", "float32")]
+
+
+@functools.cache
+def all_trajectories(dtype: str) -> dict[Callable, list[np.ndarray]]:
+    """``{make: gradtx_trajectory(make(), dtype)}`` for every reference case and every
+    Optax clipping above, computed together in one jitted program per dtype and
+    process (the parametrized tests each assert on their own trajectory)."""
+    makes = [c.make for c in CASES] + [theirs for _, _, theirs in OPTAX_CASES]
+    return dict(zip(makes, gradtx_trajectories(makes, dtype), strict=True))
 
 
 def optax_deviation(ours, theirs, dtype):
@@ -221,7 +244,7 @@ def optax_deviation(ours, theirs, dtype):
 @pytest.mark.parametrize("case, dtype", OPTAX_RUNS, ids=[f"{c[0]}-{d}" for c, d in OPTAX_RUNS])
 def test_same_trajectory_as_optax(case, dtype):
     _, ours, theirs = case
-    a, b = optax_deviation(ours, theirs, dtype)
+    a, b = all_trajectories(dtype)[ours], all_trajectories(dtype)[theirs]
     for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x, y, **OPTAX_TOL[dtype])
     assert max(float(np.max(np.abs(x[-1] - x[0]))) for x in a) > 0.1  # it moved
@@ -243,7 +266,8 @@ def _tree(dtype, fill=None, seed=0):
     rng = np.random.default_rng(seed)
     shapes = {"w": (3, 4), "b": (4,), "s": ()}
     if fill is not None:
-        return {k: jnp.full(s, fill, dtype) for k, s in shapes.items()}
+        # Built in numpy: no compilation of a fill per shape and dtype.
+        return {k: jnp.asarray(np.full(s, fill, dtype)) for k, s in shapes.items()}
     out = {}
     for k, s in shapes.items():
         x = rng.normal(size=s)
@@ -263,10 +287,10 @@ def test_zero_gradients_and_zero_maxima_give_zeros_not_nan(name):
             updates = clipped(maximum, _tree(dtype, fill=0), params)
             for u in jax.tree.leaves(updates):
                 assert u.dtype == dtype
-                assert bool(jnp.all(u == 0)), (dtype, maximum)
+                assert np.all(np.asarray(u) == 0), (dtype, maximum)
         # A zero bound also zeroes a non-zero gradient.
         updates = clipped(0.0, _tree(dtype, seed=1), params)
-        assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates)), dtype
+        assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates)), dtype
 
 
 def test_optax_returns_nan_where_gradtx_returns_zeros():
@@ -276,10 +300,11 @@ def test_optax_returns_nan_where_gradtx_returns_zeros():
         (optax.clip_by_global_norm(0.0), clip_by_global_norm(0.0)),
         (optax.clip_by_block_rms(0.0), clip_by_block_rms(0.0)),
     ]:
-        got = theirs.update(zeros, theirs.init(zeros))[0]
-        assert all(bool(jnp.all(jnp.isnan(u))) for u in jax.tree.leaves(got))
+        # Optax's side jitted (one compilation instead of one per eager operation).
+        got = jax.jit(lambda z, theirs=theirs: theirs.update(z, theirs.init(z))[0])(zeros)
+        assert all(np.all(np.isnan(np.asarray(u))) for u in jax.tree.leaves(got))
         got = ours.update(zeros, ours.init(zeros))[0]
-        assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(got))
+        assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(got))
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -451,37 +476,51 @@ def test_adaptive_grad_clip_units():
     channel; a vector (or a ``(1, n)`` row) is one unit; ``axis`` overrides."""
     w = jnp.asarray([[3.0, 1.0], [4.0, 0.0]])  # column norms 5 and 1
     g = jnp.asarray([[30.0, 0.1], [40.0, 0.0]])  # column norms 50 and 0.1
-    out, _ = adaptive_grad_clip(0.5).update(g, EMPTY, w)
-    np.testing.assert_allclose(out, [[1.5, 0.1], [2.0, 0.0]], rtol=1e-6)
-    out, _ = adaptive_grad_clip(0.5, axis=1).update(g, EMPTY, w)  # rows: norms 3.16, 4
-    np.testing.assert_allclose(out[1], g[1] * 2.0 / np.linalg.norm(g[1]), rtol=1e-6)
     conv_w = jnp.ones((3, 3, 2, 4))
     conv_g = jnp.full((3, 3, 2, 4), 0.05).at[..., 0].set(100.0)
-    out, _ = adaptive_grad_clip(0.1).update(conv_g, EMPTY, conv_w)
-    np.testing.assert_allclose(jnp.linalg.norm(out[..., 0]), 0.1 * np.sqrt(18), rtol=1e-6)
-    np.testing.assert_array_equal(out[..., 1:], conv_g[..., 1:])
-    # An explicit axis applies to every leaf with that axis, as in Optax; a scalar
-    # leaf is one unit whatever the axis.
     tree_w = {"k": w, "c": conv_w, "s": jnp.asarray(2.0)}
     tree_g = {"k": g, "c": conv_g, "s": jnp.asarray(5.0)}
-    out, _ = adaptive_grad_clip(0.3, axis=-1).update(tree_g, EMPTY, tree_w)
-    theirs = optax.adaptive_grad_clip(0.3, axis=-1).update(
-        {"k": g, "c": conv_g}, optax.EmptyState(), {"k": w, "c": conv_w}
-    )[0]
-    np.testing.assert_allclose(out["k"], theirs["k"], rtol=1e-6)
-    np.testing.assert_allclose(out["c"], theirs["c"], rtol=1e-6)
-    np.testing.assert_allclose(out["s"], 0.6, rtol=1e-6)
-    row = adaptive_grad_clip(0.1).update(jnp.full((1, 4), 5.0), EMPTY, jnp.ones((1, 4)))[0]
-    np.testing.assert_allclose(jnp.linalg.norm(row), 0.2, rtol=1e-6)
+    axes = ((0, 1), (-1, -2), (np.int64(1), np.int32(0)))
+
+    # Every update of this test in one jitted program (one compilation, not one per
+    # eager operation): the units are decided at trace time from the shapes and
+    # ``axis``, as eagerly; the eager update is checked leaf by leaf against the
+    # reference in test_leaves_of_one_kind_are_clipped_as_their_references.
+    @jax.jit
+    def updates():
+        return dict(
+            default=adaptive_grad_clip(0.5).update(g, EMPTY, w)[0],
+            rows=adaptive_grad_clip(0.5, axis=1).update(g, EMPTY, w)[0],
+            conv=adaptive_grad_clip(0.1).update(conv_g, EMPTY, conv_w)[0],
+            tree=adaptive_grad_clip(0.3, axis=-1).update(tree_g, EMPTY, tree_w)[0],
+            optax=optax.adaptive_grad_clip(0.3, axis=-1).update(
+                {"k": g, "c": conv_g}, optax.EmptyState(), {"k": w, "c": conv_w}
+            )[0],
+            row=adaptive_grad_clip(0.1).update(jnp.full((1, 4), 5.0), EMPTY, jnp.ones((1, 4)))[0],
+            whole=[adaptive_grad_clip(0.1, axis=axis).update(g, EMPTY, w)[0] for axis in axes],
+            eps=adaptive_grad_clip(0.5, eps=0.1).update(jnp.ones(4), EMPTY, jnp.zeros(4))[0],
+        )
+
+    out = jax.device_get(updates())
+    g, w, conv_g = np.asarray(g), np.asarray(w), np.asarray(conv_g)
+    np.testing.assert_allclose(out["default"], [[1.5, 0.1], [2.0, 0.0]], rtol=1e-6)
+    # axis=1, rows: norms 3.16, 4
+    np.testing.assert_allclose(out["rows"][1], g[1] * 2.0 / np.linalg.norm(g[1]), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out["conv"][..., 0]), 0.1 * np.sqrt(18), rtol=1e-6)
+    np.testing.assert_array_equal(out["conv"][..., 1:], conv_g[..., 1:])
+    # An explicit axis applies to every leaf with that axis, as in Optax; a scalar
+    # leaf is one unit whatever the axis.
+    np.testing.assert_allclose(out["tree"]["k"], out["optax"]["k"], rtol=1e-6)
+    np.testing.assert_allclose(out["tree"]["c"], out["optax"]["c"], rtol=1e-6)
+    np.testing.assert_allclose(out["tree"]["s"], 0.6, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out["row"]), 0.2, rtol=1e-6)
     # An axis that spans the whole leaf, however spelled, makes the leaf one unit.
     whole = g * (0.1 * np.linalg.norm(w) / np.linalg.norm(g))
-    for axis in ((0, 1), (-1, -2), (np.int64(1), np.int32(0))):
-        out = jax.jit(adaptive_grad_clip(0.1, axis=axis).update)(g, EMPTY, w)[0]
-        assert out.shape == g.shape and out.dtype == g.dtype
-        np.testing.assert_allclose(out, whole, rtol=1e-6)
+    for got in out["whole"]:
+        assert got.shape == g.shape and got.dtype == g.dtype
+        np.testing.assert_allclose(got, whole, rtol=1e-6)
     # eps: a zero-initialised unit may still move by clipping * eps.
-    out, _ = adaptive_grad_clip(0.5, eps=0.1).update(jnp.ones(4), EMPTY, jnp.zeros(4))
-    np.testing.assert_allclose(jnp.linalg.norm(out), 0.05, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out["eps"]), 0.05, rtol=1e-6)
 
 
 def test_adaptive_grad_clip_needs_params_and_matching_trees():
@@ -559,9 +598,11 @@ def test_vmap_over_the_bound_equals_separate_runs(name):
     params = _tree(jnp.float32)
     g = jax.tree.map(lambda x: 3 * x, _tree(jnp.float32, seed=11))
     bounds = jnp.asarray([0.0, 0.3, 2.0])
-    batched = jax.vmap(lambda m: ALL[name](m).update(g, EMPTY, params)[0])(bounds)
+    batched = jax.jit(jax.vmap(lambda m: ALL[name](m).update(g, EMPTY, params)[0]))(bounds)
+    # The separate runs share one compiled program (the bound is its argument).
+    one = jax.jit(lambda m: ALL[name](m).update(g, EMPTY, params)[0])
     for i, m in enumerate([0.0, 0.3, 2.0]):
-        separate = ALL[name](m).update(g, EMPTY, params)[0]
+        separate = one(m)
         jax.tree.map(
             lambda b, s, i=i: np.testing.assert_allclose(b[i], s, rtol=1e-6, atol=1e-7),
             batched,

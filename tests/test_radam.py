@@ -20,6 +20,7 @@ shared with ``tests/test_adabound.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -95,29 +96,47 @@ def trajectory(tx, dtype: str, theta0=THETA0, grads=GRADS) -> list[np.ndarray]:
     ``jax.enable_x64(dtype == "float64")``, since the transformation's constants
     are built in the mode it is constructed in.
     """
+    return trajectories([lambda: tx], dtype, theta0, grads)[0]
+
+
+def trajectories(makes, dtype: str, theta0=THETA0, grads=GRADS) -> list[list[np.ndarray]]:
+    """``[trajectory(make(), dtype) for make in makes]``, traced into one jitted
+    function: independent scans side by side in one program (one compilation
+    instead of one per run, the same arithmetic per scan). Call it inside
+    ``jax.enable_x64(dtype == "float64")``."""
     params = jax.tree.unflatten(TREEDEF, [jnp.asarray(x, dtype) for x in theta0])
     stacked = jax.tree.unflatten(TREEDEF, [jnp.asarray(g, dtype) for g in grads])
 
-    def step(carry, g):
-        p, state = carry
-        updates, state = tx.update(g, state, p)
-        p = gradtx.apply_updates(p, updates)
-        return (p, state), p
+    def path(tx, params, stacked):
+        def step(carry, g):
+            p, state = carry
+            updates, state = tx.update(g, state, p)
+            p = gradtx.apply_updates(p, updates)
+            return (p, state), p
 
-    @jax.jit
-    def run(params, stacked):
         return jax.lax.scan(step, (params, tx.init(params)), stacked)[1]
 
-    path = run(params, stacked)
+    paths = jax.jit(lambda p, g: [path(make(), p, g) for make in makes])(params, stacked)
     return [
-        np.concatenate([np.asarray(x0, np.float64)[None], np.asarray(xs, np.float64)])
-        for x0, xs in zip(jax.tree.leaves(params), jax.tree.leaves(path), strict=True)
+        [
+            np.concatenate([np.asarray(x0, np.float64)[None], np.asarray(xs, np.float64)])
+            for x0, xs in zip(jax.tree.leaves(params), jax.tree.leaves(path), strict=True)
+        ]
+        for path in paths
     ]
 
 
-def gradtx_trajectory(case: Case, dtype: str) -> list[np.ndarray]:
+@functools.cache
+def cached_trajectories(runs: tuple[tuple[str, Callable], ...], dtype: str) -> dict:
+    """``{key: trajectory(make(), dtype)}`` for the ``(key, make)`` runs, computed
+    together once per process (the parametrized tests each assert on their own)."""
     with jax.enable_x64(dtype == "float64"):
-        return trajectory(case.make(), dtype)
+        found = trajectories([make for _, make in runs], dtype)
+    return dict(zip([key for key, _ in runs], found, strict=True))
+
+
+def gradtx_trajectory(case: Case, dtype: str) -> list[np.ndarray]:
+    return cached_trajectories(_runs(dtype), dtype)[case.id]
 
 
 def deviation(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -229,6 +248,18 @@ CASES = [
 ]
 
 RUNS = [(case, dtype) for case in CASES for dtype in RTOL]
+
+
+def _runs(dtype: str) -> tuple[tuple[str, Callable], ...]:
+    """Every run of this module in ``dtype`` (the cases, the Optax comparisons)."""
+    runs = [(case.id, case.make) for case in CASES]
+    for name, (ours, theirs) in OPTAX_CASES.items():
+        if dtype == "float64" or name in FLOAT32_OPTAX:
+            runs += [(f"ours:{name}", ours), (f"theirs:{name}", theirs)]
+    runs.append(("radam(0.05)", RADAM_005))
+    if dtype == "float32":
+        runs.append(("optax.radam(0.05)", OPTAX_RADAM_005))
+    return tuple(runs)
 
 
 @pytest.mark.parametrize("case, dtype", RUNS, ids=[f"{c.id}-{d}" for c, d in RUNS])
@@ -439,12 +470,15 @@ OPTAX_CASES = {
 }
 
 
+FLOAT32_OPTAX = ["b2-0.9-eps-root", "nesterov-schedule"]
+RADAM_005 = lambda: radam(0.05)  # noqa: E731
+OPTAX_RADAM_005 = lambda: optax.radam(0.05)  # noqa: E731
+
+
 @pytest.mark.parametrize("name", list(OPTAX_CASES))
 def test_same_trajectory_as_optax_in_float64(name):
-    ours, theirs = OPTAX_CASES[name]
-    with jax.enable_x64(True):
-        a = trajectory(ours(), "float64")
-        b = trajectory(theirs(), "float64")
+    found = cached_trajectories(_runs("float64"), "float64")
+    a, b = found[f"ours:{name}"], found[f"theirs:{name}"]
     # Optax computes rho_t as rho_inf - 2 t b2^t / (1 - b2^t), gradtx through
     # expm1: in float64 the two differ by ~1e-13 of rho_inf ~ 2000 (b2 = 0.999),
     # which moves r_t by ~1e-14 relative (measured over the run: <= 6e-16).
@@ -457,20 +491,20 @@ def test_float32_rho_is_more_accurate_than_optaxs():
     Both runs are compared with the float64 run (where the two libraries agree,
     above): Optax's float32 trajectory strays ~100x further than gradtx's.
     """
-    with jax.enable_x64(True):
-        exact = trajectory(radam(0.05), "float64")
-    ours = deviation(trajectory(radam(0.05), "float32"), exact)
-    theirs = deviation(trajectory(optax.radam(0.05), "float32"), exact)
+    exact = cached_trajectories(_runs("float64"), "float64")["radam(0.05)"]
+    found = cached_trajectories(_runs("float32"), "float32")
+    ours = deviation(found["radam(0.05)"], exact)
+    theirs = deviation(found["optax.radam(0.05)"], exact)
     assert ours <= RTOL["float32"]
     assert theirs > 10 * ours
 
 
-@pytest.mark.parametrize("name", ["b2-0.9-eps-root", "nesterov-schedule"])
+@pytest.mark.parametrize("name", FLOAT32_OPTAX)
 def test_same_trajectory_as_optax_in_float32_where_rho_is_well_conditioned(name):
     """With b2 <= 0.99 (rho_inf <= 199) Optax's float32 rho_t is off by < 4e-4 too.
 
     Then the two float32 runs differ by float32 rounding only (measured: 5e-8 for
     b2 = 0.9, 3.4e-7 for b2 = 0.99, where r_t still moves by ~1e-4 at t = 6).
     """
-    ours, theirs = OPTAX_CASES[name]
-    assert deviation(trajectory(ours(), "float32"), trajectory(theirs(), "float32")) <= 2e-6
+    found = cached_trajectories(_runs("float32"), "float32")
+    assert deviation(found[f"ours:{name}"], found[f"theirs:{name}"]) <= 2e-6
