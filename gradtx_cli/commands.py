@@ -32,6 +32,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from gradtx.training.curves import StepMetrics
+from gradtx.training.plot import plot_learning_curves
+from gradtx.training.search import SearchResult, log_uniform
+from gradtx_cli import DEFAULT_STEPS, RATE_SPAN, WEIGHT_DECAY_RANGE, UsageError, main
 from gradtx_cli.problems import Problem, make_problem
 from gradtx_cli.race import (
     Result,
@@ -41,10 +45,6 @@ from gradtx_cli.race import (
     run_optimizer,
     search_hyperparams,
 )
-from gradtx.training.curves import StepMetrics
-from gradtx.training.plot import plot_learning_curves
-from gradtx.training.search import SearchResult, log_uniform
-from gradtx_cli import DEFAULT_STEPS, RATE_SPAN, WEIGHT_DECAY_RANGE, UsageError, main
 
 __all__ = ["main", "run"]
 

@@ -31,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradtx
-from gradtx_cli.problems import Problem
 from gradtx.base import GradientTransformation, Params
 from gradtx.training.curves import StepMetrics, step_metrics
 from gradtx.training.search import SearchBorderWarning, SearchResult, random_search
 from gradtx_cli import OPTIMIZER_KINDS
+from gradtx_cli.problems import Problem
 
 # name -> (factory, kind): each optimizer is gradtx's function of that name; the
 # kind picks the problem's default rate; None: the optimizer's line search picks

@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from gradtx_cli.problems import logreg, quadratic
-from gradtx_cli.race import Result, rank
 from gradtx.training.curves import StepMetrics
 from gradtx.training.search import log_uniform, random_search
 from gradtx_cli import (
     RATE_SPAN,
     main,
 )
+from gradtx_cli.problems import logreg, quadratic
+from gradtx_cli.race import Result, rank
 from tests.repo_python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,9 +16,9 @@ import jaxlib
 import pytest
 
 import gradtx_cli
+from gradtx_cli import LINE_SEARCH, OPTIMIZER_KINDS, SEARCHABLE, main
 from gradtx_cli.problems import make_problem
 from gradtx_cli.race import OPTIMIZERS, default_rate
-from gradtx_cli import LINE_SEARCH, OPTIMIZER_KINDS, SEARCHABLE, main
 from tests.repo_python import ROOT, run_python
 
 PROBLEM_NAMES_WITHOUT_DATA = ("quadratic", "rosenbrock")  # built without scikit-learn

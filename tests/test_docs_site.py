@@ -100,7 +100,10 @@ def test_the_docs_extra_and_the_build_command_are_declared():
     assert re.search(r"^docs = \[", pyproject, re.MULTILINE)
     for package in ("sphinx", "sphinx-mathjax-offline"):
         assert f'"{package}>=' in pyproject
-    assert "python -m sphinx -W -b html docs docs/_build/html" in (DOCS.parent / "README.md").read_text()
+    assert (
+        "python -m sphinx -W -b html docs docs/_build/html"
+        in (DOCS.parent / "README.md").read_text()
+    )
 
 
 GUIDES = sorted((DOCS / "guides").glob("*.md"))

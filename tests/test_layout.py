@@ -2,8 +2,9 @@
 
 ``gradtx_cli`` (the ``gradtx`` command: its parser, which runs before JAX is
 imported, its races, problems and tables) may import the library; no library
-module (any module under ``gradtx/``) may import it. Checked on the source files' import statements, parsed with
-:mod:`ast`, so an import inside a function counts as much as one at the top.
+module (any module under ``gradtx/``) may import it. Checked on the source
+files' import statements, parsed with :mod:`ast`, so an import inside a function
+counts as much as one at the top.
 """
 
 from __future__ import annotations
