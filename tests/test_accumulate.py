@@ -37,6 +37,7 @@ from tests.wrapper_harness import (
     adam_ref,
     as_tree,
     momentum_ref,
+    paths_of_all_cases,
     rmsprop_ref,
 )
 
@@ -146,21 +147,8 @@ CASES = [
 
 @functools.cache
 def all_batched_paths(dtype_name: str) -> dict:
-    """``{case.id: jax.device_get(batched_paths(case.make, dtype))}`` for every case,
-    traced into one jitted function per dtype and process: independent vmapped scans
-    side by side in one program (one compilation instead of one per case, the same
-    arithmetic per scan); each parametrized test asserts on its own case. Call it
-    for float64 inside ``jax.enable_x64``."""
-    dtype = jnp.dtype(dtype_name)
-    theta, grads = _inputs(dtype)
-    run = jax.jit(
-        lambda rates: [
-            jax.vmap(lambda rate, make=case.make: scan_path(make(rate), theta, grads))(rates)
-            for case in CASES
-        ]
-    )
-    paths = jax.device_get(run(jnp.asarray(RATES, dtype)))
-    return dict(zip([case.id for case in CASES], paths, strict=True))
+    """Every case's paths in one program per dtype and process (float64 inside ``enable_x64``)."""
+    return paths_of_all_cases(CASES, RATES, _inputs, scan_path, jnp.dtype(dtype_name))
 
 
 def case_deviations(case, dtype_name):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from tests import reference as R
 
@@ -51,3 +52,23 @@ def rmsprop_ref(rate):
 # Against Optax's wrappers: the bound of tests/test_optax_parity.py, a few float32
 # ulps of the trajectory's scale (two different XLA programs round differently).
 PARITY_TOL = {"float32": dict(rtol=1e-6, atol=5e-7), "float64": dict(rtol=1e-12, atol=1e-13)}
+
+
+def paths_of_all_cases(cases, rates, inputs, scan_path, dtype) -> dict:
+    """``{case.id: paths}`` for every case, at every rate, traced into one jitted function.
+
+    Independent vmapped scans sit side by side in one program (one compilation
+    instead of one per case, the same arithmetic per scan); each parametrized test
+    then asserts on its own case. ``inputs(dtype)`` gives ``(theta, grads)`` and
+    ``scan_path(tx, theta, grads)`` one case's path. For float64, call it inside
+    ``jax.enable_x64``.
+    """
+    theta, grads = inputs(dtype)
+    run = jax.jit(
+        lambda rates: [
+            jax.vmap(lambda rate, make=case.make: scan_path(make(rate), theta, grads))(rates)
+            for case in cases
+        ]
+    )
+    paths = jax.device_get(run(jnp.asarray(rates, dtype)))
+    return dict(zip([case.id for case in cases], paths, strict=True))
