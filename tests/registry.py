@@ -896,24 +896,6 @@ def run_entry(entry: Entry, params: Any, grads_seq: list[Any]) -> tuple[list[Any
     return run(entry.make(), params, grads_seq, compiled=slow_eagerly(entry.name))
 
 
-@functools.cache
-def training_step(name: str) -> tuple[gradtx.GradientTransformation, Any]:
-    """``(tx, step)`` of an entry: ``step(params, state, grads) -> (params, state)``, jitted.
-
-    The update then :func:`gradtx.apply_updates`, as a training loop runs it. One
-    per entry and process, shared by the tests that step an entry with moving
-    params (the no-retrace contract, the checkpoint round trips): one compilation.
-    """
-    tx = BY_NAME[name].make()
-
-    @jax.jit
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return gradtx.apply_updates(params, updates), state
-
-    return tx, step
-
-
 REFERENCE_STEPS = 3
 
 
