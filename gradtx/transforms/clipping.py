@@ -55,11 +55,6 @@ def _stateless(update) -> GradientTransformation:
     )
 
 
-def _sqrt(x: Array) -> Array:
-    """``sqrt(x)`` with derivative 0 at 0 (``jnp.sqrt``'s is ``inf``)."""
-    return jnp.where(x > 0, jnp.sqrt(jnp.where(x > 0, x, 1)), 0)
-
-
 def _clipped(g: Array, norm: Array, maximum: Any) -> Array:
     """``g min(1, maximum / norm)`` in ``g``'s dtype, divided only where ``norm > maximum``."""
     over = norm > maximum
@@ -86,13 +81,13 @@ def _norms(groups: list[list[Array]], axis: Any = None, axis_name: Any = None) -
         tops = [jnp.max(jnp.abs(x), axis, keepdims=keep, initial=0) for x in xs]
         m = pmax(functools.reduce(jnp.maximum, tops))
         m = jnp.where(m > 0, m, 1)
-        return m * _sqrt(sum_sq(xs, m))
+        return m * tree.sqrt(sum_sq(xs, m))
 
     squares = [sum_sq(xs) for xs in groups]
     overflowed = functools.reduce(jnp.logical_or, [jnp.any(jnp.isposinf(s)) for s in squares])
     rescued = lambda groups, _: [rescued_norm(xs) for xs in groups]
     return _tactics.rare_branch(
-        overflowed, rescued, lambda _, sq: [_sqrt(s) for s in sq], groups, squares
+        overflowed, rescued, lambda _, sq: [tree.sqrt(s) for s in sq], groups, squares
     )
 
 
@@ -121,7 +116,7 @@ def clip(max_delta: float | Array) -> GradientTransformation:
     def clip_leaf(g):
         if not jnp.iscomplexobj(g):
             return jnp.clip(g, -max_delta, max_delta).astype(g.dtype)
-        return _clipped(g, _sqrt(tree.abs_sq(g.astype(tree.compute_dtype(g.dtype)))), max_delta)
+        return _clipped(g, tree.sqrt(tree.abs_sq(g.astype(tree.compute_dtype(g.dtype)))), max_delta)
 
     return _stateless(lambda updates, _: jax.tree.map(clip_leaf, updates))
 
