@@ -139,9 +139,11 @@ def _shape_error(params: Params, updates: Updates) -> ValueError:
         for (path, p), u in zip(pairs, others, strict=True)
         if p is not None and shape(p) != shape(u)
     ]
-    shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+    from gradtx.tree import name_paths  # noqa: PLC0415  (gradtx.tree imports this module)
+
     return ValueError(
-        f"apply_updates: every update must have its parameter's shape (no broadcasting): {shown}."
+        "apply_updates: every update must have its parameter's shape (no broadcasting): "
+        f"{name_paths(bad)}."
     )
 
 
