@@ -65,6 +65,12 @@ class Entry:
       extra_args: extra arguments the method needs on every ``update`` (e.g. the
         loss ``value`` for iRprop+ or reduce_on_plateau); :meth:`make` supplies
         them as defaults, so generic tests need not know about them.
+      blocks: the registered entries this one is a ``chain`` of, in order, when it
+        adds no arithmetic of its own (``adam`` is ``scale_by_adam`` then
+        ``scale_by_learning_rate``). Its dtype behaviour is theirs, so the dtype
+        matrix (float64, bfloat16, float16, mixed) runs on the blocks only
+        (``DTYPE_MATRIX``); every other test runs on it too. tests/test_contract.py
+        checks that its state is the chain of the blocks' states.
     """
 
     name: str
@@ -85,6 +91,7 @@ class Entry:
     searches_line: bool = False
     accepts_integer_params: bool = False
     extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    blocks: tuple[str, ...] = ()
 
     def make(self, **overrides: Any) -> gradtx.GradientTransformation:
         """The transformation with the default arguments, updated by ``overrides``."""
@@ -333,7 +340,15 @@ REGISTRY: tuple[Entry, ...] = (
     ),
     # Named optimizers.
     # Plain SGD is the step alone: nothing per leaf to check the tree against.
-    Entry("sgd", "sgd", gradtx.sgd, {"learning_rate": 0.1}, checks_structure=False, **_OPTIMIZER),
+    Entry(
+        "sgd",
+        "sgd",
+        gradtx.sgd,
+        {"learning_rate": 0.1},
+        checks_structure=False,
+        blocks=("scale_by_learning_rate",),
+        **_OPTIMIZER,
+    ),
     Entry(
         "sgd_nesterov",
         "sgd",
@@ -348,7 +363,14 @@ REGISTRY: tuple[Entry, ...] = (
         {"learning_rate": 0.1, "momentum": 0.9, "learning_rate_in_velocity": True},
         **_OPTIMIZER,
     ),
-    Entry("momentum", "momentum", gradtx.momentum, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "momentum",
+        "momentum",
+        gradtx.momentum,
+        {"learning_rate": 0.1},
+        blocks=("trace", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
     Entry(
         "nesterov_momentum",
         "nesterov_momentum",
@@ -356,8 +378,22 @@ REGISTRY: tuple[Entry, ...] = (
         {"learning_rate": 0.1},
         **_OPTIMIZER,
     ),
-    Entry("adagrad", "adagrad", gradtx.adagrad, {"learning_rate": 0.1}, **_OPTIMIZER),
-    Entry("rmsprop", "rmsprop", gradtx.rmsprop, {"learning_rate": 0.01}, **_OPTIMIZER),
+    Entry(
+        "adagrad",
+        "adagrad",
+        gradtx.adagrad,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_rss", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "rmsprop",
+        "rmsprop",
+        gradtx.rmsprop,
+        {"learning_rate": 0.01},
+        blocks=("scale_by_rms", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
     Entry(
         "rmsprop_centered_nesterov",
         "rmsprop",
@@ -396,7 +432,14 @@ REGISTRY: tuple[Entry, ...] = (
         needs_params=True,
         **_OPTIMIZER,
     ),
-    Entry("adam", "adam", gradtx.adam, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "adam",
+        "adam",
+        gradtx.adam,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_adam", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
     Entry(
         "adam_bfloat16_mu",
         "adam",
@@ -412,13 +455,42 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.adamw,
         {"learning_rate": 0.1, "weight_decay": 1e-2},
         needs_params=True,
+        blocks=("scale_by_adam", "add_decayed_weights", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
-    Entry("amsgrad", "amsgrad", gradtx.amsgrad, {"learning_rate": 0.1}, **_OPTIMIZER),
-    Entry("adamax", "adamax", gradtx.adamax, {"learning_rate": 0.1}, **_OPTIMIZER),
-    Entry("nadam", "nadam", gradtx.nadam, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "amsgrad",
+        "amsgrad",
+        gradtx.amsgrad,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_amsgrad", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "adamax",
+        "adamax",
+        gradtx.adamax,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_adamax", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "nadam",
+        "nadam",
+        gradtx.nadam,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_nadam", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
     # RAdam and AdaBound (issue 3).
-    Entry("radam", "radam", gradtx.radam, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "radam",
+        "radam",
+        gradtx.radam,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_radam", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
     Entry(
         "radam_threshold4_skip_eps_hat",
         "radam",
@@ -792,6 +864,8 @@ DESCENDING = tuple(e for e in REGISTRY if e.descends)
 COMPLEX = tuple(e for e in REGISTRY if e.supports_complex)
 STRUCTURE_CHECKED = tuple(e for e in REGISTRY if e.checks_structure)
 WITH_HYPERPARAMETER = tuple(e for e in REGISTRY if e.hyperparameter is not None)
+# Entries with arithmetic of their own: the dtype matrix runs on these (see Entry.blocks).
+DTYPE_MATRIX = tuple(e for e in REGISTRY if not e.blocks)
 
 # Public functions that are not transformation factories; the meta-test checks
 # that each of them is indeed not one.

@@ -20,6 +20,7 @@ import gradtx
 from tests.registry import (
     BY_NAME,
     COMPLEX,
+    DTYPE_MATRIX,
     REGISTRY,
     WITH_HYPERPARAMETER,
     reference_run,
@@ -137,7 +138,7 @@ def test_state_survives_tree_map_and_flatten_round_trip(entry):
 # ---------------------------------------------------------------- dtypes
 
 
-@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+@pytest.mark.parametrize("entry", DTYPE_MATRIX, ids=str)
 def test_float64_params_with_x64_enabled(entry):
     outputs32, state32 = reference_run(entry, STEPS)
     with jax.enable_x64(True):
@@ -154,7 +155,7 @@ def test_float64_params_with_x64_enabled(entry):
         _close(outputs64, outputs32, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+@pytest.mark.parametrize("entry", DTYPE_MATRIX, ids=str)
 def test_bfloat16_params_track_the_float32_run(entry):
     expected, _ = reference_run(entry, STEPS)
     params16 = tiny_params(jnp.bfloat16)
@@ -182,7 +183,7 @@ def test_bfloat16_params_track_the_float32_run(entry):
 # differs from float16's: they run in both dtypes.
 _LOW_PRECISION_CASES = [
     pytest.param(entry, dtype, id=f"{entry.name}-{jnp.dtype(dtype).name}")
-    for entry in REGISTRY
+    for entry in DTYPE_MATRIX
     for dtype in (jnp.float16, jnp.bfloat16)
     if dtype == jnp.float16 or entry.needs_params or entry.stochastic
 ]

@@ -18,6 +18,8 @@ from flax import nnx
 
 import gradtx
 from tests.registry import (
+    BY_NAME,
+    DTYPE_MATRIX,
     NAMED_OPTIMIZERS,
     NOT_TRANSFORMATIONS,
     REGISTRY,
@@ -107,6 +109,24 @@ def test_entry_builds_a_plain_pair_of_functions(entry):
         assert entry.hyperparameter == "learning_rate" and entry.descends, entry.name
 
 
+@pytest.mark.parametrize("entry", [e for e in REGISTRY if e.blocks], ids=str)
+def test_an_entry_said_to_chain_blocks_holds_their_states_in_order(entry):
+    """``Entry.blocks`` takes an entry out of the dtype matrix: the claim must hold.
+
+    Its state is the tuple of the named blocks' states (the same types, fields and
+    leaf dtypes), so its per-leaf arithmetic is theirs plus nothing.
+    """
+    state = entry.make().init(tiny_params())
+    parts = [BY_NAME[name].make().init(tiny_params()) for name in entry.blocks]
+    assert isinstance(state, tuple) and len(state) == len(parts), entry.name
+    for got, expected in zip(state, parts, strict=True):
+        assert type(got) is type(expected), (entry.name, type(got), type(expected))
+        assert jax.tree.structure(got) == jax.tree.structure(expected), entry.name
+        assert [x.dtype for x in jax.tree.leaves(got)] == [
+            x.dtype for x in jax.tree.leaves(expected)
+        ], entry.name
+
+
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
 def test_needs_params_flag_is_honest(entry):
     tx = entry.make()
@@ -187,7 +207,7 @@ DTYPE_CASES = [
 
 
 @pytest.mark.parametrize("param_dtype, grad_dtype", DTYPE_CASES, ids=lambda d: jnp.dtype(d).name)
-@pytest.mark.parametrize("entry", REGISTRY, ids=str)
+@pytest.mark.parametrize("entry", DTYPE_MATRIX, ids=str)
 def test_update_dtype_equals_gradient_dtype(entry, param_dtype, grad_dtype):
     if param_dtype == grad_dtype == jnp.float32:
         outputs, _ = reference_run(entry, steps=2)
