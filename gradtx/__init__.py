@@ -31,15 +31,24 @@ from gradtx.base import (
     stateless,
 )
 from gradtx.combine import MaskedState, PartitionState, chain, masked, named_chain, partition
+from gradtx.optimizers.adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
-from gradtx.optimizers.adamax import adamax, scale_by_adamax
+from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
-from gradtx.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
+from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
+from gradtx.optimizers.optimistic import (
+    ScaleByOptimisticGradientState,
+    optimistic_adam,
+    optimistic_adam_v2,
+    optimistic_gradient_descent,
+    scale_by_optimistic_gradient,
+)
 from gradtx.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradtx.optimizers.rmsprop import (
     ScaleByRmsState,
@@ -49,7 +58,17 @@ from gradtx.optimizers.rmsprop import (
     scale_by_stddev,
 )
 from gradtx.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
-from gradtx.optimizers.sgd import TraceState, momentum, nesterov, nesterov_momentum, sgd, trace
+from gradtx.optimizers.sgd import (
+    TraceState,
+    momentum,
+    nesterov,
+    nesterov_momentum,
+    noisy_sgd,
+    sgd,
+    trace,
+)
+from gradtx.optimizers.sign import scale_by_sign, sign_sgd, signum
+from gradtx.optimizers.yogi import scale_by_yogi, yogi
 from gradtx.schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -181,12 +200,15 @@ __all__ = [
     "ScaleByAdaboundState",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
+    "ScaleByBeliefState",
     "ScaleByBfgsState",
     "ScaleByHessianFreeState",
     "ScaleByLbfgsState",
+    "ScaleByLionState",
     "ScaleByNadamState",
     "ScaleByNewtonState",
     "ScaleByNonlinearCgState",
+    "ScaleByOptimisticGradientState",
     "ScaleByRadamState",
     "ScaleByRmsState",
     "ScaleByRpropState",
@@ -201,11 +223,13 @@ __all__ = [
     "Trial",
     "Updates",
     "accumulate",
+    "adabelief",
     "adabound",
     "adadelta",
     "adagrad",
     "adam",
     "adamax",
+    "adamaxw",
     "adamw",
     "adaptive_grad_clip",
     "add_decayed_weights",
@@ -250,17 +274,23 @@ __all__ = [
     "linear_decay",
     "linear_onecycle_schedule",
     "linear_schedule",
+    "lion",
     "lookahead",
     "lookahead_slow_params",
     "masked",
     "minimize",
     "momentum",
     "nadam",
+    "nadamw",
     "named_chain",
     "nesterov",
     "nesterov_momentum",
     "newton",
+    "noisy_sgd",
     "nonlinear_cg",
+    "optimistic_adam",
+    "optimistic_adam_v2",
+    "optimistic_gradient_descent",
     "optimizers",
     "partition",
     "piecewise_constant_schedule",
@@ -287,25 +317,32 @@ __all__ = [
     "scale_by_adamax",
     "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
+    "scale_by_belief",
     "scale_by_bfgs",
     "scale_by_hessian_free",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
+    "scale_by_lion",
     "scale_by_nadam",
     "scale_by_newton",
     "scale_by_nonlinear_cg",
+    "scale_by_optimistic_gradient",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_sign",
     "scale_by_stddev",
+    "scale_by_yogi",
     "scale_by_zoom_linesearch",
     "schedules",
     "second_order",
     "sgd",
     "sgdr_schedule",
     "sharding",
+    "sign_sgd",
+    "signum",
     "stateless",
     "step_metrics",
     "trace",
@@ -317,4 +354,5 @@ __all__ = [
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "warmup_schedule",
+    "yogi",
 ]

@@ -429,6 +429,20 @@ _TEMPORARY_LEAVES = {
     # reset_state selects between the inner state and a fresh init from the new
     # slow weights, which the landed params' sum also feeds: XLA keeps that sum.
     "lookahead_momentum_reset": 1.1,
+    # Optax's figures are the same for each of these. Lion's step reads the old
+    # momentum, its state the new one: XLA computes the new one into a buffer.
+    **dict.fromkeys(
+        ["lion", "scale_by_lion", "scale_by_lion_refined", "scale_by_lion_smooth"], 1.1
+    ),
+    # AdaBelief's s reads the new m, and the step computes s again from the old
+    # s, of which XLA keeps a copy.
+    **dict.fromkeys(["adabelief", "scale_by_belief", "scale_by_belief_nesterov"], 1.1),
+    # The state takes g_t in place of g_{t-1}, which the step reads: XLA copies
+    # g_{t-1} first; Optimistic Adam also keeps Adam's ratio r_t, read by both.
+    **dict.fromkeys(["scale_by_optimistic_gradient", "optimistic_gradient_descent"], 1.1),
+    **dict.fromkeys(["optimistic_adam", "optimistic_adam_v2"], 2.1),
+    # add_noise's draw, as above.
+    "noisy_sgd": 4.1,
 }
 
 

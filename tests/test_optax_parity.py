@@ -14,6 +14,7 @@ Optax is the oracle here only: nothing below is copied from it.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -169,6 +170,13 @@ MASK = {"w": True, "b": False, "quad": [True, False]}
 
 def mask_fn(params):
     return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def _optax_optimistic_adam(*args, **kwargs):
+    """``optax.optimistic_adam``, whose construction warns that it is deprecated."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return optax.optimistic_adam(*args, **kwargs)
 
 
 class Case:
@@ -376,6 +384,100 @@ CASES = [
         lambda: gradtx.nadam(schedule, b1=0.8, eps_root=1e-8, momentum_decay=None),
         lambda: optax.nadam(schedule, b1=0.8, eps_root=1e-8),
     ),
+    # -- decoupled decay on NAdam and AdaMax
+    Case(
+        "nadamw-constant-momentum",
+        lambda: gradtx.nadamw(0.01, momentum_decay=None),
+        lambda: optax.nadamw(0.01),
+    ),
+    Case(
+        "nadamw-constant-momentum-args",
+        lambda: gradtx.nadamw(
+            schedule,
+            b1=0.8,
+            eps_root=1e-8,
+            weight_decay=wd_schedule,
+            mask=MASK,
+            momentum_decay=None,
+        ),
+        lambda: optax.nadamw(schedule, b1=0.8, eps_root=1e-8, weight_decay=wd_schedule, mask=MASK),
+    ),
+    Case("adamaxw", lambda: gradtx.adamaxw(0.01), lambda: optax.adamaxw(0.01)),
+    Case(
+        "adamaxw-args",
+        lambda: gradtx.adamaxw(schedule, b1=0.5, b2=0.9, eps=1e-3, weight_decay=0.05, mask=mask_fn),
+        lambda: optax.adamaxw(schedule, b1=0.5, b2=0.9, eps=1e-3, weight_decay=0.05, mask=mask_fn),
+    ),
+    # -- adabelief, yogi
+    Case("adabelief", lambda: gradtx.adabelief(0.01), lambda: optax.adabelief(0.01)),
+    Case(
+        "adabelief-args",
+        lambda: gradtx.adabelief(
+            schedule, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10, nesterov=True
+        ),
+        lambda: optax.adabelief(schedule, b1=0.8, b2=0.99, eps=1e-8, eps_root=1e-10, nesterov=True),
+    ),
+    # gradtx's yogi starts m at 0, Optax's at 1e-6 (initial_mu_value; the test below).
+    Case(
+        "yogi-optax-start",
+        lambda: gradtx.yogi(0.01, initial_mu_value=1e-6),
+        lambda: optax.yogi(0.01),
+    ),
+    Case(
+        "yogi-args",
+        lambda: gradtx.yogi(schedule, b1=0.8, b2=0.99, eps=1e-4, initial_mu_value=1e-6),
+        lambda: optax.yogi(schedule, b1=0.8, b2=0.99, eps=1e-4),
+    ),
+    # -- sign methods: lion, sign_sgd, signum
+    Case("lion", lambda: gradtx.lion(0.01), lambda: optax.lion(0.01)),
+    Case(
+        "lion-args-mask",
+        lambda: gradtx.lion(schedule, b1=0.8, b2=0.95, weight_decay=wd_schedule, mask=MASK),
+        lambda: optax.lion(schedule, b1=0.8, b2=0.95, weight_decay=wd_schedule, mask=MASK),
+    ),
+    Case("sign_sgd", lambda: gradtx.sign_sgd(0.01), lambda: optax.sign_sgd(0.01)),
+    Case("sign_sgd-schedule", lambda: gradtx.sign_sgd(schedule), lambda: optax.sign_sgd(schedule)),
+    Case("signum", lambda: gradtx.signum(0.01), lambda: optax.signum(0.01)),
+    Case(
+        "signum-args",
+        lambda: gradtx.signum(schedule, beta=0.5, accumulator_dtype=jnp.float32),
+        lambda: optax.signum(schedule, beta=0.5, accumulator_dtype=jnp.float32),
+    ),
+    # -- optimistic methods
+    Case(
+        "optimistic_gradient_descent",
+        lambda: gradtx.optimistic_gradient_descent(0.01),
+        lambda: optax.optimistic_gradient_descent(0.01),
+    ),
+    Case(
+        "optimistic_gradient_descent-args",
+        lambda: gradtx.optimistic_gradient_descent(schedule, alpha=0.5, beta=2.0),
+        lambda: optax.optimistic_gradient_descent(schedule, alpha=0.5, beta=2.0),
+    ),
+    Case(
+        "optimistic_adam_v2",
+        lambda: gradtx.optimistic_adam_v2(0.01),
+        lambda: optax.optimistic_adam_v2(0.01),
+    ),
+    Case(
+        "optimistic_adam_v2-args",
+        lambda: gradtx.optimistic_adam_v2(
+            schedule, alpha=0.5, beta=2.0, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8, nesterov=False
+        ),
+        lambda: optax.optimistic_adam_v2(
+            schedule, alpha=0.5, beta=2.0, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-8, nesterov=False
+        ),
+    ),
+    Case(
+        "optimistic_adam",
+        lambda: gradtx.optimistic_adam(0.01),
+        lambda: _optax_optimistic_adam(0.01),
+    ),
+    Case(
+        "optimistic_adam-args",
+        lambda: gradtx.optimistic_adam(0.01, 0.05, b1=0.8, eps_root=1e-8, nesterov=False),
+        lambda: _optax_optimistic_adam(0.01, 0.05, b1=0.8, eps_root=1e-8, nesterov=False),
+    ),
     # -- primitives
     Case("scale", lambda: gradtx.scale(0.3), lambda: optax.scale(0.3), P),
     Case(
@@ -478,6 +580,51 @@ CASES = [
         why=UNIT_RATE,
     ),
     Case(
+        "scale_by_belief",
+        lambda: gradtx.scale_by_belief(0.5, 0.9, 1e-6, 1e-8),
+        lambda: optax.scale_by_belief(0.5, 0.9, 1e-6, 1e-8),
+        P / 5,
+    ),
+    Case(
+        "scale_by_yogi",
+        lambda: gradtx.scale_by_yogi(0.8, 0.99, 1e-4, 1e-8, 1e-3, initial_mu_value=1e-3),
+        lambda: optax.scale_by_yogi(0.8, 0.99, 1e-4, 1e-8, 1e-3),
+        P / 5,
+    ),
+    Case(
+        # With no start value both agree whatever they do with m_0.
+        "scale_by_yogi-zero-start",
+        lambda: gradtx.scale_by_yogi(initial_accumulator_value=0.0),
+        lambda: optax.scale_by_yogi(initial_accumulator_value=0.0),
+        P / 5,
+    ),
+    Case("scale_by_lion", lambda: gradtx.scale_by_lion(), lambda: optax.scale_by_lion(), P / 5),
+    Case(
+        "scale_by_lion-smooth",
+        lambda: gradtx.scale_by_lion(0.8, 0.95, mode="smooth", smooth_beta=2.0),
+        lambda: optax.scale_by_lion(0.8, 0.95, mode="smooth", smooth_beta=2.0),
+        P / 5,
+    ),
+    Case(
+        "scale_by_lion-refined",
+        lambda: gradtx.scale_by_lion(mode="refined"),
+        lambda: optax.scale_by_lion(mode="refined"),
+        P / 5,
+    ),
+    Case("scale_by_sign", lambda: gradtx.scale_by_sign(), lambda: optax.scale_by_sign(), P / 5),
+    Case(
+        "scale_by_optimistic_gradient",
+        lambda: gradtx.scale_by_optimistic_gradient(),
+        lambda: optax.scale_by_optimistic_gradient(),
+        P,
+    ),
+    Case(
+        "scale_by_optimistic_gradient-args",
+        lambda: gradtx.scale_by_optimistic_gradient(0.5, 2.0),
+        lambda: optax.scale_by_optimistic_gradient(0.5, 2.0),
+        P,
+    ),
+    Case(
         "add_decayed_weights-mask",
         lambda: gradtx.add_decayed_weights(0.1, MASK),
         lambda: optax.add_decayed_weights(0.1, MASK),
@@ -549,6 +696,15 @@ COMPLEX_CASES = [
     Case("amsgrad", lambda: gradtx.amsgrad(0.01), lambda: optax.amsgrad(0.01)),
     Case("adamax", lambda: gradtx.adamax(0.01), lambda: optax.adamax(0.01)),
     Case("nadam", lambda: gradtx.nadam(0.01, momentum_decay=None), lambda: optax.nadam(0.01)),
+    Case("lion", lambda: gradtx.lion(0.01), lambda: optax.lion(0.01)),
+    Case("signum", lambda: gradtx.signum(0.01), lambda: optax.signum(0.01)),
+    Case("adabelief", lambda: gradtx.adabelief(0.01), lambda: optax.adabelief(0.01)),
+    Case("yogi", lambda: gradtx.yogi(0.01, initial_mu_value=1e-6), lambda: optax.yogi(0.01)),
+    Case(
+        "optimistic_adam_v2",
+        lambda: gradtx.optimistic_adam_v2(0.01),
+        lambda: optax.optimistic_adam_v2(0.01),
+    ),
 ]
 
 
@@ -688,6 +844,67 @@ def test_nadam_default_is_dozat_not_optax():
         # Dozat's momentum starts at b1 / 2 and warms up slowly: the first step
         # weighs the gradient far more than Optax's constant b1 does.
         assert max_rel_deviation(ours, theirs) > 0.1
+
+
+def test_nadamw_default_is_dozat_not_optax():
+    """``nadamw`` is :func:`gradtx.nadam` (Dozat's momentum schedule) plus the
+    decoupled decay; ``momentum_decay=None`` is Optax's ``nadamw``."""
+    params, grads = _random_gradients()
+    with jax.enable_x64(True):
+        ours, nadam, const, theirs = jax.jit(
+            lambda p, g: (
+                _update_path(gradtx.nadamw(0.01, weight_decay=0.1), p, g),
+                _update_path(gradtx.nadam(0.01), p, g),
+                _update_path(gradtx.nadamw(0.01, weight_decay=0.1, momentum_decay=None), p, g),
+                _update_path(optax.nadamw(0.01, weight_decay=0.1), p, g),
+            )
+        )(params, grads)
+        for key in params:
+            decay = -0.01 * 0.1 * params[key]
+            np.testing.assert_allclose(ours[key], nadam[key] + decay, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(const[key], theirs[key], rtol=1e-12, atol=1e-15)
+        assert max_rel_deviation(ours, theirs) > 0.1
+
+
+def test_yogi_starts_the_first_moment_at_zero_where_optax_starts_it_at_1e_6():
+    """A coordinate whose gradient is always 0 stays put in gradtx's yogi; Optax's
+    moves it, all coordinates the same way, from its m_0 = 1e-6. With
+    ``initial_mu_value=1e-6`` gradtx takes Optax's steps."""
+    params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(4)}
+    zeros = jax.tree.map(lambda p: jnp.zeros((20, *p.shape)), params)
+    ours, optax_start, theirs = jax.jit(
+        lambda p, g: (
+            _update_path(gradtx.yogi(1.0), p, g),
+            _update_path(gradtx.yogi(1.0, initial_mu_value=1e-6), p, g),
+            _update_path(optax.yogi(1.0), p, g),
+        )
+    )(params, zeros)
+    for leaf in jax.tree.leaves(ours):
+        assert bool(jnp.all(leaf == 0))
+    for leaf in jax.tree.leaves(theirs):
+        assert bool(jnp.all(leaf < -1e-5))  # every coordinate steps the same way
+    assert_trees_close(optax_start, theirs, **TOL["float32"])
+
+
+NOISY_SGD_PAIRS = [
+    (lambda: gradtx.noisy_sgd(0.01, key=0), lambda: optax.noisy_sgd(0.01, key=0), 1.0),
+    (
+        lambda: gradtx.noisy_sgd(schedule, 0.1, 0.3, seed=5),
+        lambda: optax.noisy_sgd(schedule, 0.1, 0.3, key=5),
+        1.0,
+    ),
+]
+
+
+def test_noisy_sgd_same_trajectory_as_optax_in_float32():
+    """The same noise and steps as Optax in float32. In float64 gradtx adds the
+    float32 draws where Optax draws anew (:func:`gradtx.add_noise`,
+    tests/test_noise.py); the float64 run is checked against the paper's
+    reference in tests/test_new_aliases_1.py."""
+    for ours, theirs in run_pairs(NOISY_SGD_PAIRS, jnp.float32):
+        assert jax.tree.leaves(ours)[0].dtype == jnp.float32
+        assert_moved(ours)
+        assert_trees_close(ours, theirs, **TOL["float32"])
 
 
 def _pytorch_amsgrad(grads, lr, b1, b2, eps):

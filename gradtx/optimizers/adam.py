@@ -30,7 +30,8 @@ from gradtx.transforms.scale import scale_by_learning_rate
 
 
 class ScaleByAdamState(NamedTuple):
-    """State of :func:`scale_by_adam` and :func:`gradtx.scale_by_adamax`."""
+    """State of :func:`scale_by_adam`, :func:`gradtx.scale_by_adamax` and
+    :func:`gradtx.scale_by_yogi`."""
 
     count: Array  # int32 scalar: t.
     mu: Updates  # s (book) / m (paper): EMA of g, in mu_dtype.

@@ -1,4 +1,4 @@
-"""AdaMax: Adam with the infinity norm (Kingma & Ba 2015, Sec. 7.1, Alg. 2)."""
+"""AdaMax: Adam with the infinity norm (Kingma & Ba 2015, Sec. 7.1, Alg. 2), and AdaMaxW."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import jax.numpy as jnp
 
 from gradtx import _checks, tree
 from gradtx.base import GradientTransformation, ScalarOrSchedule
-from gradtx.combine import chain
+from gradtx.combine import Mask, chain
 from gradtx.optimizers.adam import ScaleByAdamState, check_adam_args, moment_transformation
+from gradtx.transforms.regularize import add_decayed_weights
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
@@ -96,5 +97,51 @@ def adamax(
     _checks.learning_rate("adamax", learning_rate)
     return chain(
         scale_by_adamax(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adamaxw(
+    learning_rate: ScalarOrSchedule = 2e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Mask | None = None,
+    *,
+    mu_dtype: Any | None = None,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """AdaMaxW: AdaMax with decoupled weight decay (Loshchilov & Hutter 2019).
+
+    .. math::
+        \\theta \\leftarrow \\theta - \\alpha \\left(
+            \\frac{m}{(1-\\beta_1^t)\\, u} + \\lambda \\theta \\right)
+
+    Composition: ``chain(scale_by_adamax(...), add_decayed_weights(lambda, mask),
+    scale_by_learning_rate(alpha))``, as :func:`adamw` is built on Adam's
+    scaling: the decay is multiplied by the learning rate (Optax, PyTorch).
+
+    Args:
+      learning_rate: ``alpha``, a number or a schedule.
+      b1, b2, eps, mu_dtype, nu_dtype: see :func:`scale_by_adamax`.
+      weight_decay: ``lambda`` >= 0, a number or a schedule (default 1e-4, Optax's).
+      mask: which leaves are decayed (see :func:`add_decayed_weights`).
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> params = jnp.ones(2)
+      >>> tx = gradtx.adamaxw(1e-3, weight_decay=0.01)
+      >>> tx.update(jnp.zeros(2), tx.init(params), params)[0]  # -lr * lambda * w
+      Array([-1.0...e-05, -1.0...e-05], dtype=float32)
+
+    References:
+      Kingma & Ba (2015), Sec. 7.1 and Alg. 2; Loshchilov & Hutter (2019),
+      Decoupled Weight Decay Regularization, Alg. 2.
+    """
+    _checks.learning_rate("adamaxw", learning_rate)
+    return chain(
+        scale_by_adamax(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
+        add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

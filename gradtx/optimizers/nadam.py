@@ -1,4 +1,4 @@
-"""NAdam: Adam with Nesterov momentum (Dozat 2016, Alg. 2).
+"""NAdam: Adam with Nesterov momentum (Dozat 2016, Alg. 2), and NAdamW.
 
 Symbols and the placement of ``eps`` as in :mod:`gradtx.optimizers.adam`.
 """
@@ -11,8 +11,9 @@ import jax.numpy as jnp
 
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
-from gradtx.combine import chain
+from gradtx.combine import Mask, chain
 from gradtx.optimizers.adam import check_adam_args, init_moments, normalise
+from gradtx.transforms.regularize import add_decayed_weights
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
@@ -140,5 +141,58 @@ def nadam(
         scale_by_nadam(
             b1, b2, eps, eps_root, mu_dtype, momentum_decay=momentum_decay, nu_dtype=nu_dtype
         ),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def nadamw(
+    learning_rate: ScalarOrSchedule = 2e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Mask | None = None,
+    *,
+    momentum_decay: float | None = 0.004,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """NAdamW: NAdam with decoupled weight decay (Loshchilov & Hutter 2019).
+
+    .. math::
+        \\theta \\leftarrow \\theta - \\eta \\left(
+            \\frac{\\bar m}{\\sqrt{\\hat v} + \\epsilon} + \\lambda \\theta \\right)
+
+    with ``m_bar`` NAdam's Nesterov-mixed moment (:func:`scale_by_nadam`).
+    Composition: ``chain(scale_by_nadam(...), add_decayed_weights(lambda, mask),
+    scale_by_learning_rate(eta))``, as :func:`adamw` is built on Adam's scaling.
+    Like :func:`nadam`, the default is Dozat's momentum schedule
+    (``momentum_decay=0.004``); ``momentum_decay=None`` gives Optax's ``nadamw``.
+
+    Args:
+      learning_rate: ``eta``, a number or a schedule.
+      b1, b2, eps, eps_root, mu_dtype, momentum_decay, nu_dtype: see
+        :func:`scale_by_nadam`.
+      weight_decay: ``lambda`` >= 0, a number or a schedule (default 1e-4, Optax's).
+      mask: which leaves are decayed (see :func:`add_decayed_weights`).
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> params = jnp.ones(2)
+      >>> tx = gradtx.nadamw(1e-3, weight_decay=0.01)
+      >>> tx.update(jnp.zeros(2), tx.init(params), params)[0]  # -lr * lambda * w
+      Array([-1.0...e-05, -1.0...e-05], dtype=float32)
+
+    References:
+      Dozat (2016), Incorporating Nesterov Momentum into Adam, ICLR workshop, Alg. 2;
+      Loshchilov & Hutter (2019), Decoupled Weight Decay Regularization, Alg. 2.
+    """
+    _checks.learning_rate("nadamw", learning_rate)
+    return chain(
+        scale_by_nadam(
+            b1, b2, eps, eps_root, mu_dtype, momentum_decay=momentum_decay, nu_dtype=nu_dtype
+        ),
+        add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

@@ -1,6 +1,6 @@
-"""Stochastic gradient descent, heavy-ball momentum and Nesterov momentum.
+"""Stochastic gradient descent, heavy-ball momentum, Nesterov momentum, noisy SGD.
 
-Goodfellow, Bengio & Courville (2016), Alg. 8.1-8.3.
+Goodfellow, Bengio & Courville (2016), Alg. 8.1-8.3; Neelakantan et al. (2015).
 
 **Where the learning rate sits.** The book (Alg. 8.2, 8.3), Sutskever et al.
 (2013) and Keras keep the rate *inside* the velocity, ``v <- alpha v - eps g``;
@@ -21,6 +21,7 @@ import jax
 from gradtx import _checks, tree
 from gradtx.base import GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
+from gradtx.transforms.noise import add_noise
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
@@ -255,3 +256,40 @@ def nesterov_momentum(
         accumulator_dtype=accumulator_dtype,
         learning_rate_in_velocity=learning_rate_in_velocity,
     )
+
+
+def noisy_sgd(
+    learning_rate: ScalarOrSchedule,
+    eta: float = 0.01,
+    gamma: float = 0.55,
+    key: Any = None,
+    *,
+    seed: int | None = None,
+) -> GradientTransformation:
+    """SGD on gradients with annealed Gaussian noise (Neelakantan et al. 2015).
+
+    .. math::
+        \\theta \\leftarrow \\theta - \\epsilon_k (g + n_k), \\qquad
+        n_k \\sim \\mathcal{N}\\left(0, \\frac{\\eta}{(1 + k)^\\gamma}\\right)
+
+    with ``k = 0, 1, ...`` the step. Composition: ``chain(add_noise(eta, gamma,
+    key, seed=seed), scale_by_learning_rate(epsilon))``; the noise, its key
+    schedule and its dtypes are :func:`add_noise`'s.
+
+    Args:
+      learning_rate: ``epsilon``, a number or a schedule.
+      eta, gamma, key, seed: see :func:`add_noise` (a ``key`` or ``seed`` is
+        required: the noise must be reproducible).
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.noisy_sgd(0.1, eta=0.0, key=0)  # eta = 0: plain SGD
+      >>> tx.update(jnp.array([1.0, -2.0]), tx.init(jnp.zeros(2)))[0]
+      Array([-0.1,  0.2], dtype=float32)
+
+    References:
+      Neelakantan, Vilnis, Le, Sutskever, Kaiser, Kurach & Martens (2015), Adding
+      Gradient Noise Improves Learning for Very Deep Networks, Sec. 2.
+    """
+    _checks.learning_rate("noisy_sgd", learning_rate)
+    return chain(add_noise(eta, gamma, key, seed=seed), scale_by_learning_rate(learning_rate))

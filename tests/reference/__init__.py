@@ -17,8 +17,16 @@ module          algorithms
                 AdamW (Loshchilov & Hutter 2019, Alg. 2)
 ``amsgrad``     Reddi, Kale & Kumar (2018) Alg. 2, and the bias-corrected forms of
                 Optax (max after correction) and PyTorch (max of the raw moment)
-``adamax``      Kingma & Ba (2015) Alg. 2
-``nadam``       Dozat (2016) Alg. 2, with the warming momentum schedule or a constant
+``adamax``      Kingma & Ba (2015) Alg. 2; with decoupled decay, AdaMaxW
+``nadam``       Dozat (2016) Alg. 2, with the warming momentum schedule or a constant;
+                with decoupled decay, NAdamW
+``adabelief``   Zhuang et al. (2020) Alg. 2
+``yogi``        Zaheer et al. (2018) Alg. 2, as printed or with Optax's start and
+                bias correction
+``lion``        Chen et al. (2023) Alg. 2
+``sign``        Bernstein et al. (2018) Alg. 1 (signSGD) and Alg. 3 (Signum)
+``optimistic``  optimistic gradient descent (Daskalakis et al. 2018; Mokhtari et al.
+                2020) and Optimistic Adam (Daskalakis et al. 2018, Alg. 1)
 ``second_order`` damped Newton (Goodfellow et al. Alg. 8.8, eq. 8.28; Nocedal & Wright
                 Alg. 3.3), truncated Newton-CG (N&W Alg. 7.1), nonlinear CG (FR,
                 PR+), BFGS (N&W eq. 6.17, 6.20), L-BFGS (N&W Alg. 7.4), and the
@@ -38,16 +46,36 @@ gradtx cannot be copied into the oracle that checks it (a test checks this).
 far gradtx strays from each reference.
 """
 
-from . import adadelta, adagrad, adam, adamax, amsgrad, nadam, rmsprop, second_order, sgd
+from . import (
+    adabelief,
+    adadelta,
+    adagrad,
+    adam,
+    adamax,
+    amsgrad,
+    lion,
+    nadam,
+    optimistic,
+    rmsprop,
+    second_order,
+    sgd,
+    sign,
+    yogi,
+)
 
 __all__ = [
+    "adabelief",
     "adadelta",
     "adagrad",
     "adam",
     "adamax",
     "amsgrad",
+    "lion",
     "nadam",
+    "optimistic",
     "rmsprop",
     "second_order",
     "sgd",
+    "sign",
+    "yogi",
 ]

@@ -24,7 +24,20 @@ def momentum_schedule(mu, psi):
     return lambda t: mu * (1 - 0.5 * 0.96 ** (t * psi))
 
 
-def nadam(theta, grads, eta, mu, nu, epsilon, *, psi=0.004, epsilon_root=0.0, num_steps=None):
+def nadam(
+    theta,
+    grads,
+    eta,
+    mu,
+    nu,
+    epsilon,
+    *,
+    psi=0.004,
+    epsilon_root=0.0,
+    lam=0.0,
+    mask=None,
+    num_steps=None,
+):
     """Alg. 2 (Dozat 2016)::
 
         g_hat <- g_t / (1 - prod_{i=1..t} mu_i)
@@ -38,10 +51,15 @@ def nadam(theta, grads, eta, mu, nu, epsilon, *, psi=0.004, epsilon_root=0.0, nu
     ``m`` decays with the constant ``mu`` (= ``beta_1``), as in PyTorch and
     Keras; ``mu_t`` is :func:`momentum_schedule`. ``epsilon_root = 0`` is the
     paper.
+
+    ``lam > 0`` is NAdamW: Loshchilov & Hutter's (2019, Alg. 2) decoupled decay
+    inside the step, ``theta_t <- theta_{t-1} - eta_k (m_bar / (...) + lam
+    theta_{t-1})``; ``mask[i]`` False leaves leaf ``i`` undecayed.
     """
     gradients, eta_k = Gradients(grads, num_steps), rate(eta)
     mu_at = momentum_schedule(mu, psi)
     theta = as_float64(theta)
+    mask = [True] * len(theta) if mask is None else list(mask)
     m = [np.zeros_like(theta_i) for theta_i in theta]
     n = [np.zeros_like(theta_i) for theta_i in theta]
     trajectory = Trajectory(theta)
@@ -58,6 +76,8 @@ def nadam(theta, grads, eta, mu, nu, epsilon, *, psi=0.004, epsilon_root=0.0, nu
             n[i] = nu * n[i] + (1 - nu) * g[i] ** 2
             n_hat = n[i] / (1 - nu**t)
             m_bar = (1 - mu_t) * g_hat + mu_next * m_hat
-            theta[i] = theta[i] - eta_k(k) * m_bar / (np.sqrt(n_hat + epsilon_root) + epsilon)
+            decay = lam * theta[i] if mask[i] else 0.0
+            step = m_bar / (np.sqrt(n_hat + epsilon_root) + epsilon) + decay
+            theta[i] = theta[i] - eta_k(k) * step
         trajectory.record(theta)
     return trajectory.stacked()
