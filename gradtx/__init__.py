@@ -33,13 +33,18 @@ from gradtx.base import (
 from gradtx.combine import MaskedState, PartitionState, chain, masked, named_chain, partition
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
+from gradtx.optimizers.adafactor import FactoredState, adafactor, scale_by_factored_rms
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradtx.optimizers.adamax import adamax, scale_by_adamax
+from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, scale_by_nadam
+from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
+from gradtx.optimizers.polyak import polyak_sgd, scale_by_polyak
 from gradtx.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradtx.optimizers.rmsprop import (
     ScaleByRmsState,
@@ -50,6 +55,8 @@ from gradtx.optimizers.rmsprop import (
 )
 from gradtx.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
 from gradtx.optimizers.sgd import TraceState, momentum, nesterov, nesterov_momentum, sgd, trace
+from gradtx.optimizers.sm3 import ScaleBySM3State, scale_by_sm3, sm3
+from gradtx.optimizers.trust_ratio import lamb, lars, scale_by_trust_ratio
 from gradtx.schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -163,6 +170,7 @@ __all__ = [
     "EarlyStoppingState",
     "EmaState",
     "EmptyState",
+    "FactoredState",
     "FlatState",
     "GradientTransformation",
     "InjectHyperparamsState",
@@ -180,6 +188,7 @@ __all__ = [
     "ScaleByAdaDeltaState",
     "ScaleByAdaboundState",
     "ScaleByAdamState",
+    "ScaleByAdanState",
     "ScaleByAmsgradState",
     "ScaleByBfgsState",
     "ScaleByHessianFreeState",
@@ -187,10 +196,12 @@ __all__ = [
     "ScaleByNadamState",
     "ScaleByNewtonState",
     "ScaleByNonlinearCgState",
+    "ScaleByNovogradState",
     "ScaleByRadamState",
     "ScaleByRmsState",
     "ScaleByRpropState",
     "ScaleByRssState",
+    "ScaleBySM3State",
     "ScaleByScheduleState",
     "ScaleByStddevState",
     "Schedule",
@@ -203,10 +214,12 @@ __all__ = [
     "accumulate",
     "adabound",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
+    "adan",
     "adaptive_grad_clip",
     "add_decayed_weights",
     "add_elastic_net",
@@ -239,12 +252,15 @@ __all__ = [
     "exclude_bias_and_norm",
     "exponential_decay",
     "flat",
+    "fromage",
     "has_updated",
     "hessian_free",
     "identity",
     "inject_hyperparams",
     "inverse_time_decay",
     "join_schedules",
+    "lamb",
+    "lars",
     "lbfgs",
     "learning_curves",
     "linear_decay",
@@ -261,12 +277,14 @@ __all__ = [
     "nesterov_momentum",
     "newton",
     "nonlinear_cg",
+    "novograd",
     "optimizers",
     "partition",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
     "piecewise_interpolate_schedule",
     "plot_learning_curves",
+    "polyak_sgd",
     "polynomial_schedule",
     "proximal_elastic_net",
     "proximal_l1",
@@ -285,27 +303,34 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_adan",
     "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
     "scale_by_bfgs",
+    "scale_by_factored_rms",
     "scale_by_hessian_free",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_nadam",
     "scale_by_newton",
     "scale_by_nonlinear_cg",
+    "scale_by_novograd",
+    "scale_by_polyak",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_sm3",
     "scale_by_stddev",
+    "scale_by_trust_ratio",
     "scale_by_zoom_linesearch",
     "schedules",
     "second_order",
     "sgd",
     "sgdr_schedule",
     "sharding",
+    "sm3",
     "stateless",
     "step_metrics",
     "trace",
