@@ -39,10 +39,13 @@ def _decay_rate_pow(i: Array, exponent: float = 0.8) -> Array:
 
 
 class FactoredState(NamedTuple):
-    """State of :func:`scale_by_factored_rms` (Optax's layout).
+    """State of :func:`scale_by_factored_rms`: Optax's fields, with the averages
+    kept as size-1 axes (``keepdims``), so that they broadcast against the leaf and
+    the leaf's shape can be read back from them (a ``(2, 3)`` and a ``(3, 2)``
+    leaf give different states). Real, in the params' (real) dtype.
 
-    For a factored leaf ``v`` is a placeholder of shape ``(1,)``; for the others
-    ``v_row`` and ``v_col`` are. Real, in the params' (real) dtype.
+    For a factored leaf of shape ``S``, ``v`` is a placeholder of shape ``(1,)``;
+    for the others, ``v_row`` and ``v_col`` are.
     """
 
     count: Array  # int32 scalar: t - 1, steps taken.
@@ -61,9 +64,35 @@ def factored_dims(shape: tuple[int, ...], factored: bool, min_size: int) -> tupl
     return int(order[-2]), int(order[-1])
 
 
-def _marks(tree_: Any) -> Any:
-    """``tree_`` with every leaf replaced by 0: its structure alone."""
-    return jax.tree.map(lambda _: 0, tree_)
+def _shape_of_state(row: Array, col: Array, v: Array) -> tuple[int, ...]:
+    """The leaf shape a leaf's state was built for: ``v``'s, or for a factored
+    leaf (averages of rank >= 2) the larger of the averages' sizes on each axis."""
+    if np.ndim(row) < 2:
+        return np.shape(v)
+    return tuple(int(n) for n in np.maximum(np.shape(row), np.shape(col)))
+
+
+def _check_leaves(updates: Any, state: FactoredState) -> None:
+    """Raises ValueError naming the leaves whose shape or dtype kind does not fit the
+    state (its leaves are not shaped like the params, so the tree is checked here)."""
+    owner = "scale_by_factored_rms"
+    structure = jax.tree.map(lambda _: 0, state.v)
+    tree.check_structure(structure, jax.tree.map(lambda _: 0, updates), owner=owner)
+    paths = jax.tree_util.tree_flatten_with_path(updates)[0]
+    states = zip(*(jax.tree.leaves(t) for t in (state.v_row, state.v_col, state.v)), strict=True)
+    bad = []
+    for (path, g), (row, col, v) in zip(paths, states, strict=True):
+        expected = _shape_of_state(row, col, v)
+        if np.shape(g) != expected or not jnp.issubdtype(jnp.result_type(g), jnp.inexact):
+            bad.append(
+                f"{jax.tree_util.keystr(path) or 'the root'}: expected a floating array of shape "
+                f"{expected}, got a {jnp.result_type(g)} array of shape {np.shape(g)}"
+            )
+    if bad:
+        raise ValueError(
+            f"{owner}: the updates do not have the leaf shapes and dtypes of the params the "
+            f"state was initialised with: {tree.name_paths(bad)}."
+        )
 
 
 def factored_rms_leaf(g, v_row, v_col, v, decay, dims, epsilon):
@@ -78,12 +107,11 @@ def factored_rms_leaf(g, v_row, v_col, v, decay, dims, epsilon):
         out = g_c * new_v**-0.5
         return tree.as_dtype(out, g.dtype), v_row, v_col, tree.as_dtype(new_v, v.dtype)
     d1, d0 = dims
-    new_row = decay * tree.as_dtype(v_row, r) + (1 - decay) * jnp.mean(sq, axis=d0)
-    new_col = decay * tree.as_dtype(v_col, r) + (1 - decay) * jnp.mean(sq, axis=d1)
-    row_axis = d1 - 1 if d1 > d0 else d1  # d1's place once d0 is reduced
-    row_factor = (new_row / jnp.mean(new_row, axis=row_axis, keepdims=True)) ** -0.5
-    col_factor = new_col**-0.5
-    out = g_c * jnp.expand_dims(row_factor, d0) * jnp.expand_dims(col_factor, d1)
+    mean = lambda x, axis: jnp.mean(x, axis=axis, keepdims=True)  # noqa: E731
+    new_row = decay * tree.as_dtype(v_row, r) + (1 - decay) * mean(sq, d0)
+    new_col = decay * tree.as_dtype(v_col, r) + (1 - decay) * mean(sq, d1)
+    # V_hat = R C / sum(R): the row factor is normalized by the mean of R over d1.
+    out = g_c * (new_row / mean(new_row, d1)) ** -0.5 * new_col**-0.5
     new_row, new_col = tree.as_dtype(new_row, v_row.dtype), tree.as_dtype(new_col, v_col.dtype)
     return tree.as_dtype(out, g.dtype), new_row, new_col, v
 
@@ -123,7 +151,9 @@ def scale_by_factored_rms(
       min_dim_size_to_factor: an integer >= 1: a leaf is factored when its second
         largest axis has at least this size.
       epsilon: ``eps_1`` >= 0, added to ``G^2``.
-      decay_rate_fn: ``(steps taken - step_offset, decay_rate) -> beta_2t``.
+      decay_rate_fn: ``(steps taken - step_offset, decay_rate) -> beta_2t``. A
+        function of two arguments, not a schedule: under
+        :func:`gradtx.inject_hyperparams`, name it in ``static_args``.
 
     Raises:
       ValueError: ``decay_rate`` <= 0, a negative ``step_offset`` or ``epsilon``,
@@ -149,8 +179,8 @@ def scale_by_factored_rms(
     if not callable(decay_rate_fn):
         raise TypeError(f"{owner}: decay_rate_fn must be callable, got {decay_rate_fn!r}.")
 
-    def dims_of(x):
-        return factored_dims(np.shape(x), factored, min_dim_size_to_factor)
+    def dims_of(shape):
+        return factored_dims(tuple(shape), factored, min_dim_size_to_factor)
 
     def init_fn(params):
         tree.check_inexact(params, owner)
@@ -158,12 +188,12 @@ def scale_by_factored_rms(
         def leaf(p):
             p = jnp.asarray(p)
             r = tree.real_dtype(p.dtype)
-            dims = dims_of(p)
+            dims = dims_of(p.shape)
             if dims is None:
                 return jnp.zeros((1,), r), jnp.zeros((1,), r), jnp.zeros_like(p, r)
             d1, d0 = dims
-            row = jnp.zeros(np.delete(p.shape, d0), r)
-            col = jnp.zeros(np.delete(p.shape, d1), r)
+            row = jnp.zeros(tuple(1 if i == d0 else n for i, n in enumerate(p.shape)), r)
+            col = jnp.zeros(tuple(1 if i == d1 else n for i, n in enumerate(p.shape)), r)
             return row, col, jnp.zeros((1,), r)
 
         v_row, v_col, v = tree.map_unzip(leaf, 3, params)
@@ -171,12 +201,11 @@ def scale_by_factored_rms(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        # The state's leaves are not shaped like the params: compare the trees only.
-        tree.check_structure(_marks(state.v), _marks(updates), owner=owner, dtypes=False)
+        _check_leaves(updates, state)
         decay = decay_rate_fn(state.count - step_offset, decay_rate)
 
         def leaf(g, row, col, v):
-            return factored_rms_leaf(g, row, col, v, decay, dims_of(g), epsilon)
+            return factored_rms_leaf(g, row, col, v, decay, dims_of(g.shape), epsilon)
 
         out, v_row, v_col, v = tree.map_unzip(leaf, 4, updates, state.v_row, state.v_col, state.v)
         return out, FactoredState(tree.safe_increment(state.count), v_row, v_col, v)

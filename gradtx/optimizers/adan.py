@@ -101,10 +101,9 @@ def scale_by_adan(
     _checks.non_negative(owner, "eps_root", eps_root)
 
     def init_fn(params):
-        zeros = tree.zeros_like(params)
-        return ScaleByAdanState(
-            tree.zero_count(), zeros, zeros, tree.zeros_like(params, real=True), zeros
-        )
+        # Three separate buffers, so that a donated state never holds one twice.
+        m, v, g = (tree.zeros_like(params) for _ in range(3))
+        return ScaleByAdanState(tree.zero_count(), m, v, tree.zeros_like(params, real=True), g)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
