@@ -551,13 +551,32 @@ CASES += [
         lambda: optax.scale_by_novograd(0.5, 0.9, 1e-4, 1e-8, 0.01),
         P / 5,
     ),
-    Case("adan", lambda: gradtx.adan(0.01), lambda: optax.adan(0.01)),
+    # Optax 0.2.8 weighs Adan's gradient difference by 1 - b2 (the paper: b2); see
+    # test_adan_default_weighs_the_gradient_difference_as_the_paper.
     Case(
-        "adan-args",
-        lambda: gradtx.adan(schedule, 0.9, 0.8, 0.95, 1e-6, 0.0, 0.05, MASK),
+        "adan-optax-difference-weight",
+        lambda: gradtx.adan(0.01, difference_weight="1-b2"),
+        lambda: optax.adan(0.01),
+    ),
+    Case(
+        "adan-args-optax-difference-weight",
+        lambda: gradtx.adan(
+            schedule, 0.9, 0.8, 0.95, 1e-6, 0.0, 0.05, MASK, difference_weight="1-b2"
+        ),
         lambda: optax.adan(schedule, 0.9, 0.8, 0.95, 1e-6, 0.0, 0.05, MASK),
     ),
-    Case("scale_by_adan", lambda: gradtx.scale_by_adan(), lambda: optax.scale_by_adan(), P / 5),
+    Case(
+        # b2 = 0.5: both weights are 0.5, so the default matches Optax too.
+        "adan-b2-half",
+        lambda: gradtx.adan(0.01, b2=0.5),
+        lambda: optax.adan(0.01, b2=0.5),
+    ),
+    Case(
+        "scale_by_adan-optax-difference-weight",
+        lambda: gradtx.scale_by_adan(difference_weight="1-b2"),
+        lambda: optax.scale_by_adan(),
+        P / 5,
+    ),
     # -- SM3
     Case(
         "sm3",
@@ -1023,6 +1042,16 @@ def test_adafactor_against_optax_adafactor():
             jnp.float64,
         )
         assert_trees_close(ours, theirs, **TOL["float64"])
+
+
+def test_adan_default_weighs_the_gradient_difference_as_the_paper():
+    """Xie et al.'s ``(1 - beta_2)`` weight of ``g_k - g_{k-1}`` is ``b2`` in the
+    ``b`` = 1 - ``beta`` convention (0.92 by default, as the authors' code); Optax
+    0.2.8 uses ``1 - b2`` (0.08). The default follows the paper (checked against
+    tests/reference/adan.py in tests/test_new_aliases_2.py) and parts from Optax."""
+    with jax.enable_x64(True):
+        ours, theirs = run_both(lambda: gradtx.adan(0.01), lambda: optax.adan(0.01), jnp.float64)
+        assert max_rel_deviation(ours, theirs) > 1e-3
 
 
 def test_sm3_covers_a_scalar_like_a_one_element_vector_where_optax_fails():

@@ -33,19 +33,23 @@ class ScaleByAdanState(NamedTuple):
     g: Updates  # g_{k-1}, the previous gradient (zeros before the first step).
 
 
-def adan_leaf(g, m, v, n, g_prev, first, b1, b2, b3, eps, eps_root, corrections):
-    """One leaf of Alg. 1 with bias-corrected moments; ``first`` is True at k = 1."""
+_DIFFERENCE_WEIGHTS = ("b2", "1-b2")
+
+
+def adan_leaf(g, m, v, n, g_prev, first, b1, b3, eps, eps_root, corrections, b2, weight):
+    """One leaf of Alg. 1 with bias-corrected moments; ``first`` is True at k = 1 and
+    ``weight`` multiplies the gradient difference in ``n`` and in the output."""
     c = tree.compute_dtype(jnp.promote_types(g.dtype, m.dtype))
     g_c = tree.as_dtype(g, c)
     diff = jnp.where(first, 0, g_c - tree.as_dtype(g_prev, c))
     new_m = tree.moment_leaf(g_c, m, b1, 1)
     new_v = tree.moment_leaf(diff, v, b2, 1)
-    new_n = tree.moment_leaf(g_c + (1 - b2) * diff, n, b3, 2)
+    new_n = tree.moment_leaf(g_c + weight * diff, n, b3, 2)
     bc1, bc2, bc3 = corrections(c)
     m_hat = tree.as_dtype(new_m, c) / bc1
     v_hat = tree.as_dtype(new_v, c) / bc2
     n_hat = tree.as_dtype(new_n, tree.real_dtype(c)) / bc3
-    out = tree.divide_by_root(m_hat + (1 - b2) * v_hat, tree.sqrt(n_hat + eps_root) + eps)
+    out = tree.divide_by_root(m_hat + weight * v_hat, tree.sqrt(n_hat + eps_root) + eps)
     return tree.as_dtype(out, g.dtype), new_m, new_v, new_n, tree.as_dtype(g, g_prev.dtype)
 
 
@@ -55,6 +59,8 @@ def scale_by_adan(
     b3: float = 0.99,
     eps: float = 1e-8,
     eps_root: float = 0.0,
+    *,
+    difference_weight: str = "b2",
 ) -> GradientTransformation:
     """Adan's scaling (Xie et al. 2022, Alg. 1, lines 3-6), with bias correction.
 
@@ -62,14 +68,20 @@ def scale_by_adan(
         \\begin{aligned}
         m_k &= b_1 m_{k-1} + (1-b_1) g_k, \\quad
         v_k = b_2 v_{k-1} + (1-b_2)(g_k - g_{k-1}), \\\\
-        n_k &= b_3 n_{k-1} + (1-b_3) |g_k + (1-b_2)(g_k - g_{k-1})|^2, \\\\
-        \\text{out} &= \\frac{\\hat m_k + (1-b_2) \\hat v_k}
+        n_k &= b_3 n_{k-1} + (1-b_3) |g_k + b_2 (g_k - g_{k-1})|^2, \\\\
+        \\text{out} &= \\frac{\\hat m_k + b_2 \\hat v_k}
             {\\sqrt{\\hat n_k + \\epsilon_{root}} + \\epsilon}
         \\end{aligned}
 
     with ``x_hat = x / (1 - b^k)`` each moment's bias correction and
     ``g_k - g_{k-1} = 0`` at the first step. Symbols: the paper's ``beta_i`` is
-    ``1 - b_i`` (see the module docstring); ``epsilon`` = ``eps``.
+    ``1 - b_i`` (see the module docstring), so its ``(1 - beta_2)`` weight of the
+    difference is ``b_2``; ``epsilon`` = ``eps``.
+
+    **Difference from Optax.** Optax 0.2.8 weighs the difference by ``1 - b2``
+    (0.08 by default, where the paper and the authors' code have 0.92), a known
+    bug (google-deepmind/optax pull request 1715). ``difference_weight="1-b2"``
+    reproduces it; the default ``"b2"`` is the paper's.
 
     Departures from the paper, as Optax and the authors' code: the moments start
     at zero and are bias-corrected, where Alg. 1 starts them at ``m_0 = g_0``,
@@ -80,9 +92,11 @@ def scale_by_adan(
       b1, b2, b3: ``1 - beta_1, 1 - beta_2, 1 - beta_3``, each in [0, 1).
       eps: >= 0, added outside the root.
       eps_root: >= 0, added inside the root.
+      difference_weight: ``"b2"`` (the paper's) or ``"1-b2"`` (Optax 0.2.8's).
 
     Raises:
-      ValueError: a decay outside [0, 1); a negative ``eps`` or ``eps_root``.
+      ValueError: a decay outside [0, 1); a negative ``eps`` or ``eps_root``; an
+        unknown ``difference_weight``.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -99,6 +113,12 @@ def scale_by_adan(
         _checks.in_range(owner, name, decay, 0.0, 1.0)
     _checks.non_negative(owner, "eps", eps)
     _checks.non_negative(owner, "eps_root", eps_root)
+    if difference_weight not in _DIFFERENCE_WEIGHTS:
+        raise ValueError(
+            f"{owner}: difference_weight must be one of {_DIFFERENCE_WEIGHTS}, "
+            f"got {difference_weight!r}."
+        )
+    weight = b2 if difference_weight == "b2" else 1 - b2
 
     def init_fn(params):
         # Three separate buffers, so that a donated state never holds one twice.
@@ -114,7 +134,10 @@ def scale_by_adan(
             return tuple(tree.bias_correction_factor(b, count, dtype) for b in (b1, b2, b3))
 
         def leaf(g, m, v, n, g_prev):
-            return adan_leaf(g, m, v, n, g_prev, count == 1, b1, b2, b3, eps, eps_root, corrections)
+            first = count == 1
+            return adan_leaf(
+                g, m, v, n, g_prev, first, b1, b3, eps, eps_root, corrections, b2, weight
+            )
 
         out, m, v, n, g = tree.map_unzip(leaf, 5, updates, state.m, state.v, state.n, state.g)
         return out, ScaleByAdanState(count, m, v, n, g)
@@ -131,14 +154,16 @@ def adan(
     eps_root: float = 1e-8,
     weight_decay: ScalarOrSchedule = 0.0,
     mask: Mask | None = None,
+    *,
+    difference_weight: str = "b2",
 ) -> GradientTransformation:
     """Adan (Xie et al. 2022, Alg. 1): Adan's scaling, decoupled decay, the step.
 
     .. math::
-        \\theta_{k+1} = \\theta_k - \\eta \\left( \\frac{\\hat m_k + (1-b_2) \\hat v_k}
+        \\theta_{k+1} = \\theta_k - \\eta \\left( \\frac{\\hat m_k + b_2 \\hat v_k}
             {\\sqrt{\\hat n_k + \\epsilon_{root}} + \\epsilon} + \\lambda \\theta_k \\right)
 
-    Composition: ``chain(scale_by_adan(b1, b2, b3, eps, eps_root),
+    Composition: ``chain(scale_by_adan(b1, b2, b3, eps, eps_root, difference_weight=...),
     add_decayed_weights(lambda, mask), scale_by_learning_rate(eta))``, as Optax.
 
     Departure from the paper: the decay is decoupled and added,
@@ -148,8 +173,9 @@ def adan(
 
     Args:
       learning_rate: ``eta``, a number or a schedule.
-      b1, b2, b3, eps, eps_root: see :func:`scale_by_adan` (``eps_root`` 1e-8
-        here, as Optax).
+      b1, b2, b3, eps, eps_root, difference_weight: see :func:`scale_by_adan`
+        (``eps_root`` 1e-8 here, as Optax; ``difference_weight="1-b2"`` for Optax
+        0.2.8's numbers).
       weight_decay: ``lambda`` >= 0, a number or a schedule.
       mask: which leaves are decayed (see :func:`gradtx.add_decayed_weights`).
 
@@ -166,7 +192,7 @@ def adan(
     """
     _checks.learning_rate("adan", learning_rate)
     return chain(
-        scale_by_adan(b1, b2, b3, eps, eps_root),
+        scale_by_adan(b1, b2, b3, eps, eps_root, difference_weight=difference_weight),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

@@ -23,6 +23,14 @@ module          algorithms
                 Alg. 3.3), truncated Newton-CG (N&W Alg. 7.1), nonlinear CG (FR,
                 PR+), BFGS (N&W eq. 6.17, 6.20), L-BFGS (N&W Alg. 7.4), and the
                 Armijo / strong Wolfe checkers
+``trust_ratio`` LARS (You, Gitman & Ginsburg 2017, Alg. 1: the paper's denominator or
+                Optax's), LAMB (You et al. 2020, Alg. 2)
+``fromage``     Bernstein et al. (2020) Alg. 1
+``novograd``    Ginsburg et al. (2019) Alg. 1
+``adan``        Xie et al. (2022) Alg. 1, bias-corrected as the authors' code
+``sm3``         Anil et al. (2019) Alg. 2 (SM3-II), with momentum and averaging
+``adafactor``   Shazeer & Stern (2018) Alg. 4 and 5, clipping and relative step size
+``polyak``      Loizou et al. (2021) eq. 5 (SPS_max), and SPS+
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of
@@ -38,16 +46,40 @@ gradtx cannot be copied into the oracle that checks it (a test checks this).
 far gradtx strays from each reference.
 """
 
-from . import adadelta, adagrad, adam, adamax, amsgrad, nadam, rmsprop, second_order, sgd
+from . import (
+    adadelta,
+    adafactor,
+    adagrad,
+    adam,
+    adamax,
+    adan,
+    amsgrad,
+    fromage,
+    nadam,
+    novograd,
+    polyak,
+    rmsprop,
+    second_order,
+    sgd,
+    sm3,
+    trust_ratio,
+)
 
 __all__ = [
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
+    "adan",
     "amsgrad",
+    "fromage",
     "nadam",
+    "novograd",
+    "polyak",
     "rmsprop",
     "second_order",
     "sgd",
+    "sm3",
+    "trust_ratio",
 ]
