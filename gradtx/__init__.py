@@ -34,14 +34,18 @@ from gradtx.combine import MaskedState, PartitionState, chain, masked, named_cha
 from gradtx.optimizers.adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
+from gradtx.optimizers.adafactor import FactoredState, adafactor, scale_by_factored_rms
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
+from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
+from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.optimizers.optimistic import (
     ScaleByOptimisticGradientState,
     optimistic_adam,
@@ -49,6 +53,7 @@ from gradtx.optimizers.optimistic import (
     optimistic_gradient_descent,
     scale_by_optimistic_gradient,
 )
+from gradtx.optimizers.polyak import polyak_sgd, scale_by_polyak
 from gradtx.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradtx.optimizers.rmsprop import (
     ScaleByRmsState,
@@ -68,6 +73,8 @@ from gradtx.optimizers.sgd import (
     trace,
 )
 from gradtx.optimizers.sign import scale_by_sign, sign_sgd, signum
+from gradtx.optimizers.sm3 import ScaleBySM3State, scale_by_sm3, sm3
+from gradtx.optimizers.trust_ratio import lamb, lars, scale_by_trust_ratio
 from gradtx.optimizers.yogi import scale_by_yogi, yogi
 from gradtx.schedules import (
     constant_schedule,
@@ -182,6 +189,7 @@ __all__ = [
     "EarlyStoppingState",
     "EmaState",
     "EmptyState",
+    "FactoredState",
     "FlatState",
     "GradientTransformation",
     "InjectHyperparamsState",
@@ -199,6 +207,7 @@ __all__ = [
     "ScaleByAdaDeltaState",
     "ScaleByAdaboundState",
     "ScaleByAdamState",
+    "ScaleByAdanState",
     "ScaleByAmsgradState",
     "ScaleByBeliefState",
     "ScaleByBfgsState",
@@ -208,11 +217,13 @@ __all__ = [
     "ScaleByNadamState",
     "ScaleByNewtonState",
     "ScaleByNonlinearCgState",
+    "ScaleByNovogradState",
     "ScaleByOptimisticGradientState",
     "ScaleByRadamState",
     "ScaleByRmsState",
     "ScaleByRpropState",
     "ScaleByRssState",
+    "ScaleBySM3State",
     "ScaleByScheduleState",
     "ScaleByStddevState",
     "Schedule",
@@ -226,11 +237,13 @@ __all__ = [
     "adabelief",
     "adabound",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamaxw",
     "adamw",
+    "adan",
     "adaptive_grad_clip",
     "add_decayed_weights",
     "add_elastic_net",
@@ -263,12 +276,15 @@ __all__ = [
     "exclude_bias_and_norm",
     "exponential_decay",
     "flat",
+    "fromage",
     "has_updated",
     "hessian_free",
     "identity",
     "inject_hyperparams",
     "inverse_time_decay",
     "join_schedules",
+    "lamb",
+    "lars",
     "lbfgs",
     "learning_curves",
     "linear_decay",
@@ -288,6 +304,7 @@ __all__ = [
     "newton",
     "noisy_sgd",
     "nonlinear_cg",
+    "novograd",
     "optimistic_adam",
     "optimistic_adam_v2",
     "optimistic_gradient_descent",
@@ -297,6 +314,7 @@ __all__ = [
     "piecewise_constant_values",
     "piecewise_interpolate_schedule",
     "plot_learning_curves",
+    "polyak_sgd",
     "polynomial_schedule",
     "proximal_elastic_net",
     "proximal_l1",
@@ -315,10 +333,12 @@ __all__ = [
     "scale_by_adadelta",
     "scale_by_adam",
     "scale_by_adamax",
+    "scale_by_adan",
     "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
     "scale_by_bfgs",
+    "scale_by_factored_rms",
     "scale_by_hessian_free",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
@@ -326,14 +346,18 @@ __all__ = [
     "scale_by_nadam",
     "scale_by_newton",
     "scale_by_nonlinear_cg",
+    "scale_by_novograd",
     "scale_by_optimistic_gradient",
+    "scale_by_polyak",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_sign",
+    "scale_by_sm3",
     "scale_by_stddev",
+    "scale_by_trust_ratio",
     "scale_by_yogi",
     "scale_by_zoom_linesearch",
     "schedules",
@@ -343,6 +367,7 @@ __all__ = [
     "sharding",
     "sign_sgd",
     "signum",
+    "sm3",
     "stateless",
     "step_metrics",
     "trace",

@@ -187,6 +187,13 @@ def _inject_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation
     return gradtx.inject_hyperparams(gradtx.adam)(learning_rate=learning_rate)
 
 
+def _factored_rms_example(decay_rate: float = 0.8) -> gradtx.GradientTransformation:
+    # min_dim_size_to_factor=2 factors tiny_params' (2, 3) leaf. decay_rate_fn is a
+    # function of two arguments, which inject_hyperparams would read as a schedule
+    # unless named in static_args (tests/test_new_aliases_2.py does).
+    return gradtx.scale_by_factored_rms(decay_rate=decay_rate, min_dim_size_to_factor=2)
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -838,6 +845,201 @@ REGISTRY: tuple[Entry, ...] = (
         {"learning_rate": 0.1},
         supports_complex=False,
         **_LR,
+    ),
+    # Layer-wise trust ratios (LARS, LAMB, Fromage): a norm per leaf, and the params.
+    Entry(
+        "scale_by_trust_ratio",
+        "scale_by_trust_ratio",
+        gradtx.scale_by_trust_ratio,
+        {"trust_coefficient": 0.5},
+        needs_params=True,
+        reduces_per_leaf=True,
+        hyperparameter="trust_coefficient",
+        hyperparameter_values=(0.1, 0.5, 2.0),
+        linear_in_hyperparameter=True,
+    ),
+    Entry(
+        "lamb",
+        "lamb",
+        gradtx.lamb,
+        {"learning_rate": 0.1},
+        needs_params=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "lamb_weight_decay_mask",
+        "lamb",
+        gradtx.lamb,
+        {"learning_rate": 0.1, "weight_decay": 1e-2, "mask": _by_size},
+        needs_params=True,
+        reduces_per_leaf=True,
+        selects_by_tree=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "lars",
+        "lars",
+        gradtx.lars,
+        {"learning_rate": 0.1},
+        needs_params=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "lars_nesterov_masked_trust_ratio",
+        "lars",
+        gradtx.lars,
+        {
+            "learning_rate": 0.1,
+            "weight_decay": 1e-2,
+            "trust_coefficient": 0.1,
+            "eps": 1e-6,
+            "trust_ratio_mask": _by_size,
+            "nesterov": True,
+        },
+        needs_params=True,
+        reduces_per_leaf=True,
+        selects_by_tree=True,
+        **_OPTIMIZER,
+    ),
+    # Fromage's shrink 1 / sqrt(1 + lr^2) makes it nonlinear in the rate.
+    Entry(
+        "fromage",
+        "fromage",
+        gradtx.fromage,
+        {"learning_rate": 0.1},
+        needs_params=True,
+        reduces_per_leaf=True,
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    # NovoGrad: one second moment per leaf (the squared norm of its gradient).
+    Entry(
+        "novograd",
+        "novograd",
+        gradtx.novograd,
+        {"learning_rate": 0.1},
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "novograd_weight_decay",
+        "novograd",
+        gradtx.novograd,
+        {"learning_rate": 0.1, "weight_decay": 1e-2},
+        needs_params=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_novograd",
+        "scale_by_novograd",
+        gradtx.scale_by_novograd,
+        reduces_per_leaf=True,
+        **_decay("b1"),
+    ),
+    # Adan: its decay block reads the params even at weight_decay=0, as Optax's.
+    Entry(
+        "adan",
+        "adan",
+        gradtx.adan,
+        {"learning_rate": 0.1},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    Entry("scale_by_adan", "scale_by_adan", gradtx.scale_by_adan, **_decay("b1")),
+    # SM3: maxima and minima over the axes of each leaf; real params only.
+    Entry(
+        "sm3",
+        "sm3",
+        gradtx.sm3,
+        {"learning_rate": 0.1},
+        supports_complex=False,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_sm3",
+        "scale_by_sm3",
+        gradtx.scale_by_sm3,
+        {"b2": 0.9},
+        supports_complex=False,
+        reduces_per_leaf=True,
+        **_decay("b1"),
+    ),
+    # Adafactor: min_dim_size_to_factor=2 factors tiny_params' (2, 3) leaf. Its
+    # momentum follows the params (dtype_momentum=None) so that float64 and complex
+    # runs keep their dtype; its weight decay is not scaled by the rate.
+    Entry(
+        "adafactor",
+        "adafactor",
+        gradtx.adafactor,
+        {"learning_rate": 0.1, "min_dim_size_to_factor": 2},
+        needs_params=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "adafactor_momentum_decay_unfactored",
+        "adafactor",
+        gradtx.adafactor,
+        {
+            "learning_rate": 0.1,
+            "factored": False,
+            "clipping_threshold": None,
+            "multiply_by_parameter_scale": False,
+            "momentum": 0.9,
+            "dtype_momentum": None,
+            "weight_decay_rate": 1e-3,
+        },
+        needs_params=True,
+        reduces_per_leaf=True,
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "scale_by_factored_rms",
+        "scale_by_factored_rms",
+        _factored_rms_example,
+        reduces_per_leaf=True,
+        hyperparameter="decay_rate",
+        hyperparameter_values=(0.5, 0.8, 1.0),
+    ),
+    # Polyak's step: reads the loss from extra_args["value"]; one norm over the
+    # whole tree. polyak_sgd has no learning_rate (its rate is the Polyak step).
+    Entry(
+        "polyak_sgd",
+        "polyak_sgd",
+        gradtx.polyak_sgd,
+        checks_structure=False,
+        descends=True,
+        hyperparameter="scaling",
+        hyperparameter_values=(0.5, 1.0, 2.0),
+        extra_args={"value": 1.0},
+    ),
+    Entry(
+        "scale_by_polyak",
+        "scale_by_polyak",
+        gradtx.scale_by_polyak,
+        checks_structure=False,
+        hyperparameter="max_learning_rate",
+        hyperparameter_values=(0.01, 0.1, 1.0),
+        extra_args={"value": 1.0},
+    ),
+    Entry(
+        "scale_by_polyak_sps_plus",
+        "scale_by_polyak",
+        gradtx.scale_by_polyak,
+        {"f_min": 0.5, "eps": 1e-3, "variant": "sps+"},
+        checks_structure=False,
+        hyperparameter="f_min",
+        hyperparameter_values=(0.0, 0.5, 2.0),
+        extra_args={"value": 1.0},
     ),
     # Second-order methods and line searches: they read the loss from
     # extra_args["value_fn"]. With f = |x|^2 / 2 the Hessian is I, so Newton and

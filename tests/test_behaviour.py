@@ -443,6 +443,16 @@ _TEMPORARY_LEAVES = {
     **dict.fromkeys(["optimistic_adam", "optimistic_adam_v2"], 2.1),
     # add_noise's draw, as above.
     "noisy_sgd": 4.1,
+    # A trust ratio (LAMB, LARS) and Adafactor's update clipping read the norm of
+    # the whole update before scaling it, so XLA keeps the update in a buffer (Optax:
+    # 2.0 for each).
+    **dict.fromkeys(
+        ["lamb", "lamb_weight_decay_mask", "lars", "lars_nesterov_masked_trust_ratio"], 1.1
+    ),
+    "adafactor": 1.1,
+    # Adan reads the previous gradient (g_k - g_{k-1}) in the kernels of its three
+    # moments while its buffer takes the new gradient (Optax: 1.0).
+    **dict.fromkeys(["adan", "scale_by_adan"], 1.1),
 }
 
 

@@ -31,6 +31,14 @@ module          algorithms
                 Alg. 3.3), truncated Newton-CG (N&W Alg. 7.1), nonlinear CG (FR,
                 PR+), BFGS (N&W eq. 6.17, 6.20), L-BFGS (N&W Alg. 7.4), and the
                 Armijo / strong Wolfe checkers
+``trust_ratio`` LARS (You, Gitman & Ginsburg 2017, Alg. 1: the paper's denominator or
+                Optax's), LAMB (You et al. 2020, Alg. 2)
+``fromage``     Bernstein et al. (2020) Alg. 1
+``novograd``    Ginsburg et al. (2019) Alg. 1
+``adan``        Xie et al. (2022) Alg. 1, bias-corrected as the authors' code
+``sm3``         Anil et al. (2019) Alg. 2 (SM3-II), with momentum and averaging
+``adafactor``   Shazeer & Stern (2018) Alg. 4 and 5, clipping and relative step size
+``polyak``      Loizou et al. (2021) eq. 5 (SPS_max), and SPS+
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of
@@ -49,26 +57,35 @@ far gradtx strays from each reference.
 from . import (
     adabelief,
     adadelta,
+    adafactor,
     adagrad,
     adam,
     adamax,
+    adan,
     amsgrad,
+    fromage,
     lion,
     nadam,
+    novograd,
     optimistic,
+    polyak,
     rmsprop,
     second_order,
     sgd,
     sign,
+    sm3,
+    trust_ratio,
     yogi,
 )
 
 __all__ = [
     "adabelief",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
+    "adan",
     "amsgrad",
     "lion",
     "nadam",
@@ -78,4 +95,9 @@ __all__ = [
     "sgd",
     "sign",
     "yogi",
+    "fromage",
+    "novograd",
+    "polyak",
+    "sm3",
+    "trust_ratio",
 ]
