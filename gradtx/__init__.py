@@ -10,6 +10,7 @@ from gradtx import (
     base,
     checkpoint,
     combine,
+    microbatching,
     optimizers,
     schedules,
     second_order,
@@ -21,6 +22,7 @@ from gradtx import (
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
+    GradientTransformationExtraArgs,
     OptState,
     Params,
     ScalarOrSchedule,
@@ -28,9 +30,22 @@ from gradtx.base import (
     Updates,
     apply_updates,
     identity,
+    incremental_update,
+    periodic_update,
+    set_to_zero,
     stateless,
+    with_extra_args_support,
 )
-from gradtx.combine import MaskedState, PartitionState, chain, masked, named_chain, partition
+from gradtx.combine import (
+    MaskedNode,
+    MaskedState,
+    PartitionState,
+    chain,
+    masked,
+    named_chain,
+    partition,
+)
+from gradtx.microbatching import microbatch
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
@@ -117,7 +132,15 @@ from gradtx.training import (
     run_early_stopping,
     step_metrics,
 )
-from gradtx.transforms.accumulate import AccumulateState, accumulate, has_updated
+from gradtx.transforms.accumulate import (
+    AccumulateState,
+    ApplyEvery,
+    accumulate,
+    apply_every,
+    has_updated,
+    skip_large_updates,
+    skip_not_finite,
+)
 from gradtx.transforms.clipping import (
     adaptive_grad_clip,
     clip,
@@ -125,11 +148,30 @@ from gradtx.transforms.clipping import (
     clip_by_global_norm,
     clip_by_leaf_norm,
 )
-from gradtx.transforms.conditional import ApplyIfFiniteState, apply_if_finite
+from gradtx.transforms.conditional import (
+    ApplyIfFiniteState,
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    apply_if_finite,
+    conditionally_mask,
+    conditionally_transform,
+)
+from gradtx.transforms.constrain import ZeroNansState, keep_params_nonnegative, zero_nans
 from gradtx.transforms.flat import FlatState, flat
-from gradtx.transforms.inject import InjectHyperparamsState, inject_hyperparams
+from gradtx.transforms.inject import (
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    inject_hyperparams,
+    inject_stateful_hyperparams,
+)
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
 from gradtx.transforms.noise import AddNoiseState, add_noise
+from gradtx.transforms.normalize import (
+    centralize,
+    normalize_by_update_norm,
+    scale_by_param_block_norm,
+    scale_by_param_block_rms,
+)
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradtx.transforms.regularize import (
     AddDecayedWeightsState,
@@ -147,7 +189,9 @@ from gradtx.transforms.scale import (
     scale,
     scale_by_learning_rate,
     scale_by_schedule,
+    scale_gradient,
 )
+from gradtx.transforms.wrappers import SnapshotState, freeze, selective_transform, snapshot
 
 __version__ = "0.1.0"
 
@@ -155,9 +199,12 @@ __all__ = [
     "AccumulateState",
     "AddDecayedWeightsState",
     "AddNoiseState",
+    "ApplyEvery",
     "ApplyIfFiniteState",
     "AverageParamsState",
     "BiasCorrectionState",
+    "ConditionallyMaskState",
+    "ConditionallyTransformState",
     "ContinueResult",
     "EarlyStopping",
     "EarlyStoppingState",
@@ -165,9 +212,12 @@ __all__ = [
     "EmptyState",
     "FlatState",
     "GradientTransformation",
+    "GradientTransformationExtraArgs",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
     "LinesearchState",
     "LookaheadState",
+    "MaskedNode",
     "MaskedState",
     "MinimizeResult",
     "OptState",
@@ -196,10 +246,12 @@ __all__ = [
     "Schedule",
     "SearchBorderWarning",
     "SearchResult",
+    "SnapshotState",
     "StepMetrics",
     "TraceState",
     "Trial",
     "Updates",
+    "ZeroNansState",
     "accumulate",
     "adabound",
     "adadelta",
@@ -214,6 +266,7 @@ __all__ = [
     "add_noise",
     "amsbound",
     "amsgrad",
+    "apply_every",
     "apply_if_finite",
     "apply_updates",
     "average_params",
@@ -221,6 +274,7 @@ __all__ = [
     "base",
     "bfgs",
     "bias_correction",
+    "centralize",
     "chain",
     "checkpoint",
     "clip",
@@ -228,6 +282,8 @@ __all__ = [
     "clip_by_global_norm",
     "clip_by_leaf_norm",
     "combine",
+    "conditionally_mask",
+    "conditionally_transform",
     "constant_schedule",
     "continue_until_target",
     "cosine_decay_schedule",
@@ -239,12 +295,16 @@ __all__ = [
     "exclude_bias_and_norm",
     "exponential_decay",
     "flat",
+    "freeze",
     "has_updated",
     "hessian_free",
     "identity",
+    "incremental_update",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "inverse_time_decay",
     "join_schedules",
+    "keep_params_nonnegative",
     "lbfgs",
     "learning_curves",
     "linear_decay",
@@ -253,6 +313,8 @@ __all__ = [
     "lookahead",
     "lookahead_slow_params",
     "masked",
+    "microbatch",
+    "microbatching",
     "minimize",
     "momentum",
     "nadam",
@@ -261,8 +323,10 @@ __all__ = [
     "nesterov_momentum",
     "newton",
     "nonlinear_cg",
+    "normalize_by_update_norm",
     "optimizers",
     "partition",
+    "periodic_update",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
     "piecewise_interpolate_schedule",
@@ -294,6 +358,8 @@ __all__ = [
     "scale_by_nadam",
     "scale_by_newton",
     "scale_by_nonlinear_cg",
+    "scale_by_param_block_norm",
+    "scale_by_param_block_rms",
     "scale_by_radam",
     "scale_by_rms",
     "scale_by_rprop",
@@ -301,11 +367,17 @@ __all__ = [
     "scale_by_schedule",
     "scale_by_stddev",
     "scale_by_zoom_linesearch",
+    "scale_gradient",
     "schedules",
     "second_order",
+    "selective_transform",
+    "set_to_zero",
     "sgd",
     "sgdr_schedule",
     "sharding",
+    "skip_large_updates",
+    "skip_not_finite",
+    "snapshot",
     "stateless",
     "step_metrics",
     "trace",
@@ -317,4 +389,6 @@ __all__ = [
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "warmup_schedule",
+    "with_extra_args_support",
+    "zero_nans",
 ]
