@@ -126,11 +126,22 @@ def _concat(n: int) -> Accumulator:
     return _leafwise(init, lambda c, x, i: c.at[i].set(x), finalize, lambda xs: xs)
 
 
+_FIELDS = ("init", "update", "finalize", "aggregate")
+
+
+def _is_spec(x: Any) -> bool:
+    """An accumulator spec: an enum member (gradtx's or Optax's ``AccumulationType``) or
+    an object with the four functions of :class:`Accumulator` (Optax's included)."""
+    return isinstance(x, enum.Enum) or all(callable(getattr(x, f, None)) for f in _FIELDS)
+
+
 def _accumulator(spec: Any, n: int) -> Accumulator:
     """One :class:`Accumulator` for a pytree (a prefix of the result's) of specs."""
 
     def one(kind):
-        if isinstance(kind, Accumulator):
+        if isinstance(kind, enum.Enum) and kind.name in AccumulationType.__members__:
+            kind = AccumulationType[kind.name]  # Optax's enum reads as gradtx's
+        elif not isinstance(kind, enum.Enum) and _is_spec(kind):
             return kind
         if kind is AccumulationType.SUM:
             return _sum()
@@ -145,7 +156,7 @@ def _accumulator(spec: Any, n: int) -> Accumulator:
             f"got {kind!r}."
         )
 
-    is_spec = lambda x: isinstance(x, (Accumulator, AccumulationType))  # noqa: E731
+    is_spec = _is_spec
     parts = jax.tree.map(one, spec, is_leaf=is_spec)
     return Accumulator(
         lambda like: jax.tree.map(lambda a, x: a.init(x), parts, like, is_leaf=is_spec),
@@ -228,6 +239,7 @@ def microbatch(
         size); ``None`` returns ``fun`` itself.
       accumulator: an :class:`AccumulationType` or :class:`Accumulator`, or a
         pytree of them that is a prefix of ``fun``'s result (one per part).
+        Optax's ``AccumulationType`` members and ``Accumulator`` objects work too.
       argnames: the names of keyword arguments with a batch axis.
       in_axes: the batch axis of each batch argument (``argnums`` then
         ``argnames``), or one int for all.

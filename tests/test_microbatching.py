@@ -161,3 +161,18 @@ def test_errors_name_the_problem():
         gradtx.microbatch(jnp.sum, (0, 1), 2, in_axes=(0,))
     with pytest.raises(NotImplementedError, match="out_axes must be 0"):
         micro_vmap(jnp.sum, out_axes=1)
+
+
+def test_optax_accumulation_types_and_accumulators_are_accepted():
+    data = jnp.arange(1.0, 7.0)
+    spec = (Theirs.SUM, Theirs.CONCAT)
+    ours = gradtx.microbatch(lambda x: (jnp.sum(x), x * 2), 0, 2, spec)(data)
+    np.testing.assert_allclose(ours[0], 21.0)
+    np.testing.assert_allclose(ours[1], data * 2)
+    theirs = optax.microbatching.Accumulator(
+        init=jnp.zeros_like,
+        update=lambda carry, x, i: carry + x,
+        finalize=lambda carry: -carry,
+        aggregate=lambda xs: xs.sum(0),
+    )
+    np.testing.assert_allclose(gradtx.microbatch(jnp.sum, 0, 3, theirs)(data), -21.0)
