@@ -10,6 +10,7 @@ from gradtx import (
     base,
     checkpoint,
     combine,
+    microbatching,
     optimizers,
     schedules,
     second_order,
@@ -21,6 +22,7 @@ from gradtx import (
 from gradtx.base import (
     EmptyState,
     GradientTransformation,
+    GradientTransformationExtraArgs,
     OptState,
     Params,
     ScalarOrSchedule,
@@ -28,9 +30,22 @@ from gradtx.base import (
     Updates,
     apply_updates,
     identity,
+    incremental_update,
+    periodic_update,
+    set_to_zero,
     stateless,
+    with_extra_args_support,
 )
-from gradtx.combine import MaskedState, PartitionState, chain, masked, named_chain, partition
+from gradtx.combine import (
+    MaskedNode,
+    MaskedState,
+    PartitionState,
+    chain,
+    masked,
+    named_chain,
+    partition,
+)
+from gradtx.microbatching import microbatch
 from gradtx.optimizers.adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
@@ -143,7 +158,15 @@ from gradtx.training import (
     run_early_stopping,
     step_metrics,
 )
-from gradtx.transforms.accumulate import AccumulateState, accumulate, has_updated
+from gradtx.transforms.accumulate import (
+    AccumulateState,
+    ApplyEvery,
+    accumulate,
+    apply_every,
+    has_updated,
+    skip_large_updates,
+    skip_not_finite,
+)
 from gradtx.transforms.clipping import (
     adaptive_grad_clip,
     clip,
@@ -151,11 +174,30 @@ from gradtx.transforms.clipping import (
     clip_by_global_norm,
     clip_by_leaf_norm,
 )
-from gradtx.transforms.conditional import ApplyIfFiniteState, apply_if_finite
+from gradtx.transforms.conditional import (
+    ApplyIfFiniteState,
+    ConditionallyMaskState,
+    ConditionallyTransformState,
+    apply_if_finite,
+    conditionally_mask,
+    conditionally_transform,
+)
+from gradtx.transforms.constrain import ZeroNansState, keep_params_nonnegative, zero_nans
 from gradtx.transforms.flat import FlatState, flat
-from gradtx.transforms.inject import InjectHyperparamsState, inject_hyperparams
+from gradtx.transforms.inject import (
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    inject_hyperparams,
+    inject_stateful_hyperparams,
+)
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
 from gradtx.transforms.noise import AddNoiseState, add_noise
+from gradtx.transforms.normalize import (
+    centralize,
+    normalize_by_update_norm,
+    scale_by_param_block_norm,
+    scale_by_param_block_rms,
+)
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
 from gradtx.transforms.regularize import (
     AddDecayedWeightsState,
@@ -173,7 +215,9 @@ from gradtx.transforms.scale import (
     scale,
     scale_by_learning_rate,
     scale_by_schedule,
+    scale_gradient,
 )
+from gradtx.transforms.wrappers import SnapshotState, freeze, selective_transform, snapshot
 
 __version__ = "0.1.0"
 
@@ -181,9 +225,12 @@ __all__ = [
     "AccumulateState",
     "AddDecayedWeightsState",
     "AddNoiseState",
+    "ApplyEvery",
     "ApplyIfFiniteState",
     "AverageParamsState",
     "BiasCorrectionState",
+    "ConditionallyMaskState",
+    "ConditionallyTransformState",
     "ContinueResult",
     "EarlyStopping",
     "EarlyStoppingState",
@@ -192,9 +239,12 @@ __all__ = [
     "FactoredState",
     "FlatState",
     "GradientTransformation",
+    "GradientTransformationExtraArgs",
     "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
     "LinesearchState",
     "LookaheadState",
+    "MaskedNode",
     "MaskedState",
     "MinimizeResult",
     "OptState",
@@ -229,10 +279,12 @@ __all__ = [
     "Schedule",
     "SearchBorderWarning",
     "SearchResult",
+    "SnapshotState",
     "StepMetrics",
     "TraceState",
     "Trial",
     "Updates",
+    "ZeroNansState",
     "accumulate",
     "adabelief",
     "adabound",
@@ -251,6 +303,7 @@ __all__ = [
     "add_noise",
     "amsbound",
     "amsgrad",
+    "apply_every",
     "apply_if_finite",
     "apply_updates",
     "average_params",
@@ -258,6 +311,7 @@ __all__ = [
     "base",
     "bfgs",
     "bias_correction",
+    "centralize",
     "chain",
     "checkpoint",
     "clip",
@@ -265,6 +319,8 @@ __all__ = [
     "clip_by_global_norm",
     "clip_by_leaf_norm",
     "combine",
+    "conditionally_mask",
+    "conditionally_transform",
     "constant_schedule",
     "continue_until_target",
     "cosine_decay_schedule",
@@ -276,13 +332,17 @@ __all__ = [
     "exclude_bias_and_norm",
     "exponential_decay",
     "flat",
+    "freeze",
     "fromage",
     "has_updated",
     "hessian_free",
     "identity",
+    "incremental_update",
     "inject_hyperparams",
+    "inject_stateful_hyperparams",
     "inverse_time_decay",
     "join_schedules",
+    "keep_params_nonnegative",
     "lamb",
     "lars",
     "lbfgs",
@@ -294,6 +354,8 @@ __all__ = [
     "lookahead",
     "lookahead_slow_params",
     "masked",
+    "microbatch",
+    "microbatching",
     "minimize",
     "momentum",
     "nadam",
@@ -304,12 +366,14 @@ __all__ = [
     "newton",
     "noisy_sgd",
     "nonlinear_cg",
+    "normalize_by_update_norm",
     "novograd",
     "optimistic_adam",
     "optimistic_adam_v2",
     "optimistic_gradient_descent",
     "optimizers",
     "partition",
+    "periodic_update",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
     "piecewise_interpolate_schedule",
@@ -348,6 +412,8 @@ __all__ = [
     "scale_by_nonlinear_cg",
     "scale_by_novograd",
     "scale_by_optimistic_gradient",
+    "scale_by_param_block_norm",
+    "scale_by_param_block_rms",
     "scale_by_polyak",
     "scale_by_radam",
     "scale_by_rms",
@@ -360,14 +426,20 @@ __all__ = [
     "scale_by_trust_ratio",
     "scale_by_yogi",
     "scale_by_zoom_linesearch",
+    "scale_gradient",
     "schedules",
     "second_order",
+    "selective_transform",
+    "set_to_zero",
     "sgd",
     "sgdr_schedule",
     "sharding",
     "sign_sgd",
     "signum",
+    "skip_large_updates",
+    "skip_not_finite",
     "sm3",
+    "snapshot",
     "stateless",
     "step_metrics",
     "trace",
@@ -379,5 +451,7 @@ __all__ = [
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "warmup_schedule",
+    "with_extra_args_support",
     "yogi",
+    "zero_nans",
 ]

@@ -17,6 +17,9 @@ from typing import Any, NamedTuple, Protocol, TypeAlias
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from gradtx import _checks
 
 Array: TypeAlias = jax.Array
 Params: TypeAlias = Any
@@ -53,6 +56,32 @@ class GradientTransformation(NamedTuple):
 
     init: TransformInitFn
     update: TransformUpdateFn
+
+
+class GradientTransformationExtraArgs(GradientTransformation):
+    """A :class:`GradientTransformation` typed as taking extra arguments (Optax's name).
+
+    In gradtx every ``update`` already accepts ``**extra_args``, so this subclass
+    adds no behaviour: it exists so that code written for Optax runs unchanged,
+    ``GradientTransformationExtraArgs(init, update)`` builds a transformation and
+    ``isinstance(tx, GradientTransformationExtraArgs)`` tells the ones built as
+    such (or by :func:`with_extra_args_support`) apart. An ``optax.chain`` passes
+    extra arguments only to members of *Optax's* class of this name, so a gradtx
+    block that reads ``value`` inside an ``optax.chain`` must still be wrapped in
+    ``optax.GradientTransformationExtraArgs`` (see :mod:`gradtx.combine`).
+
+    Attributes:
+      init: ``init(params) -> state``.
+      update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.GradientTransformationExtraArgs(*gradtx.scale(2.0))
+      >>> isinstance(tx, gradtx.GradientTransformation)
+      True
+      >>> tx.update(jnp.ones(2), tx.init(None), loss=3.0)[0]
+      Array([2., 2.], dtype=float32)
+    """
 
 
 class EmptyState(NamedTuple):
@@ -111,6 +140,71 @@ def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransfo
         return f(updates, params), state
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def set_to_zero() -> GradientTransformation:
+    """Replaces every update by zeros: the parameters it reaches do not move.
+
+    With :func:`gradtx.masked` or :func:`gradtx.partition` it freezes part of the
+    tree (:func:`gradtx.freeze` is ``masked(set_to_zero(), mask)``). Like
+    :func:`identity` it never reads the params, so any tree is accepted, integer
+    and boolean leaves included (a ``float0`` gradient gives a ``float0`` zero).
+    Same name and behaviour as ``optax.set_to_zero``.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.set_to_zero()
+      >>> tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))[0]
+      Array([0., 0.], dtype=float32)
+    """
+
+    def init_fn(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return jax.tree.map(jnp.zeros_like, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def with_extra_args_support(tx: GradientTransformation) -> GradientTransformationExtraArgs:
+    """``tx`` as a :class:`GradientTransformationExtraArgs`, whose ``update`` takes
+    (and ignores) any extra argument ``tx.update`` does not declare.
+
+    A :class:`GradientTransformationExtraArgs` is returned as it is. Otherwise the
+    new ``update`` hands ``tx.update`` the extra arguments it names (all of them
+    when it has ``**kwargs``, as every gradtx transformation does) and drops the
+    rest, the rule every gradtx wrapper follows.
+
+    Note:
+      ``optax.with_extra_args_support`` drops *every* extra argument of a
+      transformation that is not Optax's ``GradientTransformationExtraArgs``;
+      here an ``update(updates, state, params=None, *, value=None)`` still gets
+      ``value``, and a gradtx block gets them all. For an Optax block with the
+      plain three-argument ``update`` both drop them all.
+
+    Args:
+      tx: a gradtx or Optax transformation (anything with ``init`` and ``update``).
+
+    Returns:
+      A :class:`GradientTransformationExtraArgs` with ``tx``'s ``init``.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> plain = gradtx.GradientTransformation(
+      ...     lambda p: gradtx.EmptyState(), lambda u, s, p=None: (u, s))
+      >>> tx = gradtx.with_extra_args_support(plain)
+      >>> tx.update(jnp.ones(2), tx.init(None), None, value=1.0)[0]
+      Array([1., 1.], dtype=float32)
+    """
+    from gradtx.combine import accepts_extra_args, check_members  # noqa: PLC0415  (imports base)
+
+    if isinstance(tx, GradientTransformationExtraArgs):
+        return tx
+    check_members("with_extra_args_support", (tx,))
+    return GradientTransformationExtraArgs(tx.init, accepts_extra_args(tx.update))
 
 
 def _add_keep_dtype(param: Array | None, update: Array | None) -> Array | None:
@@ -172,3 +266,90 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         return jax.tree.map(_add_keep_dtype, params, updates, is_leaf=lambda x: x is None)
     except _ShapeMismatch:
         raise _shape_error(params, updates) from None
+
+
+def incremental_update(new_tensors: Params, old_tensors: Params, step_size: Any) -> Params:
+    """A step of Polyak averaging: ``step_size * new + (1 - step_size) * old``, leaf by leaf.
+
+    Called after every training step with the new parameters and the running
+    average, it keeps an exponential moving average of the parameters (a
+    "target network", or weights for evaluation):
+
+    .. math::
+        \\bar\\theta \\leftarrow \\tau \\theta + (1 - \\tau) \\bar\\theta
+
+    Leaves that are ``None`` in ``new_tensors`` stay ``None``; each result has the
+    dtype of its ``old_tensors`` leaf (the average's). Same name, arguments and
+    numbers as ``optax.incremental_update``.
+
+    Args:
+      new_tensors: the latest parameters (``theta``).
+      old_tensors: the running average (``theta_bar``), shaped like ``new_tensors``.
+      step_size: ``tau`` in [0, 1], a number or a scalar array (traced values
+        are not checked).
+
+    Returns:
+      The new average, shaped like ``old_tensors``.
+
+    Raises:
+      ValueError: a concrete ``step_size`` outside [0, 1].
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> gradtx.incremental_update(jnp.ones(2), jnp.zeros(2), step_size=0.25)
+      Array([0.25, 0.25], dtype=float32)
+
+    References:
+      Polyak & Juditsky (1992), Acceleration of Stochastic Approximation by
+      Averaging; Lillicrap et al. (2016), DDPG's soft target updates.
+    """
+    _checks.in_range("incremental_update", "step_size", step_size, 0.0, 1.0, closed_high=True)
+
+    def leaf(new, old):
+        if new is None:
+            return None
+        average = step_size * new + (1.0 - step_size) * old
+        return average.astype(jnp.result_type(old))
+
+    return jax.tree.map(leaf, new_tensors, old_tensors, is_leaf=lambda x: x is None)
+
+
+def periodic_update(
+    new_tensors: Params, old_tensors: Params, steps: Any, update_period: Any
+) -> Params:
+    """``new_tensors`` when ``steps`` is a multiple of ``update_period``, else ``old_tensors``.
+
+    A slow copy of the parameters refreshed every ``update_period`` steps: the
+    target network of DQN (Mnih et al. 2015), or BYOL's (Grill et al. 2020) hard
+    variant. At ``steps = 0`` the copy is refreshed. Same name, arguments and
+    behaviour as ``optax.periodic_update``.
+
+    Args:
+      new_tensors: the latest parameters.
+      old_tensors: the slow copy, with the tree and dtypes of ``new_tensors``.
+      steps: the number of steps taken so far, an integer (traced or not).
+      update_period: the refresh period, an integer >= 1 (traced values are not
+        checked).
+
+    Returns:
+      ``new_tensors`` or ``old_tensors`` (a ``lax.cond`` when ``steps`` is traced).
+
+    Raises:
+      ValueError: a concrete ``update_period`` that is not an integer >= 1.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> gradtx.periodic_update(jnp.ones(2), jnp.zeros(2), steps=4, update_period=2)
+      Array([1., 1.], dtype=float32)
+    """
+    if not isinstance(update_period, jax.core.Tracer):
+        period = np.asarray(update_period)
+        integral = period.shape == () and np.issubdtype(period.dtype, np.integer)
+        if not integral or period < 1 or isinstance(update_period, (bool, np.bool_)):
+            raise ValueError(
+                f"periodic_update: update_period must be an integer >= 1, got {update_period!r}."
+            )
+    refresh = jnp.mod(steps, update_period) == 0
+    if isinstance(refresh, jax.core.Tracer):
+        return jax.lax.cond(refresh, lambda: new_tensors, lambda: old_tensors)
+    return new_tensors if bool(refresh) else old_tensors

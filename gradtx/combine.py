@@ -53,6 +53,32 @@ def accepts_extra_args(update: Callable[..., Any]) -> Callable[..., Any]:
     return filtered
 
 
+def accepts_named_kwargs(fn: Callable[..., Any], positional: int) -> Callable[..., Any]:
+    """Wraps ``fn(*args, **kwargs)`` so that it only receives the keyword arguments it
+    declares after its first ``positional`` parameters (all of them with ``**kwargs``).
+
+    The rule of :func:`accepts_extra_args`, for the functions that wrappers call with
+    the extra args besides an update: a condition of the step count
+    (``conditionally_mask``), a stateful schedule (``inject_stateful_hyperparams``).
+    """
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return fn
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return fn
+    named = {
+        p.name
+        for p in parameters[positional:]
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }
+
+    def filtered(*args, **kwargs):
+        return fn(*args, **{k: v for k, v in kwargs.items() if k in named})
+
+    return filtered
+
+
 def check_members(owner: str, transforms: tuple[Any, ...]) -> None:
     for i, tx in enumerate(transforms):
         if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
@@ -271,6 +297,30 @@ def _hide_extra_args(owner, keep, updates, extra_args, enabled):
         name: _hide(owner, keep, value, name) if jax.tree.structure(value) == structure else value
         for name, value in extra_args.items()
     }
+
+
+class MaskedNode(NamedTuple):
+    """An empty subtree that stands for a masked-out leaf (Optax's name and class).
+
+    A ``NamedTuple`` with no fields: JAX sees a node with no children, so
+    ``jax.tree.map`` and every gradtx block pass over it, and two trees with
+    ``MaskedNode()`` at the same places have the same structure. ``optax.masked``
+    puts one where its mask is False; gradtx's :func:`masked` and
+    :func:`partition` put ``None`` there instead (which the sharding helpers and
+    ``apply_updates`` read as "no parameter here"), and accept trees that hold
+    ``MaskedNode()`` as they accept any other empty subtree. Code that tests
+    ``isinstance(x, MaskedNode)`` (an ``is_leaf`` for Optax's masked states) keeps
+    working with this class.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> params = {"w": jnp.ones(2), "frozen": gradtx.MaskedNode()}
+      >>> jax.tree.leaves(params)
+      [Array([1., 1.], dtype=float32)]
+      >>> tx = gradtx.sgd(0.5)
+      >>> tx.update(params, tx.init(params))[0]
+      {'frozen': MaskedNode(), 'w': Array([-0.5, -0.5], dtype=float32)}
+    """
 
 
 class MaskedState(NamedTuple):

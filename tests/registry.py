@@ -194,6 +194,61 @@ def _factored_rms_example(decay_rate: float = 0.8) -> gradtx.GradientTransformat
     return gradtx.scale_by_factored_rms(decay_rate=decay_rate, min_dim_size_to_factor=2)
 
 
+# Optax catalogue: blocks and wrappers (freeze, conditions, snapshots, extra args).
+
+
+def _freeze_example() -> gradtx.GradientTransformation:
+    return gradtx.freeze(_by_size)
+
+
+def _is_small(params: Any) -> Any:
+    return jax.tree.map(lambda x: x.size <= 2, params)
+
+
+def _selective_transform_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    # The small leaves are frozen: the big one trains, so adam sees (and checks) it.
+    return gradtx.selective_transform(gradtx.adam(learning_rate), freeze_mask=_is_small)
+
+
+def _even_step(step: jax.Array) -> jax.Array:
+    return step % 2 == 0
+
+
+def _conditionally_mask_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.conditionally_mask(gradtx.adam(learning_rate), _even_step)
+
+
+def _conditionally_transform_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.conditionally_transform(gradtx.sgd(learning_rate, 0.9), _even_step)
+
+
+def _snapshot_example() -> gradtx.GradientTransformation:
+    return gradtx.snapshot("norm", gradtx.tree.global_norm)
+
+
+def _with_extra_args_support_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.with_extra_args_support(gradtx.sgd(learning_rate, 0.9))
+
+
+class _DecayOnStep:
+    """A stateful schedule (Optax's protocol): ``b1`` from 0.5 towards 0.9 as steps pass."""
+
+    def init(self) -> jax.Array:
+        return jnp.zeros([], jnp.int32)
+
+    def update(self, count: jax.Array, **extra_args: Any) -> jax.Array:
+        return count + 1
+
+    def __call__(self, count: jax.Array, **extra_args: Any) -> jax.Array:
+        return 0.9 - 0.4 * 0.5 ** count.astype(jnp.float32)
+
+
+def _inject_stateful_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.inject_stateful_hyperparams(gradtx.adam)(
+        learning_rate=learning_rate, b1=_DecayOnStep()
+    )
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -738,6 +793,104 @@ REGISTRY: tuple[Entry, ...] = (
     # Execution wrappers: one flat buffer per dtype; hyperparameters in the state.
     Entry("flat", "flat", _flat_example, descends=True, **_LR),
     Entry("inject_hyperparams", "inject_hyperparams", _inject_example, descends=True, **_LR),
+    # Optax catalogue: blocks (stateless unless noted) and wrappers.
+    Entry(
+        "set_to_zero",
+        "set_to_zero",
+        gradtx.set_to_zero,
+        checks_structure=False,
+        accepts_integer_params=True,
+    ),
+    Entry(
+        "normalize_by_update_norm",
+        "normalize_by_update_norm",
+        gradtx.normalize_by_update_norm,
+        {"scale_factor": -0.1},
+        checks_structure=False,
+        hyperparameter="scale_factor",
+        hyperparameter_values=(-0.1, 0.5, 2.0),
+        linear_in_hyperparameter=True,
+    ),
+    *(
+        Entry(
+            name,
+            name,
+            getattr(gradtx, name),
+            needs_params=True,
+            checks_structure=False,
+            reduces_per_leaf=True,
+            hyperparameter="min_scale",
+            hyperparameter_values=(1e-3, 0.5, 2.0),
+        )
+        for name in ("scale_by_param_block_rms", "scale_by_param_block_norm")
+    ),
+    Entry(
+        "centralize", "centralize", gradtx.centralize, checks_structure=False, reduces_per_leaf=True
+    ),
+    Entry(
+        "centralize_output_last",
+        "centralize",
+        gradtx.centralize,
+        {"output_axis": -1},
+        checks_structure=False,
+        reduces_per_leaf=True,
+    ),
+    Entry(
+        "keep_params_nonnegative",
+        "keep_params_nonnegative",
+        gradtx.keep_params_nonnegative,
+        needs_params=True,
+        supports_complex=False,
+        checks_structure=False,
+    ),
+    # Its state holds one bool scalar per leaf of the last updates, as Optax's.
+    Entry("zero_nans", "zero_nans", gradtx.zero_nans, checks_structure=False),
+    Entry("apply_every", "apply_every", gradtx.apply_every, {"k": 2}),
+    Entry(
+        "snapshot",
+        "snapshot",
+        _snapshot_example,
+        checks_structure=False,
+        accepts_integer_params=True,
+    ),
+    # freeze(mask) is masked(set_to_zero()): it never reads a leaf, integer ones included.
+    Entry(
+        "freeze",
+        "freeze",
+        _freeze_example,
+        checks_structure=False,
+        selects_by_tree=True,
+        accepts_integer_params=True,
+    ),
+    Entry(
+        "selective_transform",
+        "selective_transform",
+        _selective_transform_example,
+        selects_by_tree=True,
+        **_LR,
+    ),
+    Entry("conditionally_mask", "conditionally_mask", _conditionally_mask_example, **_LR),
+    Entry(
+        "conditionally_transform",
+        "conditionally_transform",
+        _conditionally_transform_example,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "with_extra_args_support",
+        "with_extra_args_support",
+        _with_extra_args_support_example,
+        descends=True,
+        **_LR,
+    ),
+    Entry(
+        "inject_stateful_hyperparams",
+        "inject_stateful_hyperparams",
+        _inject_stateful_example,
+        descends=True,
+        **_LR,
+    ),
     # Penalties (issue 4): they read the params.
     Entry(
         "add_l1_penalty",
@@ -1198,6 +1351,14 @@ NOT_TRANSFORMATIONS = frozenset(
         # The second-order driver and its helper.
         "minimize",
         "value_and_grad_from_state",
+        # Functions on values (Optax's): averages of params, a backward-pass scale,
+        # MultiSteps' skip predicates, and microbatched evaluation.
+        "incremental_update",
+        "periodic_update",
+        "scale_gradient",
+        "skip_large_updates",
+        "skip_not_finite",
+        "microbatch",
         # Schedules return count -> value functions (tests/test_schedules.py).
         *(name for name in gradtx.schedules.__all__),
     }

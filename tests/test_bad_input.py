@@ -102,6 +102,42 @@ WRONG_TYPES = [
         r"mask must be .*got 1\.0 \(float\) at \['w'\]",
     ),
     (gradtx.sgd, dict(learning_rate=0.1, accumulator_dtype=0.5), ValueError, r"accumulator_dtype"),
+    # Optax catalogue: axes, masks, names and functions.
+    (gradtx.centralize, dict(output_axis=0.5), TypeError, r"output_axis must be an int, got 0\.5"),
+    (gradtx.freeze, dict(mask=None), TypeError, r"freeze: mask must be .*got None"),
+    (gradtx.freeze, dict(mask={"w": 1.0}), TypeError, r"every mask leaf must be a bool"),
+    (
+        gradtx.selective_transform,
+        dict(optimizer=gradtx.sgd(0.1), freeze_mask=None),
+        TypeError,
+        r"freeze_mask must be .*got None",
+    ),
+    (gradtx.snapshot, dict(measure_name=1, measure=jnp.sum), TypeError, r"measure_name must be"),
+    (gradtx.snapshot, dict(measure_name="n", measure=1.0), TypeError, r"measure must be callable"),
+    (
+        gradtx.conditionally_mask,
+        dict(inner=gradtx.sgd(0.1), should_transform_fn=True),
+        TypeError,
+        r"should_transform_fn must be a function of the step count, got bool",
+    ),
+    (
+        gradtx.conditionally_transform,
+        dict(inner=0.1, should_transform_fn=lambda step: True),
+        TypeError,
+        r"argument 0 must be a transformation",
+    ),
+    (
+        gradtx.with_extra_args_support,
+        dict(tx="adam"),
+        TypeError,
+        r"with_extra_args_support: argument 0 must be a transformation",
+    ),
+    (
+        gradtx.inject_stateful_hyperparams,
+        dict(inner_factory=0.1),
+        TypeError,
+        r"inner_factory must be callable",
+    ),
     (
         gradtx.exponential_decay,
         dict(init_value="1", transition_steps=10, decay_rate=0.5),

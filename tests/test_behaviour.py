@@ -410,6 +410,9 @@ _TEMPORARY_LEAVES = {
     # A lax.cond returns the inner update as a buffer of its own; inside it,
     # RMSProp keeps the averaged gradient, which two of its kernels read.
     **dict.fromkeys(["accumulate", "apply_if_finite"], 1.1),
+    **dict.fromkeys(["conditionally_mask", "conditionally_transform"], 1.1),
+    # XLA:CPU reduces a bool mask (jnp.any) through a stored pred array: a byte per element.
+    "zero_nans": 0.3,
     "accumulate_every_step": 2.1,
     # The update feeds its own norm and the params; the squared gradient, the
     # gradient's norm and Adam's second moment.

@@ -224,6 +224,23 @@ BIG_STEPS = (
 UNIT_RATE = "AdaDelta at rate 1 takes steps ~10x the others'; measured 3.1e-7"
 
 
+class StepDecay:
+    """A stateful schedule (Optax's protocol) that holds its own step count."""
+
+    def init(self):
+        return jnp.zeros([], jnp.int32)
+
+    def update(self, count, **extra_args):
+        return count + 1
+
+    def __call__(self, count, **extra_args):
+        return 0.05 / (1.0 + 0.02 * count)
+
+
+def size_labels(params):
+    return jax.tree.map(lambda p: "big" if jnp.size(p) > 3 else "small", params)
+
+
 P = -0.05  # step for the primitives: they return a direction, not a step.
 
 CASES = [
@@ -635,6 +652,102 @@ CASES = [
         lambda: gradtx.add_decayed_weights(wd_schedule, mask_fn),
         lambda: optax.add_decayed_weights(wd_schedule, mask_fn),
         P,
+    ),
+    # -- Optax catalogue: blocks
+    Case(
+        "centralize",
+        lambda: gradtx.chain(gradtx.centralize(), gradtx.sgd(0.05)),
+        lambda: optax.chain(optax.centralize(), optax.sgd(0.05)),
+    ),
+    Case(
+        "normalize_by_update_norm",
+        lambda: gradtx.normalize_by_update_norm(-0.05),
+        lambda: optax.normalize_by_update_norm(-0.05),
+    ),
+    Case(
+        "scale_by_param_block_rms",
+        lambda: gradtx.scale_by_param_block_rms(),
+        lambda: optax.scale_by_param_block_rms(),
+        P,
+    ),
+    Case(
+        "scale_by_param_block_norm-min",
+        lambda: gradtx.scale_by_param_block_norm(0.5),
+        lambda: optax.scale_by_param_block_norm(0.5),
+        P / 2,
+    ),
+    Case(
+        "keep_params_nonnegative",
+        lambda: gradtx.chain(gradtx.sgd(0.05), gradtx.keep_params_nonnegative()),
+        lambda: optax.chain(optax.sgd(0.05), optax.keep_params_nonnegative()),
+    ),
+    Case(
+        "zero_nans",
+        lambda: gradtx.chain(gradtx.zero_nans(), gradtx.adam(0.05)),
+        lambda: optax.chain(optax.zero_nans(), optax.adam(0.05)),
+    ),
+    Case(
+        "apply_every-3",
+        lambda: gradtx.chain(gradtx.apply_every(3), gradtx.sgd(0.02)),
+        lambda: optax.chain(optax.apply_every(3), optax.sgd(0.02)),
+    ),
+    Case(
+        "apply_every-after-adam",
+        lambda: gradtx.chain(gradtx.scale_by_adam(), gradtx.apply_every(2)),
+        lambda: optax.chain(optax.scale_by_adam(), optax.apply_every(2)),
+        P / 2,
+    ),
+    Case(
+        "set_to_zero-partition",
+        lambda: gradtx.partition(
+            {"big": gradtx.adam(0.05), "small": gradtx.set_to_zero()}, size_labels
+        ),
+        lambda: optax.partition(
+            {"big": optax.adam(0.05), "small": optax.set_to_zero()}, size_labels
+        ),
+    ),
+    Case(
+        "snapshot",
+        lambda: gradtx.chain(gradtx.snapshot("n", gradtx.tree.global_norm), gradtx.sgd(0.05)),
+        lambda: optax.chain(optax.snapshot("n", optax.tree.norm), optax.sgd(0.05)),
+    ),
+    # -- Optax catalogue: wrappers
+    Case(
+        "freeze",
+        lambda: gradtx.chain(gradtx.adam(0.05), gradtx.freeze(MASK)),
+        lambda: optax.chain(optax.adam(0.05), optax.freeze(MASK)),
+    ),
+    Case(
+        "selective_transform",
+        lambda: gradtx.selective_transform(gradtx.adam(0.05), freeze_mask=MASK),
+        lambda: optax.selective_transform(optax.adam(0.05), freeze_mask=MASK),
+    ),
+    Case(
+        "conditionally_mask",
+        lambda: gradtx.conditionally_mask(gradtx.adam(0.05), lambda step: step % 3 != 0),
+        lambda: optax.conditionally_mask(optax.adam(0.05), lambda step: step % 3 != 0),
+    ),
+    Case(
+        "conditionally_transform",
+        lambda: gradtx.chain(
+            gradtx.conditionally_transform(gradtx.scale_by_adam(), lambda step: step >= 10),
+            gradtx.sgd(0.05),
+        ),
+        lambda: optax.chain(
+            optax.conditionally_transform(optax.scale_by_adam(), lambda step: step >= 10),
+            optax.sgd(0.05),
+        ),
+    ),
+    Case(
+        "with_extra_args_support",
+        lambda: gradtx.with_extra_args_support(gradtx.sgd(0.03, 0.9)),
+        lambda: optax.with_extra_args_support(optax.sgd(0.03, 0.9)),
+    ),
+    Case(
+        "inject_stateful_hyperparams",
+        lambda: gradtx.inject_stateful_hyperparams(gradtx.adam)(learning_rate=StepDecay(), b1=0.8),
+        # Optax 0.2.8's inject_stateful_hyperparams is its inject_hyperparams, deprecated.
+        lambda: optax.inject_hyperparams(optax.adam)(learning_rate=StepDecay(), b1=0.8),
     ),
 ]
 

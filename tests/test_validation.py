@@ -140,6 +140,48 @@ BAD_HYPERPARAMETERS = [
         dict(inner_factory=gradtx.adam, hyperparam_dtype=jnp.float16),
         r"hyperparam_dtype must be None or a real floating dtype of at least 32 bits",
     ),
+    # Optax catalogue: blocks, wrappers and functions on values.
+    (
+        gradtx.normalize_by_update_norm,
+        dict(scale_factor=NAN),
+        r"scale_factor must be finite, got nan",
+    ),
+    (gradtx.normalize_by_update_norm, dict(eps=-1.0), r"eps must be .*>= 0, got -1\.0"),
+    (gradtx.scale_by_param_block_rms, dict(min_scale=-1.0), r"min_scale must be .*got -1\.0"),
+    (gradtx.scale_by_param_block_norm, dict(min_scale=NAN), r"min_scale must be .*got nan"),
+    (gradtx.apply_every, dict(k=0), r"k must be an integer >= 1, got 0"),
+    (gradtx.apply_every, dict(k=1.5), r"k must be an integer >= 1, got 1\.5"),
+    (
+        gradtx.inject_stateful_hyperparams,
+        dict(inner_factory=gradtx.adam, hyperparam_dtype=jnp.bfloat16),
+        r"inject_stateful_hyperparams: hyperparam_dtype must be None or a real floating dtype",
+    ),
+    (
+        gradtx.inject_stateful_hyperparams,
+        dict(inner_factory=gradtx.adam, static_args="lr"),
+        r"inject_stateful_hyperparams: static_args names \['lr'\]",
+    ),
+    (
+        gradtx.incremental_update,
+        dict(new_tensors=jnp.ones(2), old_tensors=jnp.zeros(2), step_size=1.5),
+        r"step_size must be in \[0, 1\], got 1\.5",
+    ),
+    (
+        gradtx.periodic_update,
+        dict(new_tensors=jnp.ones(2), old_tensors=jnp.zeros(2), steps=3, update_period=0),
+        r"update_period must be an integer >= 1, got 0",
+    ),
+    (gradtx.scale_gradient, dict(inputs=jnp.ones(2), scale=INF), r"scale must be finite, got inf"),
+    (
+        gradtx.skip_large_updates,
+        dict(updates=jnp.ones(2), gradient_step=0, params=None, max_squared_norm=-1.0),
+        r"max_squared_norm must be a number >= 0 \(or inf\), got -1\.0",
+    ),
+    (
+        gradtx.microbatch,
+        dict(fun=jnp.sum, argnums=0, microbatch_size=0),
+        r"microbatch_size must be an integer >= 1, got 0",
+    ),
     # Penalties, clipping and noise.
     (gradtx.add_l1_penalty, dict(l1_strength=-1.0), r"l1_strength must be .*>= 0, got -1\.0"),
     (gradtx.add_elastic_net, dict(strength=0.1, alpha=1.5), r"alpha must be in \[0, 1\], got 1\.5"),
@@ -428,6 +470,11 @@ def test_validation_table_covers_every_validating_public_factory():
         "scale_by_schedule",
         "masked",  # a transformation and a mask: its mask is checked against the params
         "flat",  # a transformation only
+        # A transformation with a mask or a condition of the step count.
+        "selective_transform",
+        "conditionally_mask",
+        "conditionally_transform",
+        "with_extra_args_support",  # a transformation only
     }
     public = {e.public for e in WITH_HYPERPARAMETER} | {"adadelta"}
     assert public - takes_no_checkable_number <= in_table, public - in_table

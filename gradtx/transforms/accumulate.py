@@ -1,4 +1,6 @@
-"""Gradient accumulation: one inner step per ``every_k`` micro-batches."""
+"""Gradient accumulation: one inner step per ``every_k`` micro-batches (``accumulate``),
+sums emitted every ``k`` steps (``apply_every``), and the predicates that tell
+Optax's ``MultiSteps`` which micro-batches to skip."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import _checks, _tactics, tree
 from gradtx.base import Array, GradientTransformation, OptState, Updates
@@ -178,3 +181,159 @@ def has_updated(state: Any) -> Array:
             f"(from accumulate), found {len(found)}."
         )
     return jnp.logical_and(found[0].mini_step == 0, found[0].gradient_step > 0)
+
+
+# ---------------------------------------------------------------------- apply_every
+
+
+class ApplyEvery(NamedTuple):
+    """State of :func:`apply_every` (Optax's class name and fields)."""
+
+    count: Array  # int32 scalar in [0, k): gradients summed into grad_acc since the last emission.
+    grad_acc: Updates  # the sum of those gradients (the last group's after an emission).
+
+
+def apply_every(k: int = 1) -> GradientTransformation:
+    """Sums the updates of ``k`` consecutive steps and emits the sum on the ``k``-th.
+
+    With ``n`` the step count,
+
+    .. math::
+        a_n = g_n + [n \\bmod k \\ne 0] \\, a_{n-1}, \\qquad
+        u_n = [n \\bmod k = k - 1] \\, a_n
+
+    the steps in between return zeros. Unlike :func:`accumulate`, which wraps an
+    optimizer and runs it once per group, ``apply_every`` is a block: what comes
+    before it in a chain still runs (and moves its state) on every step, on the
+    single gradients. Same name, arguments, state and trajectory as
+    ``optax.apply_every`` for finite gradients.
+
+    Note:
+      Optax forms ``a_n`` as ``(n mod k != 0) * a_{n-1} + g_n`` and ``u_n`` as a
+      product too, so an ``inf`` or NaN gradient, once summed, turns every later
+      sum into NaN (``0 * inf``) and every in-between update into NaN. gradtx
+      selects instead of multiplying: the group that holds the bad gradient emits
+      it, and the next group starts from zero. The sum is kept in the gradient's
+      dtype, at least float32, and the update returned in the gradient's dtype.
+
+    Args:
+      k: the number of steps per emission, an integer >= 1 (``1``: every step).
+
+    Returns:
+      A transformation whose state is :class:`ApplyEvery`.
+
+    Raises:
+      ValueError: ``k`` is not an integer >= 1; the updates' tree differs from the
+        params'.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.apply_every(2)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> first, state = tx.update(jnp.array([1.0]), state)
+      >>> second, state = tx.update(jnp.array([3.0]), state)
+      >>> first, second, int(state.count)
+      (Array([0.], dtype=float32), Array([4.], dtype=float32), 0)
+    """
+    _checks.positive_int("apply_every", "k", k)
+
+    def init_fn(params):
+        tree.check_inexact(params, "apply_every")
+        return ApplyEvery(tree.zero_count(), _accumulator_zeros(params, None))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree.check_structure(state.grad_acc, updates, owner="apply_every")
+        n = state.count % k
+        emit = n == k - 1
+
+        def leaf(g, acc):
+            total = jnp.where(n != 0, acc, jnp.zeros_like(acc)) + g.astype(acc.dtype)
+            return total, jnp.where(emit, total, jnp.zeros_like(total)).astype(g.dtype)
+
+        grad_acc, out = tree.map_unzip(leaf, 2, updates, state.grad_acc)
+        return out, ApplyEvery(((n + 1) % k).astype(jnp.int32), grad_acc)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------- when to skip a gradient
+# Optax's ``should_skip_update_fn`` protocol of ``MultiSteps``:
+# ``fn(updates, gradient_step, params) -> (should_skip, info)``.
+
+
+def skip_not_finite(updates: Updates, gradient_step: Any, params: Any) -> tuple[Array, Any]:
+    """Whether ``updates`` hold a NaN or an infinity, and how many such elements.
+
+    A predicate of Optax's ``should_skip_update_fn`` protocol (for
+    ``optax.MultiSteps``): ``gradient_step`` and ``params`` are ignored. A complex
+    element counts when either part is not finite. Same name, arguments and
+    results as ``optax.skip_not_finite``, except that the count is an int32 even
+    for an empty tree (Optax: a float32 0).
+
+    Args:
+      updates: the gradients (a pytree).
+      gradient_step: the inner step count (unused).
+      params: the parameters (unused).
+
+    Returns:
+      ``(should_skip, {"should_skip": should_skip, "num_not_finite": n})``: a bool
+      scalar, and the int32 number of elements that are NaN or infinite.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> skip, info = gradtx.skip_not_finite({"a": jnp.array([1.0, jnp.inf, jnp.nan])}, 0, None)
+      >>> bool(skip), int(info["num_not_finite"])
+      (True, 2)
+    """
+    del gradient_step, params
+    counts = [jnp.sum(~jnp.isfinite(x), dtype=jnp.int32) for x in jax.tree.leaves(updates)]
+    num_not_finite = sum(counts, jnp.zeros([], jnp.int32))
+    should_skip = num_not_finite > 0
+    return should_skip, {"should_skip": should_skip, "num_not_finite": num_not_finite}
+
+
+def skip_large_updates(
+    updates: Updates, gradient_step: Any, params: Any, max_squared_norm: float | Array
+) -> tuple[Array, Any]:
+    """Whether the squared global norm of ``updates`` reaches ``max_squared_norm``.
+
+    .. math::
+        \\text{skip} = \\neg\\left(\\textstyle\\sum_i |g_i|^2 < \\text{max\\_squared\\_norm}\\right)
+
+    which is also True when the norm is NaN or infinite. A predicate of Optax's
+    ``should_skip_update_fn`` protocol, bound with
+    ``functools.partial(skip_large_updates, max_squared_norm=...)``;
+    ``gradient_step`` and ``params`` are ignored. Same name, arguments and results
+    as ``optax.skip_large_updates``, except that complex elements count as
+    ``|g|^2`` (Optax: ``g**2``, a complex number that no bound compares with) and
+    the sum is formed in at least float32.
+
+    Args:
+      updates: the gradients (a pytree).
+      gradient_step: the inner step count (unused).
+      params: the parameters (unused).
+      max_squared_norm: the bound, a number >= 0 (``inf``: skip only non-finite
+        norms); traced values are not checked.
+
+    Returns:
+      ``(should_skip, {"should_skip": should_skip, "norm_squared": s})``.
+
+    Raises:
+      ValueError: a concrete ``max_squared_norm`` that is negative or NaN.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> skip, info = gradtx.skip_large_updates(jnp.array([3.0, 4.0]), 0, None, 20.0)
+      >>> bool(skip), float(info["norm_squared"])
+      (True, 25.0)
+    """
+    del gradient_step, params
+    bound = _checks.scalar("skip_large_updates", "max_squared_norm", max_squared_norm)
+    if bound is not None and (np.isnan(bound) or bound < 0):
+        _checks._fail(
+            "skip_large_updates", "max_squared_norm", max_squared_norm, "a number >= 0 (or inf)"
+        )
+    norm_squared = tree.squared_norm(updates)
+    should_skip = jnp.logical_not(norm_squared < max_squared_norm)
+    return should_skip, {"should_skip": should_skip, "norm_squared": norm_squared}

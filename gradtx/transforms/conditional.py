@@ -1,8 +1,10 @@
-"""Transformations that apply another one only under a condition: ``apply_if_finite``."""
+"""Transformations that apply another one only under a condition: ``apply_if_finite``,
+``conditionally_transform`` and ``conditionally_mask``."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -10,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import _checks, tree
-from gradtx.base import Array, GradientTransformation, OptState
-from gradtx.combine import accepts_extra_args, check_members
+from gradtx.base import Array, GradientTransformation, GradientTransformationExtraArgs, OptState
+from gradtx.combine import accepts_extra_args, accepts_named_kwargs, check_members
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -143,3 +145,181 @@ def apply_if_finite(
         )
 
     return GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------- a condition on the step
+
+
+class ConditionallyTransformState(NamedTuple):
+    """State of :func:`conditionally_transform` (Optax's fields, in Optax's order)."""
+
+    inner_state: OptState  # the inner transformation's state; moves only on the steps it runs.
+    step: Array  # int32 scalar: calls of update so far (saturating), fed to the condition.
+
+
+class ConditionallyMaskState(NamedTuple):
+    """State of :func:`conditionally_mask` (Optax's fields, in Optax's order)."""
+
+    step: Array  # int32 scalar: calls of update so far (saturating), fed to the condition.
+    inner_state: OptState  # the inner transformation's state; moves only on the steps it runs.
+
+
+def _on_condition(owner, inner, should_transform_fn, forward_extra_args, otherwise, state_type):
+    """The wrapper of :func:`conditionally_transform` and :func:`conditionally_mask`.
+
+    ``otherwise(updates, like)`` gives the updates of a step the condition turns
+    down, ``like`` the shapes and dtypes of the inner's output.
+    """
+    check_members(owner, (inner,))
+    if not callable(should_transform_fn):
+        raise TypeError(
+            f"{owner}: should_transform_fn must be a function of the step count, "
+            f"got {type(should_transform_fn).__name__}."
+        )
+    update = accepts_extra_args(inner.update)
+    condition = accepts_named_kwargs(should_transform_fn, 1)
+
+    def init_fn(params):
+        return state_type(inner_state=inner.init(params), step=tree.zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        run = jnp.asarray(condition(state.step, **(extra_args if forward_extra_args else {})))
+        integral = run.dtype == jnp.bool_ or jnp.issubdtype(run.dtype, jnp.integer)
+        if run.shape != () or not integral:
+            raise ValueError(
+                f"{owner}: should_transform_fn must return a bool (or integer) scalar, got a "
+                f"{run.dtype} array of shape {run.shape}."
+            )
+        run = run != 0  # an integer is true where nonzero, as in lax.cond
+
+        def inner_update(updates, inner_state, params):
+            return update(updates, inner_state, params, **extra_args)
+
+        def apply():
+            return inner_update(updates, state.inner_state, params)
+
+        def skip():
+            outputs, _ = jax.eval_shape(inner_update, updates, state.inner_state, params)
+            return otherwise(updates, outputs), state.inner_state
+
+        if isinstance(run, jax.core.Tracer):
+            out, inner_state = jax.lax.cond(run, apply, skip)
+        else:  # eagerly: a Python branch, not a cond compiled at every call
+            out, inner_state = apply() if bool(run) else skip()
+        return out, state_type(inner_state=inner_state, step=tree.safe_increment(state.step))
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def conditionally_transform(
+    inner: GradientTransformation,
+    should_transform_fn: Callable[..., Any],
+    forward_extra_args: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Runs ``inner`` only on the steps where a condition holds; passes the updates through
+    unchanged on the others.
+
+    With ``k`` the number of earlier calls of ``update`` (0 on the first) and
+    ``c`` the ``should_transform_fn``:
+
+    .. math::
+        (u, s) \\leftarrow \\begin{cases} \\operatorname{inner}(u, s) & c(k) \\\\
+            (u, s) & \\text{otherwise} \\end{cases}
+
+    so ``inner``'s state only moves on the steps it runs (a warm-up that leaves
+    the first steps' gradients alone, a block applied every other step). Same
+    name, arguments, state and trajectory as ``optax.conditionally_transform``.
+    To return zeros on the other steps, use :func:`conditionally_mask`.
+
+    Args:
+      inner: the transformation to run on some steps.
+      should_transform_fn: ``c(k, **extra_args) -> bool``, a function of the step
+        count (an int32 scalar) returning a bool scalar (or an integer, true where
+        nonzero); it may be traced.
+      forward_extra_args: also pass ``update``'s extra arguments to
+        ``should_transform_fn`` (those it names, all of them when it takes
+        ``**kwargs``), e.g. to decide on the loss ``value``.
+
+    Returns:
+      A :class:`GradientTransformationExtraArgs` whose state is
+      :class:`ConditionallyTransformState`.
+
+    Raises:
+      TypeError: ``inner`` is not a transformation, or ``should_transform_fn`` is
+        not callable.
+      ValueError: ``should_transform_fn`` returns something other than a bool or
+        integer scalar.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.conditionally_transform(gradtx.scale(10.0), lambda step: step >= 1)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> first, state = tx.update(jnp.ones(1), state)
+      >>> second, state = tx.update(jnp.ones(1), state)
+      >>> first, second
+      (Array([1.], dtype=float32), Array([10.], dtype=float32))
+    """
+    return _on_condition(
+        "conditionally_transform",
+        inner,
+        should_transform_fn,
+        forward_extra_args,
+        lambda updates, like: tree.cast_like(updates, like),
+        ConditionallyTransformState,
+    )
+
+
+def conditionally_mask(
+    inner: GradientTransformation,
+    should_transform_fn: Callable[..., Any],
+    forward_extra_args: bool = False,
+) -> GradientTransformationExtraArgs:
+    """Runs ``inner`` only on the steps where a condition holds; returns zeros on the others.
+
+    With ``k`` the number of earlier calls of ``update`` and ``c`` the
+    ``should_transform_fn``:
+
+    .. math::
+        (u, s) \\leftarrow \\begin{cases} \\operatorname{inner}(u, s) & c(k) \\\\
+            (0, s) & \\text{otherwise} \\end{cases}
+
+    so the parameters stand still and ``inner``'s state is kept on the steps the
+    condition turns down. Same name, arguments, state and trajectory as
+    ``optax.conditionally_mask``; :func:`conditionally_transform` passes the
+    updates through instead.
+
+    Args:
+      inner: the transformation to run on some steps.
+      should_transform_fn: ``c(k, **extra_args) -> bool``, a function of the step
+        count (an int32 scalar) returning a bool scalar (or an integer, true where
+        nonzero); it may be traced.
+      forward_extra_args: also pass ``update``'s extra arguments to
+        ``should_transform_fn`` (those it names, all with ``**kwargs``).
+
+    Returns:
+      A :class:`GradientTransformationExtraArgs` whose state is
+      :class:`ConditionallyMaskState`.
+
+    Raises:
+      TypeError: ``inner`` is not a transformation, or ``should_transform_fn`` is
+        not callable.
+      ValueError: ``should_transform_fn`` returns something other than a bool or
+        integer scalar.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.conditionally_mask(gradtx.sgd(0.1), lambda step: step % 2 == 0)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> first, state = tx.update(jnp.ones(1), state)
+      >>> second, state = tx.update(jnp.ones(1), state)
+      >>> first, second
+      (Array([-0.1], dtype=float32), Array([0.], dtype=float32))
+    """
+    return _on_condition(
+        "conditionally_mask",
+        inner,
+        should_transform_fn,
+        forward_extra_args,
+        lambda updates, like: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), like),
+        ConditionallyMaskState,
+    )

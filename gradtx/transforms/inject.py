@@ -64,8 +64,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradtx import tree
-from gradtx.base import Array, GradientTransformation, OptState, Params
-from gradtx.combine import accepts_extra_args
+from gradtx.base import (
+    Array,
+    GradientTransformation,
+    GradientTransformationExtraArgs,
+    OptState,
+    Params,
+)
+from gradtx.combine import accepts_extra_args, accepts_named_kwargs
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -111,7 +117,9 @@ def _storage_dtype(hyperparam_dtype: Any | None, like: Any) -> jnp.dtype:
     return dtype
 
 
-def _check_hyperparam_dtype(hyperparam_dtype: Any | None) -> None:
+def _check_hyperparam_dtype(
+    hyperparam_dtype: Any | None, owner: str = "inject_hyperparams"
+) -> None:
     if hyperparam_dtype is None:
         return
     try:
@@ -120,7 +128,7 @@ def _check_hyperparam_dtype(hyperparam_dtype: Any | None) -> None:
         dtype = None
     if dtype is None or not jnp.issubdtype(dtype, jnp.floating) or dtype.itemsize < 4:
         raise ValueError(
-            "inject_hyperparams: hyperparam_dtype must be None or a real floating dtype of "
+            f"{owner}: hyperparam_dtype must be None or a real floating dtype of "
             f"at least 32 bits (in bfloat16, b2=0.999 rounds to 1.0), got {hyperparam_dtype!r}."
         )
 
@@ -142,7 +150,7 @@ def _split(
     return static, numeric, schedules
 
 
-def _probe_static(build, static, values, scheduled) -> set[str]:
+def _probe_static(build, static, values, scheduled, owner="inject_hyperparams") -> set[str]:
     """The injected names the factory cannot take as tracers: they must stay static.
 
     ``build(**kwargs)`` returns the inner transformation. The inner state built
@@ -183,10 +191,31 @@ def _probe_static(build, static, values, scheduled) -> set[str]:
     bad_schedules = sorted(refused & scheduled)
     if bad_schedules:
         raise ValueError(
-            f"inject_hyperparams: {', '.join(bad_schedules)} cannot be scheduled: the inner "
+            f"{owner}: {', '.join(bad_schedules)} cannot be scheduled: the inner "
             "factory needs a concrete value there (it branches on it in Python)."
         )
     return refused
+
+
+def _checked_arguments(
+    owner: str, inner_factory: Any, static_args: Any, hyperparam_dtype: Any
+) -> tuple[set[str], inspect.Signature]:
+    """The names in ``static_args`` and the factory's signature, once both are checked."""
+    if not callable(inner_factory):
+        raise TypeError(
+            f"{owner}: inner_factory must be callable, got {type(inner_factory).__name__}."
+        )
+    static_names = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+    unknown = sorted(static_names - set(signature.parameters))
+    if unknown:
+        raise ValueError(
+            f"{owner}: static_args names {unknown}, which are not parameters of "
+            f"{getattr(inner_factory, '__name__', inner_factory)!r} "
+            f"(it takes {sorted(signature.parameters)})."
+        )
+    _check_hyperparam_dtype(hyperparam_dtype, owner)
+    return static_names, signature
 
 
 def inject_hyperparams(
@@ -241,21 +270,9 @@ def inject_hyperparams(
       Optax's ``inject_hyperparams`` has the same call shape; gradtx stores the
       values in float32 or wider and validates them at construction.
     """
-    if not callable(inner_factory):
-        raise TypeError(
-            f"inject_hyperparams: inner_factory must be callable, got "
-            f"{type(inner_factory).__name__}."
-        )
-    static_names = {static_args} if isinstance(static_args, str) else set(static_args)
-    signature = inspect.signature(inner_factory)
-    unknown = sorted(static_names - set(signature.parameters))
-    if unknown:
-        raise ValueError(
-            f"inject_hyperparams: static_args names {unknown}, which are not parameters of "
-            f"{getattr(inner_factory, '__name__', inner_factory)!r} "
-            f"(it takes {sorted(signature.parameters)})."
-        )
-    _check_hyperparam_dtype(hyperparam_dtype)
+    static_names, signature = _checked_arguments(
+        "inject_hyperparams", inner_factory, static_args, hyperparam_dtype
+    )
 
     def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
         bound = signature.bind(*args, **kwargs)
@@ -309,3 +326,168 @@ def _injected(build, static, numeric, schedules, hyperparam_dtype) -> GradientTr
         )
 
     return GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------- stateful schedules
+
+
+class InjectStatefulHyperparamsState(NamedTuple):
+    """State of a transformation built by :func:`inject_stateful_hyperparams`."""
+
+    count: Array  # int32 scalar: updates so far, the step fed to the plain schedules.
+    hyperparams: dict[str, Array]  # Injected values; scheduled ones hold the last value used.
+    hyperparams_states: dict[str, OptState]  # Each stateful schedule's state, by argument.
+    inner_state: OptState  # The inner optimizer's state.
+
+
+def _is_stateful_schedule(value: Any) -> bool:
+    """Optax's ``StatefulSchedule`` protocol: ``init()``, ``update(state)``, ``__call__(state)``."""
+    return (
+        callable(value)
+        and not isinstance(value, (type, np.dtype))
+        and callable(getattr(value, "init", None))
+        and callable(getattr(value, "update", None))
+    )
+
+
+def inject_stateful_hyperparams(
+    inner_factory: Callable[..., GradientTransformation],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any | None = None,
+) -> Callable[..., GradientTransformationExtraArgs]:
+    """:func:`inject_hyperparams`, where a hyperparameter may also be a *stateful* schedule.
+
+    A stateful schedule is an object with ``init() -> s``, ``update(s, **extra_args)
+    -> s`` and ``__call__(s, **extra_args) -> value`` (Optax's ``StatefulSchedule``
+    protocol): its state lives in ``state.hyperparams_states`` and may follow
+    what the step sees through the extra arguments (the loss ``value``, say), not
+    just the step count. On each ``update`` the value used is ``schedule(s_k,
+    **extra_args)``, stored in ``state.hyperparams``, and then ``s_{k+1} =
+    schedule.update(s_k, **extra_args)``; ``init`` stores ``schedule(init())``.
+    Each receives the extra arguments it names (all of them with ``**kwargs``).
+    Every other argument follows :func:`inject_hyperparams`'s rules: floats are
+    injected, other callables are schedules of the step count, the rest static.
+
+    Note:
+      Optax 0.2.8 keeps ``inject_stateful_hyperparams`` as a deprecated alias of its
+      ``inject_hyperparams``; gradtx keeps the two apart, so that
+      :func:`inject_hyperparams`'s state stays three fields. Here
+      ``hyperparams_states`` holds the stateful schedules' states only: the plain
+      schedules read the shared ``count`` (Optax wraps each in a state of its own
+      count).
+
+    Args:
+      inner_factory: a function returning a transformation.
+      static_args: names of ``inner_factory``'s parameters to pass unchanged.
+      hyperparam_dtype: the dtype injected values are stored and used in (as
+        :func:`inject_hyperparams`).
+
+    Returns:
+      A function with ``inner_factory``'s parameters returning a
+      :class:`gradtx.GradientTransformationExtraArgs` whose state is
+      :class:`InjectStatefulHyperparamsState`.
+
+    Raises:
+      TypeError: ``inner_factory`` is not callable.
+      ValueError: as :func:`inject_hyperparams` (named after this function).
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> class HalveOnIncrease:  # a learning rate that halves when the loss goes up
+      ...     def init(self):
+      ...         return {"rate": jnp.array(0.1), "last": jnp.array(jnp.inf)}
+      ...     def update(self, s, value):
+      ...         up = value > s["last"]
+      ...         return {"rate": jnp.where(up, s["rate"] / 2, s["rate"]), "last": value}
+      ...     def __call__(self, s, value=None):
+      ...         return s["rate"]
+      >>> tx = gradtx.inject_stateful_hyperparams(gradtx.sgd)(learning_rate=HalveOnIncrease())
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for loss in (3.0, 4.0, 2.0):
+      ...     updates, state = tx.update(jnp.ones(1), state, value=loss)
+      >>> updates, state.hyperparams["learning_rate"]
+      (Array([-0.05], dtype=float32), Array(0.05, dtype=float32))
+    """
+    owner = "inject_stateful_hyperparams"
+    static_names, signature = _checked_arguments(
+        owner, inner_factory, static_args, hyperparam_dtype
+    )
+
+    def wrapped(*args: Any, **kwargs: Any) -> GradientTransformationExtraArgs:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+
+        def build(**values: Any) -> GradientTransformation:
+            call = inspect.BoundArguments(signature, {**bound.arguments, **values})
+            return inner_factory(*call.args, **call.kwargs)
+
+        stateful = {
+            name: value
+            for name, value in bound.arguments.items()
+            if name not in static_names and _is_stateful_schedule(value)
+        }
+        static, numeric, schedules = _split(bound, static_names | set(stateful))
+        for name in stateful:
+            del static[name]
+        first = {name: s(tree.zero_count()) for name, s in schedules.items()}
+        first.update({name: s(s.init()) for name, s in stateful.items()})
+        build(**static, **numeric, **first)  # Validation of the concrete values.
+        scheduled = set(schedules) | set(stateful)
+        refused = _probe_static(build, static, {**numeric, **first}, scheduled, owner)
+        static.update({name: numeric.pop(name) for name in refused})
+        return _injected_stateful(build, static, numeric, schedules, stateful, hyperparam_dtype)
+
+    wrapped.__name__ = f"{owner}({getattr(inner_factory, '__name__', 'factory')})"
+    wrapped.__doc__ = inner_factory.__doc__
+    wrapped.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _injected_stateful(
+    build, static, numeric, schedules, stateful, hyperparam_dtype
+) -> GradientTransformationExtraArgs:
+    """The transformation whose state carries the values and the stateful schedules' states."""
+    names = sorted([*numeric, *schedules, *stateful])
+    value_of = {name: accepts_named_kwargs(s, 1) for name, s in stateful.items()}
+    advance = {name: accepts_named_kwargs(s.update, 1) for name, s in stateful.items()}
+
+    def values_at(count, stored, schedule_states, dtype, extra_args):
+        values = {name: jnp.asarray(stored[name], dtype) for name in numeric}
+        values.update({name: jnp.asarray(s(count), dtype) for name, s in schedules.items()})
+        values.update(
+            {
+                name: jnp.asarray(value_of[name](schedule_states[name], **extra_args), dtype)
+                for name in stateful
+            }
+        )
+        return values
+
+    def init_fn(params: Params) -> InjectStatefulHyperparamsState:
+        count = tree.zero_count()
+        schedule_states = {name: s.init() for name, s in stateful.items()}
+        dtype = _storage_dtype(hyperparam_dtype, params)
+        values = values_at(count, numeric, schedule_states, dtype, {})
+        inner_state = build(**static, **values).init(params)
+        return InjectStatefulHyperparamsState(count, values, schedule_states, inner_state)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        stored = state.hyperparams
+        if not isinstance(stored, Mapping) or sorted(stored) != names:
+            got = sorted(stored) if isinstance(stored, Mapping) else type(stored).__name__
+            raise ValueError(
+                f"inject_stateful_hyperparams: state.hyperparams must hold exactly {names}, "
+                f"got {got}."
+            )
+        dtype = _storage_dtype(hyperparam_dtype, updates if params is None else params)
+        schedule_states = state.hyperparams_states
+        values = values_at(state.count, stored, schedule_states, dtype, extra_args)
+        next_states = {
+            name: advance[name](schedule_states[name], **extra_args) for name in stateful
+        }
+        inner = accepts_extra_args(build(**static, **values).update)
+        updates, inner_state = inner(updates, state.inner_state, params, **extra_args)
+        return updates, InjectStatefulHyperparamsState(
+            tree.safe_increment(state.count), values, next_states, inner_state
+        )
+
+    return GradientTransformationExtraArgs(init_fn, update_fn)

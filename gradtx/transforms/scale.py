@@ -1,8 +1,9 @@
-"""Multiplying updates by a constant, a learning rate or a schedule."""
+"""Multiplying updates by a constant, a learning rate or a schedule; and gradients in the
+backward pass (:func:`scale_gradient`)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 
@@ -107,3 +108,65 @@ def scale_by_learning_rate(
     if callable(learning_rate):
         return scale_by_schedule(lambda count: sign * learning_rate(count))
     return scale(sign * learning_rate)
+
+
+# ---------------------------------------------------------------------- in the backward pass
+
+
+@jax.custom_vjp
+def _identity_scaled_backward(inputs, scale):
+    del scale
+    return inputs
+
+
+def _forward(inputs, scale):
+    return inputs, scale
+
+
+def _backward(scale, cotangents):
+    scaled = jax.tree.map(lambda c: tree.as_dtype(c * scale, c.dtype), cotangents)
+    return scaled, None
+
+
+_identity_scaled_backward.defvjp(_forward, _backward)
+
+
+def scale_gradient(inputs: Any, scale: float | Array) -> Any:
+    """Returns ``inputs`` unchanged, with the gradient flowing back through it times ``scale``.
+
+    A function on values, not a transformation: inside a model or a loss, the
+    forward pass sees ``inputs`` as they are and the backward pass multiplies the
+    cotangent that flows into them by ``scale``:
+
+    .. math::
+        y = x, \\qquad \\frac{\\partial L}{\\partial x}
+            \\leftarrow s \\, \\frac{\\partial L}{\\partial y}
+
+    (``scale = 0`` is ``jax.lax.stop_gradient``, ``1`` is the identity, ``-1``
+    flips the gradient as a gradient-reversal layer does). Used to slow down the
+    learning of part of a model, e.g. a shared encoder under a second head. The
+    cotangents keep their dtype. Same name, arguments and numbers as
+    ``optax.scale_gradient``; no gradient flows to ``scale`` itself.
+
+    Args:
+      inputs: an array or a pytree of arrays.
+      scale: ``s``, a finite real number (may be traced).
+
+    Returns:
+      ``inputs``, with the scaled backward pass.
+
+    Raises:
+      ValueError: a concrete ``scale`` that is not finite.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> jax.grad(lambda x: jnp.sum(gradtx.scale_gradient(x, 0.5) ** 2))(jnp.array([1.0, 2.0]))
+      Array([1., 2.], dtype=float32)
+    """
+    _checks.finite("scale_gradient", "scale", scale)
+    if not isinstance(scale, jax.core.Tracer):
+        if float(scale) == 1.0:
+            return inputs
+        if float(scale) == 0.0:
+            return jax.lax.stop_gradient(inputs)
+    return _identity_scaled_backward(inputs, scale)
