@@ -132,6 +132,12 @@ from gradtx.transforms.inject import InjectHyperparamsState, inject_hyperparams
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
 from gradtx.transforms.noise import AddNoiseState, add_noise
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
+from gradtx.transforms.privacy import (
+    DifferentiallyPrivateAggregateState,
+    differentially_private_aggregate,
+    dpsgd,
+    per_example_global_norm_clip,
+)
 from gradtx.transforms.regularize import (
     AddDecayedWeightsState,
     PenaltyState,
@@ -160,6 +166,7 @@ __all__ = [
     "AverageParamsState",
     "BiasCorrectionState",
     "ContinueResult",
+    "DifferentiallyPrivateAggregateState",
     "EarlyStopping",
     "EarlyStoppingState",
     "EmaState",
@@ -235,6 +242,8 @@ __all__ = [
     "cosine_onecycle_schedule",
     "cosine_restarts_schedule",
     "decoupled_weight_decay",
+    "differentially_private_aggregate",
+    "dpsgd",
     "early_stopping",
     "ema",
     "exclude_bias_and_norm",
@@ -264,6 +273,7 @@ __all__ = [
     "nonlinear_cg",
     "optimizers",
     "partition",
+    "per_example_global_norm_clip",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
     "piecewise_interpolate_schedule",
