@@ -9,6 +9,10 @@ rules for numbers live in one place:
 * Second moments use the squared magnitude ``|g|^2`` (:func:`abs_sq`), which is
   right for complex leaves, and are stored in the real dtype.
 * ``None`` leaves are empty subtrees and pass through untouched.
+
+The second half holds every function of ``optax.tree`` under its name and
+signature (``add``, ``vdot``, ``norm``, ``get``, ``set``, ``random_like``, ...),
+so ``optax.tree.f(...)`` becomes ``gradtx.tree.f(...)``.
 """
 
 from __future__ import annotations
