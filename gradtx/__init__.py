@@ -12,6 +12,7 @@ from gradtx import (
     combine,
     microbatching,
     optimizers,
+    projections,
     schedules,
     second_order,
     sharding,
@@ -199,6 +200,12 @@ from gradtx.transforms.normalize import (
     scale_by_param_block_rms,
 )
 from gradtx.transforms.plateau import ReduceOnPlateauState, reduce_on_plateau
+from gradtx.transforms.privacy import (
+    DifferentiallyPrivateAggregateState,
+    differentially_private_aggregate,
+    dpsgd,
+    per_example_global_norm_clip,
+)
 from gradtx.transforms.regularize import (
     AddDecayedWeightsState,
     PenaltyState,
@@ -232,6 +239,7 @@ __all__ = [
     "ConditionallyMaskState",
     "ConditionallyTransformState",
     "ContinueResult",
+    "DifferentiallyPrivateAggregateState",
     "EarlyStopping",
     "EarlyStoppingState",
     "EmaState",
@@ -327,6 +335,8 @@ __all__ = [
     "cosine_onecycle_schedule",
     "cosine_restarts_schedule",
     "decoupled_weight_decay",
+    "differentially_private_aggregate",
+    "dpsgd",
     "early_stopping",
     "ema",
     "exclude_bias_and_norm",
@@ -373,6 +383,7 @@ __all__ = [
     "optimistic_gradient_descent",
     "optimizers",
     "partition",
+    "per_example_global_norm_clip",
     "periodic_update",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
@@ -380,6 +391,7 @@ __all__ = [
     "plot_learning_curves",
     "polyak_sgd",
     "polynomial_schedule",
+    "projections",
     "proximal_elastic_net",
     "proximal_l1",
     "radam",

@@ -249,6 +249,25 @@ def _inject_stateful_example(learning_rate: float = 0.1) -> gradtx.GradientTrans
     )
 
 
+# DP-SGD takes per-example gradients (a leading batch axis on every leaf); the
+# generic tests feed params-shaped ones. Its entries put a stateless block in
+# front that makes a batch of two examples, g and g / 2, whose clipped mean
+# points along g: dpsgd's own update then runs on true per-example gradients.
+def _two_examples(updates: Any, params: Any) -> Any:
+    return jax.tree.map(lambda g: jnp.stack([g, (g / 2).astype(g.dtype)]), updates)
+
+
+def _dpsgd_example(learning_rate: float = 0.1, **kwargs: Any) -> gradtx.GradientTransformation:
+    # Little noise (sigma C / B = 0.025): one step still descends in the Flax test.
+    options = {"l2_norm_clip": 1.0, "noise_multiplier": 0.05, "seed": 0, **kwargs}
+    return gradtx.chain(gradtx.stateless(_two_examples), gradtx.dpsgd(learning_rate, **options))
+
+
+def _dp_aggregate_example(l2_norm_clip: float = 1.0) -> gradtx.GradientTransformation:
+    dp = gradtx.differentially_private_aggregate(l2_norm_clip, noise_multiplier=0.5, key=0)
+    return gradtx.chain(gradtx.stateless(_two_examples), dp)
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -978,6 +997,37 @@ REGISTRY: tuple[Entry, ...] = (
         hyperparameter="eta",
         hyperparameter_values=(0.0, 0.01, 0.1),
     ),
+    # DP-SGD, on a batch of two examples made from the gradient (see _two_examples).
+    Entry(
+        "dpsgd",
+        "dpsgd",
+        _dpsgd_example,
+        is_named_optimizer=True,
+        descends=True,
+        supports_complex=False,
+        checks_structure=False,
+        stochastic=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+        linear_in_hyperparameter=True,
+    ),
+    Entry(
+        "dpsgd_nesterov_noiseless",
+        "dpsgd",
+        _dpsgd_example,
+        {"noise_multiplier": 0.0, "momentum": 0.9, "nesterov": True},
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "differentially_private_aggregate",
+        "differentially_private_aggregate",
+        _dp_aggregate_example,
+        supports_complex=False,
+        checks_structure=False,
+        stochastic=True,
+        hyperparameter="l2_norm_clip",
+        hyperparameter_values=(0.1, 1.0, 10.0),
+    ),
     # Rprop: sign-based, so complex leaves are refused at init.
     *(
         Entry(
@@ -1339,6 +1389,8 @@ DTYPE_MATRIX = tuple(e for e in REGISTRY if not e.blocks)
 NOT_TRANSFORMATIONS = frozenset(
     {
         "apply_updates",
+        # DP-SGD's clipping of per-example gradients: a function of a batch.
+        "per_example_global_norm_clip",
         # Readers of a state, for evaluation or logging.
         "has_updated",
         # A mask function for the penalties.

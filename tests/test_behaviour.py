@@ -407,6 +407,11 @@ _TEMPORARY_LEAVES = {
     ),
     # jax.random draws the normal sample through uint32 bits (Optax's: 4.06 too).
     "add_noise": 4.1,
+    # DP-SGD's entries see the per-example batch of two that they build (two
+    # leaves), then the clipped sum and the noise's bits (Optax's dpsgd through
+    # the same batch: 5.0, noiseless too; gradtx's draws nothing without noise).
+    **dict.fromkeys(["dpsgd", "differentially_private_aggregate"], 5.1),
+    "dpsgd_nesterov_noiseless": 3.1,
     # A lax.cond returns the inner update as a buffer of its own; inside it,
     # RMSProp keeps the averaged gradient, which two of its kernels read.
     **dict.fromkeys(["accumulate", "apply_if_finite"], 1.1),

@@ -3,7 +3,7 @@
 Parses the pages under ``docs/api/`` (no Sphinx build): every name in
 ``gradtx.__all__`` has exactly one ``auto...`` or ``py:...`` directive, so does
 every public function of the helper modules :mod:`gradtx.tree`,
-:mod:`gradtx.sharding` and :mod:`gradtx.checkpoint`, and no page documents a
+:mod:`gradtx.projections`, :mod:`gradtx.sharding`, :mod:`gradtx.checkpoint`; no page documents a
 name that is not public. tests/test_docs.py checks the docstrings themselves.
 The full build, ``python -m sphinx -W -b html docs docs/_build/html``, runs with
 the ``docs`` extra installed.
@@ -22,7 +22,7 @@ import gradtx
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 API = DOCS / "api"
-HELPER_MODULES = ("tree", "sharding", "checkpoint")
+HELPER_MODULES = ("tree", "projections", "sharding", "checkpoint")
 
 _DIRECTIVE = re.compile(
     r"^\s*\.\.\s+(?:auto(?:function|class|data|exception|module)|py:(?:function|class|data))"

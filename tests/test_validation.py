@@ -194,6 +194,27 @@ BAD_HYPERPARAMETERS = [
     (gradtx.clip_by_block_rms, dict(threshold=-1.0), r"threshold must be .*got -1\.0"),
     (gradtx.adaptive_grad_clip, dict(clipping=-1.0), r"clipping must be .*got -1\.0"),
     (gradtx.add_noise, dict(eta=-1.0, gamma=0.55, key=0), r"eta must be .*>= 0, got -1\.0"),
+    # DP-SGD: the per-example norm bound and the noise scale.
+    (
+        gradtx.differentially_private_aggregate,
+        dict(l2_norm_clip=-1.0, noise_multiplier=1.0, key=0),
+        r"l2_norm_clip must be a number >= 0 \(or inf\), got -1\.0",
+    ),
+    (
+        gradtx.differentially_private_aggregate,
+        dict(l2_norm_clip=1.0, noise_multiplier=-1.0, key=0),
+        r"noise_multiplier must be a finite number >= 0, got -1\.0",
+    ),
+    (
+        gradtx.dpsgd,
+        dict(learning_rate=0.1, l2_norm_clip=NAN, noise_multiplier=1.0, seed=0),
+        r"l2_norm_clip must be .*got nan",
+    ),
+    (
+        gradtx.dpsgd,
+        dict(learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=1.0, seed=0, momentum=1.0),
+        rf"momentum must be {UNIT}, got 1\.0",
+    ),
     # Rprop's step-size factors and bounds.
     (
         gradtx.rprop,
