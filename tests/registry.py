@@ -621,6 +621,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.nadamw,
         {"learning_rate": 0.1, "weight_decay": 1e-2},
         needs_params=True,
+        blocks=("scale_by_nadam", "add_decayed_weights", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry(
@@ -629,9 +630,17 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.adamaxw,
         {"learning_rate": 0.1, "weight_decay": 1e-2},
         needs_params=True,
+        blocks=("scale_by_adamax", "add_decayed_weights", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
-    Entry("adabelief", "adabelief", gradtx.adabelief, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "adabelief",
+        "adabelief",
+        gradtx.adabelief,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_belief", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
     Entry("scale_by_belief", "scale_by_belief", gradtx.scale_by_belief, **_decay("b1")),
     Entry(
         "scale_by_belief_nesterov",
@@ -640,7 +649,14 @@ REGISTRY: tuple[Entry, ...] = (
         {"nesterov": True},
         **_decay("b1"),
     ),
-    Entry("yogi", "yogi", gradtx.yogi, {"learning_rate": 0.1}, **_OPTIMIZER),
+    Entry(
+        "yogi",
+        "yogi",
+        gradtx.yogi,
+        {"learning_rate": 0.1},
+        blocks=("scale_by_yogi", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
     Entry("scale_by_yogi", "scale_by_yogi", gradtx.scale_by_yogi, **_decay("b1")),
     Entry(
         "scale_by_yogi_paper",
@@ -656,6 +672,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.lion,
         {"learning_rate": 0.1, "weight_decay": 1e-2},
         needs_params=True,
+        blocks=("scale_by_lion", "add_decayed_weights", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry("scale_by_lion", "scale_by_lion", gradtx.scale_by_lion, **_decay("b1")),
@@ -710,6 +727,7 @@ REGISTRY: tuple[Entry, ...] = (
         "optimistic_gradient_descent",
         gradtx.optimistic_gradient_descent,
         {"learning_rate": 0.1},
+        blocks=("scale_by_optimistic_gradient", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry(
@@ -717,6 +735,7 @@ REGISTRY: tuple[Entry, ...] = (
         "optimistic_adam_v2",
         gradtx.optimistic_adam_v2,
         {"learning_rate": 0.1},
+        blocks=("scale_by_adam", "scale_by_optimistic_gradient", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry(
@@ -1126,6 +1145,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.novograd,
         {"learning_rate": 0.1},
         reduces_per_leaf=True,
+        blocks=("scale_by_novograd", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry(
@@ -1151,6 +1171,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.adan,
         {"learning_rate": 0.1},
         needs_params=True,
+        blocks=("scale_by_adan", "add_decayed_weights", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry("scale_by_adan", "scale_by_adan", gradtx.scale_by_adan, **_decay("b1")),
@@ -1162,6 +1183,7 @@ REGISTRY: tuple[Entry, ...] = (
         {"learning_rate": 0.1},
         supports_complex=False,
         reduces_per_leaf=True,
+        blocks=("scale_by_sm3", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry(
@@ -1271,6 +1293,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.newton,
         {"learning_rate": 1.0},
         **_SECOND_ORDER,
+        blocks=("scale_by_newton", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     Entry(
@@ -1296,6 +1319,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.hessian_free,
         {"learning_rate": 1.0},
         **_SECOND_ORDER,
+        blocks=("scale_by_hessian_free", "scale_by_learning_rate"),
         **_OPTIMIZER,
     ),
     *(
@@ -1319,9 +1343,14 @@ REGISTRY: tuple[Entry, ...] = (
             {"learning_rate": 0.1, "linesearch": None},
             needs_params=name != "nonlinear_cg",
             supports_complex=False,
+            blocks=(block, "scale_by_learning_rate"),
             **_OPTIMIZER,
         )
-        for name in ("nonlinear_cg", "bfgs", "lbfgs")
+        for name, block in (
+            ("nonlinear_cg", "scale_by_nonlinear_cg_polak_ribiere_plus"),
+            ("bfgs", "scale_by_bfgs"),
+            ("lbfgs", "scale_by_lbfgs"),
+        )
     ),
     *(
         Entry(name, name, getattr(gradtx, name), descends=True, searches_line=True, **_SECOND_ORDER)
