@@ -84,6 +84,25 @@ def as_dtype(x: Array, dtype: Any) -> Array:
     return jnp.asarray(x).astype(dtype)
 
 
+def zeros_beside(param: Any, shape: Any, dtype: Any) -> Array:
+    """Zeros of ``shape`` on the devices that hold ``param``, replicated over them.
+
+    For a statistic of a parameter that is not shaped like it (a norm per leaf, a
+    factored row, a cover set): created eagerly, it lives on the parameter's mesh,
+    where ``gradtx.sharding.state_shardings`` puts it, not on the default device.
+    Under ``jit`` the zeros are left to XLA and ``out_shardings``.
+
+    >>> zeros_beside(jnp.ones((2, 3)), (1,), jnp.float32)
+    Array([0.], dtype=float32)
+    """
+    zeros = jnp.zeros(shape, dtype)
+    sharding = getattr(param, "sharding", None)
+    if isinstance(param, jax.core.Tracer) or not isinstance(sharding, jax.sharding.NamedSharding):
+        return zeros
+    replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    return jax.device_put(zeros, replicated)
+
+
 def zeros_like(tree: Any, dtype: Any | None = None, *, real: bool = False) -> Any:
     """Zeros shaped like ``tree``: in ``dtype`` if given, else each leaf's dtype.
 

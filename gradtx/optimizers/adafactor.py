@@ -190,11 +190,12 @@ def scale_by_factored_rms(
             r = tree.real_dtype(p.dtype)
             dims = dims_of(p.shape)
             if dims is None:
-                return jnp.zeros((1,), r), jnp.zeros((1,), r), jnp.zeros_like(p, r)
+                row, col = (tree.zeros_beside(p, (1,), r) for _ in range(2))  # two buffers
+                return row, col, jnp.zeros_like(p, r)
             d1, d0 = dims
-            row = jnp.zeros(tuple(1 if i == d0 else n for i, n in enumerate(p.shape)), r)
-            col = jnp.zeros(tuple(1 if i == d1 else n for i, n in enumerate(p.shape)), r)
-            return row, col, jnp.zeros((1,), r)
+            row = tree.zeros_beside(p, tuple(1 if i == d0 else n for i, n in enumerate(p.shape)), r)
+            col = tree.zeros_beside(p, tuple(1 if i == d1 else n for i, n in enumerate(p.shape)), r)
+            return row, col, tree.zeros_beside(p, (1,), r)
 
         v_row, v_col, v = tree.map_unzip(leaf, 3, params)
         return FactoredState(tree.zero_count(), v_row, v_col, v)

@@ -101,7 +101,7 @@ def scale_by_novograd(
         tree.check_inexact(params, owner)
 
         def nu_leaf(p):
-            return jnp.zeros([], tree.real_dtype(jnp.asarray(p).dtype))
+            return tree.zeros_beside(p, (), tree.real_dtype(jnp.asarray(p).dtype))
 
         return ScaleByNovogradState(
             tree.zero_count(), tree.zeros_like(params, mu_dtype), jax.tree.map(nu_leaf, params)

@@ -72,8 +72,8 @@ def _axis_accumulators(p: Array) -> tuple[Array, ...]:
             "minima compare real numbers): split them into real and imaginary parts."
         )
     if p.ndim < 2:
-        return (jnp.zeros_like(p),)
-    return tuple(jnp.zeros((size,), p.dtype) for size in p.shape)
+        return (tree.zeros_beside(p, p.shape, p.dtype),)
+    return tuple(tree.zeros_beside(p, (size,), p.dtype) for size in p.shape)
 
 
 def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> GradientTransformation:
