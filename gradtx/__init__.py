@@ -117,7 +117,13 @@ from gradtx.training import (
     run_early_stopping,
     step_metrics,
 )
-from gradtx.transforms.accumulate import AccumulateState, accumulate, has_updated
+from gradtx.transforms.accumulate import (
+    AccumulateState,
+    MultiSteps,
+    MultiStepsState,
+    accumulate,
+    has_updated,
+)
 from gradtx.transforms.clipping import (
     adaptive_grad_clip,
     clip,
@@ -170,6 +176,8 @@ __all__ = [
     "LookaheadState",
     "MaskedState",
     "MinimizeResult",
+    "MultiSteps",
+    "MultiStepsState",
     "OptState",
     "Params",
     "PartitionState",

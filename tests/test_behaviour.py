@@ -408,7 +408,9 @@ _TEMPORARY_LEAVES = {
     "add_noise": 4.1,
     # A lax.cond returns the inner update as a buffer of its own; inside it,
     # RMSProp keeps the averaged gradient, which two of its kernels read.
-    **dict.fromkeys(["accumulate", "apply_if_finite"], 1.1),
+    **dict.fromkeys(
+        ["accumulate", "apply_if_finite", "apply_if_finite_gives_up", "multi_steps"], 1.1
+    ),
     "accumulate_every_step": 2.1,
     # The update feeds its own norm and the params; the squared gradient, the
     # gradient's norm and Adam's second moment.
