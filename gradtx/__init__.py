@@ -162,6 +162,8 @@ from gradtx.training import (
 from gradtx.transforms.accumulate import (
     AccumulateState,
     ApplyEvery,
+    MultiSteps,
+    MultiStepsState,
     accumulate,
     apply_every,
     has_updated,
@@ -255,6 +257,8 @@ __all__ = [
     "MaskedNode",
     "MaskedState",
     "MinimizeResult",
+    "MultiSteps",
+    "MultiStepsState",
     "OptState",
     "Params",
     "PartitionState",

@@ -171,6 +171,29 @@ def _apply_if_finite_example(learning_rate: float = 0.1) -> gradtx.GradientTrans
     return gradtx.apply_if_finite(gradtx.adam(learning_rate), raise_after=3)
 
 
+def _apply_if_finite_gives_up_example(
+    learning_rate: float = 0.1,
+) -> gradtx.GradientTransformation:
+    return gradtx.apply_if_finite(gradtx.adam(learning_rate), 2)  # Optax's max_consecutive_errors
+
+
+def _skip_not_finite(updates, gradient_step, params):
+    del gradient_step, params
+    finite = jnp.asarray(True)
+    for u in jax.tree.leaves(updates):
+        finite = finite & jnp.all(jnp.isfinite(u))
+    return ~finite, ()
+
+
+def _multi_steps_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    # k = 1 for the first two inner steps, then 2: a schedule of the inner step count.
+    return gradtx.MultiSteps(
+        gradtx.adam(learning_rate),
+        every_k_schedule=lambda step: jnp.where(step < 2, 1, 2),
+        should_skip_update_fn=_skip_not_finite,
+    ).gradient_transformation()
+
+
 def _accumulate_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
     return gradtx.accumulate(gradtx.adam(learning_rate), 2)
 
@@ -820,6 +843,14 @@ REGISTRY: tuple[Entry, ...] = (
         **_LR,
     ),
     Entry("apply_if_finite", "apply_if_finite", _apply_if_finite_example, descends=True, **_LR),
+    Entry(
+        "apply_if_finite_gives_up",
+        "apply_if_finite",
+        _apply_if_finite_gives_up_example,
+        descends=True,
+        **_LR,
+    ),
+    Entry("multi_steps", "MultiSteps", _multi_steps_example, **_LR),
     Entry("accumulate", "accumulate", _accumulate_example, **_LR),
     Entry(
         "accumulate_every_step",
@@ -1342,7 +1373,7 @@ REGISTRY: tuple[Entry, ...] = (
             getattr(gradtx, name),
             {"learning_rate": 0.1, "linesearch": None},
             needs_params=name != "nonlinear_cg",
-            supports_complex=False,
+            supports_complex=name == "lbfgs",
             blocks=(block, "scale_by_learning_rate"),
             **_OPTIMIZER,
         )
@@ -1369,7 +1400,6 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.scale_by_lbfgs,
         {"memory_size": 3},
         needs_params=True,
-        supports_complex=False,
     ),
     *(
         Entry(

@@ -234,8 +234,19 @@ def test_same_trajectory_and_counters_as_optax(dtype):
         jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **PARITY_TOL[dtype]), a, b)
 
 
-def test_optax_gives_up_where_gradtx_keeps_skipping():
-    """The documented difference: Optax applies the 3rd bad update in a row."""
+def test_max_consecutive_errors_gives_up_as_optax_does():
+    """Optax's meaning, positionally: the 3rd bad update in a row is applied.
+
+    Without it gradtx keeps skipping (its default, ``None``).
+    """
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            (a, ca), (b, cb) = _both(
+                lambda: apply_if_finite(optax.adam(0.05), 2),
+                lambda: optax.apply_if_finite(optax.adam(0.05), 2),
+                dtype,
+            )
+            jax.tree.map(np.testing.assert_array_equal, (a, ca), (b, cb))
     (a, _), (b, _) = _both(
         lambda: apply_if_finite(optax.adam(0.05)),
         lambda: optax.apply_if_finite(optax.adam(0.05), max_consecutive_errors=2),
@@ -396,9 +407,15 @@ def test_bad_raise_after_is_rejected(bad):
         apply_if_finite(gradtx.adam(), raise_after=bad)
 
 
-def test_optax_positional_call_fails_loudly_and_inner_is_checked():
-    with pytest.raises(TypeError):
-        apply_if_finite(gradtx.adam(), 5)  # Optax's max_consecutive_errors: other meaning
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_bad_max_consecutive_errors_is_rejected(bad):
+    with pytest.raises(
+        ValueError, match=rf"max_consecutive_errors must be an integer >= 0 or None, got {bad!r}"
+    ):
+        apply_if_finite(gradtx.adam(), bad)
+
+
+def test_inner_is_checked():
     with pytest.raises(TypeError, match="init and update"):
         apply_if_finite(0.1)
 

@@ -414,7 +414,9 @@ _TEMPORARY_LEAVES = {
     "dpsgd_nesterov_noiseless": 3.1,
     # A lax.cond returns the inner update as a buffer of its own; inside it,
     # RMSProp keeps the averaged gradient, which two of its kernels read.
-    **dict.fromkeys(["accumulate", "apply_if_finite"], 1.1),
+    **dict.fromkeys(
+        ["accumulate", "apply_if_finite", "apply_if_finite_gives_up", "multi_steps"], 1.1
+    ),
     **dict.fromkeys(["conditionally_mask", "conditionally_transform"], 1.1),
     # XLA:CPU reduces a bool mask (jnp.any) through a stored pred array: a byte per element.
     "zero_nans": 0.3,

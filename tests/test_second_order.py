@@ -24,6 +24,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
@@ -510,7 +511,13 @@ def test_update_without_value_fn_says_how_to_pass_it(name):
             dict(max_linesearch_steps=10, slope_rtol=0.5, curv_rtol=0.2),
             "curv_rtol",
         ),
-        (scale_by_zoom_linesearch, dict(max_linesearch_steps=10, curv_rtol=1.0), "curv_rtol"),
+        (scale_by_zoom_linesearch, dict(max_linesearch_steps=10, curv_rtol=-1.0), "curv_rtol"),
+        (scale_by_zoom_linesearch, dict(max_linesearch_steps=10, tol=-1e-3), "tol"),
+        (
+            scale_by_zoom_linesearch,
+            dict(max_linesearch_steps=10, stepsize_precision=-1.0),
+            "stepsize_precision",
+        ),
         (
             scale_by_zoom_linesearch,
             dict(max_linesearch_steps=10, initial_guess_strategy="two"),
@@ -588,3 +595,134 @@ def test_minimize_works_in_float32():
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(result.params))
     # float32 near the minimiser: |x - 1| ~ sqrt(eps / lambda_min) ~ 1e-3 at most.
     np.testing.assert_allclose(problem.flatten(result.params), [1.0, 1.0], atol=5e-3)
+
+
+# ------------------------------------------- curvature pairs, complex params (vs Optax)
+
+
+def _himmelblau(p):
+    x, y = p[0], p[1]
+    return (x**2 + y - 11) ** 2 + (x + y**2 - 7) ** 2
+
+
+def _fixed_step_path(tx, loss, params, num_steps):
+    def body(carry, _):
+        p, state = carry
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, state), (p, loss(p))
+
+    return jax.lax.scan(body, (params, tx.init(params)), None, length=num_steps)[1]
+
+
+@pytest.mark.parametrize("scale_init_precond", [True, False])
+def test_fixed_step_on_himmelblau_keeps_the_loss_bounded(scale_init_precond):
+    """Himmelblau's function from (1, 1) (loss 106, the Hessian negative definite
+    there), ``linesearch=None``, learning rate 1e-3, 150 steps, float32.
+
+    Every pair ``s'y <= 0.02 |s| |y|`` is dropped. Before that rule (pairs kept
+    when ``s'y > 0``), with ``scale_init_precond=False`` a pair with ``cos(s, y) =
+    0.014`` at step 9 sent L-BFGS to (251, 176) (loss 5e9; BFGS likewise). Now
+    L-BFGS ends at (1.117, 1.094), loss 96.9 (``True``: no pair passes, the
+    normalised gradient steps of the first step go on), and at (2.979, 2.022),
+    loss 0.015 (``False``: plain gradient steps until the valley, then L-BFGS).
+    Optax's ``lbfgs`` keeps every pair, negative ones included: its ``gamma =
+    s'y / y'y < 0`` turns the step uphill, and it ends at (0.688, 0.526), loss
+    136.4 (``True``), and (0.962, 0.528), loss 124.3 (``False``).
+    """
+    params = jnp.array([1.0, 1.0])
+    start = float(_himmelblau(params))
+    makers = {
+        "lbfgs": lambda: gradtx.lbfgs(1e-3, 10, scale_init_precond, None),
+        "bfgs": lambda: gradtx.bfgs(1e-3, scale_init_precond, None),
+        "optax": lambda: optax.lbfgs(1e-3, 10, scale_init_precond, None),
+    }
+    paths = jax.jit(
+        lambda: {k: _fixed_step_path(m(), _himmelblau, params, 150) for k, m in makers.items()}
+    )()
+    for name in ("lbfgs", "bfgs"):
+        points, losses = paths[name]
+        assert np.all(np.isfinite(np.asarray(points))), name
+        # No blow-up: the loss never rises above its start (its first steps go downhill).
+        assert float(losses.max()) <= start, (name, float(losses.max()))
+        # And it ends no higher than Optax's run, which climbs.
+        assert float(losses[-1]) <= float(paths["optax"][1][-1]), name
+    assert float(paths["optax"][1][-1]) > start  # Optax's uphill steps (documented above)
+    end, loss = paths["lbfgs"][0][-1], float(paths["lbfgs"][1][-1])
+    if scale_init_precond:
+        np.testing.assert_allclose(end, [1.117, 1.094], atol=2e-3)
+    else:
+        np.testing.assert_allclose(end, [2.979, 2.022], atol=2e-3)
+        assert loss < 0.05
+
+
+def test_curvature_rule_drops_a_pair_at_a_small_angle_only():
+    s, y = jnp.array([1.0, 0.0]), jnp.array([0.015, 1.0])  # cos(s, y) = 0.015 < 0.02
+    tx = scale_by_lbfgs(3)
+    state = tx.init(jnp.zeros(2))
+    _, state = tx.update(jnp.zeros(2), state, jnp.zeros(2))
+    _, dropped = tx.update(y, state, s)
+    assert int(dropped.num_pairs) == 0
+    _, kept = tx.update(jnp.array([0.03, 1.0]), state, s)  # cos = 0.03
+    assert int(kept.num_pairs) == 1
+
+
+def _complex_problem():
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(6, 4)) + 1j * rng.normal(size=(6, 4))
+    b = rng.normal(size=6) + 1j * rng.normal(size=6)
+
+    def loss(p):
+        r = jnp.asarray(a) @ p["z"] - jnp.asarray(b)
+        return (
+            jnp.sum(jnp.abs(r) ** 2)
+            + 0.1 * jnp.sum(jnp.abs(p["z"]) ** 4)
+            + jnp.sum((p["w"] - 1.0) ** 2 + 0.1 * p["w"] ** 4)
+        )
+
+    params = {"z": jnp.zeros(4, jnp.complex128), "w": jnp.zeros(3)}
+    return loss, params
+
+
+def _optax_convention_path(tx, loss, params, num_steps):
+    """Optax's complex loop: the conjugate of JAX's gradient is the update and ``grad``."""
+
+    def body(carry, _):
+        p, state = carry
+        value, grad = jax.value_and_grad(loss)(p)
+        grad = jax.tree.map(jnp.conj, grad)
+        updates, state = tx.update(grad, state, p, value=value, grad=grad, value_fn=loss)
+        p = optax.apply_updates(p, updates)
+        return (p, state), (p, loss(p))
+
+    return jax.lax.scan(body, (params, tx.init(params)), None, length=num_steps)[1]
+
+
+def test_lbfgs_on_complex_params_is_optax_lbfgs():
+    """A complex leaf and a real one, float64, 120 steps: with a fixed step the path is
+    Optax's; with the default zoom line search both reach the same minimum."""
+    with jax.enable_x64(True):
+        loss, params = _complex_problem()
+        pairs = [
+            (gradtx.lbfgs(0.05, 5, True, None), optax.lbfgs(0.05, 5, True, None)),
+            (gradtx.lbfgs(0.05, 5, False, None), optax.lbfgs(0.05, 5, False, None)),
+            (gradtx.lbfgs(), optax.lbfgs()),
+        ]
+        paths = jax.jit(
+            lambda: [
+                (
+                    _optax_convention_path(a, loss, params, 120),
+                    _optax_convention_path(b, loss, params, 120),
+                )
+                for a, b in pairs
+            ]
+        )()
+    for (ours, theirs), fixed in zip(paths, (True, True, False), strict=True):
+        assert ours[0]["z"].dtype == jnp.complex128 and ours[0]["w"].dtype == jnp.float64
+        if fixed:
+            for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+        else:
+            np.testing.assert_allclose(ours[1][-1], theirs[1][-1], rtol=1e-12)
+            for a, b in zip(jax.tree.leaves(ours[0]), jax.tree.leaves(theirs[0]), strict=True):
+                np.testing.assert_allclose(np.asarray(a)[-1], np.asarray(b)[-1], atol=1e-6)

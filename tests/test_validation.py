@@ -134,6 +134,21 @@ BAD_HYPERPARAMETERS = [
         dict(inner=gradtx.sgd(0.1), raise_after=0),
         r"raise_after must be an integer >= 1, got 0",
     ),
+    (
+        gradtx.apply_if_finite,
+        dict(inner=gradtx.sgd(0.1), max_consecutive_errors=-1),
+        r"max_consecutive_errors must be an integer >= 0 or None, got -1",
+    ),
+    (
+        gradtx.MultiSteps,
+        dict(opt=gradtx.sgd(0.1), every_k_schedule=0),
+        r"every_k_schedule must be an integer >= 1, got 0",
+    ),
+    (
+        gradtx.MultiSteps,
+        dict(opt=gradtx.sgd(0.1), every_k_schedule=2, should_skip_update_fn=1),
+        r"should_skip_update_fn must be None or callable, got 1",
+    ),
     (gradtx.partition, dict(transforms={}, param_labels={}), r"transforms is empty"),
     (
         gradtx.inject_hyperparams,
@@ -449,8 +464,33 @@ BAD_HYPERPARAMETERS = [
     ),
     (
         gradtx.scale_by_zoom_linesearch,
-        dict(max_linesearch_steps=10, max_stepsize=-1.0),
-        r"max_stepsize must be a finite number > 0",
+        dict(max_linesearch_steps=10, max_learning_rate=-1.0),
+        r"max_learning_rate must be a finite number > 0",
+    ),
+    (
+        gradtx.scale_by_zoom_linesearch,
+        dict(max_linesearch_steps=10, tol=-1.0),
+        r"tol must be a finite number >= 0, got -1\.0",
+    ),
+    (
+        gradtx.scale_by_zoom_linesearch,
+        dict(max_linesearch_steps=10, approx_dec_rtol=-1e-6),
+        r"approx_dec_rtol must be a finite number >= 0, got -1e-06",
+    ),
+    (
+        gradtx.scale_by_zoom_linesearch,
+        dict(max_linesearch_steps=10, stepsize_precision=NAN),
+        r"stepsize_precision must be a finite number >= 0, got nan",
+    ),
+    (
+        gradtx.scale_by_backtracking_linesearch,
+        dict(max_backtracking_steps=5, atol=-1.0),
+        r"atol must be a finite number >= 0, got -1\.0",
+    ),
+    (
+        gradtx.scale_by_backtracking_linesearch,
+        dict(max_backtracking_steps=5, rtol=-0.5),
+        r"rtol must be a finite number >= 0, got -0\.5",
     ),
 ]
 

@@ -84,6 +84,18 @@ def _step_leaf(p, u, slow, alpha, is_sync):
     return out, jnp.where(is_sync, landed.astype(slow.dtype), slow)
 
 
+def _refuse_lookahead_params(params: Any) -> None:
+    """Optax's ``LookaheadParams(fast, slow)`` has no place here: say what to pass instead."""
+    if type(params).__name__ == "LookaheadParams" and hasattr(params, "fast"):
+        raise TypeError(
+            "lookahead: got Optax's LookaheadParams(fast, slow); gradtx.lookahead takes the "
+            "plain params (the fast weights) and keeps the slow weights in its state. Call "
+            "tx.init(params.fast) and tx.update(grads, state, fast_params) with the gradient "
+            "at the fast weights, apply the updates to the fast weights, and read the slow "
+            "weights with gradtx.lookahead_slow_params(state)."
+        )
+
+
 def _reset(fast_optimizer, slow, fast_state, is_sync):
     """The inner state re-initialised from the slow weights on a sync step, kept otherwise."""
     fresh = fast_optimizer.init(slow)
@@ -139,6 +151,8 @@ def lookahead(
     Raises:
       ValueError: ``sync_period`` not an integer >= 1, ``slow_step_size`` outside
         (0, 1], or ``update`` called without the params.
+      TypeError: ``init`` or ``update`` given Optax's ``LookaheadParams``: the
+        message says what to pass instead (the fast weights).
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp
@@ -161,6 +175,7 @@ def lookahead(
     inner_update = accepts_extra_args(fast_optimizer.update)
 
     def init_fn(params):
+        _refuse_lookahead_params(params)
         # A copy, so that donating the state never deletes the caller's params.
         slow = jax.tree.map(lambda p: jnp.array(p, dtype=jnp.asarray(p).dtype, copy=True), params)
         return LookaheadState(fast_optimizer.init(params), tree.zero_count(), slow)
@@ -170,6 +185,7 @@ def lookahead(
             raise ValueError(
                 "lookahead: update needs the params (the fast weights) to move the slow weights."
             )
+        _refuse_lookahead_params(params)
         tree.check_structure(state.slow, params, owner="lookahead", what="params")
         inner, fast_state = inner_update(updates, state.fast_state, params, **extra_args)
         is_sync = state.steps_since_sync >= sync_period - 1

@@ -1,7 +1,12 @@
 """Step counts for schedules: exact integer arithmetic first, floats last.
 
 A schedule receives the optimizer's step count, an int32 array (or a Python int,
-or a float count from user code). Two rules keep every schedule exact:
+or a float count from user code). Its lengths and boundaries are integers, or,
+as Optax accepts them, any number (``transition_steps=2.5``): :func:`step`
+returns an integral one as an ``int`` and keeps the integer arithmetic below;
+a fractional one stays a ``float`` (a boundary ``b`` is reached by an integer
+count at ``ceil(b)``, and ``count - b`` is ``count - ceil(b)`` plus the
+fraction, so the integer part stays exact). Two rules keep every schedule exact:
 
 * Differences and comparisons with the boundaries the user gave (``count -
   transition_begin``, ``count >= boundary``) are done on the *integer* count, so
@@ -13,6 +18,7 @@ or a float count from user code). Two rules keep every schedule exact:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -49,7 +55,36 @@ def integer(owner: str, name: str, value: Any, minimum: int = 0) -> int:
     return number
 
 
-def boundaries(owner: str, name: str, mapping: Any) -> list[tuple[int, Any]]:
+def step(owner: str, name: str, value: Any, minimum: float = 0, *, strict: bool = False) -> Any:
+    """A length or a boundary: an ``int`` when integral, else a ``float``, >= ``minimum``.
+
+    ``strict`` asks for ``> minimum`` (a length: ``> 0``). Booleans, NaN,
+    infinities and tracers are refused: a boundary has to be known when the
+    schedule is built.
+    """
+    number = None
+    if not isinstance(value, (bool, np.bool_)) and not isinstance(value, jax.core.Tracer):
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError):
+            array = None
+        if array is not None and array.shape == () and np.issubdtype(array.dtype, np.number):
+            if np.issubdtype(array.dtype, np.integer):
+                number = int(array)
+            elif np.isrealobj(array) and np.isfinite(array):
+                number = int(array) if float(array).is_integer() else float(array)
+    if number is None or number < minimum or (strict and number == minimum):
+        shown = (
+            value.item()
+            if isinstance(value, (np.ndarray, jax.Array)) and value.size == 1
+            else value
+        )
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ValueError(f"{owner}: {name} must be a number {bound}, got {shown!r}.")
+    return number
+
+
+def boundaries(owner: str, name: str, mapping: Any) -> list[tuple[Any, Any]]:
     """The ``{step: number}`` items of ``mapping`` sorted by step (None: no items)."""
     if mapping is None:
         return []
@@ -57,9 +92,7 @@ def boundaries(owner: str, name: str, mapping: Any) -> list[tuple[int, Any]]:
         raise ValueError(
             f"{owner}: {name} must be a dict {{step: number}}, got {type(mapping).__name__}."
         )
-    items = [
-        (integer(owner, f"a step of {name}", step), number) for step, number in mapping.items()
-    ]
+    items = [(step(owner, f"a step of {name}", key), number) for key, number in mapping.items()]
     steps = [step for step, _ in items]
     if len(set(steps)) != len(steps):
         raise ValueError(f"{owner}: {name} has the same step twice: {sorted(steps)}.")
@@ -83,15 +116,29 @@ def _beyond(count: Array, step: int) -> bool:
     return is_integer(count) and step > int(jnp.iinfo(count.dtype).max)
 
 
-def reached(count: Array, step: int) -> Array:
+def reached(count: Array, step: Any) -> Array:
     """``count >= step``, element-wise, exact for integer counts."""
+    if isinstance(step, float):
+        if is_integer(count):
+            return reached(count, math.ceil(step))
+        return count >= step
     if _beyond(count, step):
         return jnp.zeros(count.shape, bool)
     return count >= step
 
 
-def shift(count: Array, step: int) -> Array:
-    """``max(count - step, 0)`` in the count's own dtype (exact for integers)."""
+def shift(count: Array, step: Any) -> Array:
+    """``max(count - step, 0)`` in the count's own dtype (exact for integers).
+
+    A fractional ``step`` gives a float: for an integer count, the exact integer
+    ``max(count - ceil(step), 0)`` plus ``ceil(step) - step`` once reached.
+    """
+    if isinstance(step, float):
+        if not is_integer(count):
+            return jnp.maximum(count - step, 0)
+        whole = math.ceil(step)
+        elapsed = shift(count, whole).astype(float_dtype(count))
+        return jnp.where(reached(count, whole), elapsed + (whole - step), 0)
     if _beyond(count, step):
         return jnp.zeros_like(count)
     if is_integer(count):
@@ -99,13 +146,15 @@ def shift(count: Array, step: int) -> Array:
     return jnp.maximum(count - step, 0)
 
 
-def since(count: Array, begin: int = 0, length: int | None = None) -> Array:
+def since(count: Array, begin: Any = 0, length: Any | None = None) -> Array:
     """``clip(count - begin, 0, length)`` as a float of :func:`float_dtype`.
 
     The clipping happens on the integer count, so a huge count still gives
     exactly ``length``.
     """
     elapsed = shift(count, begin)
+    if isinstance(length, float):
+        return jnp.minimum(elapsed.astype(float_dtype(count)), length)
     if length is not None:
         if is_integer(count):
             length = min(length, int(jnp.iinfo(count.dtype).max))
@@ -113,7 +162,7 @@ def since(count: Array, begin: int = 0, length: int | None = None) -> Array:
     return elapsed.astype(float_dtype(count))
 
 
-def fraction(count: Array, begin: int, length: int) -> Array:
+def fraction(count: Array, begin: Any, length: Any) -> Array:
     """How far ``count`` is through ``[begin, begin + length]``, in [0, 1].
 
     Clipped after the division too: under ``jit`` XLA turns ``x / length`` into

@@ -32,7 +32,8 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
 
     Args:
       schedules: the schedules, in order (at least one).
-      boundaries: ``len(schedules) - 1`` integers >= 0, strictly increasing.
+      boundaries: ``len(schedules) - 1`` numbers >= 0 (integers, or any numbers
+        as in Optax), strictly increasing.
 
     Raises:
       ValueError: a schedule that is not callable, a wrong number of boundaries,
@@ -51,7 +52,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
         raise ValueError(
             f"{owner}: schedules must be a non-empty list of callables, got {schedules!r}."
         )
-    steps = [_steps.integer(owner, "a boundary", b) for b in boundaries]
+    steps = [_steps.step(owner, "a boundary", b) for b in boundaries]
     if len(steps) != len(schedules) - 1:
         raise ValueError(
             f"{owner}: {len(schedules)} schedules need {len(schedules) - 1} boundaries, "
@@ -101,7 +102,7 @@ def warmup_schedule(schedule: Schedule, warmup_steps: int, init_value: float = 0
     owner = "warmup_schedule"
     if not callable(schedule):
         raise ValueError(f"{owner}: schedule must be callable, got {type(schedule).__name__}.")
-    steps = _steps.integer(owner, "warmup_steps", warmup_steps)
+    steps = _steps.step(owner, "warmup_steps", warmup_steps)
     _checks.finite(owner, "init_value", init_value)
     if steps == 0:
         return schedule
@@ -136,10 +137,10 @@ def warmup_constant_schedule(
       [0.25, 1.0, 1.0]
     """
     owner = "warmup_constant_schedule"
-    steps = _steps.integer(owner, "warmup_steps", warmup_steps)
+    steps = _steps.step(owner, "warmup_steps", warmup_steps)
     _checks.finite(owner, "init_value", init_value)
     _checks.finite(owner, "peak_value", peak_value)
-    return linear_schedule(init_value if steps else peak_value, peak_value, max(steps, 1))
+    return linear_schedule(init_value if steps else peak_value, peak_value, steps or 1)
 
 
 def _after_warmup(init_value: Any, peak_value: Any, warmup_steps: int, decay: Schedule) -> Schedule:
@@ -192,8 +193,8 @@ def warmup_cosine_decay_schedule(
         _checks.finite(owner, name, value)
     _checks.finite(owner, "end_value", end_value)
     _checks.positive(owner, "exponent", exponent)
-    warmup = _steps.integer(owner, "warmup_steps", warmup_steps)
-    total = _steps.integer(owner, "decay_steps", decay_steps, warmup + 1)
+    warmup = _steps.step(owner, "warmup_steps", warmup_steps)
+    total = _steps.step(owner, "decay_steps", decay_steps, warmup, strict=True)
     length = total - warmup
 
     def cosine(count):
@@ -237,7 +238,7 @@ def warmup_exponential_decay_schedule(
       [0.5, 1.0, 0.5]
     """
     owner = "warmup_exponential_decay_schedule"
-    warmup = _steps.integer(owner, "warmup_steps", warmup_steps)
+    warmup = _steps.step(owner, "warmup_steps", warmup_steps)
     _checks.finite(owner, "init_value", init_value)
     decay = exponential_decay(
         peak_value, transition_steps, decay_rate, transition_begin, staircase, end_value
@@ -276,7 +277,8 @@ def sgdr_schedule(cosine_kwargs: Iterable[dict[str, Any]]) -> Schedule:
     if not cycles:
         raise ValueError("sgdr_schedule: cosine_kwargs must hold at least one cycle.")
     schedules = [warmup_cosine_decay_schedule(**kwargs) for kwargs in cycles]
-    ends = list(itertools.accumulate(int(kwargs["decay_steps"]) for kwargs in cycles))
+    lengths = [_steps.step("sgdr_schedule", "decay_steps", c["decay_steps"]) for c in cycles]
+    ends = list(itertools.accumulate(lengths))
     return join_schedules(schedules, ends[:-1])
 
 

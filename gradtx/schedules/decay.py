@@ -61,11 +61,12 @@ def polynomial_schedule(
       end_value: ``E``, the value from ``transition_begin + transition_steps`` on.
       power: ``P`` > 0; above 1 the value leaves ``I`` fast and lands on ``E``
         slowly, below 1 the reverse.
-      transition_steps: ``T`` >= 1, the length of the transition.
+      transition_steps: ``T`` > 0, the length of the transition (an integer,
+        or any number, as in Optax).
       transition_begin: ``B`` >= 0, the step where it starts.
 
     Raises:
-      ValueError: non-finite values, ``power <= 0``, ``transition_steps < 1`` or
+      ValueError: non-finite values, ``power <= 0``, ``transition_steps <= 0`` or
         ``transition_begin < 0`` (Optax silently returns a constant
         ``init_value`` for ``transition_steps <= 0``; here that is a mistake to
         report: use :func:`constant_schedule`).
@@ -80,8 +81,8 @@ def polynomial_schedule(
     _checks.finite(owner, "init_value", init_value)
     _checks.finite(owner, "end_value", end_value)
     _checks.positive(owner, "power", power)
-    steps = _steps.integer(owner, "transition_steps", transition_steps, 1)
-    begin = _steps.integer(owner, "transition_begin", transition_begin)
+    steps = _steps.step(owner, "transition_steps", transition_steps, strict=True)
+    begin = _steps.step(owner, "transition_begin", transition_begin)
 
     def schedule(count):
         weight = (1 - _steps.fraction(jnp.asarray(count), begin, steps)) ** power
@@ -114,11 +115,11 @@ def linear_schedule(
     Args:
       init_value: ``epsilon_0``.
       end_value: ``epsilon_tau``.
-      transition_steps: ``tau`` >= 1.
+      transition_steps: ``tau`` > 0 (an integer, or any number, as in Optax).
       transition_begin: >= 0, the step at which the transition starts.
 
     Raises:
-      ValueError: non-finite values, ``transition_steps < 1`` or
+      ValueError: non-finite values, ``transition_steps <= 0`` or
         ``transition_begin < 0``.
 
     Examples:
@@ -133,8 +134,8 @@ def linear_schedule(
     owner = "linear_schedule"
     _checks.finite(owner, "init_value", init_value)
     _checks.finite(owner, "end_value", end_value)
-    steps = _steps.integer(owner, "transition_steps", transition_steps, 1)
-    begin = _steps.integer(owner, "transition_begin", transition_begin)
+    steps = _steps.step(owner, "transition_steps", transition_steps, strict=True)
+    begin = _steps.step(owner, "transition_begin", transition_begin)
 
     def schedule(count):
         alpha = _steps.fraction(jnp.asarray(count), begin, steps)
@@ -156,7 +157,7 @@ def linear_decay(
 
     Args:
       init_value: ``epsilon_0``, the initial learning rate.
-      transition_steps: ``tau`` >= 1, the step from which the rate stays at
+      transition_steps: ``tau`` > 0, the step from which the rate stays at
         ``epsilon_tau``.
       final_fraction: ``epsilon_tau / epsilon_0`` >= 0 (default 0.01, the book's).
 
@@ -174,7 +175,7 @@ def linear_decay(
     """
     _checks.finite("linear_decay", "init_value", init_value)
     _checks.non_negative("linear_decay", "final_fraction", final_fraction)
-    _steps.integer("linear_decay", "transition_steps", transition_steps, 1)
+    _steps.step("linear_decay", "transition_steps", transition_steps, strict=True)
     return linear_schedule(init_value, final_fraction * init_value, transition_steps)
 
 
@@ -207,7 +208,7 @@ def exponential_decay(
 
     Args:
       init_value: ``I``, the value up to ``transition_begin``.
-      transition_steps: ``T`` >= 1, the number of steps per factor of
+      transition_steps: ``T`` > 0 (any number, as in Optax), the number of steps per factor of
         ``decay_rate``.
       decay_rate: > 0 (Optax returns a constant ``init_value`` for 0; here 0 is an
         error); below 1 decays, above 1 grows.
@@ -217,7 +218,7 @@ def exponential_decay(
       end_value: a bound the value does not cross, or ``None``.
 
     Raises:
-      ValueError: non-finite values, ``decay_rate <= 0``, ``transition_steps < 1``
+      ValueError: non-finite values, ``decay_rate <= 0``, ``transition_steps <= 0``
         or ``transition_begin < 0``.
 
     Examples:
@@ -230,8 +231,8 @@ def exponential_decay(
     _checks.finite(owner, "init_value", init_value)
     _checks.positive(owner, "decay_rate", decay_rate)
     _checks.finite(owner, "end_value", end_value, optional=True)
-    steps = _steps.integer(owner, "transition_steps", transition_steps, 1)
-    begin = _steps.integer(owner, "transition_begin", transition_begin)
+    steps = _steps.step(owner, "transition_steps", transition_steps, strict=True)
+    begin = _steps.step(owner, "transition_begin", transition_begin)
 
     def schedule(count):
         exponent, dtype = _decay_exponent(count, begin, steps, staircase)
@@ -266,7 +267,7 @@ def inverse_time_decay(
 
     Args:
       init_value: ``I`` (``eta_0``), the value up to ``transition_begin``.
-      transition_steps: ``T`` >= 1 (``r``): the value halves (for
+      transition_steps: ``T`` > 0 (``r``): the value halves (for
         ``decay_rate = power = 1``) after ``T`` steps.
       decay_rate: > 0, multiplies ``p``.
       power: ``c`` > 0.
@@ -275,7 +276,7 @@ def inverse_time_decay(
 
     Raises:
       ValueError: non-finite ``init_value``, ``decay_rate <= 0``, ``power <= 0``,
-        ``transition_steps < 1`` or ``transition_begin < 0``.
+        ``transition_steps <= 0`` or ``transition_begin < 0``.
 
     Examples:
       >>> from gradtx.schedules import inverse_time_decay
@@ -287,8 +288,8 @@ def inverse_time_decay(
     _checks.finite(owner, "init_value", init_value)
     _checks.positive(owner, "decay_rate", decay_rate)
     _checks.positive(owner, "power", power)
-    steps = _steps.integer(owner, "transition_steps", transition_steps, 1)
-    begin = _steps.integer(owner, "transition_begin", transition_begin)
+    steps = _steps.step(owner, "transition_steps", transition_steps, strict=True)
+    begin = _steps.step(owner, "transition_begin", transition_begin)
 
     def schedule(count):
         exponent, _ = _decay_exponent(count, begin, steps, staircase)
@@ -316,12 +317,13 @@ def cosine_decay_schedule(
 
     Args:
       init_value: ``I``, the value at step 0.
-      decay_steps: ``T`` >= 1; from step ``T`` on the value is ``alpha * I``.
+      decay_steps: ``T`` > 0 (any number, as in Optax); from step ``T`` on the
+        value is ``alpha * I``.
       alpha: the final value as a fraction of ``init_value`` (finite).
       exponent: ``p`` > 0, sharpens (> 1) or flattens (< 1) the curve.
 
     Raises:
-      ValueError: non-finite values, ``exponent <= 0`` or ``decay_steps < 1``.
+      ValueError: non-finite values, ``exponent <= 0`` or ``decay_steps <= 0``.
 
     Examples:
       >>> from gradtx.schedules import cosine_decay_schedule
@@ -337,7 +339,7 @@ def cosine_decay_schedule(
     _checks.finite(owner, "init_value", init_value)
     _checks.finite(owner, "alpha", alpha)
     _checks.positive(owner, "exponent", exponent)
-    steps = _steps.integer(owner, "decay_steps", decay_steps, 1)
+    steps = _steps.step(owner, "decay_steps", decay_steps, strict=True)
 
     def schedule(count):
         fraction = _steps.fraction(jnp.asarray(count), 0, steps)

@@ -34,7 +34,7 @@ def piecewise_constant_schedule(
         multiplied by ``s_i`` (finite, >= 0). ``None`` or ``{}``: constant.
 
     Raises:
-      ValueError: a step that is not an integer >= 0, or a negative or
+      ValueError: a step that is not a number >= 0, or a negative or
         non-finite scale.
 
     Examples:
@@ -78,7 +78,7 @@ def piecewise_constant_values(
         boundary) the value is ``v_i`` (finite). ``None`` or ``{}``: constant.
 
     Raises:
-      ValueError: a step that is not an integer >= 0, or a non-finite value.
+      ValueError: a step that is not a number >= 0, or a non-finite value.
 
     Examples:
       >>> from gradtx.schedules import piecewise_constant_values
@@ -184,7 +184,7 @@ def linear_onecycle_schedule(
     ``int(pct * transition_steps)``, as in Optax.
 
     Args:
-      transition_steps: the length of the cycle, >= 1.
+      transition_steps: the length of the cycle, > 0 (any number, as in Optax).
       peak_value: the highest value (finite).
       pct_start: the fraction of the cycle spent rising, in [0, 1).
       pct_final: the fraction of the cycle at which the descent to the initial
@@ -207,7 +207,7 @@ def linear_onecycle_schedule(
       Networks Using Large Learning Rates.
     """
     owner = "linear_onecycle_schedule"
-    steps = _steps.integer(owner, "transition_steps", transition_steps, 1)
+    steps = _steps.step(owner, "transition_steps", transition_steps, strict=True)
     _checks.finite(owner, "peak_value", peak_value)
     _checks.in_range(owner, "pct_start", pct_start, 0.0, 1.0)
     _checks.in_range(owner, "pct_final", pct_final, 0.0, 1.0)
@@ -238,7 +238,7 @@ def cosine_onecycle_schedule(
     final_div_factor)`` at ``transition_steps``, each along a half cosine.
 
     Args:
-      transition_steps: the length of the cycle, >= 1.
+      transition_steps: the length of the cycle, > 0 (any number, as in Optax).
       peak_value: the highest value (finite).
       pct_start: the fraction of the cycle spent rising, in [0, 1), with
         ``int(pct_start * transition_steps) < transition_steps``.
@@ -259,10 +259,17 @@ def cosine_onecycle_schedule(
       Networks Using Large Learning Rates.
     """
     owner = "cosine_onecycle_schedule"
-    steps = _steps.integer(owner, "transition_steps", transition_steps, 1)
+    steps = _steps.step(owner, "transition_steps", transition_steps, strict=True)
     _checks.finite(owner, "peak_value", peak_value)
     _checks.in_range(owner, "pct_start", pct_start, 0.0, 1.0)
     _checks.positive(owner, "div_factor", div_factor)
     _checks.positive(owner, "final_div_factor", final_div_factor)
-    scales = {int(pct_start * steps): div_factor, steps: 1 / (div_factor * final_div_factor)}
+    # Both boundaries rounded down, as Optax's (its linear one keeps the last as given).
+    last = int(steps)
+    if not int(pct_start * steps) < last:
+        raise ValueError(
+            f"{owner}: pct_start must give int(pct_start * transition_steps) < "
+            f"int(transition_steps), got {int(pct_start * steps)}, {last}."
+        )
+    scales = {int(pct_start * steps): div_factor, last: 1 / (div_factor * final_div_factor)}
     return piecewise_interpolate_schedule("cosine", peak_value / div_factor, scales)

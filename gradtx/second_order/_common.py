@@ -8,6 +8,8 @@ ARCHITECTURE.md lays out, and the line searches also read ``value`` and ``grad``
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -69,21 +71,57 @@ def tree_dtype(params: Any) -> jnp.dtype:
 
 
 def vdot(a: Any, b: Any, axis_name: tree.AxisName | None = None) -> Array:
-    """``sum_i a_i b_i`` over every element of two trees of the same structure.
+    """``sum_i Re(conj(a_i) b_i)`` over every element of two trees of the same structure.
 
-    With ``axis_name`` the trees are this device's blocks of trees split over that
-    ``shard_map`` axis: the local sum is ``psum``-med, so every device gets the dot
-    product of the whole trees.
+    For real trees the plain dot product. For complex ones the real inner
+    product of ``C^n`` seen as ``R^{2n}`` (``Re`` of Optax's ``tree.vdot``), the
+    one its L-BFGS and line searches use. With ``axis_name`` the trees are this
+    device's blocks of trees split over that ``shard_map`` axis: the local sum is
+    ``psum``-med, so every device gets the dot product of the whole trees.
     """
-    products = [
-        jnp.sum(x.astype(tree.compute_dtype(x.dtype)) * y.astype(tree.compute_dtype(y.dtype)))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    ]
+
+    def leaf(x, y):
+        if jnp.iscomplexobj(x) or jnp.iscomplexobj(y):
+            dtype = tree.real_dtype(tree.compute_dtype(jnp.result_type(x, y)))
+            return jnp.sum(jnp.real(jnp.conj(x) * y)).astype(dtype)
+        return jnp.sum(
+            x.astype(tree.compute_dtype(x.dtype)) * y.astype(tree.compute_dtype(y.dtype))
+        )
+
+    products = [leaf(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
     if not products:
         return jnp.zeros([], jnp.float32)
     dtype = jnp.result_type(*products)
     local = sum((p.astype(dtype) for p in products), jnp.zeros([], dtype))
     return tree.across(jax.lax.psum, axis_name)(local)
+
+
+def conj(x: Any) -> Any:
+    """The complex conjugate of every complex leaf; real leaves as they are."""
+    return jax.tree.map(lambda v: jnp.conj(v) if jnp.iscomplexobj(v) else v, x)
+
+
+def bind_extra_args(owner: str, value_fn: Any, extra_args: dict[str, Any]) -> ValueFn:
+    """``value_fn`` with the extra arguments it names bound, as Optax's line searches do.
+
+    Optax passes to ``value_fn(params, **kwargs)`` the extra arguments of
+    ``update`` whose names are parameters of ``value_fn`` (the batch, for
+    example: ``tx.update(..., value_fn=loss, x=x, y=y)`` for ``loss(params, x,
+    y)``). Other extra arguments are left alone (a chain passes every member all
+    of them).
+    """
+    value_fn = require_value_fn(owner, value_fn)
+    if not extra_args:
+        return value_fn
+    try:
+        parameters = list(inspect.signature(value_fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or an object without a signature
+        return value_fn
+    names = {p.name for p in parameters[1:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    bound = {k: v for k, v in extra_args.items() if k in names}
+    if not bound:
+        return value_fn
+    return functools.partial(value_fn, **bound)
 
 
 def axpy(alpha: Array, x: Any, y: Any) -> Any:

@@ -8,10 +8,22 @@ eq. 6.17), with ``rho_k = 1 / (y_k' s_k)``:
     H_{k+1} = (I - rho_k s_k y_k') H_k (I - rho_k y_k s_k') + rho_k s_k s_k'.
 
 It stays positive definite as long as ``y_k' s_k > 0`` (which a Wolfe line search
-guarantees); pairs with ``y_k' s_k <= 0`` are skipped. BFGS keeps the dense
-``n x n`` matrix; L-BFGS keeps only the last ``m`` pairs and applies ``H_k`` by the
-two-loop recursion (Alg. 7.4), in ``O(m n)`` time and memory, which is what large
-models can afford.
+guarantees). Both methods use a pair only when
+
+    s_k' y_k > eps ||s_k|| ||y_k||,      eps = CURVATURE_EPS = 0.02,
+
+that is when the angle between ``s_k`` and ``y_k`` is below ~89 degrees: a pair
+with nearly no curvature along ``s_k`` (where the loss is not convex, or in
+rounding noise) would make ``H`` grow by up to ``1 / eps^2`` along ``s_k``, and
+a step taken without a line search explode. (Dennis & Schnabel 1983, Appendix A,
+skip the secant update on the same test with ``eps = sqrt(machine epsilon)``;
+the larger ``eps`` here is what keeps a fixed-step run on Himmelblau's function
+bounded, see ``tests/test_second_order.py``.) Optax keeps every pair, whatever
+its sign.
+
+BFGS keeps the dense ``n x n`` matrix; L-BFGS keeps only the last ``m`` pairs
+and applies ``H_k`` by the two-loop recursion (Alg. 7.4), in ``O(m n)`` time and
+memory, which is what large models can afford.
 
 Both blocks build ``s_k`` and ``y_k`` from the params and gradients they are given
 (they keep the previous ones), so any step rule may come after them.
@@ -51,13 +63,23 @@ def _first_step_scale(g_norm: Array, scale_init_precond: bool) -> Array:
     return jnp.minimum(1.0, 1.0 / jnp.where(g_norm > 0, g_norm, 1.0))
 
 
+# The cosine below which a curvature pair is not used (module docstring).
+CURVATURE_EPS = 2e-2
+
+
 def _curvature_pair(params, grads, prev_params, prev_grads, count, axis_name=None):
-    """``s``, ``y``, ``s'y`` and whether the pair is usable (``count > 0``, ``s'y > 0``)."""
+    """``s``, ``y``, ``s'y``, ``y'y`` and whether the pair is usable.
+
+    Usable: ``count > 0`` and ``s'y > eps ||s|| ||y||`` (``eps`` =
+    :data:`CURVATURE_EPS`), finite: the curvature along ``s`` is positive and
+    not lost in rounding (see :func:`scale_by_lbfgs`).
+    """
     s = jax.tree.map(jnp.subtract, params, prev_params)
     y = jax.tree.map(jnp.subtract, grads, prev_grads)
     sy = _common.vdot(s, y, axis_name)
-    usable = (count > 0) & (sy > 0) & jnp.isfinite(sy)
-    return s, y, sy, usable
+    ss, yy = _common.vdot(s, s, axis_name), _common.vdot(y, y, axis_name)
+    usable = (count > 0) & jnp.isfinite(sy) & (sy > CURVATURE_EPS * jnp.sqrt(ss * yy))
+    return s, y, sy, yy, usable
 
 
 # --------------------------------------------------------------------------- BFGS
@@ -96,12 +118,13 @@ def bfgs_inverse_update(inv_hessian: Array, s: Array, y: Array) -> Array:
     )
 
 
-def scale_by_bfgs(*, scale_init_precond: bool = True) -> GradientTransformation:
+def scale_by_bfgs(scale_init_precond: bool = True) -> GradientTransformation:
     r"""Preconditions the gradient by the BFGS inverse-Hessian approximation: ``u = H_k g_k``.
 
     ``H_k`` is updated by :func:`bfgs_inverse_update` with the pair ``s = x_k -
-    x_{k-1}``, ``y = g_k - g_{k-1}`` before it is applied; a pair with ``y's <= 0``
-    (or not finite) leaves ``H`` unchanged. With ``scale_init_precond``:
+    x_{k-1}``, ``y = g_k - g_{k-1}`` before it is applied; a pair with ``s'y <=
+    0.02 ||s|| ||y||`` (or not finite) leaves ``H`` unchanged (the module
+    docstring says why). With ``scale_init_precond``:
 
     * before the first pair is used, ``H_0 = (y's / y'y) I`` (Nocedal & Wright,
       eq. 6.20), which fits the scale of the problem;
@@ -160,11 +183,10 @@ def scale_by_bfgs(*, scale_init_precond: bool = True) -> GradientTransformation:
         tree.check_structure(state.grad, updates, owner=owner)
         dtype = state.inv_hessian.dtype
         x, g = tree.cast(params, dtype), tree.cast(updates, dtype)
-        s, y, sy, usable = _curvature_pair(x, g, state.params, state.grad, state.count)
+        s, y, sy, yy, usable = _curvature_pair(x, g, state.params, state.grad, state.count)
         s, y, g_flat = ravel_pytree(s)[0], ravel_pytree(y)[0], ravel_pytree(g)[0]
         inv_hessian = state.inv_hessian
         if scale_init_precond:
-            yy = jnp.vdot(y, y)
             gamma = sy / jnp.where(yy > 0, yy, 1.0)
             initial = gamma * jnp.eye(inv_hessian.shape[0], dtype=dtype)
             inv_hessian = jnp.where(state.has_pair, inv_hessian, initial)
@@ -182,7 +204,6 @@ def scale_by_bfgs(*, scale_init_precond: bool = True) -> GradientTransformation:
 
 def bfgs(
     learning_rate: float | Any | None = None,
-    *,
     scale_init_precond: bool = True,
     linesearch: GradientTransformation | None = _UNIT_STEP_LINESEARCH,
 ) -> GradientTransformation:
@@ -238,11 +259,24 @@ def _with_step(owner, direction, learning_rate, linesearch):
 # ------------------------------------------------------------------------- L-BFGS
 
 
+def _leaf_dtype(x: Any, dtype: Any) -> Any:
+    """``dtype`` for a complex leaf, its real counterpart for a real one."""
+    return dtype if jnp.iscomplexobj(x) else tree.real_dtype(dtype)
+
+
+def _cast(x: Any, dtype: Any) -> Any:
+    return jax.tree.map(lambda v: jnp.asarray(v).astype(_leaf_dtype(v, dtype)), x)
+
+
+def _zeros(x: Any, dtype: Any) -> Any:
+    return jax.tree.map(lambda v: jnp.zeros_like(v, _leaf_dtype(v, dtype)), x)
+
+
 class ScaleByLbfgsState(NamedTuple):
     """State of :func:`scale_by_lbfgs` (trees in the compute dtype, >= float32)."""
 
     count: Array  # int32 scalar: steps taken (k).
-    params: Any  # x_{k-1}.
+    params: Any  # x_{k-1} (complex leaves complex, real leaves real).
     grad: Any  # g_{k-1}.
     s_memory: Any  # like params with a leading axis of memory_size: the stored s_i.
     y_memory: Any  # likewise, the stored y_i.
@@ -308,19 +342,26 @@ def lbfgs_two_loop(
 
 def scale_by_lbfgs(
     memory_size: int = 10,
-    *,
     scale_init_precond: bool = True,
+    *,
     axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""Preconditions the gradient by the L-BFGS inverse Hessian: ``u = H_k g_k``.
 
     Keeps the last ``m = memory_size`` curvature pairs ``(s_i, y_i)`` (built from
-    the params and gradients it is given; a pair with ``y's <= 0`` is not stored)
-    and applies ``H_k`` by :func:`lbfgs_two_loop`, starting from ``H_k^0 =
-    gamma_k I`` with ``gamma_k = s'y / y'y`` of the newest pair (Nocedal & Wright
-    eq. 7.20; 1 without ``scale_init_precond``). Before any pair, ``u = min(1,
+    the params and gradients it is given; a pair with ``s'y <= 0.02 ||s|| ||y||``
+    is not stored, see the module docstring) and applies ``H_k`` by
+    :func:`lbfgs_two_loop`, starting from ``H_k^0 = gamma_k I`` with ``gamma_k =
+    s'y / y'y`` of the newest pair (Nocedal & Wright eq. 7.20; 1 without
+    ``scale_init_precond``). Before any pair, ``u = min(1,
     1/|g|) g`` with ``scale_init_precond``, else ``g``. Memory: ``2m + 2`` copies
     of the parameters.
+
+    Complex params work as in Optax: every product is the real inner product
+    ``Re(a^H b)`` of ``C^n`` seen as ``R^{2n}``, and the gradient given must be
+    in Optax's convention, the conjugate of JAX's (``jax.tree.map(jnp.conj,
+    jax.grad(f)(z))``, the ascent direction ``df/dx + i df/dy``), as for
+    :func:`gradtx.scale_by_zoom_linesearch`.
 
     Every sum over the whole tree (``s'y``, ``y'y``, ``|g|`` and the two-loop's
     ``s_i' q``, ``y_i' r``) is a dot product; inside :func:`jax.shard_map` with
@@ -341,8 +382,8 @@ def scale_by_lbfgs(
 
     Raises:
       ValueError: ``memory_size`` is not an integer >= 1; ``axis_name`` not
-        None, a string or a non-empty tuple of strings; complex params at
-        ``init``; no ``params`` at ``update``.
+        None, a string or a non-empty tuple of strings; no ``params`` at
+        ``update``.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -361,26 +402,29 @@ def scale_by_lbfgs(
     _checks.axis_name(owner, axis_name)
 
     def init_fn(params):
-        _common.refuse_complex(owner, params)
-        dtype = _common.tree_dtype(params)
+        tree.check_inexact(params, owner)
+        dtype = _common.tree_dtype(params)  # complex for complex params
+        real = tree.real_dtype(dtype)
 
         def memory():
             # zeros_like then a broadcast: a placed (sharded) parameter's history is
             # placed like it, with the new leading axis unsplit.
             return jax.tree.map(
-                lambda x: jnp.broadcast_to(jnp.zeros_like(x, dtype), (memory_size, *jnp.shape(x))),
+                lambda x: jnp.broadcast_to(
+                    jnp.zeros_like(x, _leaf_dtype(x, dtype)), (memory_size, *jnp.shape(x))
+                ),
                 params,
             )
 
         # Separate buffers for each field, so that a donated state donates each once.
         return ScaleByLbfgsState(
             count=tree.zero_count(),
-            params=tree.zeros_like(params, dtype),
-            grad=tree.zeros_like(params, dtype),
+            params=_zeros(params, dtype),
+            grad=_zeros(params, dtype),
             s_memory=memory(),
             y_memory=memory(),
-            rho=jnp.zeros([memory_size], dtype),
-            gamma=jnp.ones([], dtype),
+            rho=jnp.zeros([memory_size], real),
+            gamma=jnp.ones([], real),
             num_pairs=tree.zero_count(),
         )
 
@@ -388,9 +432,11 @@ def scale_by_lbfgs(
         del extra_args
         _common.require_params(owner, params)
         tree.check_structure(state.grad, updates, owner=owner)
-        dtype = state.rho.dtype
-        x, g = tree.cast(params, dtype), tree.cast(updates, dtype)
-        s, y, sy, usable = _curvature_pair(x, g, state.params, state.grad, state.count, axis_name)
+        dtype, real = _common.tree_dtype(state.params), state.rho.dtype
+        x, g = _cast(params, dtype), _cast(updates, dtype)
+        s, y, sy, yy, usable = _curvature_pair(
+            x, g, state.params, state.grad, state.count, axis_name
+        )
         slot = state.num_pairs % memory_size
 
         def store(memory, new):
@@ -401,8 +447,7 @@ def scale_by_lbfgs(
         rho = jnp.where(usable, state.rho.at[slot].set(1.0 / jnp.where(usable, sy, 1.0)), state.rho)
         gamma = state.gamma
         if scale_init_precond:
-            yy = _common.vdot(y, y, axis_name)
-            gamma = jnp.where(usable, sy / jnp.where(yy > 0, yy, 1.0), gamma).astype(dtype)
+            gamma = jnp.where(usable, sy / jnp.where(yy > 0, yy, 1.0), gamma).astype(real)
         num_pairs = tree.safe_increment(state.num_pairs)
         num_pairs = jnp.where(usable, num_pairs, state.num_pairs)
         s_memory, y_memory = store(state.s_memory, s), store(state.y_memory, y)
@@ -421,16 +466,17 @@ def scale_by_lbfgs(
 def lbfgs(
     learning_rate: float | Any | None = None,
     memory_size: int = 10,
-    *,
     scale_init_precond: bool = True,
     linesearch: GradientTransformation | None = _UNIT_STEP_LINESEARCH,
+    *,
     axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     """L-BFGS with a strong-Wolfe line search.
 
     ``chain(scale_by_lbfgs(memory_size), scale_by_learning_rate(learning_rate),
     linesearch)``; see :func:`scale_by_lbfgs`. Optax's ``lbfgs`` has the same
-    arguments and defaults.
+    arguments, in the same order, with the same defaults; the difference is the
+    curvature rule (the module docstring: Optax keeps every pair).
 
     **Meta-gradients: forward mode only.** The line search's trials run in
     ``lax.while_loop``, which JAX differentiates in forward mode only. A derivative

@@ -62,9 +62,14 @@ class LinesearchState(NamedTuple):
     num_evaluations: Array  # int32: loss evaluations made by the last search.
 
 
-def _init(owner: str, params: Any, learning_rate: float, store_grad: bool) -> LinesearchState:
-    _common.refuse_complex(owner, params)
-    dtype = _common.tree_dtype(params)
+def _init(
+    owner: str, params: Any, learning_rate: float, store_grad: bool, complex_ok: bool = False
+) -> LinesearchState:
+    if complex_ok:
+        tree.check_inexact(params, owner)
+    else:
+        _common.refuse_complex(owner, params)
+    dtype = tree.real_dtype(_common.tree_dtype(params))
     grad = jax.tree.map(jnp.zeros_like, params) if store_grad else None
     return LinesearchState(
         count=tree.zero_count(),
@@ -84,18 +89,31 @@ def _start(
     value: Any,
     grad: Any,
     axis_name: tree.AxisName | None,
+    extra_args: dict[str, Any],
 ) -> tuple[Callable[[Any], Any], Array, Any, Array]:
-    """The loss, ``phi(0)``, the gradient at ``params`` and ``phi'(0) = g' d``
-    (summed across ``axis_name``)."""
+    """The loss (with the extra arguments it names bound), ``phi(0)``, JAX's
+    gradient at ``params`` and ``phi'(0) = <grad f, d>`` (summed across ``axis_name``).
+
+    For complex params the ``grad`` a caller passes is Optax's L-BFGS convention,
+    the conjugate of JAX's gradient (``d`` is built from it); the returned
+    gradient is JAX's own, as :func:`jax.grad` gives it (and as the state keeps it).
+    """
     _common.require_params(owner, params)
-    value_fn = _common.require_value_fn(owner, value_fn)
+    value_fn = _common.bind_extra_args(owner, value_fn, extra_args)
     tree.check_structure(params, direction, owner=owner)
-    dtype = _common.tree_dtype(params)
+    dtype = tree.real_dtype(_common.tree_dtype(params))
     if value is None or grad is None:
-        value, grad = jax.value_and_grad(value_fn)(params)
-    grad = tree.cast_like(grad, params)
+        value, jax_grad = jax.value_and_grad(value_fn)(params)
+    else:
+        jax_grad = _common.conj(grad)
+    jax_grad = tree.cast_like(jax_grad, params)
     f0 = jnp.asarray(value).astype(dtype)
-    return value_fn, f0, grad, _common.vdot(grad, direction, axis_name).astype(dtype)
+    return value_fn, f0, jax_grad, _slope(jax_grad, direction, axis_name).astype(dtype)
+
+
+def _slope(jax_grad: Any, direction: Any, axis_name: tree.AxisName | None) -> Array:
+    """``phi'(eta) = <grad f, d>``, the real inner product (JAX's gradient conjugated)."""
+    return _common.vdot(_common.conj(jax_grad), direction, axis_name)
 
 
 def _trial(value_fn: Any, params: Any, direction: Any, eta: Array, with_grad: bool):
@@ -110,28 +128,44 @@ def _select(flag: Array, a: Any, b: Any) -> Any:
     return jax.tree.map(lambda x, y: jnp.where(flag, x, y), a, b)
 
 
+def _say(flag: Array, message: str, **values: Any) -> None:
+    """Prints ``message`` (a ``jax.debug.print`` format) when ``flag`` holds, also under jit."""
+    jax.lax.cond(flag, lambda: jax.debug.print(message, ordered=True, **values), lambda: None)
+
+
 def scale_by_backtracking_linesearch(
     max_backtracking_steps: int,
     slope_rtol: float = 1e-4,
     decrease_factor: float = 0.8,
     increase_factor: float = 1.5,
     max_learning_rate: float = 1.0,
+    atol: float = 0.0,
+    rtol: float = 0.0,
     store_grad: bool = False,
+    verbose: bool = False,
     *,
     axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""Backtracking line search: the first ``eta`` of a shrinking sequence that satisfies Armijo.
 
     Tries ``eta_i = eta_0 * decrease_factor^i`` for ``i = 0, 1, ...,
-    max_backtracking_steps`` and accepts the first with::
+    max_backtracking_steps`` and accepts the first with
 
-        f(x + eta d) <= f(x) + c1 * eta * grad f(x)' d      (c1 = slope_rtol),
+    .. math::
+        f(x + \eta d) \le (1 + \delta) f(x) + c_1 \eta \nabla f(x)^\top d + \epsilon
 
-    starting from ``eta_0 = min(increase_factor * eta_prev, max_learning_rate)``,
-    where ``eta_prev`` is the last accepted ``eta`` (``max_learning_rate`` at
-    first). If no trial passes, or ``d`` is not a descent direction, the update is
-    0 and ``state.succeeded`` is False. Each trial costs one loss evaluation (and
-    its gradient with ``store_grad``).
+    (``c1`` = ``slope_rtol``, ``delta`` = ``rtol``, ``epsilon`` = ``atol``; with
+    the default zeros, Armijo's condition), starting from ``eta_0 =
+    min(increase_factor * eta_prev, max_learning_rate)``, where ``eta_prev`` is
+    the last accepted ``eta`` (``max_learning_rate`` at first). Each trial costs
+    one loss evaluation (and its gradient with ``store_grad``). The parameters,
+    their names and their order are Optax's.
+
+    Note:
+      If no trial passes, or ``d`` is not a descent direction, the update is 0
+      and ``state.succeeded`` is False; Optax then takes the last (smallest)
+      trial step unless its loss was not finite. The first search starts from
+      ``max_learning_rate`` (Optax: ``min(increase_factor, max_learning_rate)``).
 
     Args:
       max_backtracking_steps: the number of reductions tried after the first trial.
@@ -140,8 +174,12 @@ def scale_by_backtracking_linesearch(
       increase_factor: the growth of the first trial over the last accepted step,
         >= 1.
       max_learning_rate: the largest step tried, > 0.
+      atol: ``epsilon`` >= 0, an absolute slack on the decrease condition.
+      rtol: ``delta`` >= 0, a slack relative to ``f(x)``.
       store_grad: also compute and keep the gradient at each trial point, so the
         next step can reuse it (:func:`value_and_grad_from_state`).
+      verbose: print (``jax.debug.print``) the loss, the slope, the last trial
+        and its error when a search fails.
       axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
         axes) of a ``shard_map`` over which *every* leaf of the params and the
         direction is split into disjoint blocks: the slope ``grad f(x)' d`` is
@@ -153,7 +191,8 @@ def scale_by_backtracking_linesearch(
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn``, and reads
-      ``value`` and ``grad`` when given.
+      ``value`` and ``grad`` when given; the other extra arguments whose names
+      are parameters of ``value_fn`` are passed to it (Optax's rule).
 
     Raises:
       ValueError: invalid hyperparameters; ``axis_name`` not None, a string or
@@ -179,17 +218,21 @@ def scale_by_backtracking_linesearch(
     _open_unit(owner, "decrease_factor", decrease_factor)
     _checks.in_range(owner, "increase_factor", increase_factor, 1.0, float("inf"))
     _checks.positive(owner, "max_learning_rate", max_learning_rate)
+    _checks.non_negative(owner, "atol", atol)
+    _checks.non_negative(owner, "rtol", rtol)
     _checks.axis_name(owner, axis_name)
 
     def init_fn(params):
         return _init(owner, params, max_learning_rate, store_grad)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
-        del extra
-        value_fn, f0, g0, slope = _start(owner, params, updates, value_fn, value, grad, axis_name)
+        value_fn, f0, g0, slope = _start(
+            owner, params, updates, value_fn, value, grad, axis_name, extra
+        )
         dtype = f0.dtype
         eta0 = jnp.minimum(state.learning_rate * increase_factor, max_learning_rate).astype(dtype)
         descent = slope < 0
+        bound = (1 + rtol) * f0 + atol
 
         def not_done(carry):
             i, _, _, _, ok = carry
@@ -200,11 +243,21 @@ def scale_by_backtracking_linesearch(
             eta = (eta0 * jnp.asarray(decrease_factor, dtype) ** i).astype(dtype)
             f, g = _trial(value_fn, params, updates, eta, store_grad)
             f = f.astype(dtype)
-            ok = jnp.isfinite(f) & (f <= f0 + slope_rtol * eta * slope)
+            ok = jnp.isfinite(f) & (f <= bound + slope_rtol * eta * slope)
             return i + 1, eta, f, g, ok
 
         start = (jnp.int32(0), jnp.zeros([], dtype), f0, g0 if store_grad else None, False)
         evaluations, eta, f, g, ok = jax.lax.while_loop(not_done, try_next, start)
+        if verbose:
+            _say(
+                ~ok,
+                "scale_by_backtracking_linesearch: no step met the decrease condition "
+                "(loss {value}, slope {slope}, last step {eta} with loss {f}); the update is 0.",
+                value=f0,
+                slope=slope,
+                eta=eta,
+                f=f,
+            )
         eta = jnp.where(ok, eta, 0.0).astype(dtype)
         new_state = LinesearchState(
             count=tree.safe_increment(state.count),
@@ -315,45 +368,125 @@ def _where3(flag, a, b):
     return tuple(jnp.where(flag, x, y) for x, y in zip(a, b, strict=True))
 
 
+def _zoom_errors(f, s, eta, f0, s0, c1, c2, approx_dec_rtol):
+    """How far a trial ``(eta, f = phi(eta), s = phi'(eta))`` is from each condition (0: met).
+
+    The decrease error is Armijo's, ``f - f0 - c1 eta s0``; with
+    ``approx_dec_rtol`` the smaller of it and Hager & Zhang's approximate Wolfe
+    condition (2006, eq. 23 and 26-27, with one iterate), ``s <= (2 c1 - 1) s0``
+    where ``f <= f0 + approx_dec_rtol |f0|``, which still holds within rounding
+    of a minimum where Armijo's does not. The curvature error is ``|s| - c2 |s0|``.
+    Both are clipped at 0, and infinite when ``f`` or ``s`` is not finite.
+    """
+    decrease = f - f0 - c1 * eta * s0
+    if approx_dec_rtol is not None:
+        approx = jnp.maximum(s - (2 * c1 - 1) * s0, f - f0 - approx_dec_rtol * jnp.abs(f0))
+        decrease = jnp.minimum(decrease, approx)
+    curvature = jnp.abs(s) - c2 * jnp.abs(s0)
+    bad = ~(jnp.isfinite(f) & jnp.isfinite(s))
+    return (
+        jnp.where(bad, jnp.inf, jnp.maximum(decrease, 0)),
+        jnp.where(bad | jnp.isnan(curvature), jnp.inf, jnp.maximum(curvature, 0)),
+    )
+
+
+def _check_zoom(owner, max_linesearch_steps, max_learning_rate, tol, increase_factor,
+                slope_rtol, curv_rtol, approx_dec_rtol, stepsize_precision,
+                initial_guess_strategy, axis_name):  # fmt: skip
+    _checks.positive_int(owner, "max_linesearch_steps", max_linesearch_steps)
+    _checks.positive(owner, "max_learning_rate", max_learning_rate, optional=True)
+    _checks.non_negative(owner, "tol", tol)
+    factor = _checks.scalar(owner, "increase_factor", increase_factor)
+    if factor is not None and not (np.isfinite(factor) and factor > 1.0):
+        _checks._fail(owner, "increase_factor", increase_factor, "a finite number > 1")
+    _open_unit(owner, "slope_rtol", slope_rtol)
+    c1, c2 = _checks._concrete(slope_rtol), _checks.scalar(owner, "curv_rtol", curv_rtol)
+    if c2 is not None and not (float(c2) > 0 and (c1 is None or float(c2) > float(c1))):
+        _checks._fail(owner, "curv_rtol", curv_rtol, f"greater than slope_rtol={slope_rtol!r}")
+    _checks.non_negative(owner, "approx_dec_rtol", approx_dec_rtol, optional=True)
+    _checks.non_negative(owner, "stepsize_precision", stepsize_precision)
+    if initial_guess_strategy not in _GUESSES:
+        _checks._fail(owner, "initial_guess_strategy", initial_guess_strategy, f"one of {_GUESSES}")
+    _checks.axis_name(owner, axis_name)
+
+
 def scale_by_zoom_linesearch(
     max_linesearch_steps: int,
-    max_stepsize: float | None = None,
+    max_learning_rate: float | None = None,
+    tol: float = 0.0,
     increase_factor: float = 2.0,
     slope_rtol: float = 1e-4,
     curv_rtol: float = 0.9,
+    approx_dec_rtol: float | None = 1e-6,
+    stepsize_precision: float = 1e-5,
     initial_guess_strategy: str = "keep",
+    verbose: bool = False,
     *,
     axis_name: tree.AxisName | None = None,
 ) -> GradientTransformation:
     r"""A line search for the strong Wolfe conditions: bracketing, then zoom.
 
-    Finds ``eta`` with::
+    Finds ``eta`` with
 
-        f(x + eta d) <= f(x) + c1 eta grad f(x)' d            (sufficient decrease)
-        |grad f(x + eta d)' d| <= c2 |grad f(x)' d|           (strong curvature)
+    .. math::
+        f(x + \eta d) &\le f(x) + c_1 \eta \nabla f(x)^\top d + \epsilon
+        \quad \text{(sufficient decrease)} \\
+        |\nabla f(x + \eta d)^\top d| &\le c_2 |\nabla f(x)^\top d| + \epsilon
+        \quad \text{(strong curvature)}
 
-    by Nocedal & Wright's Alg. 3.5: trial steps grow by ``increase_factor`` until
+    (``c1`` = ``slope_rtol``, ``c2`` = ``curv_rtol``, ``epsilon`` = ``tol``) by
+    Nocedal & Wright's Alg. 3.5: trial steps grow by ``increase_factor`` until
     one fails sufficient decrease, is no lower than the previous, or has a rising
     slope, which brackets a Wolfe point; Alg. 3.6 then shrinks the bracket, each
     trial the safeguarded minimiser of the cubic through its ends
-    (:func:`cubic_minimizer`). Every trial evaluates the loss and its gradient,
-    which the state keeps (:func:`value_and_grad_from_state`).
+    (:func:`cubic_minimizer`). With ``approx_dec_rtol`` the decrease condition
+    also counts as met where Hager & Zhang's approximate one is (near a minimum,
+    where rounding defeats Armijo's):
 
-    If ``max_linesearch_steps`` evaluations end without a Wolfe point, the search
-    takes the lowest trial that satisfied sufficient decrease (or 0 if none did)
-    and sets ``state.succeeded`` to False; a direction that is not downhill gives
-    0 at once.
+    .. math::
+        \nabla f(x + \eta d)^\top d \le (2 c_1 - 1) \nabla f(x)^\top d
+        \ \text{ and } \
+        f(x + \eta d) \le f(x) + c_3 |f(x)|
+
+    (``c3`` = ``approx_dec_rtol``). Every trial evaluates the loss and its
+    gradient, which the state keeps (:func:`value_and_grad_from_state`). The
+    parameters, their names, order and defaults are Optax's.
+
+    The search stops at the first trial meeting both conditions; when the zoom
+    interval is shorter than ``stepsize_precision`` and a trial met sufficient
+    decrease, it takes the lowest such trial. If ``max_linesearch_steps``
+    evaluations end without a Wolfe point, it takes the lowest trial that met
+    sufficient decrease (or 0 if none did) and sets ``state.succeeded`` to False;
+    a direction that is not downhill gives 0 at once.
+
+    Note:
+      Where no trial met sufficient decrease, Optax takes the last trial step
+      anyway (an increase of the loss, or 0 if the loss there was not finite);
+      gradtx takes 0. The trial steps inside the bracket are gradtx's
+      (:func:`cubic_minimizer`), not Optax's (a cubic through three points, then
+      a quadratic), so the two accept different points that both meet the
+      conditions. Complex params are searched over the real inner product (as
+      Optax): the ``grad`` passed to ``update`` and the direction are in Optax's
+      L-BFGS convention, the conjugate of JAX's gradient, and the state keeps
+      JAX's gradient (what :func:`value_and_grad_from_state` returns).
 
     Args:
       max_linesearch_steps: the cap on loss evaluations per search.
-      max_stepsize: the largest ``eta`` tried, or None for no bound.
+      max_learning_rate: the largest ``eta`` tried, or None for no bound.
+      tol: ``epsilon`` >= 0, the slack on both conditions.
       increase_factor: the growth of the trial step while bracketing, > 1.
       slope_rtol: ``c1`` in (0, 1).
-      curv_rtol: ``c2`` in (c1, 1); 0.9 for Newton and quasi-Newton directions,
-        0.1 for conjugate gradient (Nocedal & Wright, Sec. 3.1).
+      curv_rtol: ``c2 > c1``; 0.9 for Newton and quasi-Newton directions, 0.1
+        for conjugate gradient (Nocedal & Wright, Sec. 3.1); ``inf`` drops the
+        curvature condition (a backtracking search by interpolation, as in Optax).
+      approx_dec_rtol: ``c3`` >= 0, or None for Armijo's condition alone.
+      stepsize_precision: the zoom interval length, >= 0, below which a trial
+        with sufficient decrease is taken without the curvature condition.
       initial_guess_strategy: the first trial: ``"one"`` (``eta = 1``, for Newton
         and quasi-Newton directions, whose natural step is 1) or ``"keep"`` (the
         last accepted ``eta``).
+      verbose: print (``jax.debug.print``) the loss, the slope and the step
+        taken when a search fails.
       axis_name: ``None`` (every leaf is whole), or the mesh axis (or tuple of
         axes) of a ``shard_map`` over which *every* leaf of the params and the
         direction is split into disjoint blocks: the slopes ``grad f' d`` at 0
@@ -365,12 +498,13 @@ def scale_by_zoom_linesearch(
 
     Returns:
       A transformation; ``update`` needs ``params`` and ``value_fn``, and reads
-      ``value`` and ``grad`` when given.
+      ``value`` and ``grad`` when given; the other extra arguments whose names
+      are parameters of ``value_fn`` are passed to it (Optax's rule).
 
     Raises:
       ValueError: invalid hyperparameters (including ``curv_rtol <= slope_rtol``);
-        ``axis_name`` not None, a string or a non-empty tuple of strings;
-        complex params at ``init``; no ``params`` or ``value_fn`` at ``update``.
+        ``axis_name`` not None, a string or a non-empty tuple of strings; no
+        ``params`` or ``value_fn`` at ``update``.
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp
@@ -398,31 +532,23 @@ def scale_by_zoom_linesearch(
 
     References:
       Nocedal & Wright (2006), Numerical Optimization, 2nd ed., Sec. 3.5, Alg. 3.5
-      and 3.6, eq. 3.59. Wolfe (1969).
+      and 3.6, eq. 3.59. Wolfe (1969). Hager & Zhang (2006), Algorithm 851:
+      CG_DESCENT, ACM TOMS 32(1), eq. 23 (approximate Wolfe conditions).
     """
     owner = "scale_by_zoom_linesearch"
-    _checks.positive_int(owner, "max_linesearch_steps", max_linesearch_steps)
-    if max_stepsize is not None:
-        _checks.positive(owner, "max_stepsize", max_stepsize)
-    factor = _checks.scalar(owner, "increase_factor", increase_factor)
-    if factor is not None and not (np.isfinite(factor) and factor > 1.0):
-        _checks._fail(owner, "increase_factor", increase_factor, "a finite number > 1")
-    _open_unit(owner, "slope_rtol", slope_rtol)
-    _open_unit(owner, "curv_rtol", curv_rtol)
-    c1, c2 = _checks._concrete(slope_rtol), _checks._concrete(curv_rtol)
-    if c1 is not None and c2 is not None and not float(c2) > float(c1):
-        _checks._fail(owner, "curv_rtol", curv_rtol, f"greater than slope_rtol={slope_rtol!r}")
-    if initial_guess_strategy not in _GUESSES:
-        _checks._fail(owner, "initial_guess_strategy", initial_guess_strategy, f"one of {_GUESSES}")
-    _checks.axis_name(owner, axis_name)
-    largest = jnp.inf if max_stepsize is None else max_stepsize
+    _check_zoom(owner, max_linesearch_steps, max_learning_rate, tol, increase_factor,
+                slope_rtol, curv_rtol, approx_dec_rtol, stepsize_precision,
+                initial_guess_strategy, axis_name)  # fmt: skip
+    largest = jnp.inf if max_learning_rate is None else max_learning_rate
+    first = 1.0 if max_learning_rate is None else min(1.0, max_learning_rate)
 
     def init_fn(params):
-        return _init(owner, params, 1.0 if max_stepsize is None else min(1.0, max_stepsize), True)
+        return _init(owner, params, first, True, complex_ok=True)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
-        del extra
-        value_fn, f0, g0, s0 = _start(owner, params, updates, value_fn, value, grad, axis_name)
+        value_fn, f0, g0, s0 = _start(
+            owner, params, updates, value_fn, value, grad, axis_name, extra
+        )
         dtype = f0.dtype
         if initial_guess_strategy == "one":
             eta0 = jnp.ones([], dtype)
@@ -440,9 +566,12 @@ def scale_by_zoom_linesearch(
             eta = carry.eta
             f, g = _trial(value_fn, params, updates, eta, True)
             f = f.astype(dtype)
-            s = _common.vdot(g, updates, axis_name).astype(dtype)
-            sufficient = jnp.isfinite(f) & jnp.isfinite(s) & (f <= f0 + slope_rtol * eta * s0)
-            wolfe = sufficient & (jnp.abs(s) <= -curv_rtol * s0)
+            s = _slope(g, updates, axis_name).astype(dtype)
+            decrease, curvature = _zoom_errors(
+                f, s, eta, f0, s0, slope_rtol, curv_rtol, approx_dec_rtol
+            )
+            sufficient = decrease <= tol
+            wolfe = sufficient & (curvature <= tol)
             improves = sufficient & (f < carry.best_value)
             keep = wolfe | improves
             carry = carry._replace(
@@ -451,15 +580,18 @@ def scale_by_zoom_linesearch(
                 best_grad=_select(keep, g, carry.best_grad),
                 found=carry.found | wolfe,
             )
-            carry = _zoom_step(carry, (eta, f, s), sufficient, wolfe)
-            # The next trial: grow while bracketing (stop at max_stepsize), else
-            # the cubic step inside the bracket.
+            # The bracket follows the conditions without the slack (as Optax's).
+            carry = _zoom_step(carry, (eta, f, s), decrease <= 0, wolfe)
+            # The next trial: grow while bracketing (stop at max_learning_rate),
+            # else the cubic step inside the bracket.
             grown = jnp.minimum(eta * increase_factor, largest).astype(dtype)
             at_cap = (carry.stage == _BRACKET) & (eta >= largest)
             zoomed = cubic_minimizer(carry.lo, carry.hi).astype(dtype)
-            collapsed = (carry.stage == _ZOOM) & (
-                jnp.abs(carry.hi[0] - carry.lo[0])
-                <= jnp.finfo(dtype).eps * jnp.maximum(carry.lo[0], carry.hi[0])
+            width = jnp.abs(carry.hi[0] - carry.lo[0])
+            zooming = carry.stage == _ZOOM
+            collapsed = zooming & (
+                (width <= jnp.finfo(dtype).eps * jnp.maximum(carry.lo[0], carry.hi[0]))
+                | ((width <= stepsize_precision) & (carry.best_eta > 0))
             )
             stage = jnp.where(at_cap | collapsed, _DONE, carry.stage).astype(jnp.int32)
             next_eta = jnp.where(carry.stage == _BRACKET, grown, zoomed)
@@ -481,6 +613,18 @@ def scale_by_zoom_linesearch(
         )
         final = jax.lax.while_loop(not_done, evaluate, start)
         eta = final.best_eta
+        if verbose:
+            _say(
+                ~final.found,
+                "scale_by_zoom_linesearch: no step met both conditions in {n} evaluations "
+                "(loss {value}, slope {slope}: not a descent direction if >= 0); taking "
+                "step {eta} (0: no step decreased the loss enough), loss {best}.",
+                n=final.evaluations,
+                value=f0,
+                slope=s0,
+                eta=eta,
+                best=final.best_value,
+            )
         moved = eta > 0
         new_state = LinesearchState(
             count=tree.safe_increment(state.count),
@@ -505,28 +649,38 @@ def linesearch_states(state: Any) -> list[LinesearchState]:
 
 
 def value_and_grad_from_state(
-    fun: Callable[[Any], Array],
-) -> Callable[[Any, Any], tuple[Array, Any]]:
-    """Like ``jax.value_and_grad(fun)``, but reads them from the line search's state.
+    value_fn: Callable[..., Array],
+) -> Callable[..., tuple[Array, Any]]:
+    """Like ``jax.value_and_grad(value_fn)``, but reads them from the line search's state.
 
     A line search stores ``f`` and its gradient at the point it moved to. When the
     state holds exactly one line search with a stored gradient, the returned
-    function gives those (once the search has run; before, it evaluates
-    ``fun``), so the loop costs no extra evaluation at the new params. Otherwise
-    it evaluates ``jax.value_and_grad(fun)(params)``. The stored values are those
-    of the new params, up to rounding (the search forms ``x + eta d`` inside its
-    compiled loop, where XLA may fuse the multiply-add: a few ulps), provided the
-    update went to the params unchanged.
+    function gives those (once the search has run and stored a finite value;
+    before, it evaluates ``value_fn``), so the loop costs no extra evaluation at
+    the new params. Otherwise it evaluates ``jax.value_and_grad(value_fn)``. The
+    stored values are those of the new params, up to rounding (the search forms
+    ``x + eta d`` inside its compiled loop, where XLA may fuse the multiply-add: a
+    few ulps), provided the update went to the params unchanged.
+
+    The returned function is called as Optax's, ``value_and_grad(params,
+    *args, state=state, **kwargs)``, where ``args`` and ``kwargs`` go to
+    ``value_fn`` when it is evaluated (the stored values were computed with
+    those the line search was given); ``value_and_grad(params, state)`` also
+    works.
+
+    Note:
+      Optax raises when the state holds no value and gradient; here the loss is
+      then evaluated.
 
     Args:
-      fun: the loss, ``params -> scalar``.
+      value_fn: the loss, ``(params, *args, **kwargs) -> scalar``.
 
     Returns:
-      ``value_and_grad(params, state) -> (value, grad)``.
+      ``value_and_grad(params, *args, state, **kwargs) -> (value, grad)``.
 
     Raises:
       ValueError: the state holds more than one line search (which one to read
-        is ambiguous).
+        is ambiguous); no ``state`` was given.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -536,7 +690,7 @@ def value_and_grad_from_state(
       >>> params = jnp.zeros(3)
       >>> state = tx.init(params)
       >>> for _ in range(3):
-      ...     value, grad = value_and_grad(params, state)
+      ...     value, grad = value_and_grad(params, state=state)
       ...     updates, state = tx.update(
       ...         grad, state, params, value=value, grad=grad, value_fn=loss)
       ...     params = gradtx.apply_updates(params, updates)
@@ -547,28 +701,40 @@ def value_and_grad_from_state(
       Nocedal & Wright (2006), Sec. 3.5 (the function and gradient computed by
       the line search are those of the next iterate).
     """
-    compute = jax.value_and_grad(fun)
+    compute = jax.value_and_grad(value_fn)
 
-    def value_and_grad(params, state):
+    def value_and_grad(params, *args, state=_NO_STATE, **kwargs):
+        if state is _NO_STATE:
+            if not args:
+                raise ValueError(
+                    "value_and_grad_from_state: pass the optimizer state, "
+                    "value_and_grad(params, state=opt_state)."
+                )
+            state, args = args[0], args[1:]
         searches = linesearch_states(state)
         stored = [s for s in searches if s.grad is not None]
         if len(searches) > 1:
             raise ValueError(
                 "value_and_grad_from_state: the state holds several line searches; "
-                "call jax.value_and_grad(fun) instead."
+                "call jax.value_and_grad(value_fn) instead."
             )
         if not stored:
-            return compute(params)
+            return compute(params, *args, **kwargs)
         (search,) = stored
-        shape = jax.eval_shape(fun, params)
+        shape = jax.eval_shape(value_fn, params, *args, **kwargs)
 
         def reuse(_):
             return search.value.astype(shape.dtype), tree.cast_like(search.grad, params)
 
-        def evaluate(p):
-            value, grad = compute(p)
+        def evaluate(operands):
+            p, a, k = operands
+            value, grad = compute(p, *a, **k)
             return jnp.asarray(value).astype(shape.dtype), tree.cast_like(grad, params)
 
-        return jax.lax.cond(search.count > 0, reuse, evaluate, params)
+        use = (search.count > 0) & jnp.isfinite(search.value)
+        return jax.lax.cond(use, reuse, evaluate, (params, args, kwargs))
 
     return value_and_grad
+
+
+_NO_STATE = object()

@@ -1,9 +1,15 @@
-"""Gradient accumulation: one inner step per ``every_k`` micro-batches (``accumulate``),
-sums emitted every ``k`` steps (``apply_every``), and the predicates that tell
-Optax's ``MultiSteps`` which micro-batches to skip."""
+"""Gradient accumulation: one inner step per ``every_k`` micro-batches.
+
+:func:`accumulate` is gradtx's form (a transformation); :class:`MultiSteps` is
+Optax's class of the same name and signature (a schedule for ``k``, a function
+that skips micro-batches), built on the same step. Also here: sums emitted every
+``k`` steps (``apply_every``), and the predicates that tell ``MultiSteps`` which
+micro-batches to skip.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -24,6 +30,20 @@ class AccumulateState(NamedTuple):
     acc_grads: Updates  # mean (or sum) of the gathered gradients, in the accumulator dtype.
 
 
+class MultiStepsState(NamedTuple):
+    """State of :class:`MultiSteps` (Optax's ``MultiStepsState`` fields)."""
+
+    mini_step: Array  # int32 scalar in [0, k): micro-batches gathered since the last step.
+    gradient_step: Array  # int32 scalar: inner steps taken so far (saturating).
+    inner_opt_state: OptState  # the inner transformation's state; moves on inner steps only.
+    acc_grads: Updates  # mean (or sum) of the gathered gradients, in the accumulator dtype.
+    skip_state: Any = ()  # what should_skip_update_fn returned last (its monitoring data).
+
+
+# should_skip_update_fn(updates, gradient_step, params) -> (bool scalar, skip_state)
+ShouldSkipUpdateFunction = Callable[[Updates, Array, Any], tuple[Array, Any]]
+
+
 def _accumulator_zeros(params: Any, dtype: Any | None) -> Any:
     if dtype is not None:
         return tree.zeros_like(params, dtype)
@@ -37,6 +57,56 @@ def _gather(g: Array, acc: Array, n: Array, use_grad_mean: bool) -> Array:
         # The running mean (Welford): no sum of k gradients to overflow or round.
         return acc + (g - acc) / (n + 1).astype(tree.real_dtype(acc.dtype))
     return acc + g
+
+
+def _micro_step(update, every_k, skip, use_grad_mean, updates, state, params, extra_args):
+    """One call of gradient accumulation, shared by :func:`accumulate` and :class:`MultiSteps`.
+
+    ``every_k`` is ``k`` (an int, or an int32 array from a schedule); ``skip`` is
+    None or a bool scalar: a skipped micro-batch leaves everything as it was.
+    ``state`` has ``mini_step``, ``acc_grads`` and the inner state (under either
+    name). Returns the update, the inner state, ``mini_step``, whether the inner
+    optimizer stepped, and the accumulator.
+    """
+    n = state.mini_step
+    inner_state = state[2]  # inner_state (AccumulateState) or inner_opt_state (MultiStepsState)
+    emit = n == every_k - 1
+    if skip is not None:
+        emit = emit & ~skip
+
+    def gathered(acc_grads):
+        return jax.tree.map(lambda g, a: _gather(g, a, n, use_grad_mean), updates, acc_grads)
+
+    def inner_update(averaged, inner_state, params):
+        return update(averaged, inner_state, params, **extra_args)
+
+    def step():
+        averaged = tree.cast_like(gathered(state.acc_grads), updates)
+        return inner_update(averaged, inner_state, params)
+
+    def hold():
+        # Zeros shaped like the inner's output, found without running it.
+        outputs, _ = jax.eval_shape(inner_update, updates, inner_state, params)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs)
+        return zeros, inner_state
+
+    if isinstance(emit, jax.core.Tracer):
+        out, new_inner_state = jax.lax.cond(emit, step, hold)
+    else:  # eagerly: a Python branch, not a cond compiled at every call
+        out, new_inner_state = step() if bool(emit) else hold()
+    # The sum is formed again for the state, after the cond has read the old
+    # one (_tactics.after): a donated state then takes the new sum in place.
+    after = _tactics.after(emit, out)
+    acc_grads = jax.tree.map(
+        lambda a: jnp.where(after, jnp.zeros_like(a), a), gathered(state.acc_grads)
+    )
+    mini_step = jnp.where(emit, 0, n + 1)
+    if skip is not None:
+        acc_grads = jax.tree.map(
+            lambda new, old: jnp.where(skip, old, new), acc_grads, state.acc_grads
+        )
+        mini_step = jnp.where(skip, n, mini_step)
+    return out, new_inner_state, mini_step.astype(jnp.int32), emit, acc_grads
 
 
 def accumulate(
@@ -112,40 +182,13 @@ def accumulate(
 
     def update_fn(updates, state, params=None, **extra_args):
         tree.check_structure(state.acc_grads, updates, owner="accumulate")
-        n = state.mini_step
-        emit = n == every_k - 1
-
-        def gathered(acc_grads):
-            return jax.tree.map(lambda g, a: _gather(g, a, n, use_grad_mean), updates, acc_grads)
-
-        def inner_update(averaged, inner_state, params):
-            return update(averaged, inner_state, params, **extra_args)
-
-        def step():
-            averaged = tree.cast_like(gathered(state.acc_grads), updates)
-            return inner_update(averaged, state.inner_state, params)
-
-        def hold():
-            # Zeros shaped like the inner's output, found without running it.
-            outputs, _ = jax.eval_shape(inner_update, updates, state.inner_state, params)
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs)
-            return zeros, state.inner_state
-
-        if isinstance(emit, jax.core.Tracer):
-            out, inner_state = jax.lax.cond(emit, step, hold)
-        else:  # eagerly: a Python branch, not a cond compiled at every call
-            out, inner_state = step() if bool(emit) else hold()
-        # The sum is formed again for the state, after the cond has read the old
-        # one (_tactics.after): a donated state then takes the new sum in place.
-        after = _tactics.after(emit, out)
-        return out, AccumulateState(
-            jnp.where(emit, 0, n + 1).astype(jnp.int32),
-            jnp.where(emit, tree.safe_increment(state.gradient_step), state.gradient_step),
-            inner_state,
-            jax.tree.map(
-                lambda a: jnp.where(after, jnp.zeros_like(a), a), gathered(state.acc_grads)
-            ),
+        out, inner_state, mini_step, emit, acc_grads = _micro_step(
+            update, every_k, None, use_grad_mean, updates, state, params, extra_args
         )
+        gradient_step = jnp.where(
+            emit, tree.safe_increment(state.gradient_step), state.gradient_step
+        )
+        return out, AccumulateState(mini_step, gradient_step, inner_state, acc_grads)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -154,17 +197,18 @@ def has_updated(state: Any) -> Array:
     """Whether the step that produced ``state`` was an inner step of :func:`accumulate`.
 
     True right after the ``every_k``-th gradient of a group, False in between.
-    ``state`` is the state of :func:`accumulate`, or any state holding exactly one
-    (a chain around it, for example).
+    ``state`` is the state of :func:`accumulate` or :class:`MultiSteps`, or any
+    state holding exactly one of them (a chain around it, for example).
 
     Args:
-      state: an :class:`AccumulateState`, or a pytree that holds exactly one.
+      state: an :class:`AccumulateState` or :class:`MultiStepsState`, or a pytree
+        that holds exactly one.
 
     Returns:
       A bool scalar (batched under ``vmap``).
 
     Raises:
-      ValueError: ``state`` holds no :class:`AccumulateState`, or several.
+      ValueError: ``state`` holds no accumulation state, or several.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -173,12 +217,12 @@ def has_updated(state: Any) -> Array:
       >>> bool(has_updated(tx.init(jnp.zeros(2))))
       False
     """
-    is_acc = lambda x: isinstance(x, AccumulateState)
+    is_acc = lambda x: isinstance(x, (AccumulateState, MultiStepsState))
     found = [x for x in jax.tree.leaves(state, is_leaf=is_acc) if is_acc(x)]
     if len(found) != 1:
         raise ValueError(
             f"has_updated: expected a state holding exactly one AccumulateState "
-            f"(from accumulate), found {len(found)}."
+            f"(from accumulate) or MultiStepsState (from MultiSteps), found {len(found)}."
         )
     return jnp.logical_and(found[0].mini_step == 0, found[0].gradient_step > 0)
 
@@ -337,3 +381,150 @@ def skip_large_updates(
     norm_squared = tree.squared_norm(updates)
     should_skip = jnp.logical_not(norm_squared < max_squared_norm)
     return should_skip, {"should_skip": should_skip, "norm_squared": norm_squared}
+
+
+def _never_skip(updates: Any, gradient_step: Array, params: Any) -> tuple[Array, Any]:
+    del updates, gradient_step, params
+    return jnp.asarray(False), ()
+
+
+class MultiSteps:
+    r"""Optax's ``MultiSteps``: gradient accumulation with a schedule for ``k``.
+
+    The same accumulation as :func:`accumulate`, behind Optax's class and
+    signature: the number of micro-batches per inner step is
+    ``k_t = every_k_schedule(t)``, with ``t`` the number of inner steps taken
+    (``state.gradient_step``), so the effective batch may grow during training.
+    With ``n`` micro-batch gradients ``g_1..g_n`` gathered since the last inner
+    step (``n = k_t`` on the call that completes the group):
+
+    .. math::
+        \bar g = \frac{1}{n} \sum_{i=1}^{n} g_i, \qquad
+        \text{out} = \begin{cases}
+          \text{opt}(\bar g) & n = k_t \\
+          0 & n < k_t
+        \end{cases}
+
+    (the sum instead of the mean with ``use_grad_mean=False``). A micro-batch for
+    which ``should_skip_update_fn(updates, gradient_step, params)`` returns True
+    is dropped: zeros are returned and nothing but ``skip_state`` changes, as if
+    the call had not happened. Use it through :meth:`gradient_transformation`
+    (or its :meth:`init` and :meth:`update`); :meth:`has_updated` tells whether a
+    call was an inner step.
+
+    Note:
+      Optax's ``accumulator_dtype`` defaults to float32, which drops the
+      imaginary part of complex gradients and the extra digits of float64 ones;
+      here ``None`` (the default) accumulates each leaf in its gradient's dtype,
+      widened to at least float32 (as :func:`accumulate`). For float32,
+      bfloat16 and float16 gradients the two agree. A schedule value is rounded
+      to the nearest integer and taken as at least 1.
+
+    Args:
+      opt: the transformation that steps on the averaged gradient.
+      every_k_schedule: ``k``: an integer >= 1, or a schedule ``t -> k_t`` of
+        the number of inner steps ``t`` taken so far.
+      use_grad_mean: average the gradients (default); ``False`` sums them.
+      should_skip_update_fn: None, or a function ``(updates, gradient_step,
+        params) -> (skip, skip_state)`` with ``skip`` a bool scalar (Optax's
+        ``skip_not_finite`` and ``skip_large_updates`` are such functions);
+        ``skip_state`` is kept in the state for monitoring.
+      accumulator_dtype: dtype of the accumulated gradients; ``None`` (default)
+        uses each leaf's dtype, at least float32 (see the note).
+
+    Raises:
+      ValueError: ``every_k_schedule`` is neither an integer >= 1 nor callable;
+        ``should_skip_update_fn`` is neither None nor callable;
+        ``accumulator_dtype`` is not a floating dtype; at ``update``, the
+        updates' tree differs from the params', or ``should_skip_update_fn``
+        returned something other than a bool scalar.
+      TypeError: ``opt`` is not a transformation.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> ms = gradtx.MultiSteps(gradtx.sgd(0.1), every_k_schedule=2)
+      >>> tx = ms.gradient_transformation()
+      >>> state = tx.init(jnp.zeros(1))
+      >>> _, state = tx.update(jnp.array([1.0]), state)
+      >>> updates, state = tx.update(jnp.array([3.0]), state)
+      >>> updates, bool(ms.has_updated(state))  # -0.1 * mean(1, 3)
+      (Array([-0.2], dtype=float32), True)
+
+    References:
+      Optax's ``MultiSteps`` (its signature and state); the accumulation is
+      :func:`accumulate`'s.
+    """
+
+    def __init__(
+        self,
+        opt: GradientTransformation,
+        every_k_schedule: int | Callable[[Array], Any],
+        use_grad_mean: bool = True,
+        should_skip_update_fn: ShouldSkipUpdateFunction | None = None,
+        accumulator_dtype: Any | None = None,
+    ):
+        owner = "MultiSteps"
+        check_members(owner, (opt,))
+        if not callable(every_k_schedule):
+            _checks.positive_int(owner, "every_k_schedule", every_k_schedule)
+        if should_skip_update_fn is not None and not callable(should_skip_update_fn):
+            _checks._fail(owner, "should_skip_update_fn", should_skip_update_fn, "None or callable")
+        _checks.dtype_or_none(owner, "accumulator_dtype", accumulator_dtype)
+        self._opt = opt
+        self._update = accepts_extra_args(opt.update)
+        self._every_k_schedule = every_k_schedule
+        self._use_grad_mean = use_grad_mean
+        self._should_skip = should_skip_update_fn or _never_skip
+        self._accumulator_dtype = accumulator_dtype
+
+    @property
+    def inner_opt(self) -> GradientTransformation:
+        """The wrapped transformation."""
+        return self._opt
+
+    def _every_k(self, gradient_step: Array) -> Any:
+        if not callable(self._every_k_schedule):
+            return self._every_k_schedule
+        k = jnp.round(jnp.asarray(self._every_k_schedule(gradient_step)))
+        return jnp.maximum(k, 1).astype(jnp.int32)
+
+    def init(self, params: Any) -> MultiStepsState:
+        """The state before the first micro-batch."""
+        step = tree.zero_count()
+        _, skip_state = self._should_skip(tree.zeros_like(params), step, params)
+        return MultiStepsState(
+            tree.zero_count(),
+            step,
+            self._opt.init(params),
+            _accumulator_zeros(params, self._accumulator_dtype),
+            skip_state,
+        )
+
+    def update(
+        self, updates: Updates, state: MultiStepsState, params: Any = None, **extra_args: Any
+    ) -> tuple[Updates, MultiStepsState]:
+        """Gathers one micro-batch's ``updates``; steps ``opt`` on the last of a group."""
+        tree.check_structure(state.acc_grads, updates, owner="MultiSteps")
+        skip, skip_state = self._should_skip(updates, state.gradient_step, params)
+        skip = jnp.asarray(skip)
+        if skip.dtype != jnp.bool_ or skip.shape != ():
+            raise ValueError(
+                "MultiSteps: should_skip_update_fn must return (a bool scalar, skip_state); "
+                f"its first output has dtype {skip.dtype} and shape {skip.shape}."
+            )
+        every_k = self._every_k(state.gradient_step)
+        out, inner_state, mini_step, emit, acc_grads = _micro_step(
+            self._update, every_k, skip, self._use_grad_mean, updates, state, params, extra_args
+        )
+        gradient_step = jnp.where(
+            emit, tree.safe_increment(state.gradient_step), state.gradient_step
+        )
+        return out, MultiStepsState(mini_step, gradient_step, inner_state, acc_grads, skip_state)
+
+    def has_updated(self, state: Any) -> Array:
+        """Whether the call that produced ``state`` was an inner step (see :func:`has_updated`)."""
+        return has_updated(state)
+
+    def gradient_transformation(self) -> GradientTransformation:
+        """This accumulation as a transformation: ``GradientTransformation(init, update)``."""
+        return GradientTransformation(self.init, self.update)

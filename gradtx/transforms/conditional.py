@@ -53,30 +53,57 @@ def _too_many(raise_after: int, paths: list[str], consecutive, total, flags) -> 
     )
 
 
+def _check_max_errors(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        _checks._fail("apply_if_finite", "max_consecutive_errors", value, "an integer >= 0 or None")
+
+
 def apply_if_finite(
-    inner: GradientTransformation, *, raise_after: int | None = None
+    inner: GradientTransformation,
+    max_consecutive_errors: int | None = None,
+    *,
+    raise_after: int | None = None,
 ) -> GradientTransformation:
-    """Skips the steps whose gradients hold a NaN or an infinity.
+    r"""Skips the steps whose gradients hold a NaN or an infinity, as Optax's does.
 
     When any element of any leaf of the incoming updates is not finite (NaN,
     +-inf, or a complex number with such a part), the step returns zero updates
     and leaves ``inner``'s state as it was, as if the step had not happened; the
     state counts such steps (``notfinite_count`` in a row, ``total_notfinite`` in
     all). A finite gradient is passed to ``inner`` as usual and resets the
-    consecutive count. The trajectory is Optax's ``apply_if_finite`` for as long as
-    Optax keeps skipping.
+    consecutive count. With ``c_t`` the number of non-finite gradients in a row
+    up to step ``t`` and ``N`` = ``max_consecutive_errors``:
+
+    .. math::
+        \text{out}_t = \begin{cases}
+          \text{inner}(g_t) & g_t \text{ finite, or } c_t > N \\
+          0 & \text{otherwise.}
+        \end{cases}
+
+    The signature and the meaning of ``max_consecutive_errors`` are Optax's:
+    ``apply_if_finite(tx, 5)`` skips up to 5 non-finite gradients in a row and
+    gives up on the 6th, passing it (and every later one of the run) to
+    ``inner``, whose parameters and state then usually become NaN. gradtx adds a
+    default, ``None``: skip them all, never give up.
 
     Note:
-      Optax's ``max_consecutive_errors=N`` *applies* the non-finite update after N
-      skips (its parameters and state then become NaN). gradtx never applies one:
-      ``raise_after=N`` raises instead, and is keyword-only so that code written
-      for Optax, ``apply_if_finite(tx, N)``, fails loudly rather than changing
-      meaning.
+      ``raise_after`` is a gradtx extension, keyword-only: where Optax's
+      ``max_consecutive_errors`` gives up silently by *applying* the bad update,
+      ``raise_after=M`` raises a ``FloatingPointError`` on the ``M``-th
+      non-finite gradient in a row, naming the leaves that held one, with the
+      state still the one after the last finite gradient. It may be combined with
+      ``max_consecutive_errors=N``: it raises when the count reaches ``M``, after
+      ``M - N - 1`` bad updates were applied if ``M > N + 1``.
 
     Args:
       inner: the transformation to protect.
+      max_consecutive_errors: ``N``, the number of non-finite gradients in a row
+        to skip before giving up and applying them (Optax's meaning), an integer
+        >= 0 (``0``: never skip); ``None`` (default): skip them all.
       raise_after: raise once this many consecutive gradients were non-finite
-        (``1``: on the first one); ``None`` (default) skips them forever. Eagerly
+        (``1``: on the first one); ``None`` (default) does not raise. Eagerly
         the error is a ``FloatingPointError``; under ``jit`` it comes from a host
         callback, and JAX raises it as a ``jax.errors.JaxRuntimeError`` (a
         ``RuntimeError``) whose message ends with the same text, when the step is
@@ -86,22 +113,24 @@ def apply_if_finite(
         from the state on the host instead.
 
     Returns:
-      A transformation whose state is :class:`ApplyIfFiniteState`.
+      A transformation whose state is :class:`ApplyIfFiniteState` (Optax's fields).
 
     Raises:
-      ValueError: ``raise_after`` is not an integer >= 1.
+      ValueError: ``max_consecutive_errors`` is not None or an integer >= 0;
+        ``raise_after`` is not None or an integer >= 1.
       TypeError: ``inner`` is not a transformation.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> from gradtx.transforms.conditional import apply_if_finite
-      >>> tx = apply_if_finite(gradtx.sgd(0.1))
+      >>> tx = apply_if_finite(gradtx.sgd(0.1), 2)
       >>> state = tx.init(jnp.zeros(2))
       >>> updates, state = tx.update(jnp.array([1.0, jnp.nan]), state)
       >>> updates, int(state.total_notfinite)
       (Array([0., 0.], dtype=float32), 1)
     """
     check_members("apply_if_finite", (inner,))
+    _check_max_errors(max_consecutive_errors)
     if raise_after is not None:
         _checks.positive_int("apply_if_finite", "raise_after", raise_after)
     update = accepts_extra_args(inner.update)
@@ -136,10 +165,14 @@ def apply_if_finite(
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs)
             return zeros, state.inner_state
 
-        if isinstance(finite, jax.core.Tracer):
-            out, inner_state = jax.lax.cond(finite, apply, skip)
+        go = finite
+        if max_consecutive_errors is not None:
+            # Optax's rule: give up once more than N bad gradients came in a row.
+            go = finite | (consecutive > max_consecutive_errors)
+        if isinstance(go, jax.core.Tracer):
+            out, inner_state = jax.lax.cond(go, apply, skip)
         else:  # eagerly: a Python branch, not a cond compiled at every call
-            out, inner_state = apply() if bool(finite) else skip()
+            out, inner_state = apply() if bool(go) else skip()
         return out, ApplyIfFiniteState(
             consecutive.astype(jnp.int32), finite, total.astype(jnp.int32), inner_state
         )

@@ -234,6 +234,15 @@ def bfgs_update(H: np.ndarray, s: Vector, y: Vector) -> np.ndarray:
     )
 
 
+# A pair is used only when s'y > CURVATURE_EPS ||s|| ||y|| (gradtx.second_order.bfgs).
+CURVATURE_EPS = 0.02
+
+
+def curvature_ok(s: Vector, y: Vector) -> bool:
+    """Whether the pair ``(s, y)`` is used: ``s'y > eps ||s|| ||y||``."""
+    return float(s @ y) > CURVATURE_EPS * float(np.linalg.norm(s) * np.linalg.norm(y))
+
+
 def bfgs(
     x0,
     grad: GradFn,
@@ -245,8 +254,9 @@ def bfgs(
     """BFGS with a fixed rate: ``x_{k+1} = x_k - epsilon H_k g_k``.
 
     ``H`` starts as the identity; at step ``k >= 1`` the pair ``s = x_k - x_{k-1}``,
-    ``y = g_k - g_{k-1}`` updates it by eq. 6.17 when ``s'y > 0`` and is skipped
-    otherwise; just before the first update that is not skipped, ``H`` is
+    ``y = g_k - g_{k-1}`` updates it by eq. 6.17 when ``s'y > eps ||s|| ||y||``
+    (:func:`curvature_ok`) and is skipped otherwise; just before the first update
+    that is not skipped, ``H`` is
     replaced by eq. 6.20's ``(y's / y'y) I`` when ``scale_init_precond``. On step 0
     ``u = min(1, 1/||g||) g`` (``g`` when not ``scale_init_precond``).
     ``counts["skipped"]``, when ``counts`` is given, counts the skipped pairs.
@@ -262,7 +272,7 @@ def bfgs(
             u = first_step_scale(g, scale_init_precond) * g
         else:
             s, y = x - memory["x"], g - memory["g"]
-            if s @ y > 0:
+            if curvature_ok(s, y):
                 if scale_init_precond and not memory["updated"]:
                     memory["H"] = (s @ y) / (y @ y) * np.eye(len(x))
                 memory["H"] = bfgs_update(memory["H"], s, y)
@@ -313,8 +323,9 @@ def lbfgs(
 ):
     """L-BFGS with a fixed rate: ``x_{k+1} = x_k - epsilon H_k g_k`` by the two-loop recursion.
 
-    The newest ``memory_size`` pairs with ``s'y > 0`` are kept (others are never
-    stored); ``gamma = s'y / y'y`` of the newest stored pair (N&W eq. 7.20), or 1
+    The newest ``memory_size`` pairs with ``s'y > eps ||s|| ||y||``
+    (:func:`curvature_ok`) are kept (others are never stored); ``gamma = s'y /
+    y'y`` of the newest stored pair (N&W eq. 7.20), or 1
     when not ``scale_init_precond``. Step 0 is ``min(1, 1/||g||) g`` as in
     :func:`bfgs`. ``counts["skipped"]`` counts the pairs not stored.
     """
@@ -327,7 +338,7 @@ def lbfgs(
         pairs = memory["pairs"]
         if k > 0:
             s, y = x - memory["x"], g - memory["g"]
-            if s @ y > 0:
+            if curvature_ok(s, y):
                 pairs.append((s, y))
                 del pairs[:-memory_size]
             else:
