@@ -720,8 +720,11 @@ def test_lbfgs_on_complex_params_is_optax_lbfgs():
     for (ours, theirs), fixed in zip(paths, (True, True, False), strict=True):
         assert ours[0]["z"].dtype == jnp.complex128 and ours[0]["w"].dtype == jnp.float64
         if fixed:
+            # The two-loop recursion divides by s'y, which grows the last-ulp
+            # differences of the two libraries' operation orders step by step:
+            # measured 2.6e-10 relative after 120 steps (float64), so 1e-9.
             for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
-                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
         else:
             np.testing.assert_allclose(ours[1][-1], theirs[1][-1], rtol=1e-12)
             for a, b in zip(jax.tree.leaves(ours[0]), jax.tree.leaves(theirs[0]), strict=True):

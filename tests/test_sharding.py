@@ -463,11 +463,13 @@ def test_hessian_free_inside_shard_map_takes_the_unsharded_decisions(report):
     # The directions are not equal to a few ulps: CG's iterates carry the rounding
     # of each dot product (here summed in another order) amplified by the
     # condition number of the system, whose curvatures span 1 to 1e3 (forward
-    # error ~ kappa * eps). Measured: params 1.6e-4 and losses 2.5e-4 relative;
-    # the bound 4 * kappa * eps = 4.8e-4 leaves a margin of about 2.
+    # error ~ kappa * eps). The constant depends on how XLA orders the sums:
+    # losses 2.5e-4 relative with XLA:CPU's fusion emitters, 4.8e-4 with its
+    # classic ones (the suite's), params 1.6e-4; 8 * kappa * eps = 9.5e-4 leaves
+    # a margin of about 2 over both.
     kappa_eps = 1e3 * F32_EPS
-    assert facts["params_diff"] <= 4 * kappa_eps * facts["params_scale"]
-    assert facts["value_rel_diff"] <= 4 * kappa_eps
+    assert facts["params_diff"] <= 8 * kappa_eps * facts["params_scale"]
+    assert facts["value_rel_diff"] <= 8 * kappa_eps
     assert facts["values"][-1] < 0.25 * facts["initial_value"]
 
 
