@@ -15,8 +15,9 @@ How the redirection works
 ``builtins.__import__`` is wrapped for the length of the run. The wrapper does the
 ordinary import first (so every module really loads), then looks at the importing
 module's ``__file__`` (import statements pass their globals): when it is one of
-Optax's test files (``*_test.py`` inside the installed ``optax`` package), the value handed back is a *shim* in place of the Optax package or
-module. Only the test files see shims: Optax's own modules, which bound their
+Optax's test files (``*_test.py`` inside the installed ``optax`` package), the
+value handed back is a *shim* in place of the Optax package or module.
+Only the test files see shims: Optax's own modules, which bound their
 imports when ``optax`` was first imported, keep calling Optax, and ``test_utils``
 (Optax's assertion helpers) is handed back unchanged.
 
@@ -59,8 +60,9 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import gradtx  # noqa: E402
 import optax  # noqa: E402
+
+import gradtx  # noqa: E402
 
 OPTAX_DIR = os.path.dirname(optax.__file__)
 
@@ -177,7 +179,7 @@ class Shim(types.ModuleType):
         ns = _gradtx_namespace(real.__name__)
         gname = name
         if ns is gradtx.tree and name.startswith("tree_"):
-            gname = name[len("tree_"):]  # optax.tree_utils.tree_add is optax.tree.add
+            gname = name[len("tree_") :]  # optax.tree_utils.tree_add is optax.tree.add
         if _is_public_gradtx(ns, gname):
             RECORD.note("sub", real.__name__, name)
             return getattr(ns, gname)
@@ -280,18 +282,23 @@ class Plugin:
 
     def summary(self, verbose: bool) -> int:
         out = []
-        out.append("\n=== gradtx against Optax's own tests (optax %s) ===" % optax.__version__)
-        out.append("(skip: a deliberate difference, listed below; optax-skip: skipped by "
-                   "Optax's test itself)")
+        out.append(f"\n=== gradtx against Optax's own tests (optax {optax.__version__}) ===")
+        out.append(
+            "(skip: a deliberate difference, listed below; optax-skip: skipped by "
+            "Optax's test itself)"
+        )
         out.append(f"{'file':42s} {'pass':>5s} {'skip':>5s} {'fail':>5s} {'optax-skip':>10s}")
         total = collections.Counter()
         for file in sorted(self.outcomes):
             c = self.outcomes[file]
             total.update(c)
-            out.append(f"{file:42s} {c['pass']:5d} {c['skip']:5d} {c['fail']:5d} "
-                       f"{c['optax-skip']:10d}")
-        out.append(f"{'total':42s} {total['pass']:5d} {total['skip']:5d} {total['fail']:5d} "
-                   f"{total['optax-skip']:10d}")
+            out.append(
+                f"{file:42s} {c['pass']:5d} {c['skip']:5d} {c['fail']:5d} {c['optax-skip']:10d}"
+            )
+        out.append(
+            f"{'total':42s} {total['pass']:5d} {total['skip']:5d} {total['fail']:5d} "
+            f"{total['optax-skip']:10d}"
+        )
 
         if self.skips_used:
             out.append("\n--- skips (deliberate differences) ---")
@@ -304,10 +311,12 @@ class Plugin:
             subs[_file_of(test) if test != "<import>" else "<import>"] |= names
         for test, names in RECORD.fell_through.items():
             falls[_file_of(test) if test != "<import>" else "<import>"] |= names
-        out.append("\n--- names looked up by the tests: gradtx's / Optax's own (not substituted) ---")
+        out.append("\n--- names looked up: gradtx's / Optax's own (not substituted) ---")
         for file in sorted(set(subs) | set(falls)):
-            out.append(f"{file}: {len(subs[file])} gradtx names used, "
-                       f"{len(falls[file])} Optax names not substituted")
+            out.append(
+                f"{file}: {len(subs[file])} gradtx names used, "
+                f"{len(falls[file])} Optax names not substituted"
+            )
             out.append("    " + ", ".join(sorted(falls[file])))
 
         unexplained = self.failures + self.collect_errors
@@ -327,18 +336,37 @@ class Plugin:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--files", nargs="+", default=FILES,
-                        help="paths inside the installed optax package")
-    parser.add_argument("--verbose-failures", action="store_true",
-                        help="print each unexplained failure's traceback tail")
+    parser.add_argument(
+        "--files", nargs="+", default=FILES, help="paths inside the installed optax package"
+    )
+    parser.add_argument(
+        "--verbose-failures",
+        action="store_true",
+        help="print each unexplained failure's traceback tail",
+    )
     args, extra = parser.parse_known_args(argv)
     paths = [os.path.join(OPTAX_DIR, f) for f in args.files]
     plugin = Plugin()
     builtins.__import__ = _import
     try:
         pytest.main(
-            ["-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-o", "addopts=", "--tb=short", "-rN",
-             "--rootdir", OPTAX_DIR, "-c", os.devnull, *paths, *extra],
+            [
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:xdist",
+                "-o",
+                "addopts=",
+                "--tb=short",
+                "-rN",
+                "--rootdir",
+                OPTAX_DIR,
+                "-c",
+                os.devnull,
+                *paths,
+                *extra,
+            ],
             plugins=[plugin],
         )
     finally:
