@@ -476,7 +476,7 @@ def update_infinity_moment(updates: Any, moments: Any, decay: Any, eps: Any) -> 
 def bias_correction_factor(decay: Any, count: Array, dtype: Any) -> Array:
     """``1 - decay**t`` in ``dtype``: the mass an EMA started at zero has after t steps."""
     dtype = real_dtype(compute_dtype(dtype))
-    return 1 - jnp.asarray(decay, dtype) ** count.astype(dtype)
+    return 1 - jnp.asarray(decay, dtype) ** jnp.asarray(count).astype(dtype)
 
 
 def bias_correction(moment: Any, decay: Any, count: Array) -> Any:

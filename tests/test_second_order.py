@@ -729,3 +729,15 @@ def test_lbfgs_on_complex_params_is_optax_lbfgs():
             np.testing.assert_allclose(ours[1][-1], theirs[1][-1], rtol=1e-12)
             for a, b in zip(jax.tree.leaves(ours[0]), jax.tree.leaves(theirs[0]), strict=True):
                 np.testing.assert_allclose(np.asarray(a)[-1], np.asarray(b)[-1], atol=1e-6)
+
+
+def test_zoom_reads_a_learning_rate_set_in_its_state_as_a_python_float():
+    """A state edited by hand (``optax.tree.set(state, learning_rate=0.5)``) keeps working."""
+    tx = gradtx.scale_by_zoom_linesearch(15)
+    params = jnp.array([1.0, -2.0])
+    loss = lambda w: jnp.sum(w**2)  # noqa: E731
+    state = gradtx.tree.set(tx.init(params), learning_rate=0.5)
+    grad = jax.grad(loss)(params)
+    updates, _ = tx.update(-grad, state, params, value=loss(params), grad=grad, value_fn=loss)
+    # The exact minimiser along -grad is at step 1/2, which the first trial (0.5) hits.
+    np.testing.assert_allclose(np.asarray(params + updates), [0.0, 0.0], atol=1e-6)

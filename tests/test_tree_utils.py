@@ -574,3 +574,9 @@ def test_map_params_matches_optax_on_gradtx_and_optax_transformations():
         assert jax.tree.structure(shapes) == jax.tree.structure(
             optax.tree.map_params(tx.init, lambda x: x.shape, state)
         )
+
+
+def test_bias_correction_takes_a_python_int_count():
+    """Optax's tests call it with ``count=1``, not an array."""
+    got = gradtx.tree.bias_correction({"m": jnp.array([0.25], jnp.bfloat16)}, 0.5, 2)
+    np.testing.assert_allclose(np.asarray(got["m"]), [0.25 / (1 - 0.5**2)], rtol=1e-6)

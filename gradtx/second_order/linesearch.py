@@ -553,7 +553,7 @@ def scale_by_zoom_linesearch(
         if initial_guess_strategy == "one":
             eta0 = jnp.ones([], dtype)
         else:
-            eta0 = state.learning_rate.astype(dtype)
+            eta0 = jnp.asarray(state.learning_rate).astype(dtype)
         eta0 = jnp.minimum(eta0, largest).astype(dtype)
         descent = s0 < 0
         zero = jnp.zeros([], dtype)
