@@ -49,13 +49,14 @@ def _qualified(page: Path) -> list[str]:
 
 
 def _helper_functions(module: str) -> set[str]:
+    """The functions and classes a helper module defines, or publishes from a private one."""
     mod = getattr(gradtx, module)
     return {
         name
         for name, obj in vars(mod).items()
         if not name.startswith("_")
         and (inspect.isfunction(obj) or inspect.isclass(obj))
-        and obj.__module__ == mod.__name__
+        and (obj.__module__ == mod.__name__ or obj.__module__.startswith("gradtx._"))
     }
 
 
