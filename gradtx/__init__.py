@@ -54,6 +54,7 @@ from gradtx.combine import (
     named_chain,
     partition,
 )
+from gradtx.linear_algebra import matrix_inverse_pth_root, multi_normal, nnls, power_iteration
 from gradtx.microbatching import microbatch
 from gradtx.numerics import (
     global_norm,
@@ -417,12 +418,14 @@ __all__ = [
     "lookahead",
     "lookahead_slow_params",
     "masked",
+    "matrix_inverse_pth_root",
     "measure_with_ema",
     "microbatch",
     "microbatching",
     "minimize",
     "momentum",
     "monitor",
+    "multi_normal",
     "multi_transform",
     "nadam",
     "nadamw",
@@ -430,6 +433,7 @@ __all__ = [
     "nesterov",
     "nesterov_momentum",
     "newton",
+    "nnls",
     "noisy_sgd",
     "nonlinear_cg",
     "normalize_by_update_norm",
@@ -448,6 +452,7 @@ __all__ = [
     "plot_learning_curves",
     "polyak_sgd",
     "polynomial_schedule",
+    "power_iteration",
     "projections",
     "proximal_elastic_net",
     "proximal_l1",

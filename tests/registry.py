@@ -1526,6 +1526,11 @@ NOT_TRANSFORMATIONS = frozenset(
         "safe_int32_increment",
         "init_empty_state",
         "tree_map_params",
+        # Linear algebra (Optax's): functions on matrices.
+        "power_iteration",
+        "matrix_inverse_pth_root",
+        "nnls",
+        "multi_normal",
         # Readers of a state, for evaluation or logging.
         "has_updated",
         # A mask function for the penalties.

@@ -351,3 +351,113 @@ def test_type_aliases_are_exported():
         "TransformUpdateExtraArgsFn",
     ]:
         assert name in gradtx.__all__ and hasattr(gradtx, name)
+
+
+# ---------------------------------------------------------------- linear algebra
+
+
+def _spd(n, seed, spread=10.0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return (q * np.linspace(1.0, spread, n)) @ q.T
+
+
+@pytest.mark.parametrize("n, seed", [(3, 0), (6, 1), (10, 2)])
+def test_power_iteration_finds_numpys_dominant_eigenpair(n, seed):
+    a = _spd(n, seed)
+    values, vectors = np.linalg.eigh(a)
+    with jax.enable_x64(True):
+        value, vector = gradtx.power_iteration(
+            jnp.asarray(a), num_iters=2000, error_tolerance=1e-12
+        )
+        np.testing.assert_allclose(value, values[-1], rtol=1e-10)
+        np.testing.assert_allclose(abs(np.dot(vector, vectors[:, -1])), 1.0, rtol=1e-8)
+    value32, _ = gradtx.power_iteration(jnp.asarray(a, jnp.float32))
+    theirs, _ = optax.power_iteration(jnp.asarray(a, jnp.float32))
+    np.testing.assert_allclose(value32, theirs, rtol=1e-5)
+    np.testing.assert_allclose(value32, values[-1], rtol=1e-3)
+
+
+def test_power_iteration_on_a_pytree_product():
+    a, b = _spd(3, 3), _spd(2, 4, spread=30.0)
+
+    def product(v):
+        return {"x": a @ v["x"], "y": b @ v["y"]}
+
+    with jax.enable_x64(True):
+        v0 = {"x": jnp.ones(3), "y": jnp.ones(2)}
+        value, _ = gradtx.power_iteration(product, v0=v0, num_iters=3000, error_tolerance=1e-12)
+        np.testing.assert_allclose(value, 30.0, rtol=1e-9)
+    with pytest.raises(ValueError, match="power_iteration: v0 is required"):
+        gradtx.power_iteration(product)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("n, seed", [(4, 0), (8, 1)])
+def test_matrix_inverse_pth_root_is_scipys_fractional_power(p, n, seed):
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    a = _spd(n, seed)
+    with jax.enable_x64(True):
+        root, error = gradtx.matrix_inverse_pth_root(
+            jnp.asarray(a), p, ridge_epsilon=0.0, error_tolerance=1e-12
+        )
+        expected = np.real(scipy_linalg.fractional_matrix_power(a, -1.0 / p))
+        np.testing.assert_allclose(root, expected, rtol=1e-8, atol=1e-10)
+        assert float(error) < 1e-8
+    if p in (1, 2, 4, 8):  # the powers Optax computes correctly
+        ours, _ = gradtx.matrix_inverse_pth_root(jnp.asarray(a, jnp.float32), p)
+        theirs, _ = optax.matrix_inverse_pth_root(jnp.asarray(a, jnp.float32), p)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_matrix_inverse_pth_root_of_a_scalar_and_with_a_ridge():
+    root, _ = gradtx.matrix_inverse_pth_root(jnp.array([[16.0]]), 4, ridge_epsilon=0.0)
+    np.testing.assert_allclose(root, [[0.5]], rtol=1e-6)
+    a = jnp.asarray(_spd(4, 5), jnp.float32)
+    ours, _ = gradtx.matrix_inverse_pth_root(a, 2, ridge_epsilon=1e-3)
+    theirs, _ = optax.matrix_inverse_pth_root(a, 2, ridge_epsilon=1e-3)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_matrix_inverse_pth_root_validates_p():
+    with pytest.raises(ValueError, match="matrix_inverse_pth_root: p must be a positive integer"):
+        gradtx.matrix_inverse_pth_root(jnp.eye(2), 0)
+    with pytest.raises(ValueError, match="p must be a positive integer, got 1.5"):
+        gradtx.matrix_inverse_pth_root(jnp.eye(2), 1.5)
+
+
+@pytest.mark.parametrize("m, n, seed", [(6, 3, 0), (10, 4, 1), (5, 5, 2)])
+def test_nnls_is_scipys_and_optaxs(m, n, seed):
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(m, n)), rng.normal(size=m)
+    expected, _ = scipy_optimize.nnls(a, b)
+    with jax.enable_x64(True):
+        x = gradtx.nnls(jnp.asarray(a), jnp.asarray(b), 20000)
+        np.testing.assert_allclose(x, expected, atol=1e-8)
+    ours = gradtx.nnls(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), 500)
+    theirs = optax.nnls(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32), 500)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_nnls_with_several_right_hand_sides_and_bad_shapes():
+    rng = np.random.default_rng(3)
+    a, b = jnp.asarray(rng.normal(size=(5, 3))), jnp.asarray(rng.normal(size=(5, 2)))
+    both = gradtx.nnls(a, b, 300)
+    assert both.shape == (3, 2)
+    np.testing.assert_allclose(both[:, 1], gradtx.nnls(a, b[:, 1], 300), rtol=1e-6)
+    with pytest.raises(ValueError, match="nnls: A must be"):
+        gradtx.nnls(a, jnp.ones(4), 10)
+
+
+def test_multi_normal_is_optaxs():
+    loc, log_scale = jnp.array([0.5, -1.0, 2.0]), jnp.array([0.1, -0.3, 0.0])
+    ours, theirs = gradtx.multi_normal(loc, log_scale), optax.multi_normal(loc, log_scale)
+    key = jax.random.PRNGKey(7)
+    np.testing.assert_allclose(ours.sample((4,), key), theirs.sample((4,), key), rtol=1e-6)
+    x = jnp.array([[0.0, 0.0, 0.0], [1.0, -1.0, 2.5]])
+    np.testing.assert_allclose(ours.log_prob(x), theirs.log_prob(x), rtol=1e-6)
+    assert [np.asarray(v).tolist() for v in ours.params] == [
+        np.asarray(v).tolist() for v in theirs.params
+    ]
+    np.testing.assert_array_equal(ours.log_scale, theirs.log_scale)

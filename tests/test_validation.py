@@ -188,6 +188,26 @@ BAD_HYPERPARAMETERS = [
         r"safe_increment: count must have an integer or floating-point dtype, got complex64",
     ),
     (
+        gradtx.power_iteration,
+        dict(matrix=jnp.eye(2), error_tolerance=-1.0),
+        r"power_iteration: error_tolerance must be a finite number >= 0, got -1\.0",
+    ),
+    (
+        gradtx.matrix_inverse_pth_root,
+        dict(matrix=jnp.eye(2), p=0),
+        r"matrix_inverse_pth_root: p must be a positive integer, got 0",
+    ),
+    (
+        gradtx.matrix_inverse_pth_root,
+        dict(matrix=jnp.eye(2), p=2, ridge_epsilon=-1e-6),
+        r"ridge_epsilon must be a finite number >= 0, got -1e-06",
+    ),
+    (
+        gradtx.nnls,
+        dict(A=jnp.eye(2), b=jnp.ones(2), iters=-1),
+        r"nnls: iters must be an integer >= 0, got -1",
+    ),
+    (
         gradtx.per_example_layer_norm_clip,
         dict(grads=[jnp.ones((2, 3))], global_l2_norm_clip=-1.0),
         r"per_example_layer_norm_clip: global_l2_norm_clip must be a number >= 0 \(or inf\), "
