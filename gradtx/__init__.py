@@ -28,25 +28,41 @@ from gradtx.base import (
     Params,
     ScalarOrSchedule,
     Schedule,
+    TransformInitFn,
+    TransformUpdateExtraArgsFn,
+    TransformUpdateFn,
     Updates,
     apply_updates,
     identity,
     incremental_update,
+    init_empty_state,
     periodic_update,
     set_to_zero,
     stateless,
+    stateless_with_tree_map,
     with_extra_args_support,
 )
 from gradtx.combine import (
     MaskedNode,
     MaskedState,
+    MaskOrFn,
+    MultiTransformState,
     PartitionState,
     chain,
     masked,
+    multi_transform,
     named_chain,
     partition,
 )
+from gradtx.linear_algebra import matrix_inverse_pth_root, multi_normal, nnls, power_iteration
 from gradtx.microbatching import microbatch
+from gradtx.numerics import (
+    global_norm,
+    safe_increment,
+    safe_int32_increment,
+    safe_norm,
+    safe_root_mean_squares,
+)
 from gradtx.optimizers.adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
@@ -57,6 +73,10 @@ from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.dog import (
+    ScaleByDistanceOverGradientsState,
+    scale_by_distance_over_gradients,
+)
 from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
@@ -90,7 +110,7 @@ from gradtx.optimizers.sgd import (
 )
 from gradtx.optimizers.sign import scale_by_sign, sign_sgd, signum
 from gradtx.optimizers.sm3 import ScaleBySM3State, scale_by_sm3, sm3
-from gradtx.optimizers.trust_ratio import lamb, lars, scale_by_trust_ratio
+from gradtx.optimizers.trust_ratio import ScaleByTrustRatioState, lamb, lars, scale_by_trust_ratio
 from gradtx.optimizers.yogi import scale_by_yogi, yogi
 from gradtx.schedules import (
     constant_schedule,
@@ -164,6 +184,7 @@ from gradtx.transforms.accumulate import (
     ApplyEvery,
     MultiSteps,
     MultiStepsState,
+    ShouldSkipUpdateFunction,
     accumulate,
     apply_every,
     has_updated,
@@ -171,6 +192,9 @@ from gradtx.transforms.accumulate import (
     skip_not_finite,
 )
 from gradtx.transforms.clipping import (
+    AdaptiveGradClipState,
+    ClipByGlobalNormState,
+    ClipState,
     adaptive_grad_clip,
     clip,
     clip_by_block_rms,
@@ -185,8 +209,13 @@ from gradtx.transforms.conditional import (
     conditionally_mask,
     conditionally_transform,
 )
-from gradtx.transforms.constrain import ZeroNansState, keep_params_nonnegative, zero_nans
-from gradtx.transforms.flat import FlatState, flat
+from gradtx.transforms.constrain import (
+    NonNegativeParamsState,
+    ZeroNansState,
+    keep_params_nonnegative,
+    zero_nans,
+)
+from gradtx.transforms.flat import FlatState, flat, flatten
 from gradtx.transforms.inject import (
     InjectHyperparamsState,
     InjectStatefulHyperparamsState,
@@ -194,6 +223,7 @@ from gradtx.transforms.inject import (
     inject_stateful_hyperparams,
 )
 from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correction, ema
+from gradtx.transforms.monitoring import MonitorState, measure_with_ema, monitor
 from gradtx.transforms.noise import AddNoiseState, add_noise
 from gradtx.transforms.normalize import (
     centralize,
@@ -207,6 +237,7 @@ from gradtx.transforms.privacy import (
     differentially_private_aggregate,
     dpsgd,
     per_example_global_norm_clip,
+    per_example_layer_norm_clip,
 )
 from gradtx.transforms.regularize import (
     AddDecayedWeightsState,
@@ -221,23 +252,28 @@ from gradtx.transforms.regularize import (
 )
 from gradtx.transforms.scale import (
     ScaleByScheduleState,
+    ScaleState,
     scale,
     scale_by_learning_rate,
     scale_by_schedule,
     scale_gradient,
 )
 from gradtx.transforms.wrappers import SnapshotState, freeze, selective_transform, snapshot
+from gradtx.tree import map_params as tree_map_params
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccumulateState",
+    "AdaptiveGradClipState",
     "AddDecayedWeightsState",
     "AddNoiseState",
     "ApplyEvery",
     "ApplyIfFiniteState",
     "AverageParamsState",
     "BiasCorrectionState",
+    "ClipByGlobalNormState",
+    "ClipState",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
     "ContinueResult",
@@ -254,11 +290,15 @@ __all__ = [
     "InjectStatefulHyperparamsState",
     "LinesearchState",
     "LookaheadState",
+    "MaskOrFn",
     "MaskedNode",
     "MaskedState",
     "MinimizeResult",
+    "MonitorState",
     "MultiSteps",
     "MultiStepsState",
+    "MultiTransformState",
+    "NonNegativeParamsState",
     "OptState",
     "Params",
     "PartitionState",
@@ -273,6 +313,7 @@ __all__ = [
     "ScaleByAmsgradState",
     "ScaleByBeliefState",
     "ScaleByBfgsState",
+    "ScaleByDistanceOverGradientsState",
     "ScaleByHessianFreeState",
     "ScaleByLbfgsState",
     "ScaleByLionState",
@@ -288,12 +329,18 @@ __all__ = [
     "ScaleBySM3State",
     "ScaleByScheduleState",
     "ScaleByStddevState",
+    "ScaleByTrustRatioState",
+    "ScaleState",
     "Schedule",
     "SearchBorderWarning",
     "SearchResult",
+    "ShouldSkipUpdateFunction",
     "SnapshotState",
     "StepMetrics",
     "TraceState",
+    "TransformInitFn",
+    "TransformUpdateExtraArgsFn",
+    "TransformUpdateFn",
     "Trial",
     "Updates",
     "ZeroNansState",
@@ -346,12 +393,15 @@ __all__ = [
     "exclude_bias_and_norm",
     "exponential_decay",
     "flat",
+    "flatten",
     "freeze",
     "fromage",
+    "global_norm",
     "has_updated",
     "hessian_free",
     "identity",
     "incremental_update",
+    "init_empty_state",
     "inject_hyperparams",
     "inject_stateful_hyperparams",
     "inverse_time_decay",
@@ -368,16 +418,22 @@ __all__ = [
     "lookahead",
     "lookahead_slow_params",
     "masked",
+    "matrix_inverse_pth_root",
+    "measure_with_ema",
     "microbatch",
     "microbatching",
     "minimize",
     "momentum",
+    "monitor",
+    "multi_normal",
+    "multi_transform",
     "nadam",
     "nadamw",
     "named_chain",
     "nesterov",
     "nesterov_momentum",
     "newton",
+    "nnls",
     "noisy_sgd",
     "nonlinear_cg",
     "normalize_by_update_norm",
@@ -388,6 +444,7 @@ __all__ = [
     "optimizers",
     "partition",
     "per_example_global_norm_clip",
+    "per_example_layer_norm_clip",
     "periodic_update",
     "piecewise_constant_schedule",
     "piecewise_constant_values",
@@ -395,6 +452,7 @@ __all__ = [
     "plot_learning_curves",
     "polyak_sgd",
     "polynomial_schedule",
+    "power_iteration",
     "projections",
     "proximal_elastic_net",
     "proximal_l1",
@@ -408,6 +466,10 @@ __all__ = [
     "rmsprop",
     "rprop",
     "run_early_stopping",
+    "safe_increment",
+    "safe_int32_increment",
+    "safe_norm",
+    "safe_root_mean_squares",
     "scale",
     "scale_by_adabound",
     "scale_by_adadelta",
@@ -418,6 +480,7 @@ __all__ = [
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
     "scale_by_bfgs",
+    "scale_by_distance_over_gradients",
     "scale_by_factored_rms",
     "scale_by_hessian_free",
     "scale_by_lbfgs",
@@ -457,11 +520,13 @@ __all__ = [
     "sm3",
     "snapshot",
     "stateless",
+    "stateless_with_tree_map",
     "step_metrics",
     "trace",
     "training",
     "transforms",
     "tree",
+    "tree_map_params",
     "value_and_grad_from_state",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",

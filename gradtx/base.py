@@ -43,6 +43,11 @@ class TransformUpdateFn(Protocol):
     ) -> tuple[Updates, OptState]: ...
 
 
+TransformUpdateExtraArgsFn = TransformUpdateFn
+"""Optax's name of the ``update`` signature with ``**extra_args``: in gradtx every
+``update`` takes them, so it is :class:`TransformUpdateFn` itself."""
+
+
 class GradientTransformation(NamedTuple):
     """A pure ``(init, update)`` pair; the unit every gradtx method is made of.
 
@@ -112,6 +117,24 @@ def identity() -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+def init_empty_state(params: Params) -> EmptyState:
+    """The ``init`` of a stateless transformation: ignores the params.
+
+    Args:
+      params: any tree (unused).
+
+    Returns:
+      ``EmptyState()``.
+
+    Examples:
+      >>> import gradtx
+      >>> gradtx.init_empty_state({"w": 1.0})
+      EmptyState()
+    """
+    del params
+    return EmptyState()
+
+
 def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
     """Turns ``f(updates, params) -> updates`` into a stateless transformation.
 
@@ -140,6 +163,45 @@ def stateless(f: Callable[[Updates, Params | None], Updates]) -> GradientTransfo
         return f(updates, params), state
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def stateless_with_tree_map(
+    f: Callable[[Array, Array | None], Array],
+) -> GradientTransformation:
+    """Turns a per-leaf ``f(update, param) -> update`` into a stateless transformation.
+
+    .. math::
+        u'_\\ell = f(u_\\ell, p_\\ell) \\quad \\text{for every leaf } \\ell
+
+    :func:`stateless` with the tree map done for you: ``f`` is mapped over the
+    updates and the params together, or called as ``f(u, None)`` on each update
+    leaf when ``update`` is called without params (Optax's behaviour).
+
+    Args:
+      f: a pure function of one update array and its param array (or ``None``).
+
+    Returns:
+      A transformation whose state is :class:`EmptyState`.
+
+    Raises:
+      TypeError: ``f`` is not callable.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.stateless_with_tree_map(lambda u, p: u if p is None else u * p)
+      >>> tx.update({"w": jnp.ones(2)}, tx.init(None), {"w": jnp.array([2.0, 3.0])})[0]
+      {'w': Array([2., 3.], dtype=float32)}
+    """
+    if not callable(f):
+        raise TypeError(f"stateless_with_tree_map: f must be callable, got {f!r}.")
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del state, extra_args
+        if params is None:
+            return jax.tree.map(lambda u: f(u, None), updates), EmptyState()
+        return jax.tree.map(f, updates, params), EmptyState()
+
+    return GradientTransformation(init_empty_state, update_fn)
 
 
 def set_to_zero() -> GradientTransformation:

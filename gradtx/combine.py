@@ -550,3 +550,51 @@ def partition(
         return merged, PartitionState(new_states)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+MultiTransformState = PartitionState
+"""Optax's older name of :class:`PartitionState` (the same ``inner_states`` field)."""
+
+MaskOrFn = Mask | None
+"""Optax's name of a mask argument that may also be ``None`` (no mask)."""
+
+
+def multi_transform(
+    transforms: Mapping[Hashable, GradientTransformation],
+    param_labels: Any | Callable[[Params], Any],
+    *,
+    mask_compatible_extra_args: bool = False,
+) -> GradientTransformation:
+    """Optax's older name of :func:`partition`: a transformation per group of params.
+
+    .. math::
+        u'_\\ell = T_{\\lambda(\\ell)}(u_\\ell) \\quad \\text{for every leaf } \\ell
+
+    where ``\\lambda(\\ell)`` is the leaf's label in ``param_labels`` and
+    ``T_k`` = ``transforms[k]``. Identical to :func:`partition` (same arguments,
+    same :class:`PartitionState`, also known as ``MultiTransformState``).
+
+    Args:
+      transforms: ``{label: transformation}``.
+      param_labels: a pytree of labels (or a prefix of one), or a function of the
+        params returning one.
+      mask_compatible_extra_args: also split the extra arguments of ``update``
+        that have the updates' tree structure.
+
+    Returns:
+      A transformation whose state is :class:`PartitionState`.
+
+    Raises:
+      TypeError, ValueError: as :func:`partition`.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.multi_transform(
+      ...     {"a": gradtx.scale(2.0), "b": gradtx.set_to_zero()}, {"w": "a", "b": "b"})
+      >>> params = {"w": jnp.ones(1), "b": jnp.ones(1)}
+      >>> tx.update(params, tx.init(params))[0]
+      {'b': Array([0.], dtype=float32), 'w': Array([2.], dtype=float32)}
+    """
+    return partition(
+        transforms, param_labels, mask_compatible_extra_args=mask_compatible_extra_args
+    )

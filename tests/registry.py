@@ -167,6 +167,31 @@ def _partition_example(learning_rate: float = 0.1) -> gradtx.GradientTransformat
     return gradtx.partition(transforms, labels)
 
 
+def _multi_transform_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    labels = lambda p: jax.tree.map(lambda x: "big" if x.size > 2 else "small", p)  # noqa: E731
+    transforms = {"big": gradtx.adam(learning_rate), "small": gradtx.sgd(learning_rate, 0.9)}
+    return gradtx.multi_transform(transforms, labels)
+
+
+def _stateless_with_tree_map_example(factor: float = 0.5) -> gradtx.GradientTransformation:
+    return gradtx.stateless_with_tree_map(lambda u, p: (factor * u).astype(u.dtype))
+
+
+def _flatten_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.flatten(gradtx.adam(learning_rate))
+
+
+def _monitor_example() -> gradtx.GradientTransformation:
+    return gradtx.monitor(
+        {"norm": gradtx.global_norm, "norm_ema": gradtx.measure_with_ema(gradtx.global_norm, 0.9)}
+    )
+
+
+def _measure_with_ema_example(decay: float = 0.9) -> gradtx.GradientTransformation:
+    # The measurement is the updates themselves: an EMA of them, params-shaped.
+    return gradtx.measure_with_ema(lambda u: u, decay)
+
+
 def _apply_if_finite_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
     return gradtx.apply_if_finite(gradtx.adam(learning_rate), raise_after=3)
 
@@ -332,6 +357,16 @@ REGISTRY: tuple[Entry, ...] = (
         hyperparameter_values=(0.5, 2.0),
         linear_in_hyperparameter=True,
         accepts_integer_params=True,
+    ),
+    Entry(
+        "stateless_with_tree_map",
+        "stateless_with_tree_map",
+        _stateless_with_tree_map_example,
+        checks_structure=False,
+        accepts_integer_params=True,
+        hyperparameter="factor",
+        hyperparameter_values=(0.5, 2.0),
+        linear_in_hyperparameter=True,
     ),
     Entry("chain", "chain", _chain_example, descends=True, **_LR),
     Entry("named_chain", "named_chain", _named_chain_example, descends=True, **_LR),
@@ -842,6 +877,14 @@ REGISTRY: tuple[Entry, ...] = (
         selects_by_tree=True,
         **_LR,
     ),
+    Entry(
+        "multi_transform",
+        "multi_transform",
+        _multi_transform_example,
+        descends=True,
+        selects_by_tree=True,
+        **_LR,
+    ),
     Entry("apply_if_finite", "apply_if_finite", _apply_if_finite_example, descends=True, **_LR),
     Entry(
         "apply_if_finite_gives_up",
@@ -861,6 +904,7 @@ REGISTRY: tuple[Entry, ...] = (
     ),
     # Execution wrappers: one flat buffer per dtype; hyperparameters in the state.
     Entry("flat", "flat", _flat_example, descends=True, **_LR),
+    Entry("flatten", "flatten", _flatten_example, descends=True, **_LR),
     Entry("inject_hyperparams", "inject_hyperparams", _inject_example, descends=True, **_LR),
     # Optax catalogue: blocks (stateless unless noted) and wrappers.
     Entry(
@@ -915,6 +959,16 @@ REGISTRY: tuple[Entry, ...] = (
     # Its state holds one bool scalar per leaf of the last updates, as Optax's.
     Entry("zero_nans", "zero_nans", gradtx.zero_nans, checks_structure=False),
     Entry("apply_every", "apply_every", gradtx.apply_every, {"k": 2}),
+    Entry(
+        "monitor", "monitor", _monitor_example, checks_structure=False, accepts_integer_params=True
+    ),
+    Entry(
+        "measure_with_ema",
+        "measure_with_ema",
+        _measure_with_ema_example,
+        hyperparameter="decay",
+        hyperparameter_values=(0.5, 0.9),
+    ),
     Entry(
         "snapshot",
         "snapshot",
@@ -1098,6 +1152,19 @@ REGISTRY: tuple[Entry, ...] = (
         {"learning_rate": 0.1},
         supports_complex=False,
         **_LR,
+    ),
+    # DoG's step size: a distance and a gradient sum per leaf, and the params.
+    Entry(
+        "scale_by_distance_over_gradients",
+        "scale_by_distance_over_gradients",
+        gradtx.scale_by_distance_over_gradients,
+        # param_dtype=None: x_0 kept in the params' dtype (Optax's default pins float32).
+        {"global_scale": 1.0, "param_dtype": None},
+        needs_params=True,
+        reduces_per_leaf=True,
+        hyperparameter="global_scale",
+        hyperparameter_values=(0.5, 1.0, 2.0),
+        linear_in_hyperparameter=True,
     ),
     # Layer-wise trust ratios (LARS, LAMB, Fromage): a norm per leaf, and the params.
     Entry(
@@ -1450,6 +1517,20 @@ NOT_TRANSFORMATIONS = frozenset(
         "apply_updates",
         # DP-SGD's clipping of per-example gradients: a function of a batch.
         "per_example_global_norm_clip",
+        "per_example_layer_norm_clip",
+        # Optax's numerics, a stateless init and the state mapper: functions on values.
+        "global_norm",
+        "safe_norm",
+        "safe_root_mean_squares",
+        "safe_increment",
+        "safe_int32_increment",
+        "init_empty_state",
+        "tree_map_params",
+        # Linear algebra (Optax's): functions on matrices.
+        "power_iteration",
+        "matrix_inverse_pth_root",
+        "nnls",
+        "multi_normal",
         # Readers of a state, for evaluation or logging.
         "has_updated",
         # A mask function for the penalties.

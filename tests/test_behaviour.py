@@ -396,6 +396,9 @@ _TEMPORARY_LEAVES = {
     **dict.fromkeys(["scale_by_backtracking_linesearch", "nonlinear_cg"], 2.1),
     "scale_by_backtracking_linesearch_store_grad": 2.1,
     "scale_by_zoom_linesearch": 1.1,
+    # Optax's flatten concatenates every leaf into one vector: a params-sized copy
+    # by design (gradtx.flat keeps large leaves apart); measured 1.0005.
+    "flatten": 1.1,
     # The new direction is the update and the state, and its beta reads the old one.
     **dict.fromkeys(
         [

@@ -869,6 +869,65 @@ CASES += [
 ]
 
 
+def _dog_case(lib, **options):
+    """Optax's DoG keeps a shape-(1,) gradient sum per leaf, which turns the update
+    of the quartic's 0-d leaf into shape (1,): that leaf takes plain SGD in both."""
+    split = gradtx.partition if lib is gradtx else optax.partition
+    dog = lib.scale_by_distance_over_gradients(**options)
+    return split({"array": dog, "scalar": lib.sgd(0.05)}, _scalar_or_array)
+
+
+CASES += [
+    # -- Optax's utilities: DoG, the older names, flatten, measure_with_ema.
+    # (Optax's monitor changes its state's structure after one step, so it cannot
+    # run in this scan: tests/test_optax_utilities.py compares it step by step.)
+    Case(
+        "scale_by_distance_over_gradients",
+        lambda: _dog_case(gradtx),
+        lambda: _dog_case(optax),
+        P,
+    ),
+    Case(
+        "scale_by_distance_over_gradients-args",
+        lambda: _dog_case(gradtx, reps_rel=1e-3, eps=1e-6, global_scale=-0.5),
+        lambda: _dog_case(optax, reps_rel=1e-3, eps=1e-6, global_scale=-0.5),
+    ),
+    Case(
+        "multi_transform",
+        lambda: gradtx.multi_transform(
+            {"big": gradtx.adam(0.05), "small": gradtx.sgd(0.02, 0.9)}, size_labels
+        ),
+        lambda: optax.multi_transform(
+            {"big": optax.adam(0.05), "small": optax.sgd(0.02, 0.9)}, size_labels
+        ),
+    ),
+    Case(
+        "flatten-adam",
+        lambda: gradtx.flatten(gradtx.adam(0.05)),
+        lambda: optax.flatten(optax.adam(0.05)),
+    ),
+    Case(
+        "flatten-block_rms",
+        lambda: gradtx.flatten(gradtx.chain(gradtx.clip_by_block_rms(0.2), gradtx.sgd(0.05))),
+        lambda: optax.flatten(optax.chain(optax.clip_by_block_rms(0.2), optax.sgd(0.05))),
+    ),
+    Case(
+        "stateless_with_tree_map",
+        lambda: gradtx.chain(
+            gradtx.stateless_with_tree_map(lambda u, p: u + 0.1 * p), gradtx.sgd(0.05)
+        ),
+        lambda: optax.chain(
+            optax.stateless_with_tree_map(lambda u, p: u + 0.1 * p), optax.sgd(0.05)
+        ),
+    ),
+    Case(
+        "measure_with_ema",
+        lambda: gradtx.measure_with_ema(lambda u: u, 0.8),
+        lambda: optax.measure_with_ema(lambda u: u, 0.8),
+        P,
+    ),
+]
+
 # The parity cases of one dtype are compiled in groups of GROUP consecutive cases
 # (see run_pairs); a test computes its group the first time one of its members
 # runs in this process, and neighbouring tests usually share an xdist worker.

@@ -644,6 +644,24 @@ CASES = [
         lambda: gradtx.nadam(0.01, eps=0.0, eps_root=1e-4, momentum_decay=None),
         lambda th, g: R.nadam.nadam(th, g, 0.01, 0.9, 0.999, 0.0, psi=None, epsilon_root=1e-4),
     ),
+    # DoG (layer-wise): the step is -global_scale times DoG's scaled gradient.
+    Case(
+        # The default reps_rel=1e-6 barely moves in 120 steps: a larger start.
+        "dog-reps-1e-2",
+        "scale_by_distance_over_gradients",
+        "Ivgi et al. 2023 Alg. 1 (LDoG)",
+        lambda: gradtx.scale_by_distance_over_gradients(1e-2, global_scale=-1.0, param_dtype=None),
+        lambda th, g: R.dog.ldog(th, g, 1e-2),
+    ),
+    Case(
+        "dog-args",
+        "scale_by_distance_over_gradients",
+        "Ivgi et al. 2023 Alg. 1 (LDoG)",
+        lambda: gradtx.scale_by_distance_over_gradients(
+            0.1, 1e-4, param_dtype=None, global_scale=-0.5
+        ),
+        lambda th, g: R.dog.ldog(th, g, 0.1, 1e-4, scale=0.5),
+    ),
 ]
 CASES_BY_ID = {case.id: case for case in CASES}
 

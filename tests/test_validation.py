@@ -150,6 +150,69 @@ BAD_HYPERPARAMETERS = [
         r"should_skip_update_fn must be None or callable, got 1",
     ),
     (gradtx.partition, dict(transforms={}, param_labels={}), r"transforms is empty"),
+    (gradtx.multi_transform, dict(transforms={}, param_labels={}), r"transforms is empty"),
+    # Optax's utilities: DoG, the EMA of a measurement, the safe numerics, DP.
+    (
+        gradtx.scale_by_distance_over_gradients,
+        dict(reps_rel=-1.0),
+        r"scale_by_distance_over_gradients: reps_rel must be a finite number >= 0, got -1\.0",
+    ),
+    (
+        gradtx.scale_by_distance_over_gradients,
+        dict(eps=NAN),
+        r"eps must be a finite number >= 0, got nan",
+    ),
+    (
+        gradtx.scale_by_distance_over_gradients,
+        dict(global_scale=INF),
+        r"global_scale must be finite, got inf",
+    ),
+    (
+        gradtx.measure_with_ema,
+        dict(measure=jnp.abs, decay=1.5),
+        rf"decay must be {UNIT}, got 1\.5",
+    ),
+    (
+        gradtx.safe_norm,
+        dict(x=jnp.ones(2), min_norm=-1.0),
+        r"safe_norm: min_norm must be a finite number >= 0, got -1\.0",
+    ),
+    (
+        gradtx.safe_root_mean_squares,
+        dict(x=jnp.ones(2), min_rms=NAN),
+        r"safe_root_mean_squares: min_rms must be a finite number >= 0, got nan",
+    ),
+    (
+        gradtx.safe_increment,
+        dict(count=jnp.asarray(1 + 1j)),
+        r"safe_increment: count must have an integer or floating-point dtype, got complex64",
+    ),
+    (
+        gradtx.power_iteration,
+        dict(matrix=jnp.eye(2), error_tolerance=-1.0),
+        r"power_iteration: error_tolerance must be a finite number >= 0, got -1\.0",
+    ),
+    (
+        gradtx.matrix_inverse_pth_root,
+        dict(matrix=jnp.eye(2), p=0),
+        r"matrix_inverse_pth_root: p must be a positive integer, got 0",
+    ),
+    (
+        gradtx.matrix_inverse_pth_root,
+        dict(matrix=jnp.eye(2), p=2, ridge_epsilon=-1e-6),
+        r"ridge_epsilon must be a finite number >= 0, got -1e-06",
+    ),
+    (
+        gradtx.nnls,
+        dict(A=jnp.eye(2), b=jnp.ones(2), iters=-1),
+        r"nnls: iters must be an integer >= 0, got -1",
+    ),
+    (
+        gradtx.per_example_layer_norm_clip,
+        dict(grads=[jnp.ones((2, 3))], global_l2_norm_clip=-1.0),
+        r"per_example_layer_norm_clip: global_l2_norm_clip must be a number >= 0 \(or inf\), "
+        r"got -1\.0",
+    ),
     (
         gradtx.inject_hyperparams,
         dict(inner_factory=gradtx.adam, hyperparam_dtype=jnp.float16),
@@ -526,11 +589,13 @@ def test_validation_table_covers_every_validating_public_factory():
     takes_no_checkable_number = {
         "identity",
         "stateless",
+        "stateless_with_tree_map",  # a function only
         "chain",
         "named_chain",
         "scale_by_schedule",
         "masked",  # a transformation and a mask: its mask is checked against the params
         "flat",  # a transformation only
+        "flatten",  # a transformation only
         # A transformation with a mask or a condition of the step count.
         "selective_transform",
         "conditionally_mask",

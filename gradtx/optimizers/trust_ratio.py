@@ -25,6 +25,10 @@ from gradtx.optimizers.sgd import trace
 from gradtx.transforms.regularize import add_decayed_weights
 from gradtx.transforms.scale import scale_by_learning_rate
 
+ScaleByTrustRatioState = EmptyState
+"""Optax's name of the state of :func:`scale_by_trust_ratio`: it is stateless, so
+this is :class:`~gradtx.EmptyState` (no fields, as Optax's)."""
+
 
 def leaf_norm(x: Array, min_norm: Any) -> Array:
     """``max(||x||_2, min_norm)`` over the whole leaf, real, in at least float32."""

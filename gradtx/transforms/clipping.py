@@ -34,6 +34,18 @@ import numpy as np
 from gradtx import _checks, _tactics, tree
 from gradtx.base import Array, EmptyState, GradientTransformation
 
+ClipState = EmptyState
+"""Optax's name of the state of :func:`clip`: it is stateless, so this is
+:class:`~gradtx.EmptyState` (no fields, as Optax's)."""
+
+ClipByGlobalNormState = EmptyState
+"""Optax's name of the state of :func:`clip_by_global_norm`: it is stateless, so this is
+:class:`~gradtx.EmptyState` (no fields, as Optax's)."""
+
+AdaptiveGradClipState = EmptyState
+"""Optax's name of the state of :func:`adaptive_grad_clip`: it is stateless, so this is
+:class:`~gradtx.EmptyState` (no fields, as Optax's)."""
+
 
 def _check_maximum(owner: str, name: str, value: Any) -> None:
     """A clipping bound: a number >= 0, ``inf`` allowed (no clipping); skipped for tracers."""

@@ -16,6 +16,10 @@ import jax.numpy as jnp
 from gradtx import tree
 from gradtx.base import Array, EmptyState, GradientTransformation
 
+NonNegativeParamsState = EmptyState
+"""Optax's name of the state of :func:`keep_params_nonnegative`: it is stateless, so this is
+:class:`~gradtx.EmptyState` (no fields, as Optax's)."""
+
 
 def _nonnegative_leaf(u: Array, w: Array) -> Array:
     """``u``, or ``-w`` where ``w + u < 0``: ``w + u`` projected onto ``[0, inf)``."""

@@ -365,3 +365,84 @@ def flat(
         )
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _ravel_all(tree_: Any) -> jax.Array:
+    """Every leaf raveled and concatenated into one vector (of the promoted dtype)."""
+    leaves = jax.tree.leaves(tree_)
+    if not leaves:
+        return jnp.zeros([0], jnp.float32)
+    return jnp.concatenate([jnp.ravel(jnp.asarray(x)) for x in leaves])
+
+
+def _cut_like(like: Any, vector: jax.Array) -> Any:
+    """``vector`` cut into leaves shaped (and typed) like those of ``like``."""
+    leaves, treedef = jax.tree.flatten(like)
+    if not leaves:
+        return like
+    bounds = np.cumsum([np.size(x) for x in leaves])[:-1]
+    pieces = jnp.split(vector, bounds)
+    return treedef.unflatten(
+        [
+            jnp.reshape(p, np.shape(x)).astype(jnp.result_type(x))
+            for p, x in zip(pieces, leaves, strict=True)
+        ]
+    )
+
+
+def flatten(inner: GradientTransformation) -> GradientTransformation:
+    """Runs ``inner`` on one vector holding every leaf, Optax's ``flatten``.
+
+    .. math::
+        v = \\operatorname{concat}(\\operatorname{vec}(u_1), \\dots,
+            \\operatorname{vec}(u_L)), \\qquad
+        (v', s) \\leftarrow T(v, s), \\qquad
+        u'_\\ell = \\operatorname{reshape}(v'_{[o_\\ell, o_{\\ell+1})}, \\text{shape}(u_\\ell))
+
+    with ``T`` = ``inner`` and ``o_\\ell`` the offset of leaf ``\\ell``. All leaves
+    go into a single vector (of their promoted dtype) and ``inner``'s state is
+    built on it, so a per-leaf reduction in ``inner`` (a leaf norm, a trust
+    ratio) is taken over the whole tree, exactly as in ``optax.flatten``; the
+    params, when given, are flattened the same way. For many small leaves of
+    several dtypes, :func:`flat` (one buffer per dtype, large leaves apart) is
+    the faster choice.
+
+    Args:
+      inner: the transformation to run on the vector.
+
+    Returns:
+      A transformation whose state is ``inner``'s state on the vector.
+
+    Raises:
+      TypeError: ``inner`` is not a transformation; an integer or boolean param.
+      ValueError: ``update`` given params whose tree or leaf shapes differ from
+        the updates' (Optax does not check).
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.flatten(gradtx.clip_by_leaf_norm(1.0))  # one "leaf": the tree
+      >>> params = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}
+      >>> tx.update(params, tx.init(params))[0]
+      {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
+
+    Note:
+      Each output leaf has its incoming update's dtype; Optax returns every leaf
+      in the promoted dtype of the vector (the same for a single-dtype tree).
+    """
+    if not (hasattr(inner, "init") and hasattr(inner, "update")):
+        raise TypeError(f"flatten: inner must be a transformation, got {type(inner).__name__}.")
+    inner_update = accepts_extra_args(inner.update)
+
+    def init_fn(params):
+        # Integer leaves would be promoted into the float vector and stepped.
+        tree.check_inexact(params, "flatten")
+        return inner.init(_ravel_all(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        if params is not None:
+            tree.check_structure(params, updates, owner="flatten")
+            params = _ravel_all(params)
+        flat_updates, state = inner_update(_ravel_all(updates), state, params, **extra_args)
+        return _cut_like(updates, flat_updates), state
+
+    return GradientTransformation(init_fn, update_fn)

@@ -32,10 +32,10 @@ class DifferentiallyPrivateAggregateState(NamedTuple):
     rng_key: Array  # uint32: the raw data of the PRNG key for the next step.
 
 
-def _check_clip(owner: str, value: Any) -> None:
-    array = _checks.scalar(owner, "l2_norm_clip", value)
+def _check_clip(owner: str, value: Any, name: str = "l2_norm_clip") -> None:
+    array = _checks.scalar(owner, name, value)
     if array is not None and not array >= 0:  # inf (no clipping) is allowed; nan is not
-        raise ValueError(f"{owner}: l2_norm_clip must be a number >= 0 (or inf), got {value!r}.")
+        raise ValueError(f"{owner}: {name} must be a number >= 0 (or inf), got {value!r}.")
 
 
 def _batch_size(owner: str, leaves: list[Array]) -> int:
@@ -124,6 +124,71 @@ def per_example_global_norm_clip(grads: Any, l2_norm_clip: Any) -> tuple[Any, Ar
 
     clipped = treedef.unflatten([clipped_sum(g) for g in leaves])
     return clipped, jnp.sum(factors < 1).astype(jnp.int32)
+
+
+def per_example_layer_norm_clip(
+    grads: Any, global_l2_norm_clip: Any, uniform: bool = True
+) -> tuple[Any, Any]:
+    """Clips each example's gradient layer by layer (per leaf) and sums them.
+
+    With ``K`` leaves (layers), ``D_k`` the size of layer ``k`` per example,
+    ``D = \\sum_k D_k`` and ``C`` = ``global_l2_norm_clip``, layer ``k`` of each
+    example is clipped to its own bound
+
+    .. math::
+        C_k = C / \\sqrt{K} \\;\\text{(uniform)} \\quad\\text{or}\\quad
+        C_k = C \\sqrt{D_k / D}, \\qquad
+        \\text{output}_k = \\sum_{i=1}^{B} g_{i,k}
+            \\min\\Big(1, \\frac{C_k}{\\|g_{i,k}\\|_2}\\Big)
+
+    so that, since :math:`\\sum_k C_k^2 = C^2`, each example's whole gradient has
+    norm at most ``C`` (McMahan et al. 2018, Section 3, per-layer clipping). Each
+    layer is :func:`per_example_global_norm_clip` with bound ``C_k``; with one
+    leaf the two functions agree.
+
+    Args:
+      grads: per-example gradients: every leaf of shape ``(B, *param_shape)``.
+      global_l2_norm_clip: the overall bound ``C`` >= 0.
+      uniform: equal bounds per layer; ``False``: bounds by layer size.
+
+    Returns:
+      ``(clipped_sum, num_clipped)``: a tree of the params' shapes, and a tree of
+      the same structure holding, per layer, the int32 count of examples clipped.
+
+    Raises:
+      ValueError: leaves without a common leading axis, or
+        ``global_l2_norm_clip`` negative or NaN.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> grads = [jnp.array([[0.0, 3.0, 4.0], [4.0, 0.0, 3.0]])]  # norms 5, 5
+      >>> gradtx.per_example_layer_norm_clip(grads, 2.5)
+      ([Array([2. , 1.5, 3.5], dtype=float32)], [Array(2, dtype=int32)])
+
+    References:
+      McMahan, Ramage, Talwar & Zhang (2018), Learning Differentially Private
+      Recurrent Language Models, ICLR, Section 3.
+    """
+    owner = "per_example_layer_norm_clip"
+    _check_clip(owner, global_l2_norm_clip, "global_l2_norm_clip")
+    leaves, treedef = jax.tree.flatten(grads)
+    if not leaves:
+        return grads, grads
+    _batch_size(owner, leaves)
+    sizes = [int(np.prod(np.shape(g)[1:])) for g in leaves]
+    if uniform:
+        fractions = [1.0 / len(leaves)] * len(leaves)
+    else:
+        total = sum(sizes)
+        fractions = [size / total if total else 0.0 for size in sizes]
+    pairs = [
+        per_example_global_norm_clip(g, global_l2_norm_clip * f**0.5)
+        for g, f in zip(leaves, fractions, strict=True)
+    ]
+    return (
+        treedef.unflatten([clipped for clipped, _ in pairs]),
+        treedef.unflatten([count for _, count in pairs]),
+    )
 
 
 def _key_data(owner: str, key: Any, seed: Any) -> tuple[Array, Any]:

@@ -10,6 +10,10 @@ import jax
 from gradtx import _checks, tree
 from gradtx.base import Array, EmptyState, GradientTransformation, ScalarOrSchedule, Schedule
 
+ScaleState = EmptyState
+"""Optax's name of the state of :func:`scale`: it is stateless, so this is
+:class:`~gradtx.EmptyState` (no fields, as Optax's)."""
+
 
 def _times(updates, factor):
     return jax.tree.map(lambda u: tree.as_dtype(u * factor, u.dtype), updates)

@@ -39,6 +39,7 @@ module          algorithms
 ``sm3``         Anil et al. (2019) Alg. 2 (SM3-II), with momentum and averaging
 ``adafactor``   Shazeer & Stern (2018) Alg. 4 and 5, clipping and relative step size
 ``polyak``      Loizou et al. (2021) eq. 5 (SPS_max), and SPS+
+``dog``         Ivgi, Hinder & Carmon (2023) Alg. 1, layer-wise (LDoG)
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of
@@ -63,6 +64,7 @@ from . import (
     adamax,
     adan,
     amsgrad,
+    dog,
     fromage,
     lion,
     nadam,
@@ -80,6 +82,7 @@ from . import (
 
 __all__ = [
     "adabelief",
+    "dog",
     "adadelta",
     "adafactor",
     "adagrad",
