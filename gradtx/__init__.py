@@ -10,6 +10,7 @@ from gradtx import (
     base,
     checkpoint,
     combine,
+    linear_algebra,
     microbatching,
     optimizers,
     projections,
@@ -54,7 +55,13 @@ from gradtx.combine import (
     named_chain,
     partition,
 )
-from gradtx.linear_algebra import matrix_inverse_pth_root, multi_normal, nnls, power_iteration
+from gradtx.linear_algebra import (
+    MultiNormalDiagFromLogScale,
+    matrix_inverse_pth_root,
+    multi_normal,
+    nnls,
+    power_iteration,
+)
 from gradtx.microbatching import microbatch
 from gradtx.numerics import (
     global_norm,
@@ -295,6 +302,7 @@ __all__ = [
     "MaskedState",
     "MinimizeResult",
     "MonitorState",
+    "MultiNormalDiagFromLogScale",
     "MultiSteps",
     "MultiStepsState",
     "MultiTransformState",
@@ -411,6 +419,7 @@ __all__ = [
     "lars",
     "lbfgs",
     "learning_curves",
+    "linear_algebra",
     "linear_decay",
     "linear_onecycle_schedule",
     "linear_schedule",
