@@ -340,7 +340,9 @@ def micro_vmap(
       fun: the function of one example.
       in_axes: the mapped axis of each positional argument (``None``: not
         mapped), or one int for all; keyword arguments are mapped on axis 0.
-      out_axes: must be 0.
+      out_axes: where the examples' axis goes in each result, an int (as
+        ``jax.vmap``'s); other than 0 only with ``accumulator=CONCAT``, since the
+        other accumulators reduce that axis away. (Optax supports 0 only.)
       microbatch_size: the examples per microbatch; ``None``: all at once.
       vmap_fn: a function with ``jax.vmap``'s signature that vectorises a microbatch.
       accumulator: how results are reduced (see :func:`microbatch`).
@@ -350,19 +352,24 @@ def micro_vmap(
       The vectorised function.
 
     Raises:
-      NotImplementedError: ``out_axes`` is not 0.
+      ValueError: ``out_axes`` is not an int, or not 0 with another accumulator
+        than ``CONCAT``.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
       >>> gradtx.microbatching.micro_vmap(lambda x: x**2, microbatch_size=2)(jnp.arange(6))
       Array([ 0,  1,  4,  9, 16, 25], dtype=int32)
     """
-    if out_axes != 0:
-        raise NotImplementedError("micro_vmap: out_axes must be 0.")
+    concat = getattr(accumulator, "name", None) == "CONCAT"
+    if not isinstance(out_axes, int) or (out_axes != 0 and not concat):
+        raise ValueError(
+            "micro_vmap: out_axes must be an int, and 0 unless accumulator=CONCAT (the "
+            f"other accumulators reduce the examples' axis away); got {out_axes!r}."
+        )
     axes = (in_axes,) if isinstance(in_axes, int) else tuple(in_axes)
 
     def vectorised(*args, kwargs):
-        outputs = vmap_fn(fun, axes, out_axes)(*args, **kwargs)
+        outputs = vmap_fn(fun, axes, 0)(*args, **kwargs)
         return _accumulator(accumulator, 1).aggregate(outputs)
 
     mapped = [i for i, ax in enumerate(axes) if ax is not None]
@@ -375,7 +382,11 @@ def micro_vmap(
         in_axes=tuple(axes[i] for i in mapped) + (0,),
         num_real_microbatches=num_real_microbatches,
     )
-    return lambda *args, **kwargs: run(*args, kwargs=kwargs)
+    if out_axes == 0:
+        return lambda *args, **kwargs: run(*args, kwargs=kwargs)
+    return lambda *args, **kwargs: jax.tree.map(
+        lambda x: jnp.moveaxis(x, 0, out_axes), run(*args, kwargs=kwargs)
+    )
 
 
 __all__ = ["AccumulationType", "Accumulator", "micro_vmap", "microbatch", "reshape_batch_axis"]

@@ -159,8 +159,23 @@ def test_errors_name_the_problem():
         gradtx.microbatch(jnp.sum, 0, 2, "sum")(jnp.ones(4))
     with pytest.raises(ValueError, match="in_axes has 1 entries for 2 batch arguments"):
         gradtx.microbatch(jnp.sum, (0, 1), 2, in_axes=(0,))
-    with pytest.raises(NotImplementedError, match="out_axes must be 0"):
-        micro_vmap(jnp.sum, out_axes=1)
+    with pytest.raises(ValueError, match="out_axes must be an int, and 0 unless accumulator"):
+        micro_vmap(jnp.sum, out_axes=1, accumulator=Ours.SUM)
+    with pytest.raises(ValueError, match="out_axes must be an int"):
+        micro_vmap(jnp.sum, out_axes=(0,))
+
+
+def test_micro_vmap_puts_the_examples_axis_where_out_axes_says():
+    def fun(x):
+        return {"outer": jnp.outer(x, x[:2]), "twice": 2 * x}
+
+    data = jnp.arange(24.0).reshape(6, 4)
+    for out_axes in (1, -1):
+        got = micro_vmap(fun, out_axes=out_axes, microbatch_size=2)(data)
+        expected = jax.vmap(fun, out_axes=out_axes)(data)
+        for key in expected:
+            assert got[key].shape == expected[key].shape, (out_axes, key)
+            np.testing.assert_array_equal(got[key], expected[key])
 
 
 def test_optax_accumulation_types_and_accumulators_are_accepted():
