@@ -28,6 +28,7 @@ import pytest
 
 import gradtx
 from tests import reference as R
+from tests.test_reference_trajectories import exponential, reciprocal
 
 NUM_STEPS = 120
 RTOL = {"float64": 1e-10, "float32": 1e-5}
@@ -64,16 +65,6 @@ def _make_data(seed: int = 20240201):
 
 THETA0, GRADS, VALUES = _make_data()
 GRADS_BY_STEP = [[g[k] for g in GRADS] for k in range(NUM_STEPS)]
-
-
-def reciprocal(rate: float) -> Callable:
-    """``rate / (1 + k / 20)``, written ``0.05 * k`` so that x64 keeps it float64."""
-    return lambda k: rate / (1 + 0.05 * k)
-
-
-def exponential(rate: float) -> Callable:
-    """``rate * 0.98^k``."""
-    return lambda k: rate * 0.98**k
 
 
 @dataclasses.dataclass(frozen=True)
