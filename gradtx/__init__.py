@@ -10,6 +10,7 @@ from gradtx import (
     base,
     checkpoint,
     combine,
+    contrib,
     linear_algebra,
     microbatching,
     optimizers,

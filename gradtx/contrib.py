@@ -1,0 +1,29 @@
+"""Optax's ``optax.contrib`` names, so that ``optax.contrib.X`` becomes ``gradtx.contrib.X``.
+
+Every method here also lives at the top level (``gradtx.contrib.dpsgd is
+gradtx.dpsgd``) and is documented there; this module only mirrors the
+namespace Optax users already write. Its ``__all__`` lists exactly the names
+it holds, each of which Optax 0.2.8 has under ``optax.contrib`` with the same
+arguments.
+
+Examples:
+    >>> import gradtx
+    >>> gradtx.contrib.reduce_on_plateau is gradtx.reduce_on_plateau
+    True
+"""
+
+from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
+from gradtx.transforms.plateau import reduce_on_plateau
+from gradtx.transforms.privacy import (
+    DifferentiallyPrivateAggregateState,
+    differentially_private_aggregate,
+    dpsgd,
+)
+
+__all__ = [
+    "DifferentiallyPrivateAggregateState",
+    "ReduceLROnPlateauState",
+    "differentially_private_aggregate",
+    "dpsgd",
+    "reduce_on_plateau",
+]
