@@ -63,6 +63,14 @@ def _starts_with(flags: list[str]) -> bool:
     return done.returncode == 0
 
 
+def pytest_ignore_collect(collection_path, config):
+    """``tests/parity`` (PyTorch and the authors' code) is collected only for ``-m parity``."""
+    if "parity" in collection_path.parts:
+        wanted = (config.getoption("-m", default="") or "").replace("not parity", "")
+        return "parity" not in wanted
+    return None
+
+
 def pytest_configure(config):
     if "perf" in (config.getoption("-m", default="") or "").replace("not perf", ""):
         return  # the speed checks compile as a user's program does: no cache, default flags
