@@ -227,6 +227,8 @@ from gradtx.transforms.flat import FlatState, flat, flatten
 from gradtx.transforms.inject import (
     InjectHyperparamsState,
     InjectStatefulHyperparamsState,
+    StatefulSchedule,
+    WrappedSchedule,
     inject_hyperparams,
     inject_stateful_hyperparams,
 )
@@ -345,6 +347,7 @@ __all__ = [
     "SearchResult",
     "ShouldSkipUpdateFunction",
     "SnapshotState",
+    "StatefulSchedule",
     "StepMetrics",
     "TraceState",
     "TransformInitFn",
@@ -352,6 +355,7 @@ __all__ = [
     "TransformUpdateFn",
     "Trial",
     "Updates",
+    "WrappedSchedule",
     "ZeroNansState",
     "accumulate",
     "adabelief",

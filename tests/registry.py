@@ -1551,8 +1551,9 @@ NOT_TRANSFORMATIONS = frozenset(
         "skip_large_updates",
         "skip_not_finite",
         "microbatch",
-        # Schedules return count -> value functions (tests/test_schedules.py).
-        *(name for name in gradtx.schedules.__all__),
+        # Schedules return count -> value functions (tests/test_schedules.py);
+        # gradtx.schedules also holds Optax's inject_* wrappers, registered above.
+        *(name for name in gradtx.schedules.__all__ if not name.startswith("inject_")),
     }
 )
 

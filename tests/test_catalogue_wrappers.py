@@ -537,3 +537,34 @@ def test_inject_stateful_hyperparams_state_and_plain_schedules():
     assert float(state.hyperparams["learning_rate"]) == np.float32(0.025)  # halved at 2.0
     assert float(state.hyperparams["momentum"]) == 0.5 and int(state.count) == 3
     assert isinstance(tx, gradtx.GradientTransformationExtraArgs)
+
+
+def test_wrapped_schedule_counts_its_own_steps_like_optaxs():
+    """A plain schedule as a stateful one: the same rates as Optax's WrappedSchedule, jitted."""
+    schedule = gradtx.schedules.warmup_cosine_decay_schedule(0.0, 1.0, 3, 10)
+    ours = gradtx.inject_stateful_hyperparams(gradtx.sgd)(
+        learning_rate=gradtx.schedules.WrappedSchedule(schedule)
+    )
+    theirs = optax.inject_stateful_hyperparams(optax.sgd)(
+        learning_rate=optax.schedules.WrappedSchedule(schedule)
+    )
+    assert isinstance(gradtx.WrappedSchedule(schedule), gradtx.StatefulSchedule)
+    assert not isinstance(schedule, gradtx.StatefulSchedule)
+    params = jnp.zeros(3)
+
+    @jax.jit
+    def run_both():
+        def step(carry, g):
+            a, b = carry
+            ua, a = ours.update(g, a, params)
+            ub, b = theirs.update(g, b, params)
+            return (a, b), (ua, ub)
+
+        grads = jnp.linspace(-1.0, 1.0, 36).reshape(12, 3)
+        return jax.lax.scan(step, (ours.init(params), theirs.init(params)), grads)[1]
+
+    mine, optaxs = run_both()
+    np.testing.assert_allclose(mine, optaxs, rtol=1e-6, atol=1e-7)
+    assert float(jnp.max(jnp.abs(mine))) > 0.1  # the rate rose past the warm-up
+    with pytest.raises(TypeError, match="WrappedSchedule: schedule_fn"):
+        gradtx.WrappedSchedule(0.1)

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -338,6 +338,69 @@ class InjectStatefulHyperparamsState(NamedTuple):
     hyperparams: dict[str, Array]  # Injected values; scheduled ones hold the last value used.
     hyperparams_states: dict[str, OptState]  # Each stateful schedule's state, by argument.
     inner_state: OptState  # The inner optimizer's state.
+
+
+@runtime_checkable
+class StatefulSchedule(Protocol):
+    """A schedule with a state of its own: ``init() -> s``, ``update(s) -> s``, ``s -> value``.
+
+    Optax's protocol, which :func:`inject_stateful_hyperparams` accepts for any
+    hyperparameter. The state may follow what each step sees (the extra
+    arguments of ``update``, the loss ``value`` say), not only the step count.
+    """
+
+    def init(self) -> Any:
+        """The schedule's first state."""
+
+    def update(self, state: Any, **extra_args: Any) -> Any:
+        """The state after one step."""
+
+    def __call__(self, state: Any, **extra_args: Any) -> Any:
+        """The value at ``state``."""
+
+
+class WrappedScheduleState(NamedTuple):
+    """State of a :class:`WrappedSchedule`: the step count."""
+
+    count: Array  # int32 scalar
+
+
+class WrappedSchedule:
+    """A plain schedule ``count -> value`` as a :class:`StatefulSchedule` counting its own steps.
+
+    Its state is the step count ``k`` (0 at ``init``), its value ``schedule_fn(k)``
+    and ``update`` adds one, saturating at the int32 maximum (Optax's class of the
+    same name).
+
+    Args:
+      schedule_fn: a schedule of the step count.
+
+    Examples:
+      >>> import gradtx
+      >>> schedule = gradtx.WrappedSchedule(gradtx.schedules.linear_schedule(1.0, 0.0, 4))
+      >>> state = schedule.update(schedule.update(schedule.init()))
+      >>> schedule(state)
+      Array(0.5, dtype=float32)
+    """
+
+    def __init__(self, schedule_fn: Callable[[Any], Any]):
+        if not callable(schedule_fn):
+            raise TypeError(
+                f"WrappedSchedule: schedule_fn must be a schedule (count -> value), "
+                f"got {schedule_fn!r}"
+            )
+        self.schedule_fn = schedule_fn
+
+    def init(self) -> WrappedScheduleState:
+        return WrappedScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(self, state: WrappedScheduleState, **extra_args: Any) -> WrappedScheduleState:
+        del extra_args
+        return WrappedScheduleState(count=tree.safe_increment(state.count))
+
+    def __call__(self, state: WrappedScheduleState, **extra_args: Any) -> Any:
+        del extra_args
+        return self.schedule_fn(state.count)
 
 
 def _is_stateful_schedule(value: Any) -> bool:
