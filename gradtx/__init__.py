@@ -395,6 +395,7 @@ __all__ = [
     "conditionally_transform",
     "constant_schedule",
     "continue_until_target",
+    "contrib",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
     "cosine_restarts_schedule",

@@ -38,6 +38,7 @@ The usual schedules and where they are:
   reads the loss: :func:`gradtx.transforms.plateau.reduce_on_plateau`.
 """
 
+from gradtx.base import Schedule
 from gradtx.schedules.compose import (
     cosine_restarts_schedule,
     join_schedules,
@@ -63,7 +64,6 @@ from gradtx.schedules.piecewise import (
     piecewise_constant_values,
     piecewise_interpolate_schedule,
 )
-from gradtx.base import Schedule
 from gradtx.transforms.inject import (
     InjectHyperparamsState,
     InjectStatefulHyperparamsState,
