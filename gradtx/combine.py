@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from gradtx import tree
-from gradtx.base import GradientTransformation, OptState, Params
+from gradtx.base import GradientTransformation, GradientTransformationExtraArgs, OptState, Params
 
 _POSITIONAL = ("updates", "state", "params")
 
@@ -98,7 +98,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
       *transforms: gradtx or Optax transformations, in the order they apply.
 
     Returns:
-      A transformation whose state is ``tuple(member states)``.
+      A :class:`GradientTransformationExtraArgs` (as Optax's ``chain`` returns)
+      whose state is ``tuple(member states)``.
 
     Raises:
       TypeError: a member has no ``init`` / ``update``.
@@ -129,7 +130,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_state.append(member_state)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTransformation:
@@ -165,7 +166,7 @@ def named_chain(*transforms: tuple[str, GradientTransformation]) -> GradientTran
             updates, new_state[name] = update(updates, state[name], params, **extra_args)
         return updates, new_state
 
-    return GradientTransformation(init_fn, update_fn)
+    return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ---------------------------------------------------------------------- masks
@@ -404,7 +405,7 @@ def masked(
         new, inner_state = update(inner_updates, state.inner_state, inner_params, **extra_args)
         return _merge(keep, new, updates), MaskedState(inner_state)
 
-    return GradientTransformation(init_fn, update_fn)
+    return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 # ---------------------------------------------------------------------- partition
@@ -549,7 +550,7 @@ def partition(
         merged = jax.tree.map(lambda label, *outs: outs[index[label]], labels, *outputs)
         return merged, PartitionState(new_states)
 
-    return GradientTransformation(init_fn, update_fn)
+    return GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 MultiTransformState = PartitionState
