@@ -103,7 +103,12 @@ def build_schedule(name: str):
     """``(schedule, number of steps drawn)`` for a name of ``gradtx.schedules``."""
     from gradtx import schedules as s
 
-    call, steps = SCHEDULES[name]  # a KeyError names a schedule with no picture
+    if name not in SCHEDULES:
+        raise KeyError(
+            f"gradtx.schedules.{name} has no picture: add its call to SCHEDULES in "
+            "docs/_ext/gradtx_docs.py and a section to docs/guides/schedules.md"
+        )
+    call, steps = SCHEDULES[name]
     return eval(call, dict(vars(s))), steps  # noqa: S307 (our own table)
 
 
