@@ -16,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # autodoc documents this checkout, whatever else is installed.
 sys.path.insert(0, str(ROOT))
+# docs/_ext: the guides' pictures and tables, computed from the library at build time.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "_ext"))
 
 import gradtx  # noqa: E402
 
@@ -30,6 +32,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",
     "myst_parser",
+    "gradtx_docs",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -55,3 +58,7 @@ html_theme = "furo"
 html_title = f"gradtx {release}"
 html_static_path: list[str] = []
 html_show_sourcelink = False
+# Nothing on the site links or loads from outside: no "Made with Sphinx" footer
+# links, and _templates/page.html drops the link to Furo's repository.
+html_show_sphinx = False
+templates_path = ["_templates"]

@@ -116,3 +116,21 @@ def test_guide_code_parses_and_the_guide_is_in_the_toctree(guide):
     assert code, f"{guide.name} has no Python code"
     compile("\n".join(code), str(guide), "exec")  # a SyntaxError fails the test
     assert f"guides/{guide.stem}" in (DOCS / "index.rst").read_text()
+
+
+def test_every_schedule_has_a_picture_and_a_section():
+    # docs/_ext/gradtx_docs.py draws each schedule at build time from its SCHEDULES
+    # table, and docs/guides/schedules.md places each picture once.
+    pytest.importorskip("docutils")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gradtx_docs", DOCS / "_ext" / "gradtx_docs.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    assert set(ext.SCHEDULES) == set(gradtx.schedules.__all__)
+    for name in gradtx.schedules.__all__:
+        schedule, steps = ext.build_schedule(name)
+        assert float(schedule(steps - 1)) == float(schedule(steps - 1))  # not NaN
+    guide = (DOCS / "guides" / "schedules.md").read_text()
+    placed = re.findall(r"^```\{schedule-curve\} (\S+)$", guide, re.MULTILINE)
+    assert sorted(placed) == sorted(gradtx.schedules.__all__)

@@ -1,0 +1,318 @@
+"""Sphinx extension: the parts of the guides computed from the library at build time.
+
+* ``builder-inited`` draws every schedule of :mod:`gradtx.schedules` with
+  matplotlib's Agg backend into ``<outdir>/_static/schedules/<name>.png``, before
+  any page is read, so the pictures always show what the code computes (nothing
+  generated is committed).
+* ``.. schedule-curve:: <name>`` places one of those pictures.
+* ``.. optax-names::`` writes the table of every public name of Optax (its
+  ``__all__`` and the ``contrib``, ``tree``, ``projections`` and ``schedules``
+  submodules) with its gradtx spelling, found by ``getattr`` on gradtx's
+  namespaces, so the table never goes stale.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+import warnings
+from pathlib import Path
+
+from docutils import nodes
+from docutils.parsers.rst import Directive, directives
+
+STATIC_DIR = ("_static", "schedules")
+
+# Each schedule as drawn: (the call, evaluated in gradtx.schedules' namespace; steps drawn).
+# The guide shows the call under its picture.
+SCHEDULES: dict[str, tuple[str, int]] = {
+    "constant_schedule": ("constant_schedule(0.1)", 1000),
+    "linear_schedule": (
+        "linear_schedule(init_value=0.1, end_value=0.01, transition_steps=600, "
+        "transition_begin=200)",
+        1000,
+    ),
+    "linear_decay": ("linear_decay(init_value=0.1, transition_steps=800)", 1000),
+    "polynomial_schedule": (
+        "polynomial_schedule(init_value=0.1, end_value=0.0, power=2.0, transition_steps=800)",
+        1000,
+    ),
+    "exponential_decay": (
+        "exponential_decay(init_value=0.1, transition_steps=100, decay_rate=0.8)",
+        1000,
+    ),
+    "inverse_time_decay": ("inverse_time_decay(init_value=0.1, transition_steps=100)", 1000),
+    "cosine_decay_schedule": (
+        "cosine_decay_schedule(init_value=0.1, decay_steps=1000, alpha=0.1)",
+        1000,
+    ),
+    "cosine_restarts_schedule": (
+        "cosine_restarts_schedule(init_value=0.1, decay_steps=200, t_mul=2)",
+        1400,
+    ),
+    "sgdr_schedule": (
+        "sgdr_schedule([dict(init_value=0.0, peak_value=0.1, warmup_steps=50, decay_steps=300), "
+        "dict(init_value=0.0, peak_value=0.05, warmup_steps=50, decay_steps=700)])",
+        1000,
+    ),
+    "piecewise_constant_schedule": (
+        "piecewise_constant_schedule(init_value=0.1, boundaries_and_scales={300: 0.5, 600: 0.2})",
+        1000,
+    ),
+    "piecewise_constant_values": (
+        "piecewise_constant_values(init_value=0.1, boundaries_and_values={300: 0.05, 600: 0.01})",
+        1000,
+    ),
+    "piecewise_interpolate_schedule": (
+        "piecewise_interpolate_schedule('cosine', init_value=0.1, "
+        "boundaries_and_scales={300: 0.5, 600: 0.2})",
+        1000,
+    ),
+    "linear_onecycle_schedule": (
+        "linear_onecycle_schedule(transition_steps=1000, peak_value=0.1)",
+        1000,
+    ),
+    "cosine_onecycle_schedule": (
+        "cosine_onecycle_schedule(transition_steps=1000, peak_value=0.1)",
+        1000,
+    ),
+    "warmup_constant_schedule": (
+        "warmup_constant_schedule(init_value=0.0, peak_value=0.1, warmup_steps=200)",
+        1000,
+    ),
+    "warmup_cosine_decay_schedule": (
+        "warmup_cosine_decay_schedule(init_value=0.0, peak_value=0.1, warmup_steps=100, "
+        "decay_steps=1000, end_value=0.001)",
+        1000,
+    ),
+    "warmup_exponential_decay_schedule": (
+        "warmup_exponential_decay_schedule(init_value=0.0, peak_value=0.1, warmup_steps=100, "
+        "transition_steps=100, decay_rate=0.7, transition_begin=100)",
+        1000,
+    ),
+    "warmup_schedule": ("warmup_schedule(cosine_decay_schedule(0.1, 800), warmup_steps=200)", 1000),
+    "join_schedules": (
+        "join_schedules([constant_schedule(0.1), linear_schedule(0.05, 0.0, 500)], "
+        "boundaries=[500])",
+        1000,
+    ),
+}
+
+
+def build_schedule(name: str):
+    """``(schedule, number of steps drawn)`` for a name of ``gradtx.schedules``."""
+    from gradtx import schedules as s
+
+    if name not in SCHEDULES:
+        raise KeyError(
+            f"gradtx.schedules.{name} has no picture: add its call to SCHEDULES in "
+            "docs/_ext/gradtx_docs.py and a section to docs/guides/schedules.md"
+        )
+    call, steps = SCHEDULES[name]
+    return eval(call, dict(vars(s))), steps  # noqa: S307 (our own table)
+
+
+def draw_schedules(outdir: Path) -> list[str]:
+    """Writes ``<name>.png`` for every name in ``gradtx.schedules.__all__``."""
+    import jax.numpy as jnp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gradtx import schedules as s
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    drawn = []
+    for name in s.__all__:
+        schedule, steps = build_schedule(name)
+        counts = jnp.arange(steps)
+        values = [float(v) for v in schedule(counts)]
+        fig, ax = plt.subplots(figsize=(5.0, 2.4), dpi=100)
+        ax.plot(range(steps), values, color="#1f77b4", linewidth=1.6)
+        ax.set_xlabel("step")
+        ax.set_ylabel("value")
+        ax.set_title(name, fontsize=10, family="monospace")
+        ax.set_ylim(bottom=min(0.0, min(values)))
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(outdir / f"{name}.png")
+        plt.close(fig)
+        drawn.append(name)
+    return drawn
+
+
+def _on_builder_inited(app) -> None:
+    if app.builder.format != "html":
+        return
+    draw_schedules(Path(app.outdir).joinpath(*STATIC_DIR))
+
+
+class ScheduleCurve(Directive):
+    """``.. schedule-curve:: name``: the picture drawn for ``gradtx.schedules.<name>``."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        from gradtx import schedules as s
+
+        name = self.arguments[0]
+        if name not in s.__all__:
+            raise self.error(f"schedule-curve: {name!r} is not in gradtx.schedules.__all__")
+        env = self.state.document.settings.env
+        depth = env.docname.count("/")
+        src = "../" * depth + "/".join(STATIC_DIR) + f"/{name}.png"
+        html = (
+            f'<img class="schedule-curve" src="{src}" '
+            f'alt="The values of gradtx.schedules.{name} against the step." />'
+        )
+        call = "gradtx.schedules." + SCHEDULES[name][0]
+        caption = nodes.paragraph()
+        caption += nodes.Text("Drawn from ")
+        caption += nodes.literal(text=call)
+        caption += nodes.Text(f" over {SCHEDULES[name][1]} steps.")
+        return [nodes.raw("", html, format="html"), caption]
+
+
+# ---------------------------------------------------------------- Optax's names
+
+# Optax names spelled differently in gradtx (looked up with getattr all the same).
+RENAMED = {
+    "ScaleByLBFGSState": "ScaleByLbfgsState",
+    "ScaleByRStdDevState": "ScaleByStddevState",
+    "ScaleByBacktrackingLinesearchState": "LinesearchState",
+    "ScaleByZoomLinesearchState": "LinesearchState",
+}
+SUBMODULES = ("contrib", "tree", "projections", "schedules")
+# Where gradtx may hold a name, searched in this order after the matching submodule.
+GRADTX_NAMESPACES = (
+    "",
+    "schedules",
+    "contrib",
+    "tree",
+    "projections",
+    "second_order",
+    "training",
+    "checkpoint",
+    "sharding",
+)
+
+
+def _public(module: types.ModuleType) -> list[str]:
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n in dir(module) if not n.startswith("_")]
+    return sorted(n for n in names if not isinstance(getattr(module, n), types.ModuleType))
+
+
+def _gradtx_spelling(name: str, submodule: str) -> str | None:
+    import gradtx
+
+    target = RENAMED.get(name, name)
+    order = (submodule,) + tuple(ns for ns in GRADTX_NAMESPACES if ns != submodule)
+    for ns in order:
+        module = importlib.import_module(f"gradtx.{ns}") if ns else gradtx
+        if hasattr(module, target):
+            return f"gradtx.{ns}.{target}" if ns else f"gradtx.{target}"
+    return None
+
+
+def optax_rows() -> list[tuple[str, str]]:
+    """``(optax name, gradtx spelling or a note)`` for every public Optax name."""
+    import optax
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        losses = set(_public(importlib.import_module("optax.losses")))
+        rows = []
+        for name in sorted(optax.__all__):
+            obj = getattr(optax, name)
+            if isinstance(obj, types.ModuleType):
+                spelled = f"gradtx.{name}" if hasattr(__import__("gradtx"), name) else None
+                rows.append((f"optax.{name}", spelled or "not in gradtx (a submodule)"))
+            elif name in losses:
+                rows.append((f"optax.{name}", "a loss: stays in Optax (optax.losses)"))
+            else:
+                rows.append((f"optax.{name}", _gradtx_spelling(name, "") or "not in gradtx"))
+        for sub in SUBMODULES:
+            module = importlib.import_module(f"optax.{sub}")
+            for name in _public(module):
+                rows.append((f"optax.{sub}.{name}", _gradtx_spelling(name, sub) or "not in gradtx"))
+    return rows
+
+
+def gradtx_only() -> list[str]:
+    """The names of ``gradtx.__all__`` that Optax has nowhere (top level or the submodules)."""
+    import optax
+
+    import gradtx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        spaces = [optax] + [importlib.import_module(f"optax.{sub}") for sub in SUBMODULES]
+        renamed = set(RENAMED.values())  # Optax's names, spelled differently
+        return sorted(
+            n for n in gradtx.__all__ if n not in renamed and not any(hasattr(m, n) for m in spaces)
+        )
+
+
+class OptaxNames(Directive):
+    """``.. optax-names::``: the table of Optax's public names and their gradtx spellings."""
+
+    has_content = False
+    option_spec = {"summary": directives.flag, "gradtx-only": directives.flag}
+
+    def run(self):
+        import optax
+
+        if "gradtx-only" in self.options:
+            para = nodes.paragraph()
+            for i, name in enumerate(gradtx_only()):
+                if i:
+                    para += nodes.Text(", ")
+                para += nodes.literal(text=name)
+            return [para]
+
+        rows = optax_rows()
+        if "summary" in self.options:
+            missing = sum(1 for _, g in rows if g.startswith("not in"))
+            losses = sum(1 for _, g in rows if g.startswith("a loss"))
+            text = (
+                f"Optax {optax.__version__}: {len(rows)} public names; "
+                f"{len(rows) - missing - losses} have a gradtx spelling, "
+                f"{losses} are losses, {missing} are not in gradtx."
+            )
+            return [nodes.paragraph(text=text)]
+        table = nodes.table(classes=["optax-names"])
+        group = nodes.tgroup(cols=2)
+        table += group
+        group += nodes.colspec(colwidth=1)
+        group += nodes.colspec(colwidth=1)
+        head = nodes.thead()
+        group += head
+        head += self._row("Optax " + optax.__version__, "gradtx", literal=False)
+        body = nodes.tbody()
+        group += body
+        for optax_name, gradtx_name in rows:
+            body += self._row(optax_name, gradtx_name, literal=gradtx_name.startswith("gradtx"))
+        return [table]
+
+    @staticmethod
+    def _row(left: str, right: str, *, literal: bool = True) -> nodes.row:
+        row = nodes.row()
+        for i, text in enumerate((left, right)):
+            entry = nodes.entry()
+            para = nodes.paragraph()
+            code = literal if i == 1 else left.startswith("optax")
+            para += nodes.literal(text=text) if code else nodes.Text(text)
+            entry += para
+            row += entry
+        return row
+
+
+def setup(app):
+    app.connect("builder-inited", _on_builder_inited)
+    app.add_directive("schedule-curve", ScheduleCurve)
+    app.add_directive("optax-names", OptaxNames)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
