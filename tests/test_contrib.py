@@ -22,7 +22,9 @@ TOP_LEVEL_NAME = {"ReduceLROnPlateauState": "ReduceOnPlateauState"}
 
 def test_contrib_all_lists_exactly_what_it_holds():
     assert set(gradtx.contrib.__all__) == {
-        name for name in vars(gradtx.contrib) if not name.startswith("_") and name != "annotations"
+        name
+        for name in vars(gradtx.contrib)
+        if name.isidentifier() and not name.startswith("_") and name != "annotations"
     }
 
 

@@ -99,6 +99,14 @@ SCHEDULES: dict[str, tuple[str, int]] = {
 }
 
 
+def schedule_names() -> list[str]:
+    """The schedule builders of ``gradtx.schedules``: not the protocol classes or the
+    ``inject_*`` wrappers it also holds, as ``optax.schedules`` does."""
+    from gradtx import schedules as s
+
+    return [n for n in s.__all__ if n.islower() and not n.startswith("inject_")]
+
+
 def build_schedule(name: str):
     """``(schedule, number of steps drawn)`` for a name of ``gradtx.schedules``."""
     from gradtx import schedules as s
@@ -113,18 +121,17 @@ def build_schedule(name: str):
 
 
 def draw_schedules(outdir: Path) -> list[str]:
-    """Writes ``<name>.png`` for every name in ``gradtx.schedules.__all__``."""
+    """Writes ``<name>.png`` for every name of :func:`schedule_names`."""
     import jax.numpy as jnp
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gradtx import schedules as s
 
     outdir.mkdir(parents=True, exist_ok=True)
     drawn = []
-    for name in s.__all__:
+    for name in schedule_names():
         schedule, steps = build_schedule(name)
         counts = jnp.arange(steps)
         values = [float(v) for v in schedule(counts)]
@@ -155,11 +162,10 @@ class ScheduleCurve(Directive):
     has_content = False
 
     def run(self):
-        from gradtx import schedules as s
 
         name = self.arguments[0]
-        if name not in s.__all__:
-            raise self.error(f"schedule-curve: {name!r} is not in gradtx.schedules.__all__")
+        if name not in schedule_names():
+            raise self.error(f"schedule-curve: {name!r} is not a schedule of gradtx.schedules")
         env = self.state.document.settings.env
         depth = env.docname.count("/")
         src = "../" * depth + "/".join(STATIC_DIR) + f"/{name}.png"
