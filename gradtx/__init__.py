@@ -71,6 +71,7 @@ from gradtx.numerics import (
     safe_norm,
     safe_root_mean_squares,
 )
+from gradtx.optimizers.acprop import acprop, scale_by_acprop
 from gradtx.optimizers.adabelief import ScaleByBeliefState, adabelief, scale_by_belief
 from gradtx.optimizers.adabound import ScaleByAdaboundState, adabound, amsbound, scale_by_adabound
 from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_adadelta
@@ -88,6 +89,7 @@ from gradtx.optimizers.dog import (
 from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
+from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.optimizers.optimistic import (
@@ -209,6 +211,10 @@ from gradtx.transforms.clipping import (
     clip_by_global_norm,
     clip_by_leaf_norm,
 )
+from gradtx.transforms.complex_valued import (
+    SplitRealAndImaginaryState,
+    split_real_and_imaginary,
+)
 from gradtx.transforms.conditional import (
     ApplyIfFiniteState,
     ConditionallyMaskState,
@@ -236,7 +242,9 @@ from gradtx.transforms.moments import BiasCorrectionState, EmaState, bias_correc
 from gradtx.transforms.monitoring import MonitorState, measure_with_ema, monitor
 from gradtx.transforms.noise import AddNoiseState, add_noise
 from gradtx.transforms.normalize import (
+    NormalizeState,
     centralize,
+    normalize,
     normalize_by_update_norm,
     scale_by_param_block_norm,
     scale_by_param_block_rms,
@@ -300,6 +308,7 @@ __all__ = [
     "InjectStatefulHyperparamsState",
     "LinesearchState",
     "LookaheadState",
+    "MadgradState",
     "MaskOrFn",
     "MaskedNode",
     "MaskedState",
@@ -310,6 +319,7 @@ __all__ = [
     "MultiStepsState",
     "MultiTransformState",
     "NonNegativeParamsState",
+    "NormalizeState",
     "OptState",
     "Params",
     "PartitionState",
@@ -347,6 +357,7 @@ __all__ = [
     "SearchResult",
     "ShouldSkipUpdateFunction",
     "SnapshotState",
+    "SplitRealAndImaginaryState",
     "StatefulSchedule",
     "StepMetrics",
     "TraceState",
@@ -358,6 +369,7 @@ __all__ = [
     "WrappedSchedule",
     "ZeroNansState",
     "accumulate",
+    "acprop",
     "adabelief",
     "adabound",
     "adadelta",
@@ -432,6 +444,7 @@ __all__ = [
     "lion",
     "lookahead",
     "lookahead_slow_params",
+    "madgrad",
     "masked",
     "matrix_inverse_pth_root",
     "measure_with_ema",
@@ -451,6 +464,7 @@ __all__ = [
     "nnls",
     "noisy_sgd",
     "nonlinear_cg",
+    "normalize",
     "normalize_by_update_norm",
     "novograd",
     "optimistic_adam",
@@ -486,6 +500,7 @@ __all__ = [
     "safe_norm",
     "safe_root_mean_squares",
     "scale",
+    "scale_by_acprop",
     "scale_by_adabound",
     "scale_by_adadelta",
     "scale_by_adam",
@@ -501,6 +516,7 @@ __all__ = [
     "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",
+    "scale_by_madgrad",
     "scale_by_nadam",
     "scale_by_newton",
     "scale_by_nonlinear_cg",
@@ -534,6 +550,7 @@ __all__ = [
     "skip_not_finite",
     "sm3",
     "snapshot",
+    "split_real_and_imaginary",
     "stateless",
     "stateless_with_tree_map",
     "step_metrics",

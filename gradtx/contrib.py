@@ -12,6 +12,10 @@ Examples:
     True
 """
 
+from gradtx.optimizers.acprop import acprop, scale_by_acprop
+from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
+from gradtx.transforms.complex_valued import SplitRealAndImaginaryState, split_real_and_imaginary
+from gradtx.transforms.normalize import NormalizeState, normalize
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
 from gradtx.transforms.privacy import (
@@ -22,8 +26,17 @@ from gradtx.transforms.privacy import (
 
 __all__ = [
     "DifferentiallyPrivateAggregateState",
+    "MadgradState",
+    "NormalizeState",
     "ReduceLROnPlateauState",
+    "SplitRealAndImaginaryState",
+    "acprop",
     "differentially_private_aggregate",
     "dpsgd",
+    "madgrad",
+    "normalize",
     "reduce_on_plateau",
+    "scale_by_acprop",
+    "scale_by_madgrad",
+    "split_real_and_imaginary",
 ]

@@ -1497,6 +1497,51 @@ REGISTRY: tuple[Entry, ...] = (
         extra_args={"value": 1.0},
         **_LR,
     ),
+    # Optax contrib: MADGRAD, ACProp, normalize, split_real_and_imaginary.
+    # MADGRAD's step is a move towards x_0 - s / nu^(1/3): not linear in the rate.
+    Entry(
+        "madgrad",
+        "madgrad",
+        gradtx.madgrad,
+        {"learning_rate": 0.1, "weight_decay": 1e-2},
+        needs_params=True,
+        blocks=("add_decayed_weights", "scale_by_madgrad"),
+        is_named_optimizer=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "scale_by_madgrad",
+        "scale_by_madgrad",
+        gradtx.scale_by_madgrad,
+        {"learning_rate": 0.1},
+        needs_params=True,
+        descends=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "acprop",
+        "acprop",
+        gradtx.acprop,
+        {"learning_rate": 0.1, "weight_decay": 1e-2},
+        needs_params=True,
+        blocks=("scale_by_acprop", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry("scale_by_acprop", "scale_by_acprop", gradtx.scale_by_acprop, **_decay("b1")),
+    Entry("normalize", "normalize", gradtx.normalize, checks_structure=False),
+    # Adam on the real and imaginary parts apart: complex leaves work, but the
+    # step does not turn with a common phase (the supports_complex test), by design.
+    Entry(
+        "split_real_and_imaginary",
+        "split_real_and_imaginary",
+        lambda learning_rate=0.1: gradtx.split_real_and_imaginary(gradtx.adam(learning_rate)),
+        supports_complex=False,
+        descends=True,
+        **_LR,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}

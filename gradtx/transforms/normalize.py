@@ -1,7 +1,9 @@
 """Rescaling and recentring the updates: by their norm, by the params' size, by their mean.
 
 * :func:`normalize_by_update_norm` divides the whole tree by its norm
-  (normalized gradient descent, Hazan, Levy & Shalev-Shwartz 2015);
+  (normalized gradient descent, Hazan, Levy & Shalev-Shwartz 2015), and
+  :func:`normalize` is Optax's contrib form of it, without a scale or an ``eps``
+  (SAM's ascent direction, Foret et al. 2021);
 * :func:`scale_by_param_block_rms` and :func:`scale_by_param_block_norm` multiply
   each leaf by the RMS or the norm of its parameter (Adafactor's relative step
   size, Shazeer & Stern 2018; the numerator of LARS's trust ratio, You et al. 2017);
@@ -104,6 +106,50 @@ def normalize_by_update_norm(
         return treedef.unflatten([_scaled(u, factor) for u in leaves])
 
     return _stateless("normalize_by_update_norm", update)
+
+
+NormalizeState = EmptyState
+"""State of :func:`normalize`: :class:`gradtx.EmptyState`, as ``optax.contrib.NormalizeState``."""
+
+
+def normalize() -> GradientTransformation:
+    """Divides the updates by their global norm: the unit vector along them.
+
+    .. math::
+        g \\leftarrow \\frac{g}{\\|g\\|_2}
+
+    with :math:`\\|g\\|_2` the norm of the whole tree seen as one vector (``|g|^2``
+    for complex leaves). Sharpness-aware minimization ascends along this
+    direction before it takes its step: ``chain(normalize(), sgd(rho))`` is
+    SAM's perturbation ``rho g / ||g||`` (Foret et al. 2021, Eq. 2), as in
+    :func:`optax.contrib.sam`'s example. Same name and numbers as
+    ``optax.contrib.normalize``, with one departure: an all-zero tree stays zero
+    where Optax returns ``0 / 0 = NaN``. Use :func:`normalize_by_update_norm`
+    for a scale and an ``eps``.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.normalize()
+      >>> tx.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, tx.init(None))[0]
+      {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
+
+    References:
+      Foret, Kleiner, Mobahi & Neyshabur (2021), Sharpness-Aware Minimization
+      for Efficiently Improving Generalization, Eq. 2 and Alg. 1.
+    """
+
+    def update(updates, params):
+        del params
+        leaves, treedef = jax.tree.flatten(updates)
+        if not leaves:
+            return updates
+        norm = _norms([leaves])[0]
+        safe = jnp.where(norm > 0, norm, 1)
+        return treedef.unflatten(
+            [(u.astype(tree.compute_dtype(u.dtype)) / safe).astype(u.dtype) for u in leaves]
+        )
+
+    return _stateless("normalize", update)
 
 
 # ---------------------------------------------------------------------- by the params' size

@@ -40,6 +40,8 @@ module          algorithms
 ``adafactor``   Shazeer & Stern (2018) Alg. 4 and 5, clipping and relative step size
 ``polyak``      Loizou et al. (2021) eq. 5 (SPS_max), and SPS+
 ``dog``         Ivgi, Hinder & Carmon (2023) Alg. 1, layer-wise (LDoG)
+``madgrad``     Defazio & Jelassi (2021) Alg. 1, and the implementations' lambda_k
+``acprop``      Zhuang et al. (2021) Alg. 2, with Optax's first step and bias correction
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of
@@ -56,6 +58,7 @@ far gradtx strays from each reference.
 """
 
 from . import (
+    acprop,
     adabelief,
     adadelta,
     adafactor,
@@ -67,6 +70,7 @@ from . import (
     dog,
     fromage,
     lion,
+    madgrad,
     nadam,
     novograd,
     optimistic,
@@ -103,4 +107,6 @@ __all__ = [
     "polyak",
     "sm3",
     "trust_ratio",
+    "madgrad",
+    "acprop",
 ]
