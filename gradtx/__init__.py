@@ -107,6 +107,13 @@ from gradtx.optimizers.rmsprop import (
     scale_by_stddev,
 )
 from gradtx.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
+from gradtx.optimizers.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from gradtx.optimizers.sgd import (
     TraceState,
     momentum,
@@ -341,6 +348,7 @@ __all__ = [
     "ScaleByTrustRatioState",
     "ScaleState",
     "Schedule",
+    "ScheduleFreeState",
     "SearchBorderWarning",
     "SearchResult",
     "ShouldSkipUpdateFunction",
@@ -516,6 +524,10 @@ __all__ = [
     "scale_by_yogi",
     "scale_by_zoom_linesearch",
     "scale_gradient",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "schedules",
     "second_order",
     "selective_transform",

@@ -12,6 +12,13 @@ Examples:
     True
 """
 
+from gradtx.optimizers.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
 from gradtx.transforms.privacy import (
@@ -23,7 +30,12 @@ from gradtx.transforms.privacy import (
 __all__ = [
     "DifferentiallyPrivateAggregateState",
     "ReduceLROnPlateauState",
+    "ScheduleFreeState",
     "differentially_private_aggregate",
     "dpsgd",
     "reduce_on_plateau",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
 ]

@@ -316,6 +316,11 @@ def _dp_aggregate_example(l2_norm_clip: float = 1.0) -> gradtx.GradientTransform
     return gradtx.chain(gradtx.stateless(_two_examples), dp)
 
 
+def _schedule_free_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    # Schedule-Free around Adam without momentum, sharing its learning rate.
+    return gradtx.schedule_free(gradtx.adam(learning_rate, b1=0.0), learning_rate, b1=0.8)
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -1497,6 +1502,31 @@ REGISTRY: tuple[Entry, ...] = (
         extra_args={"value": 1.0},
         **_LR,
     ),
+    # Schedule-Free, ADOPT, AdEMAMix (optax.contrib): helper sfree's block.
+    Entry(
+        "schedule_free",
+        "schedule_free",
+        _schedule_free_example,
+        needs_params=True,
+        descends=True,
+        **_LR,
+    ),
+    Entry(
+        "schedule_free_sgd",
+        "schedule_free_sgd",
+        gradtx.schedule_free_sgd,
+        {"learning_rate": 0.1, "warmup_steps": 2, "weight_decay": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "schedule_free_adamw",
+        "schedule_free_adamw",
+        gradtx.schedule_free_adamw,
+        {"learning_rate": 0.1, "warmup_steps": 2, "weight_decay": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
@@ -1536,6 +1566,7 @@ NOT_TRANSFORMATIONS = frozenset(
         # A mask function for the penalties.
         "exclude_bias_and_norm",
         "lookahead_slow_params",
+        "schedule_free_eval_params",
         "averaged_params",
         # Training tools around the optimizer (gradtx.training) that are not
         # transformations; record_curves is, and is registered above.
