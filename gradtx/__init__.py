@@ -79,6 +79,7 @@ from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
+from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
 from gradtx.optimizers.dog import (
@@ -377,6 +378,7 @@ __all__ = [
     "add_elastic_net",
     "add_l1_penalty",
     "add_noise",
+    "adopt",
     "amsbound",
     "amsgrad",
     "apply_every",
@@ -494,6 +496,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_adan",
+    "scale_by_adopt",
     "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
     "scale_by_belief",

@@ -12,6 +12,7 @@ Examples:
     True
 """
 
+from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.schedule_free import (
     ScheduleFreeState,
     schedule_free,
@@ -31,9 +32,11 @@ __all__ = [
     "DifferentiallyPrivateAggregateState",
     "ReduceLROnPlateauState",
     "ScheduleFreeState",
+    "adopt",
     "differentially_private_aggregate",
     "dpsgd",
     "reduce_on_plateau",
+    "scale_by_adopt",
     "schedule_free",
     "schedule_free_adamw",
     "schedule_free_eval_params",

@@ -316,6 +316,17 @@ def _dp_aggregate_example(l2_norm_clip: float = 1.0) -> gradtx.GradientTransform
     return gradtx.chain(gradtx.stateless(_two_examples), dp)
 
 
+# ADOPT's clip_value_fn is a function of the step that is not a schedule:
+# inject_hyperparams needs it in static_args (Optax's too, see
+# tests/test_contrib_adopt.py); these examples leave it at its default.
+def _scale_by_adopt_example(b1: float = 0.9) -> gradtx.GradientTransformation:
+    return gradtx.scale_by_adopt(b1)
+
+
+def _adopt_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.adopt(learning_rate)
+
+
 def _schedule_free_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
     # Schedule-Free around Adam without momentum, sharing its learning rate.
     return gradtx.schedule_free(gradtx.adam(learning_rate, b1=0.0), learning_rate, b1=0.8)
@@ -1526,6 +1537,25 @@ REGISTRY: tuple[Entry, ...] = (
         {"learning_rate": 0.1, "warmup_steps": 2, "weight_decay": 1e-2},
         needs_params=True,
         **_OPTIMIZER,
+    ),
+    # jnp.clip of a complex coordinate is not its phase times a real number.
+    Entry(
+        "scale_by_adopt",
+        "scale_by_adopt",
+        _scale_by_adopt_example,
+        supports_complex=False,
+        **_decay("b1"),
+    ),
+    # The first step only sets v_0 and moves nothing: not a named optimizer
+    # here, since the one-step Flax test could not see it descend.
+    Entry(
+        "adopt",
+        "adopt",
+        _adopt_example,
+        supports_complex=False,
+        descends=True,
+        blocks=("scale_by_adopt", "scale_by_learning_rate"),
+        **_LR,
     ),
 )
 
