@@ -79,6 +79,14 @@ from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
+from gradtx.optimizers.ademamix import (
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdEMAMixState,
+    ademamix,
+    scale_by_ademamix,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
 from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
@@ -327,6 +335,7 @@ __all__ = [
     "ScaleByAdaboundState",
     "ScaleByAdamState",
     "ScaleByAdanState",
+    "ScaleByAdemamixState",
     "ScaleByAmsgradState",
     "ScaleByBeliefState",
     "ScaleByBfgsState",
@@ -345,6 +354,7 @@ __all__ = [
     "ScaleByRssState",
     "ScaleBySM3State",
     "ScaleByScheduleState",
+    "ScaleBySimplifiedAdEMAMixState",
     "ScaleByStddevState",
     "ScaleByTrustRatioState",
     "ScaleState",
@@ -378,6 +388,7 @@ __all__ = [
     "add_elastic_net",
     "add_l1_penalty",
     "add_noise",
+    "ademamix",
     "adopt",
     "amsbound",
     "amsgrad",
@@ -496,6 +507,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_adan",
+    "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
@@ -521,6 +533,7 @@ __all__ = [
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_sign",
+    "scale_by_simplified_ademamix",
     "scale_by_sm3",
     "scale_by_stddev",
     "scale_by_trust_ratio",
@@ -540,6 +553,7 @@ __all__ = [
     "sharding",
     "sign_sgd",
     "signum",
+    "simplified_ademamix",
     "skip_large_updates",
     "skip_not_finite",
     "sm3",

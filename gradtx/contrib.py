@@ -12,6 +12,14 @@ Examples:
     True
 """
 
+from gradtx.optimizers.ademamix import (
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdEMAMixState,
+    ademamix,
+    scale_by_ademamix,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
 from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.schedule_free import (
     ScheduleFreeState,
@@ -31,14 +39,20 @@ from gradtx.transforms.privacy import (
 __all__ = [
     "DifferentiallyPrivateAggregateState",
     "ReduceLROnPlateauState",
+    "ScaleByAdemamixState",
+    "ScaleBySimplifiedAdEMAMixState",
     "ScheduleFreeState",
+    "ademamix",
     "adopt",
     "differentially_private_aggregate",
     "dpsgd",
     "reduce_on_plateau",
+    "scale_by_ademamix",
     "scale_by_adopt",
+    "scale_by_simplified_ademamix",
     "schedule_free",
     "schedule_free_adamw",
     "schedule_free_eval_params",
     "schedule_free_sgd",
+    "simplified_ademamix",
 ]

@@ -1557,6 +1557,32 @@ REGISTRY: tuple[Entry, ...] = (
         blocks=("scale_by_adopt", "scale_by_learning_rate"),
         **_LR,
     ),
+    Entry("scale_by_ademamix", "scale_by_ademamix", gradtx.scale_by_ademamix, **_decay("b1")),
+    Entry(
+        "ademamix",
+        "ademamix",
+        gradtx.ademamix,
+        {"learning_rate": 0.1, "weight_decay": 1e-2},
+        needs_params=True,
+        blocks=("scale_by_ademamix", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_simplified_ademamix",
+        "scale_by_simplified_ademamix",
+        gradtx.scale_by_simplified_ademamix,
+        {"alpha": 1.0},
+        **_decay("b2"),
+    ),
+    Entry(
+        "simplified_ademamix",
+        "simplified_ademamix",
+        gradtx.simplified_ademamix,
+        {"learning_rate": 0.1, "alpha": 1.0, "weight_decay": 1e-2},
+        needs_params=True,
+        blocks=("scale_by_simplified_ademamix", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
