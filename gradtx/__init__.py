@@ -80,6 +80,15 @@ from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
+from gradtx.optimizers.ademamix import (
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdEMAMixState,
+    ademamix,
+    scale_by_ademamix,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
+from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
 from gradtx.optimizers.dog import (
@@ -109,6 +118,13 @@ from gradtx.optimizers.rmsprop import (
     scale_by_stddev,
 )
 from gradtx.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
+from gradtx.optimizers.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from gradtx.optimizers.sgd import (
     TraceState,
     momentum,
@@ -331,6 +347,7 @@ __all__ = [
     "ScaleByAdaboundState",
     "ScaleByAdamState",
     "ScaleByAdanState",
+    "ScaleByAdemamixState",
     "ScaleByAmsgradState",
     "ScaleByBeliefState",
     "ScaleByBfgsState",
@@ -349,10 +366,12 @@ __all__ = [
     "ScaleByRssState",
     "ScaleBySM3State",
     "ScaleByScheduleState",
+    "ScaleBySimplifiedAdEMAMixState",
     "ScaleByStddevState",
     "ScaleByTrustRatioState",
     "ScaleState",
     "Schedule",
+    "ScheduleFreeState",
     "SearchBorderWarning",
     "SearchResult",
     "ShouldSkipUpdateFunction",
@@ -385,6 +404,8 @@ __all__ = [
     "add_elastic_net",
     "add_l1_penalty",
     "add_noise",
+    "ademamix",
+    "adopt",
     "amsbound",
     "amsgrad",
     "apply_every",
@@ -506,6 +527,8 @@ __all__ = [
     "scale_by_adam",
     "scale_by_adamax",
     "scale_by_adan",
+    "scale_by_ademamix",
+    "scale_by_adopt",
     "scale_by_amsgrad",
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
@@ -531,12 +554,17 @@ __all__ = [
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_sign",
+    "scale_by_simplified_ademamix",
     "scale_by_sm3",
     "scale_by_stddev",
     "scale_by_trust_ratio",
     "scale_by_yogi",
     "scale_by_zoom_linesearch",
     "scale_gradient",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
     "schedules",
     "second_order",
     "selective_transform",
@@ -546,6 +574,7 @@ __all__ = [
     "sharding",
     "sign_sgd",
     "signum",
+    "simplified_ademamix",
     "skip_large_updates",
     "skip_not_finite",
     "sm3",

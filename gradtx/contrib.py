@@ -13,7 +13,23 @@ Examples:
 """
 
 from gradtx.optimizers.acprop import acprop, scale_by_acprop
+from gradtx.optimizers.ademamix import (
+    ScaleByAdemamixState,
+    ScaleBySimplifiedAdEMAMixState,
+    ademamix,
+    scale_by_ademamix,
+    scale_by_simplified_ademamix,
+    simplified_ademamix,
+)
+from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
+from gradtx.optimizers.schedule_free import (
+    ScheduleFreeState,
+    schedule_free,
+    schedule_free_adamw,
+    schedule_free_eval_params,
+    schedule_free_sgd,
+)
 from gradtx.transforms.complex_valued import SplitRealAndImaginaryState, split_real_and_imaginary
 from gradtx.transforms.normalize import NormalizeState, normalize
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
@@ -29,14 +45,27 @@ __all__ = [
     "MadgradState",
     "NormalizeState",
     "ReduceLROnPlateauState",
+    "ScaleByAdemamixState",
+    "ScaleBySimplifiedAdEMAMixState",
+    "ScheduleFreeState",
     "SplitRealAndImaginaryState",
     "acprop",
+    "ademamix",
+    "adopt",
     "differentially_private_aggregate",
     "dpsgd",
     "madgrad",
     "normalize",
     "reduce_on_plateau",
     "scale_by_acprop",
+    "scale_by_ademamix",
+    "scale_by_adopt",
     "scale_by_madgrad",
+    "scale_by_simplified_ademamix",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_sgd",
+    "simplified_ademamix",
     "split_real_and_imaginary",
 ]

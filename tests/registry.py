@@ -316,6 +316,22 @@ def _dp_aggregate_example(l2_norm_clip: float = 1.0) -> gradtx.GradientTransform
     return gradtx.chain(gradtx.stateless(_two_examples), dp)
 
 
+# ADOPT's clip_value_fn is a function of the step that is not a schedule:
+# inject_hyperparams needs it in static_args (Optax's too, see
+# tests/test_contrib_adopt.py); these examples leave it at its default.
+def _scale_by_adopt_example(b1: float = 0.9) -> gradtx.GradientTransformation:
+    return gradtx.scale_by_adopt(b1)
+
+
+def _adopt_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    return gradtx.adopt(learning_rate)
+
+
+def _schedule_free_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    # Schedule-Free around Adam without momentum, sharing its learning rate.
+    return gradtx.schedule_free(gradtx.adam(learning_rate, b1=0.0), learning_rate, b1=0.8)
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -1542,6 +1558,76 @@ REGISTRY: tuple[Entry, ...] = (
         descends=True,
         **_LR,
     ),
+    # Schedule-Free, ADOPT, AdEMAMix (optax.contrib): helper sfree's block.
+    Entry(
+        "schedule_free",
+        "schedule_free",
+        _schedule_free_example,
+        needs_params=True,
+        descends=True,
+        **_LR,
+    ),
+    Entry(
+        "schedule_free_sgd",
+        "schedule_free_sgd",
+        gradtx.schedule_free_sgd,
+        {"learning_rate": 0.1, "warmup_steps": 2, "weight_decay": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "schedule_free_adamw",
+        "schedule_free_adamw",
+        gradtx.schedule_free_adamw,
+        {"learning_rate": 0.1, "warmup_steps": 2, "weight_decay": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    # jnp.clip of a complex coordinate is not its phase times a real number.
+    Entry(
+        "scale_by_adopt",
+        "scale_by_adopt",
+        _scale_by_adopt_example,
+        supports_complex=False,
+        **_decay("b1"),
+    ),
+    # The first step only sets v_0 and moves nothing: not a named optimizer
+    # here, since the one-step Flax test could not see it descend.
+    Entry(
+        "adopt",
+        "adopt",
+        _adopt_example,
+        supports_complex=False,
+        descends=True,
+        blocks=("scale_by_adopt", "scale_by_learning_rate"),
+        **_LR,
+    ),
+    Entry("scale_by_ademamix", "scale_by_ademamix", gradtx.scale_by_ademamix, **_decay("b1")),
+    Entry(
+        "ademamix",
+        "ademamix",
+        gradtx.ademamix,
+        {"learning_rate": 0.1, "weight_decay": 1e-2},
+        needs_params=True,
+        blocks=("scale_by_ademamix", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_simplified_ademamix",
+        "scale_by_simplified_ademamix",
+        gradtx.scale_by_simplified_ademamix,
+        {"alpha": 1.0},
+        **_decay("b2"),
+    ),
+    Entry(
+        "simplified_ademamix",
+        "simplified_ademamix",
+        gradtx.simplified_ademamix,
+        {"learning_rate": 0.1, "alpha": 1.0, "weight_decay": 1e-2},
+        needs_params=True,
+        blocks=("scale_by_simplified_ademamix", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
@@ -1581,6 +1667,7 @@ NOT_TRANSFORMATIONS = frozenset(
         # A mask function for the penalties.
         "exclude_bias_and_norm",
         "lookahead_slow_params",
+        "schedule_free_eval_params",
         "averaged_params",
         # Training tools around the optimizer (gradtx.training) that are not
         # transformations; record_curves is, and is registered above.

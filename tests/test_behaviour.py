@@ -439,6 +439,13 @@ _TEMPORARY_LEAVES = {
     # XLA keeps in a buffer what two kernels read: the root that scales the
     # gradient (Nesterov momentum and the step), the decayed gradient g + lambda p.
     "rmsprop_centered_nesterov": 1.1,
+    # Schedule-Free: the base step u (Adam's root and division) feeds both z and
+    # the params' step, and XLA keeps it in a buffer rather than recompute it
+    # (measured 1.0005 to 1.0007; the SGD form recomputes g + lambda p: 0).
+    **dict.fromkeys(["schedule_free", "schedule_free_adamw"], 1.1),
+    # ADOPT normalises by the old v, which the same step overwrites in place:
+    # XLA keeps a copy of one of them (measured 1.0003).
+    **dict.fromkeys(["scale_by_adopt", "adopt"], 1.1),
     # adadelta always chains its decay block (as Optax's), so g + lambda p, with
     # lambda = 0 by default, is the same buffer with or without a decay.
     **dict.fromkeys(["adadelta", "adadelta_weight_decay"], 1.1),
