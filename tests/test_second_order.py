@@ -19,6 +19,7 @@ Everything runs in float64 (``jax.enable_x64``) unless a test says otherwise.
 
 from __future__ import annotations
 
+import math
 import re
 
 import jax
@@ -486,7 +487,7 @@ def test_update_without_value_fn_says_how_to_pass_it(name):
         ),
         (
             scale_by_backtracking_linesearch,
-            dict(max_backtracking_steps=10, slope_rtol=0.0),
+            dict(max_backtracking_steps=10, slope_rtol=-0.1),
             "slope_rtol",
         ),
         (
@@ -741,3 +742,33 @@ def test_zoom_reads_a_learning_rate_set_in_its_state_as_a_python_float():
     updates, _ = tx.update(-grad, state, params, value=loss(params), grad=grad, value_fn=loss)
     # The exact minimiser along -grad is at step 1/2, which the first trial (0.5) hits.
     np.testing.assert_allclose(np.asarray(params + updates), [0.0, 0.0], atol=1e-6)
+
+
+def test_backtracking_with_no_slope_term_and_an_infinite_increase_restarts_from_the_largest_step():
+    """Optax's ``slope_rtol=0`` (plain decrease) and ``increase_factor=math.inf``."""
+    fn = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    tx = gradtx.chain(
+        gradtx.sgd(1.5),
+        scale_by_backtracking_linesearch(
+            max_backtracking_steps=30,
+            slope_rtol=0.0,
+            increase_factor=math.inf,
+            max_learning_rate=1.0,
+        ),
+    )
+    params = jnp.array([3.0, -2.0])
+    state = tx.init(params)
+    rates = []
+    for _ in range(3):
+        value, grad = jax.value_and_grad(fn)(params)
+        updates, state = tx.update(grad, state, params, value=value, grad=grad, value_fn=fn)
+        new = gradtx.apply_updates(params, updates)
+        assert fn(new) < value
+        rates.append(float(state[-1].learning_rate))
+        params = new
+    # sgd(1.5) overshoots: the step 1.0 fails (f grows 4x) and a shorter one passes.
+    # Each search starts from 1.0 again, so on this quadratic every accepted step
+    # is the same fraction of the largest.
+    assert rates[0] < 1.0 and rates == [rates[0]] * 3
+    with pytest.raises(ValueError, match=r"increase_factor must be a number >= 1"):
+        scale_by_backtracking_linesearch(10, increase_factor=float("nan"))

@@ -503,7 +503,7 @@ BAD_HYPERPARAMETERS = [
     (
         gradtx.scale_by_backtracking_linesearch,
         dict(max_backtracking_steps=5, increase_factor=0.5),
-        r"increase_factor must be in \[1, inf\), got 0\.5",
+        r"increase_factor must be a number >= 1 \(or math\.inf\), got 0\.5",
     ),
     (
         gradtx.scale_by_backtracking_linesearch,

@@ -54,10 +54,11 @@ class LinesearchState(NamedTuple):
     Scalars are in the params' compute dtype (at least float32) unless stated.
     """
 
-    count: Array  # int32: searches done; the fields below are valid once count > 0.
+    # The first three fields are Optax's, in Optax's order (``state[0]`` is the rate).
     learning_rate: Array  # eta accepted by the last successful search (1 or the max at first).
     value: Array  # f(x + eta d): the loss at the point the last search moved to.
     grad: Any  # its gradient, a tree like params (None for backtracking without store_grad).
+    count: Array  # int32: searches done; the fields above are valid once count > 0.
     succeeded: Array  # bool: the last search met its conditions (else it moved by 0 or best).
     num_evaluations: Array  # int32: loss evaluations made by the last search.
 
@@ -169,10 +170,11 @@ def scale_by_backtracking_linesearch(
 
     Args:
       max_backtracking_steps: the number of reductions tried after the first trial.
-      slope_rtol: ``c1`` in (0, 1).
+      slope_rtol: ``c1`` in [0, 1); 0 asks only for a decrease (with ``atol``
+        and ``rtol``'s slack).
       decrease_factor: the reduction factor in (0, 1).
       increase_factor: the growth of the first trial over the last accepted step,
-        >= 1.
+        >= 1; ``math.inf`` starts every search from ``max_learning_rate``.
       max_learning_rate: the largest step tried, > 0.
       atol: ``epsilon`` >= 0, an absolute slack on the decrease condition.
       rtol: ``delta`` >= 0, a slack relative to ``f(x)``.
@@ -214,9 +216,11 @@ def scale_by_backtracking_linesearch(
     """
     owner = "scale_by_backtracking_linesearch"
     _checks.positive_int(owner, "max_backtracking_steps", max_backtracking_steps)
-    _open_unit(owner, "slope_rtol", slope_rtol)
+    _checks.in_range(owner, "slope_rtol", slope_rtol, 0.0, 1.0)
     _open_unit(owner, "decrease_factor", decrease_factor)
-    _checks.in_range(owner, "increase_factor", increase_factor, 1.0, float("inf"))
+    factor = _checks.scalar(owner, "increase_factor", increase_factor)
+    if factor is not None and not np.all(factor >= 1):  # NaN fails too; inf is allowed
+        _checks._fail(owner, "increase_factor", increase_factor, "a number >= 1 (or math.inf)")
     _checks.positive(owner, "max_learning_rate", max_learning_rate)
     _checks.non_negative(owner, "atol", atol)
     _checks.non_negative(owner, "rtol", rtol)
@@ -230,7 +234,9 @@ def scale_by_backtracking_linesearch(
             owner, params, updates, value_fn, value, grad, axis_name, extra
         )
         dtype = f0.dtype
-        eta0 = jnp.minimum(state.learning_rate * increase_factor, max_learning_rate).astype(dtype)
+        grown = jnp.minimum(state.learning_rate * increase_factor, max_learning_rate)
+        # An infinite factor restarts from the largest step (also after a step of 0).
+        eta0 = jnp.where(jnp.isinf(increase_factor), max_learning_rate, grown).astype(dtype)
         descent = slope < 0
         bound = (1 + rtol) * f0 + atol
 
