@@ -756,6 +756,16 @@ class _ParamsSlot:
 jax.tree_util.register_pytree_node(_ParamsSlot, lambda _: ((), None), lambda *_: _ParamsSlot())
 
 
+def _is_params_slot(params: Any) -> bool:
+    """Whether ``init`` was called by :func:`map_params` to find the params' copies.
+
+    A wrapper whose ``init`` reads the params' structure (``masked``, with a mask
+    tree fixed when built) passes the placeholder straight to its inner ``init``
+    instead, as Optax's ``masked`` does.
+    """
+    return isinstance(params, _ParamsSlot)
+
+
 def map_params(
     initable: Any,
     f: Callable[..., Any],

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from gradtx import tree
+from gradtx._tree_utils import _is_params_slot
 from gradtx.base import GradientTransformation, GradientTransformationExtraArgs, OptState, Params
 
 _POSITIONAL = ("updates", "state", "params")
@@ -389,6 +390,8 @@ def masked(
         return _bool_mask("masked", resolve_mask(mask, tree))
 
     def init_fn(params):
+        if _is_params_slot(params):  # tree.map_params locating the params in the state
+            return MaskedState(inner.init(params))
         return MaskedState(inner.init(_hide("masked", resolve(params), params, "params")))
 
     def update_fn(updates, state, params=None, **extra_args):

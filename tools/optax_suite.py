@@ -98,6 +98,19 @@ _OPTIMISTIC_ADAM = (
 )
 
 SKIPS: dict[str, str] = {
+    "_masking_test.py::MaskedTest::test_masked_state_structure": (
+        "gradtx's masked puts None in the inner state where Optax puts MaskedNode() "
+        "(gradtx.MaskedNode's docstring: the sharding helpers and apply_updates read "
+        "None as 'no parameter here')"
+    ),
+    "_masking_test.py::MaskedTest::test_tree_map_params*": (
+        "the masked_with_extra_args subtest's is_leaf looks for MaskedNode() in the "
+        "state, where gradtx's masked holds None (see test_masked_state_structure)"
+    ),
+    "_adding_test.py::AddingTest::test_none_argument": (
+        "update(None, 0, params): gradtx checks the updates' tree against the params' "
+        "and names what is missing (README: bad input gets a clear error)"
+    ),
     "alias_test.py::AliasTest::test_gradient_accumulation40": _OPTIMISTIC_ADAM,
     "alias_test.py::AliasTest::test_gradient_accumulation41": _OPTIMISTIC_ADAM,
     "alias_test.py::AliasTest::test_optimization80": _OPTIMISTIC_ADAM,
