@@ -586,3 +586,14 @@ def report() -> list[list[str]]:
         f32 = case_deviations(case, "float32")
         rows.append([case.method, case.against, f"{f64:.1e}", f"{f32:.1e}"])
     return rows
+
+
+def test_tree_map_params_finds_the_params_inside_a_masked_state():
+    """tree.map_params runs init on a placeholder; masked passes it to its inner init."""
+    params = {"a": jnp.ones(2), "b": [jnp.ones(3), jnp.ones(1)]}
+    tx = gradtx.masked(gradtx.sgd(0.1, momentum=0.9), {"a": True, "b": [False, True]})
+    state = tx.init(params)
+    shapes = gradtx.tree.map_params(
+        tx, lambda x: x.shape, state, transform_non_params=lambda _: "other"
+    )
+    assert shapes.inner_state[0].trace == {"a": (2,), "b": [None, (1,)]}
