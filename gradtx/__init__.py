@@ -88,6 +88,7 @@ from gradtx.optimizers.dog import (
 from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
+from gradtx.optimizers.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.optimizers.optimistic import (
@@ -307,6 +308,8 @@ __all__ = [
     "MultiSteps",
     "MultiStepsState",
     "MultiTransformState",
+    "MuonDimensionNumbers",
+    "MuonState",
     "NonNegativeParamsState",
     "OptState",
     "Params",
@@ -437,6 +440,7 @@ __all__ = [
     "monitor",
     "multi_normal",
     "multi_transform",
+    "muon",
     "nadam",
     "nadamw",
     "named_chain",
@@ -496,6 +500,7 @@ __all__ = [
     "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_lion",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_newton",
     "scale_by_nonlinear_cg",

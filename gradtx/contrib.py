@@ -12,6 +12,7 @@ Examples:
     True
 """
 
+from gradtx.optimizers.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
 from gradtx.transforms.privacy import (
@@ -22,8 +23,12 @@ from gradtx.transforms.privacy import (
 
 __all__ = [
     "DifferentiallyPrivateAggregateState",
+    "MuonDimensionNumbers",
+    "MuonState",
     "ReduceLROnPlateauState",
     "differentially_private_aggregate",
     "dpsgd",
+    "muon",
     "reduce_on_plateau",
+    "scale_by_muon",
 ]

@@ -316,6 +316,12 @@ def _dp_aggregate_example(l2_norm_clip: float = 1.0) -> gradtx.GradientTransform
     return gradtx.chain(gradtx.stateless(_two_examples), dp)
 
 
+def _scale_by_muon_example(beta: float = 0.95) -> gradtx.GradientTransformation:
+    # Muon orthogonalises matrices; the 1-D leaves pass through untouched.
+    is_matrix = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)  # noqa: E731
+    return gradtx.masked(gradtx.scale_by_muon(beta=beta), is_matrix)
+
+
 # ---------------------------------------------------------------- the registry
 
 _LR = dict(
@@ -1496,6 +1502,27 @@ REGISTRY: tuple[Entry, ...] = (
         descends=True,
         extra_args={"value": 1.0},
         **_LR,
+    ),
+    # Muon (gradtx/optimizers/muon.py): the named optimizer sends the 2-D leaf to
+    # Muon and the 1-D one to AdamW; the block orthogonalises matrices only, so its
+    # entry masks it to them. Newton-Schulz normalises each leaf (reduces_per_leaf).
+    Entry(
+        "muon",
+        "muon",
+        gradtx.muon,
+        {"learning_rate": 0.1},
+        needs_params=True,
+        selects_by_tree=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_muon",
+        "scale_by_muon",
+        _scale_by_muon_example,
+        selects_by_tree=True,
+        reduces_per_leaf=True,
+        **_decay("beta"),
     ),
 )
 
