@@ -391,6 +391,13 @@ def _scale_by_shape(dimension_numbers, consistent_rms) -> GradientTransformation
     return GradientTransformation(lambda params: EmptyState(), update_fn)
 
 
+def _on_muon_leaves(mask: Mask | None) -> Mask | None:
+    """A mask tree of the params, read on the tree Muon's group sees (AdamW's leaves None)."""
+    if mask is None or is_function(mask):
+        return mask
+    return lambda group: jax.tree.map(lambda m, sub: jax.tree.map(lambda _: m, sub), mask, group)
+
+
 def muon(
     learning_rate: ScalarOrSchedule,
     ns_coeffs: tuple[float, float, float]
@@ -525,7 +532,7 @@ def muon(
             ns_dtype=ns_dtype,
         ),  # fmt: skip
         _scale_by_shape(muon_dims, consistent_rms),
-        add_decayed_weights(weight_decay, weight_decay_mask),
+        add_decayed_weights(weight_decay, _on_muon_leaves(weight_decay_mask)),
         scale_by_learning_rate(learning_rate),
     )
     rest = adamw(
