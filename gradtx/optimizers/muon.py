@@ -110,7 +110,7 @@ def _leaf_dims(owner: str, spec: Any, updates: Any, *, only_2d: bool) -> list[An
 
 def _spec_tree(spec: Any, updates: Any) -> Any:
     """The updates' tree with each array leaf replaced by its dimension numbers (or None)."""
-    leaves, treedef = jax.tree.flatten(updates)
+    treedef = jax.tree.structure(updates)
     return treedef.unflatten(_leaf_dims("muon", spec, updates, only_2d=True))
 
 
@@ -174,7 +174,7 @@ def _orthogonalize(x, coeffs, eps, *, dims, preconditioning, ns_dtype):
 
 
 def _muon_leaf(g, m, dims, coeffs, t, *, beta, eps, nesterov, bias_correction, options):
-    """``m <- beta m + (1 - beta) g``, the blend ``b``, and ``O = NS(b)``; returns (O, m)."""
+    """``m <- beta m + (1 - beta) g``, the blend ``m~``, and ``O = NS(m~)``; returns (O, m)."""
     c = tree.compute_dtype(jnp.promote_types(g.dtype, m.dtype))
     g_c = g.astype(c)
     m_c = beta * m.astype(c) + (1 - beta) * g_c
@@ -195,7 +195,7 @@ def _muon_leaf(g, m, dims, coeffs, t, *, beta, eps, nesterov, bias_correction, o
         blend, coeffs, eps, dims=dims, preconditioning=preconditioning, ns_dtype=ns_dtype or c
     )
     o = o.astype(c)
-    if adaptive:  # scaled by the dual norm <b, O> (Bernstein & Newhouse 2024)
+    if adaptive:  # scaled by the dual norm <m~, O> (Bernstein & Newhouse 2024)
         o = jnp.sum(jnp.real(blend.conj() * o)) * o
     return o.astype(g.dtype), m_c.astype(m.dtype)
 
