@@ -99,6 +99,7 @@ from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
+from gradtx.optimizers.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.optimizers.optimistic import (
@@ -334,6 +335,8 @@ __all__ = [
     "MultiSteps",
     "MultiStepsState",
     "MultiTransformState",
+    "MuonDimensionNumbers",
+    "MuonState",
     "NonNegativeParamsState",
     "NormalizeState",
     "OptState",
@@ -476,6 +479,7 @@ __all__ = [
     "monitor",
     "multi_normal",
     "multi_transform",
+    "muon",
     "nadam",
     "nadamw",
     "named_chain",
@@ -540,6 +544,7 @@ __all__ = [
     "scale_by_learning_rate",
     "scale_by_lion",
     "scale_by_madgrad",
+    "scale_by_muon",
     "scale_by_nadam",
     "scale_by_newton",
     "scale_by_nonlinear_cg",

@@ -23,6 +23,7 @@ from gradtx.optimizers.ademamix import (
 )
 from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
+from gradtx.optimizers.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from gradtx.optimizers.schedule_free import (
     ScheduleFreeState,
     schedule_free,
@@ -43,6 +44,8 @@ from gradtx.transforms.privacy import (
 __all__ = [
     "DifferentiallyPrivateAggregateState",
     "MadgradState",
+    "MuonDimensionNumbers",
+    "MuonState",
     "NormalizeState",
     "ReduceLROnPlateauState",
     "ScaleByAdemamixState",
@@ -55,12 +58,14 @@ __all__ = [
     "differentially_private_aggregate",
     "dpsgd",
     "madgrad",
+    "muon",
     "normalize",
     "reduce_on_plateau",
     "scale_by_acprop",
     "scale_by_ademamix",
     "scale_by_adopt",
     "scale_by_madgrad",
+    "scale_by_muon",
     "scale_by_simplified_ademamix",
     "schedule_free",
     "schedule_free_adamw",

@@ -330,6 +330,10 @@ def _adopt_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
 def _schedule_free_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
     # Schedule-Free around Adam without momentum, sharing its learning rate.
     return gradtx.schedule_free(gradtx.adam(learning_rate, b1=0.0), learning_rate, b1=0.8)
+def _scale_by_muon_example(beta: float = 0.95) -> gradtx.GradientTransformation:
+    # Muon orthogonalises matrices; the 1-D leaves pass through untouched.
+    is_matrix = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)  # noqa: E731
+    return gradtx.masked(gradtx.scale_by_muon(beta=beta), is_matrix)
 
 
 # ---------------------------------------------------------------- the registry
@@ -1627,6 +1631,27 @@ REGISTRY: tuple[Entry, ...] = (
         needs_params=True,
         blocks=("scale_by_simplified_ademamix", "add_decayed_weights", "scale_by_learning_rate"),
         **_OPTIMIZER,
+    ),
+    # Muon (gradtx/optimizers/muon.py): the named optimizer sends the 2-D leaf to
+    # Muon and the 1-D one to AdamW; the block orthogonalises matrices only, so its
+    # entry masks it to them. Newton-Schulz normalises each leaf (reduces_per_leaf).
+    Entry(
+        "muon",
+        "muon",
+        gradtx.muon,
+        {"learning_rate": 0.1},
+        needs_params=True,
+        selects_by_tree=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_muon",
+        "scale_by_muon",
+        _scale_by_muon_example,
+        selects_by_tree=True,
+        reduces_per_leaf=True,
+        **_decay("beta"),
     ),
 )
 

@@ -87,6 +87,8 @@ def add_decayed_weights(
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
+        if params is None and not jax.tree.leaves(updates):
+            return updates, state  # nothing to decay: a group of partition with no leaves
         if params is None:
             raise ValueError(
                 "add_decayed_weights: update needs the params: call update(updates, state, params)."
