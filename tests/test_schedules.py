@@ -33,6 +33,7 @@ import numpy as np
 import optax
 import pytest
 
+import gradtx
 from gradtx.schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -629,3 +630,20 @@ def report() -> None:
 
 if __name__ == "__main__":
     report()
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        # 1000 * (1 + cos(pi / 10)) / 2 at a tenth of the way
+        (lambda: gradtx.schedules.cosine_decay_schedule(1000.0, decay_steps=10**10), 975.52826),
+        (lambda: gradtx.schedules.linear_schedule(1000.0, 0.0, transition_steps=10**10), 900.0),
+        (
+            lambda: gradtx.schedules.polynomial_schedule(1000.0, 0.0, 1, transition_steps=10**10),
+            900.0,
+        ),
+    ],
+)
+def test_lengths_beyond_int32_under_jit(make, expected):
+    """Optax's giant-int test: a length past int32's range, an int32 count."""
+    np.testing.assert_allclose(jax.jit(make())(10**9), expected, rtol=1e-6)

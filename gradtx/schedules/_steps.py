@@ -169,7 +169,9 @@ def fraction(count: Array, begin: Any, length: Any) -> Array:
     ``x * (1 / length)``, which can overshoot 1 by an ulp at ``x = length``
     (and ``(1 - 1.0000001) ** 0.5`` is NaN).
     """
-    return jnp.minimum(since(count, begin, length) / length, 1)
+    # A Python float divisor: an int past int32 (``decay_steps=10**10``) would not fit
+    # the weakly typed integer JAX makes of it.
+    return jnp.minimum(since(count, begin, length) / float(length), 1)
 
 
 def lerp(start: Any, end: Any, weight: Array) -> Array:
