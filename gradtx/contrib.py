@@ -12,6 +12,14 @@ Examples:
     True
 """
 
+from gradtx.optimizers.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
+from gradtx.optimizers.sam import SAMState, sam
+from gradtx.optimizers.sophia import (
+    HutchinsonState,
+    SophiaState,
+    hutchinson_estimator_diag_hessian,
+    sophia,
+)
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
 from gradtx.transforms.privacy import (
@@ -22,8 +30,18 @@ from gradtx.transforms.privacy import (
 
 __all__ = [
     "DifferentiallyPrivateAggregateState",
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
+    "HutchinsonState",
     "ReduceLROnPlateauState",
+    "SAMState",
+    "SophiaState",
     "differentially_private_aggregate",
     "dpsgd",
+    "galore",
+    "hutchinson_estimator_diag_hessian",
     "reduce_on_plateau",
+    "sam",
+    "scale_by_galore",
+    "sophia",
 ]
