@@ -52,7 +52,9 @@ class GaLoreState(NamedTuple):
 
     count: Array  # int32 scalar: t, steps taken.
     base_optimizer_state: OptState  # rho's state, on the projected (low-rank) leaves.
-    projector: Updates  # P per leaf, (m, r) or (n, r); (0, 0) for unprojected leaves.
+    # P per leaf, (m, r) or (n, r); a 0-d zero for a leaf left whole (Optax keeps
+    # a (0, 0) array there, which orbax cannot checkpoint).
+    projector: Updates
 
 
 def _axes(value: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
@@ -82,11 +84,14 @@ def _left(shape: tuple[int, int]) -> bool:
 
 
 def _new_projector(g: Array, rank: int, svd_dtype: Any) -> Array:
-    """The ``rank`` leading singular vectors of ``g``: left ones if tall, right ones if wide."""
+    """The ``rank`` leading singular vectors of ``g``: left ones if tall, right ones if wide.
+
+    Computed in ``svd_dtype`` (``None``: ``g``'s, at least float32); the caller
+    stores them in the state's dtype, the params'.
+    """
     c = tree.compute_dtype(g.dtype) if svd_dtype is None else svd_dtype
     u, _, vh = jnp.linalg.svd(g.astype(c), full_matrices=False)
-    basis = u[:, :rank] if _left(g.shape) else vh[:rank, :].T
-    return basis.astype(g.dtype)
+    return u[:, :rank] if _left(g.shape) else vh[:rank, :].T
 
 
 def _project_leaf(g, projector, dims, rank, refresh, svd_dtype):
@@ -96,7 +101,9 @@ def _project_leaf(g, projector, dims, rank, refresh, svd_dtype):
     matrix, _ = _as_matrix(g, dims)
     r = min(rank, *matrix.shape)
     projector = jax.lax.cond(
-        refresh, lambda: _new_projector(matrix, r, svd_dtype), lambda: projector
+        refresh,
+        lambda: _new_projector(matrix, r, svd_dtype).astype(projector.dtype),
+        lambda: projector,
     )
     low = projector.T @ matrix if _left(matrix.shape) else matrix @ projector
     return low, projector
@@ -105,7 +112,7 @@ def _project_leaf(g, projector, dims, rank, refresh, svd_dtype):
 def _project_back_leaf(n, projector, g, dims, scale):
     """``alpha P N`` (or ``alpha N Q^T``), in the shape and dtype of ``g``."""
     if dims is None:
-        return n
+        return n.astype(g.dtype)
     matrix, undo = _as_matrix(g, dims)
     full = projector @ n if _left(matrix.shape) else n @ projector.T
     return (scale * undo(full)).astype(g.dtype)
@@ -159,6 +166,15 @@ def scale_by_galore(
       basis), so runs that take the SVD at different precisions (``svd_dtype``)
       or with another library's SVD may part ways after a refresh, as they do
       in the paper's code.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.scale_by_galore(rank=1, base_optimizer=gradtx.identity())
+      >>> g = jnp.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+      >>> tx.update(g, tx.init(g))[0]  # the rank-1 part of g
+      Array([[3., 0.],
+             [0., 0.],
+             [0., 0.]], dtype=float32)
     """
     owner = "scale_by_galore"
     _checks.positive_int(owner, "rank", rank)
@@ -178,7 +194,7 @@ def scale_by_galore(
 
     def shapes(p, dims):
         if dims is None:
-            return jnp.zeros((0, 0), p.dtype), jnp.zeros_like(p)
+            return jnp.zeros((), p.dtype), jnp.zeros_like(p)
         rows, cols = _as_matrix(p, dims)[0].shape
         r = min(rank, rows, cols)
         if _left((rows, cols)):
@@ -194,7 +210,7 @@ def scale_by_galore(
         if not leaves:
             return GaLoreState(tree.zero_count(), base_optimizer.init(params), params)
         pairs = [shapes(p, d) for p, d in zip(leaves, dims_list(params), strict=True)]
-        projectors, proxies = (treedef.unflatten(list(col)) for col in zip(*pairs, strict=True))
+        projectors, proxies = (treedef.unflatten([pair[i] for pair in pairs]) for i in (0, 1))
         return GaLoreState(tree.zero_count(), base_optimizer.init(proxies), projectors)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -210,7 +226,7 @@ def scale_by_galore(
             _project_leaf(g, p, d, rank, refresh, svd_dtype)
             for g, p, d in zip(grads, treedef.flatten_up_to(state.projector), dims, strict=True)
         ]
-        low, projectors = (treedef.unflatten(list(col)) for col in zip(*pairs, strict=True))
+        low, projectors = (treedef.unflatten([pair[i] for pair in pairs]) for i in (0, 1))
         steps, base_state = base_optimizer.update(low, state.base_optimizer_state, None)
         out = [
             _project_back_leaf(n, p, g, d, scale)
@@ -252,8 +268,8 @@ def galore(
 
     Args:
       learning_rate: ``eta``, a number or a schedule.
-      rank, update_proj_gap, scale, base_optimizer, weight_dimension_numbers,
-        svd_dtype: see :func:`scale_by_galore`.
+      rank, update_proj_gap, scale, base_optimizer: see :func:`scale_by_galore`.
+      weight_dimension_numbers, svd_dtype: see :func:`scale_by_galore`.
       weight_decay: ``lambda`` >= 0 (default 0, Optax's).
       mask: which leaves are decayed (see :func:`add_decayed_weights`).
 
@@ -262,7 +278,7 @@ def galore(
       >>> loss = lambda p: jnp.sum(p["w"] ** 2) + jnp.sum(p["b"] ** 2)
       >>> tx = gradtx.galore(0.1, rank=2, update_proj_gap=10)
       >>> p = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}; state = tx.init(p)
-      >>> state.projector["w"].shape  # 4 >= 3 rows: P is (4, 2), Adam sees (2, 3)
+      >>> state[0].projector["w"].shape  # 4 >= 3 rows: P is (4, 2), Adam sees (2, 3)
       (4, 2)
       >>> for _ in range(50):
       ...     updates, state = tx.update(jax.grad(loss)(p), state, p)

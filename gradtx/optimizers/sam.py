@@ -185,6 +185,7 @@ def sam(
         if reset_state:
             adv_state = adv_optimizer.init(params)
         out, opt_state = outer_update(grads, state.opt_state, params, **extra_args)
+        out = tree.cast_like(out, updates)  # grad_fn's dtypes may differ from the gradient's
         return out, SAMState(tree.zero_count(), opt_state, adv_state, None)
 
     def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):

@@ -43,9 +43,9 @@ def hutchinson_estimator_diag_hessian(random_seed: Array | None = None) -> Gradi
     (Liu et al. 2023, Alg. 1, Hutchinson 1989). The Hessian-vector product is a
     forward derivative of ``jax.grad(obj_fn)``: ``update`` takes the objective
     ``obj_fn(params) -> scalar`` as an extra argument and ignores the incoming
-    updates. Each call draws a fresh ``u`` from the key in its state (split
-    once per call, then once per leaf, as Optax's, so the same seed gives the
-    same numbers).
+    updates' values (the estimate takes their dtypes). Each call draws a fresh
+    ``u`` from the key in its state (split once per call, then once per leaf,
+    as Optax's, so the same seed gives the same numbers).
 
     Args:
       random_seed: a PRNG key; ``None`` uses ``jax.random.PRNGKey(0)``.
@@ -72,11 +72,11 @@ def hutchinson_estimator_diag_hessian(random_seed: Array | None = None) -> Gradi
     """
 
     def init_fn(params):
-        del params
+        tree.check_inexact(params, "hutchinson_estimator_diag_hessian")
         return HutchinsonState(jax.random.PRNGKey(0) if random_seed is None else random_seed)
 
     def update_fn(updates, state, params=None, obj_fn=None, **extra_args):
-        del updates, extra_args
+        del extra_args
         if params is None:
             raise ValueError("hutchinson_estimator_diag_hessian: update needs the params.")
         if obj_fn is None:
@@ -93,7 +93,9 @@ def hutchinson_estimator_diag_hessian(random_seed: Array | None = None) -> Gradi
         ]
         probes = jax.tree.unflatten(treedef, signs)
         hvp = jax.jvp(jax.grad(obj_fn), (params,), (probes,))[1]
-        return jax.tree.map(_hutchinson_leaf, hvp, probes), HutchinsonState(key)
+        estimate = jax.tree.map(_hutchinson_leaf, hvp, probes)
+        # In the incoming updates' dtypes (the gradient's), like every update.
+        return tree.cast_like(estimate, updates), HutchinsonState(key)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -183,6 +185,14 @@ def scale_by_sophia(
       pytorch_optimizer's ``SophiaH(lr, betas, p=rho, eps=e)`` computes
       ``clip(m / max(h, e), rho)``: ``gamma=1, eps=e, clip_threshold=rho`` with
       both switches at the paper's setting.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.scale_by_sophia(b1=0.0, gamma=1.0, refresh_hessian_first=True)
+      >>> w = jnp.array([1.0, 1.0])
+      >>> obj_fn = lambda w: jnp.sum(jnp.array([2.0, 8.0]) * w**2)  # diag(H) = (4, 16)
+      >>> tx.update(jnp.array([0.02, -0.8]), tx.init(w), w, obj_fn=obj_fn)[0]  # g / (0.01 H)
+      Array([ 0.5, -1. ], dtype=float32)
     """
     owner = "scale_by_sophia"
     _checks.in_range(owner, "b1", b1, 0.0, 1.0)
@@ -290,16 +300,17 @@ def sophia(
 
     Args:
       learning_rate: ``eta_t``, a number or a schedule.
-      b1, b2, eps, gamma, clip_threshold, update_interval, hessian_diagonal_fn,
-        mu_dtype, verbose, print_win_rate_every_n_steps, bias_correction,
-        refresh_hessian_first: see :func:`scale_by_sophia`.
+      b1, b2, eps, gamma: see :func:`scale_by_sophia`.
+      clip_threshold, update_interval, hessian_diagonal_fn: see :func:`scale_by_sophia`.
+      mu_dtype, verbose, print_win_rate_every_n_steps: see :func:`scale_by_sophia`.
+      bias_correction, refresh_hessian_first: see :func:`scale_by_sophia`.
       weight_decay: ``lambda`` >= 0 (default 1e-4, Optax's).
       weight_decay_mask: which leaves are decayed (see :func:`add_decayed_weights`).
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp
       >>> loss = lambda w: jnp.sum(jnp.array([1.0, 10.0]) * w**2)
-      >>> tx = gradtx.sophia(0.05, weight_decay=0.0, gamma=1.0)
+      >>> tx = gradtx.sophia(0.2, b1=0.9, b2=0.9, weight_decay=0.0, gamma=1.0, update_interval=1)
       >>> w = jnp.array([1.0, 1.0]); state = tx.init(w)
       >>> for _ in range(100):
       ...     updates, state = tx.update(jax.grad(loss)(w), state, w, obj_fn=loss)
