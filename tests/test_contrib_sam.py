@@ -148,3 +148,21 @@ def test_opaque_mode_needs_grad_fn_and_every_mode_needs_params():
 def test_sam_validation(kwargs, error, message):
     with pytest.raises(error, match=message):
         gradtx.sam(gradtx.sgd(0.1), _ascent(), **kwargs)
+
+
+def test_opaque_mode_averages_the_adversarial_gradients_over_batch_axis_name():
+    """Under a mapped axis, each replica's ascent gradients are replaced by their mean,
+    so every replica takes the same descent step (as Optax's pmean)."""
+    tx = gradtx.sam(gradtx.sgd(0.1), _ascent(), 2, opaque_mode=True, batch_axis_name="batch")
+    scales = jnp.array([1.0, 3.0])  # each replica's loss is scale * |w|^2 / 2
+
+    def replica(scale, w):
+        grad_fn = lambda params, i: scale * params  # noqa: E731
+        out, _ = tx.update(scale * w, tx.init(w), w, grad_fn=grad_fn)
+        return out
+
+    w = jnp.array([1.0, -2.0])
+    outs = jax.vmap(replica, in_axes=(0, None), axis_name="batch")(scales, w)
+    np.testing.assert_allclose(outs[0], outs[1])
+    perturbed = w + RHO * w / jnp.linalg.norm(w)  # both replicas' gradients point along w
+    np.testing.assert_allclose(outs[0], -0.1 * jnp.mean(scales) * perturbed, rtol=1e-6)

@@ -212,3 +212,15 @@ def test_updates_need_params_and_obj_fn():
 def test_sophia_validation(kwargs, error, message):
     with pytest.raises(error, match=message):
         gradtx.sophia(**{"learning_rate": 0.1, **kwargs})
+
+
+def test_mu_dtype_holds_the_momentum_and_updates_keep_the_gradient_dtype():
+    tx = gradtx.sophia(0.1, mu_dtype=jnp.bfloat16)
+    w = {"a": jnp.ones((2, 2)), "b": jnp.ones(3)}
+    state = tx.init(w)
+    updates, state = tx.update(
+        w, state, w, obj_fn=lambda p: sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
+    )
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(state[0].mu))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state[0].nu))
+    assert all(u.dtype == jnp.float32 for u in jax.tree.leaves(updates))
