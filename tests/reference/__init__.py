@@ -40,6 +40,11 @@ module          algorithms
 ``adafactor``   Shazeer & Stern (2018) Alg. 4 and 5, clipping and relative step size
 ``polyak``      Loizou et al. (2021) eq. 5 (SPS_max), and SPS+
 ``dog``         Ivgi, Hinder & Carmon (2023) Alg. 1, layer-wise (LDoG)
+``sam``         Foret et al. (2021) Alg. 1, with k - 1 ascent steps per period (both
+                modes of Optax's ``sam``) and a heavy-ball outer step
+``sophia``      Liu et al. (2023) Alg. 3, with or without Optax's bias correction and
+                Hessian-after-the-step order
+``galore``      Zhao et al. (2024) Alg. 2 (GaLore-Adam), left or right projection
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of
@@ -66,16 +71,19 @@ from . import (
     amsgrad,
     dog,
     fromage,
+    galore,
     lion,
     nadam,
     novograd,
     optimistic,
     polyak,
     rmsprop,
+    sam,
     second_order,
     sgd,
     sign,
     sm3,
+    sophia,
     trust_ratio,
     yogi,
 )
@@ -103,4 +111,7 @@ __all__ = [
     "polyak",
     "sm3",
     "trust_ratio",
+    "sam",
+    "sophia",
+    "galore",
 ]
