@@ -40,16 +40,19 @@ class SAMState(NamedTuple):
     cache: Params | None  # w, the params at the start of the period (None in opaque mode).
 
 
-def _sam_leaf(p, cache, adv, outer, first, last):
-    """One leaf's update and start-of-period params.
+def _sam_leaf(g, p, cache, adv, outer, first, last):
+    """One leaf's update (in ``g``'s dtype) and start-of-period params.
 
     The period starts (``first``) at the params given now. On an ascent call the
     update is ``-adv`` (the adversarial optimizer's step, turned uphill); on the
-    last call it is ``(w - p) + outer``: back to ``w``, then the descent step.
+    last call it is ``(w - p) + outer``: back to ``w``, then the descent step,
+    computed in at least float32.
     """
     start = jnp.where(first, p, cache)
-    out = jnp.where(last, (start - p) + outer, -adv)
-    return out.astype(adv.dtype), start.astype(cache.dtype)
+    c = tree.compute_dtype(jnp.result_type(p, cache, outer, adv))
+    back = start.astype(c) - jnp.asarray(p).astype(c)
+    out = jnp.where(last, back + outer.astype(c), -adv.astype(c))
+    return out.astype(g.dtype), start.astype(cache.dtype)
 
 
 def _select(cond, new, old):
@@ -159,8 +162,9 @@ def sam(
         adv, adv_state = adv_update(updates, state.adv_state, params, **extra_args)
         outer, opt_state = outer_update(updates, state.opt_state, start, **extra_args)
         out, cache = tree.map_unzip(
-            lambda p, c, a, o: _sam_leaf(p, c, a, o, first, last),
+            lambda g, p, c, a, o: _sam_leaf(g, p, c, a, o, first, last),
             2,
+            updates,
             params,
             state.cache,
             adv,
