@@ -96,6 +96,7 @@ from gradtx.optimizers.dog import (
     scale_by_distance_over_gradients,
 )
 from gradtx.optimizers.fromage import fromage
+from gradtx.optimizers.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
@@ -119,6 +120,7 @@ from gradtx.optimizers.rmsprop import (
     scale_by_stddev,
 )
 from gradtx.optimizers.rprop import ScaleByRpropState, rprop, scale_by_rprop
+from gradtx.optimizers.sam import SAMState, sam
 from gradtx.optimizers.schedule_free import (
     ScheduleFreeState,
     schedule_free,
@@ -137,6 +139,13 @@ from gradtx.optimizers.sgd import (
 )
 from gradtx.optimizers.sign import scale_by_sign, sign_sgd, signum
 from gradtx.optimizers.sm3 import ScaleBySM3State, scale_by_sm3, sm3
+from gradtx.optimizers.sophia import (
+    HutchinsonState,
+    SophiaState,
+    hutchinson_estimator_diag_hessian,
+    scale_by_sophia,
+    sophia,
+)
 from gradtx.optimizers.trust_ratio import ScaleByTrustRatioState, lamb, lars, scale_by_trust_ratio
 from gradtx.optimizers.yogi import scale_by_yogi, yogi
 from gradtx.schedules import (
@@ -319,8 +328,11 @@ __all__ = [
     "EmptyState",
     "FactoredState",
     "FlatState",
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
     "GradientTransformation",
     "GradientTransformationExtraArgs",
+    "HutchinsonState",
     "InjectHyperparamsState",
     "InjectStatefulHyperparamsState",
     "LinesearchState",
@@ -345,6 +357,7 @@ __all__ = [
     "PenaltyState",
     "RecordCurvesState",
     "ReduceOnPlateauState",
+    "SAMState",
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
     "ScaleByAdaboundState",
@@ -379,6 +392,7 @@ __all__ = [
     "SearchResult",
     "ShouldSkipUpdateFunction",
     "SnapshotState",
+    "SophiaState",
     "SplitRealAndImaginaryState",
     "StatefulSchedule",
     "StepMetrics",
@@ -446,9 +460,11 @@ __all__ = [
     "flatten",
     "freeze",
     "fromage",
+    "galore",
     "global_norm",
     "has_updated",
     "hessian_free",
+    "hutchinson_estimator_diag_hessian",
     "identity",
     "incremental_update",
     "init_empty_state",
@@ -524,6 +540,7 @@ __all__ = [
     "safe_int32_increment",
     "safe_norm",
     "safe_root_mean_squares",
+    "sam",
     "scale",
     "scale_by_acprop",
     "scale_by_adabound",
@@ -539,6 +556,7 @@ __all__ = [
     "scale_by_bfgs",
     "scale_by_distance_over_gradients",
     "scale_by_factored_rms",
+    "scale_by_galore",
     "scale_by_hessian_free",
     "scale_by_lbfgs",
     "scale_by_learning_rate",
@@ -561,6 +579,7 @@ __all__ = [
     "scale_by_sign",
     "scale_by_simplified_ademamix",
     "scale_by_sm3",
+    "scale_by_sophia",
     "scale_by_stddev",
     "scale_by_trust_ratio",
     "scale_by_yogi",
@@ -584,6 +603,7 @@ __all__ = [
     "skip_not_finite",
     "sm3",
     "snapshot",
+    "sophia",
     "split_real_and_imaginary",
     "stateless",
     "stateless_with_tree_map",

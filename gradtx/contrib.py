@@ -22,14 +22,22 @@ from gradtx.optimizers.ademamix import (
     simplified_ademamix,
 )
 from gradtx.optimizers.adopt import adopt, scale_by_adopt
+from gradtx.optimizers.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx.optimizers.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
+from gradtx.optimizers.sam import SAMState, sam
 from gradtx.optimizers.schedule_free import (
     ScheduleFreeState,
     schedule_free,
     schedule_free_adamw,
     schedule_free_eval_params,
     schedule_free_sgd,
+)
+from gradtx.optimizers.sophia import (
+    HutchinsonState,
+    SophiaState,
+    hutchinson_estimator_diag_hessian,
+    sophia,
 )
 from gradtx.transforms.complex_valued import SplitRealAndImaginaryState, split_real_and_imaginary
 from gradtx.transforms.normalize import NormalizeState, normalize
@@ -43,27 +51,36 @@ from gradtx.transforms.privacy import (
 
 __all__ = [
     "DifferentiallyPrivateAggregateState",
+    "GaLoreDimensionNumbers",
+    "GaLoreState",
+    "HutchinsonState",
     "MadgradState",
     "MuonDimensionNumbers",
     "MuonState",
     "NormalizeState",
     "ReduceLROnPlateauState",
+    "SAMState",
     "ScaleByAdemamixState",
     "ScaleBySimplifiedAdEMAMixState",
     "ScheduleFreeState",
+    "SophiaState",
     "SplitRealAndImaginaryState",
     "acprop",
     "ademamix",
     "adopt",
     "differentially_private_aggregate",
     "dpsgd",
+    "galore",
+    "hutchinson_estimator_diag_hessian",
     "madgrad",
     "muon",
     "normalize",
     "reduce_on_plateau",
+    "sam",
     "scale_by_acprop",
     "scale_by_ademamix",
     "scale_by_adopt",
+    "scale_by_galore",
     "scale_by_madgrad",
     "scale_by_muon",
     "scale_by_simplified_ademamix",
@@ -72,5 +89,6 @@ __all__ = [
     "schedule_free_eval_params",
     "schedule_free_sgd",
     "simplified_ademamix",
+    "sophia",
     "split_real_and_imaginary",
 ]

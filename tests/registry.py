@@ -330,6 +330,8 @@ def _adopt_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
 def _schedule_free_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
     # Schedule-Free around Adam without momentum, sharing its learning rate.
     return gradtx.schedule_free(gradtx.adam(learning_rate, b1=0.0), learning_rate, b1=0.8)
+
+
 def _scale_by_muon_example(beta: float = 0.95) -> gradtx.GradientTransformation:
     # Muon orthogonalises matrices; the 1-D leaves pass through untouched.
     is_matrix = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)  # noqa: E731
@@ -357,6 +359,26 @@ _SECOND_ORDER = dict(
     supports_complex=False,
     extra_args={"value_fn": _half_squared_norm},
 )
+
+
+# Sophia's Hessian estimator reads the loss as obj_fn (Optax's name); with
+# f = |x|^2 / 2 its Hessian is I.
+_SECOND_ORDER_OBJ = dict(
+    needs_params=True,
+    supports_complex=False,
+    extra_args={"obj_fn": _half_squared_norm},
+)
+
+
+def _sam_example(learning_rate: float = 0.1, **kwargs: Any) -> gradtx.GradientTransformation:
+    ascent = gradtx.chain(gradtx.normalize_by_update_norm(), gradtx.sgd(0.05))
+    return gradtx.sam(gradtx.sgd(learning_rate), ascent, **kwargs)
+
+
+def _sam_grad_fn(params: Any, step: Any) -> Any:
+    """The gradient of ``|x|^2 / 2`` at the adversarial point: SAM's opaque mode reads it."""
+    del step
+    return params
 
 
 def _decay(name: str) -> dict[str, Any]:
@@ -1652,6 +1674,75 @@ REGISTRY: tuple[Entry, ...] = (
         selects_by_tree=True,
         reduces_per_leaf=True,
         **_decay("beta"),
+    ),
+    # SAM, Sophia and GaLore (Optax's contrib). SAM's ascent steps climb, so the
+    # transparent entry does not descend; the opaque one reads grad_fn. Sophia
+    # reads obj_fn (its Hutchinson probes come from a key in the state); GaLore
+    # takes one SVD per matrix leaf.
+    Entry(
+        "sam",
+        "sam",
+        _sam_example,
+        needs_params=True,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "sam_opaque",
+        "sam",
+        functools.partial(_sam_example, opaque_mode=True),
+        needs_params=True,
+        descends=True,
+        extra_args={"grad_fn": _sam_grad_fn},
+        **_LR,
+    ),
+    Entry(
+        "scale_by_sophia",
+        "scale_by_sophia",
+        gradtx.scale_by_sophia,
+        {"update_interval": 2},
+        stochastic=True,
+        **_decay("b1"),
+        **_SECOND_ORDER_OBJ,
+    ),
+    Entry(
+        "hutchinson_estimator_diag_hessian",
+        "hutchinson_estimator_diag_hessian",
+        gradtx.hutchinson_estimator_diag_hessian,
+        checks_structure=False,  # its state is a key; the estimate is shaped by the params
+        stochastic=True,
+        **_SECOND_ORDER_OBJ,
+    ),
+    Entry(
+        "sophia",
+        "sophia",
+        gradtx.sophia,
+        {"learning_rate": 0.1, "update_interval": 2},
+        stochastic=True,
+        blocks=("scale_by_sophia", "add_decayed_weights", "scale_by_learning_rate"),
+        **_SECOND_ORDER_OBJ,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_galore",
+        "scale_by_galore",
+        gradtx.scale_by_galore,
+        {"rank": 1, "update_proj_gap": 2},
+        supports_complex=False,
+        reduces_per_leaf=True,
+        hyperparameter="scale",
+        hyperparameter_values=(0.5, 1.0, 2.0),
+    ),
+    Entry(
+        "galore",
+        "galore",
+        gradtx.galore,
+        {"learning_rate": 0.1, "rank": 1, "update_proj_gap": 2},
+        needs_params=True,  # its decay block reads them even at weight_decay=0
+        supports_complex=False,
+        reduces_per_leaf=True,
+        blocks=("scale_by_galore", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
     ),
 )
 

@@ -476,6 +476,10 @@ _TEMPORARY_LEAVES = {
     # Adan reads the previous gradient (g_k - g_{k-1}) in the kernels of its three
     # moments while its buffer takes the new gradient (Optax: 1.0).
     **dict.fromkeys(["adan", "scale_by_adan"], 1.1),
+    # Hutchinson's estimate u * (H u): the probe u (drawn through uint32 bits), the
+    # gradient at the params and its forward derivative H u; Sophia runs it inside
+    # a lax.cond, whose buffers are the larger branch's. Measured 4.007.
+    **dict.fromkeys(["hutchinson_estimator_diag_hessian", "scale_by_sophia", "sophia"], 4.1),
 }
 
 

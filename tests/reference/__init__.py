@@ -42,6 +42,11 @@ module          algorithms
 ``dog``         Ivgi, Hinder & Carmon (2023) Alg. 1, layer-wise (LDoG)
 ``madgrad``     Defazio & Jelassi (2021) Alg. 1, and the implementations' lambda_k
 ``acprop``      Zhuang et al. (2021) Alg. 2, with Optax's first step and bias correction
+``sam``         Foret et al. (2021) Alg. 1, with k - 1 ascent steps per period (both
+                modes of Optax's ``sam``) and a heavy-ball outer step
+``sophia``      Liu et al. (2023) Alg. 3, with or without Optax's bias correction and
+                Hessian-after-the-step order
+``galore``      Zhao et al. (2024) Alg. 2 (GaLore-Adam), left or right projection
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of
@@ -69,6 +74,7 @@ from . import (
     amsgrad,
     dog,
     fromage,
+    galore,
     lion,
     madgrad,
     nadam,
@@ -76,10 +82,12 @@ from . import (
     optimistic,
     polyak,
     rmsprop,
+    sam,
     second_order,
     sgd,
     sign,
     sm3,
+    sophia,
     trust_ratio,
     yogi,
 )
@@ -109,4 +117,7 @@ __all__ = [
     "trust_ratio",
     "madgrad",
     "acprop",
+    "sam",
+    "sophia",
+    "galore",
 ]
