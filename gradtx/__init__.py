@@ -98,6 +98,7 @@ from gradtx.optimizers.optimistic import (
     scale_by_optimistic_gradient,
 )
 from gradtx.optimizers.polyak import polyak_sgd, scale_by_polyak
+from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradtx.optimizers.rmsprop import (
     ScaleByRmsState,
@@ -312,6 +313,7 @@ __all__ = [
     "Params",
     "PartitionState",
     "PenaltyState",
+    "ProdigyState",
     "RecordCurvesState",
     "ReduceOnPlateauState",
     "ScalarOrSchedule",
@@ -463,6 +465,7 @@ __all__ = [
     "polyak_sgd",
     "polynomial_schedule",
     "power_iteration",
+    "prodigy",
     "projections",
     "proximal_elastic_net",
     "proximal_l1",

@@ -12,6 +12,7 @@ Examples:
     True
 """
 
+from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
 from gradtx.transforms.privacy import (
@@ -22,8 +23,10 @@ from gradtx.transforms.privacy import (
 
 __all__ = [
     "DifferentiallyPrivateAggregateState",
+    "ProdigyState",
     "ReduceLROnPlateauState",
     "differentially_private_aggregate",
     "dpsgd",
+    "prodigy",
     "reduce_on_plateau",
 ]

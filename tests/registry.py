@@ -1497,6 +1497,18 @@ REGISTRY: tuple[Entry, ...] = (
         extra_args={"value": 1.0},
         **_LR,
     ),
+    # Parameter-free methods (Optax's contrib): prodigy, dadapt_adamw, dog, dowg,
+    # mechanize, cocob, momo. Each measures the distance from the start or reads
+    # the loss, so each needs the params.
+    # d_0 = 1e-2: Optax's 1e-6 makes the first steps too small to lower a float32 loss.
+    Entry(
+        "prodigy",
+        "prodigy",
+        gradtx.prodigy,
+        {"estim_lr0": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
