@@ -81,6 +81,7 @@ from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.dog import (
     ScaleByDistanceOverGradientsState,
     scale_by_distance_over_gradients,
@@ -286,6 +287,7 @@ __all__ = [
     "ConditionallyMaskState",
     "ConditionallyTransformState",
     "ContinueResult",
+    "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
     "EarlyStopping",
     "EarlyStoppingState",
@@ -396,6 +398,7 @@ __all__ = [
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
     "cosine_restarts_schedule",
+    "dadapt_adamw",
     "decoupled_weight_decay",
     "differentially_private_aggregate",
     "dpsgd",

@@ -12,6 +12,7 @@ Examples:
     True
 """
 
+from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
@@ -22,9 +23,11 @@ from gradtx.transforms.privacy import (
 )
 
 __all__ = [
+    "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
     "ProdigyState",
     "ReduceLROnPlateauState",
+    "dadapt_adamw",
     "differentially_private_aggregate",
     "dpsgd",
     "prodigy",

@@ -1509,6 +1509,14 @@ REGISTRY: tuple[Entry, ...] = (
         needs_params=True,
         **_OPTIMIZER,
     ),
+    Entry(
+        "dadapt_adamw",
+        "dadapt_adamw",
+        gradtx.dadapt_adamw,
+        {"estim_lr0": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}

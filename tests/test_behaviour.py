@@ -466,6 +466,9 @@ _TEMPORARY_LEAVES = {
     # Adan reads the previous gradient (g_k - g_{k-1}) in the kernels of its three
     # moments while its buffer takes the new gradient (Optax: 1.0).
     **dict.fromkeys(["adan", "scale_by_adan"], 1.1),
+    # D-Adaptation's inner product <g, s_k / (sqrt(v_k) + eps)> reads s and v
+    # before the step overwrites them: XLA keeps both (Optax's: 2.0 too).
+    "dadapt_adamw": 2.1,
 }
 
 

@@ -48,6 +48,27 @@ CASES = {
         # rounding in the order of the sums (1e-16) grows to 2.4e-6 over the run.
         1e-5,
     ),
+    "dadapt_adamw (no bias correction)": (
+        lambda: gradtx.dadapt_adamw(bias_correction=False),
+        lambda ps: pytorch_optimizer.DAdaptAdam(ps),
+        1e-10,
+    ),
+    "dadapt_adamw (bias correction, decoupled decay, lr 0.5, betas)": (
+        lambda: gradtx.dadapt_adamw(0.5, betas=(0.8, 0.99), weight_decay=0.1, estim_lr0=1e-3),
+        lambda ps: pytorch_optimizer.DAdaptAdam(
+            ps,
+            lr=0.5,
+            betas=(0.8, 0.99),
+            weight_decay=0.1,
+            weight_decouple=True,
+            d0=1e-3,
+            bias_correction=True,
+        ),
+        # With b2 = 0.99, d grows in jumps that amplify the different order of
+        # the sums (torch divides by (1 - b1^t) / sqrt(1 - b2^t)): 4.9e-6 over the
+        # run (betas alone: 1.7e-5; bias correction alone: 1e-9; the decay alone 1e-14).
+        1e-4,
+    ),
 }
 
 
