@@ -83,7 +83,11 @@ from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_ams
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
 from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.dog import (
+    DoGState,
+    DoWGState,
     ScaleByDistanceOverGradientsState,
+    dog,
+    dowg,
     scale_by_distance_over_gradients,
 )
 from gradtx.optimizers.fromage import fromage
@@ -289,6 +293,8 @@ __all__ = [
     "ContinueResult",
     "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
+    "DoGState",
+    "DoWGState",
     "EarlyStopping",
     "EarlyStoppingState",
     "EmaState",
@@ -401,6 +407,8 @@ __all__ = [
     "dadapt_adamw",
     "decoupled_weight_decay",
     "differentially_private_aggregate",
+    "dog",
+    "dowg",
     "dpsgd",
     "early_stopping",
     "ema",

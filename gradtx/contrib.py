@@ -13,6 +13,7 @@ Examples:
 """
 
 from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
+from gradtx.optimizers.dog import DoGState, DoWGState, dog, dowg
 from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
@@ -25,10 +26,14 @@ from gradtx.transforms.privacy import (
 __all__ = [
     "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
+    "DoGState",
+    "DoWGState",
     "ProdigyState",
     "ReduceLROnPlateauState",
     "dadapt_adamw",
     "differentially_private_aggregate",
+    "dog",
+    "dowg",
     "dpsgd",
     "prodigy",
     "reduce_on_plateau",

@@ -1517,6 +1517,13 @@ REGISTRY: tuple[Entry, ...] = (
         needs_params=True,
         **_OPTIMIZER,
     ),
+    # Global DoG and DoWG: one distance and one gradient sum over the whole tree.
+    Entry(
+        "dog", "dog", gradtx.dog, {"init_step": ("distance", 0.1)}, needs_params=True, **_OPTIMIZER
+    ),
+    Entry(
+        "dowg", "dowg", gradtx.dowg, {"init_estim_sq_dist": 0.01}, needs_params=True, **_OPTIMIZER
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
