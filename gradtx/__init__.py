@@ -81,6 +81,7 @@ from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.cocob import COCOBState, cocob, scale_by_cocob
 from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.dog import (
     DoGState,
@@ -286,6 +287,7 @@ __all__ = [
     "ApplyIfFiniteState",
     "AverageParamsState",
     "BiasCorrectionState",
+    "COCOBState",
     "ClipByGlobalNormState",
     "ClipState",
     "ConditionallyMaskState",
@@ -396,6 +398,7 @@ __all__ = [
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_leaf_norm",
+    "cocob",
     "combine",
     "conditionally_mask",
     "conditionally_transform",
@@ -504,6 +507,7 @@ __all__ = [
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
     "scale_by_bfgs",
+    "scale_by_cocob",
     "scale_by_distance_over_gradients",
     "scale_by_factored_rms",
     "scale_by_hessian_free",

@@ -12,6 +12,7 @@ Examples:
     True
 """
 
+from gradtx.optimizers.cocob import COCOBState, cocob, scale_by_cocob
 from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.dog import DoGState, DoWGState, dog, dowg
 from gradtx.optimizers.prodigy import ProdigyState, prodigy
@@ -24,12 +25,14 @@ from gradtx.transforms.privacy import (
 )
 
 __all__ = [
+    "COCOBState",
     "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
     "DoGState",
     "DoWGState",
     "ProdigyState",
     "ReduceLROnPlateauState",
+    "cocob",
     "dadapt_adamw",
     "differentially_private_aggregate",
     "dog",
@@ -37,4 +40,5 @@ __all__ = [
     "dpsgd",
     "prodigy",
     "reduce_on_plateau",
+    "scale_by_cocob",
 ]

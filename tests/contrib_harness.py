@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from tests import test_optax_parity as P
 from tests.test_reference_trajectories import NUM_STEPS, RTOL, THETA0, TREEDEF, deviation
@@ -115,7 +116,8 @@ def optax_runs(pairs, dtype, steps=P.STEPS):
         }
         params = P._cast(P.PARAMS, dtype)
         noise = jax.tree.map(lambda n: n[:steps], P._cast(P.NOISE, dtype))
-        built = [(make_a(), make_b()) for make_a, make_b in pairs]
+        # Optax's plain transformations (scale_by_cocob) take no extra arguments.
+        built = [(make_a(), optax.with_extra_args_support(make_b())) for make_a, make_b in pairs]
 
         def path(tx, params, noise, data):
             def body(carry, noise_k):

@@ -1524,6 +1524,28 @@ REGISTRY: tuple[Entry, ...] = (
     Entry(
         "dowg", "dowg", gradtx.dowg, {"init_estim_sq_dist": 0.01}, needs_params=True, **_OPTIMIZER
     ),
+    # COCOB bets per coordinate; its learning rate scales the gradient, not the step.
+    Entry(
+        "scale_by_cocob",
+        "scale_by_cocob",
+        gradtx.scale_by_cocob,
+        descends=True,
+        needs_params=True,
+        supports_complex=False,
+        hyperparameter="alpha",
+        hyperparameter_values=(10.0, 100.0, 200.0),
+    ),
+    Entry(
+        "cocob",
+        "cocob",
+        gradtx.cocob,
+        is_named_optimizer=True,
+        descends=True,
+        needs_params=True,
+        supports_complex=False,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.5, 1.0, 2.0),
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}

@@ -469,6 +469,8 @@ _TEMPORARY_LEAVES = {
     # D-Adaptation's inner product <g, s_k / (sqrt(v_k) + eps)> reads s and v
     # before the step overwrites them: XLA keeps both (Optax's: 2.0 too).
     "dadapt_adamw": 2.1,
+    # COCOB's step w_{t+1} - w_t: XLA keeps one params-sized buffer (Optax's: 1.0 too).
+    **dict.fromkeys(["scale_by_cocob", "cocob"], 1.1),
 }
 
 
