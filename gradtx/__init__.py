@@ -94,6 +94,7 @@ from gradtx.optimizers.dog import (
 from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
+from gradtx.optimizers.momo import MomoAdamState, MomoState, momo, momo_adam
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
 from gradtx.optimizers.optimistic import (
@@ -313,6 +314,8 @@ __all__ = [
     "MaskedNode",
     "MaskedState",
     "MinimizeResult",
+    "MomoAdamState",
+    "MomoState",
     "MonitorState",
     "MultiNormalDiagFromLogScale",
     "MultiSteps",
@@ -450,6 +453,8 @@ __all__ = [
     "microbatching",
     "minimize",
     "momentum",
+    "momo",
+    "momo_adam",
     "monitor",
     "multi_normal",
     "multi_transform",

@@ -15,6 +15,7 @@ Examples:
 from gradtx.optimizers.cocob import COCOBState, cocob, scale_by_cocob
 from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.dog import DoGState, DoWGState, dog, dowg
+from gradtx.optimizers.momo import MomoAdamState, MomoState, momo, momo_adam
 from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
 from gradtx.transforms.plateau import reduce_on_plateau
@@ -30,6 +31,8 @@ __all__ = [
     "DifferentiallyPrivateAggregateState",
     "DoGState",
     "DoWGState",
+    "MomoAdamState",
+    "MomoState",
     "ProdigyState",
     "ReduceLROnPlateauState",
     "cocob",
@@ -38,6 +41,8 @@ __all__ = [
     "dog",
     "dowg",
     "dpsgd",
+    "momo",
+    "momo_adam",
     "prodigy",
     "reduce_on_plateau",
     "scale_by_cocob",

@@ -1546,6 +1546,31 @@ REGISTRY: tuple[Entry, ...] = (
         hyperparameter="learning_rate",
         hyperparameter_values=(0.5, 1.0, 2.0),
     ),
+    # MoMo reads the loss: extra_args["value"].
+    Entry(
+        "momo",
+        "momo",
+        gradtx.momo,
+        {"learning_rate": 0.1},
+        is_named_optimizer=True,
+        descends=True,
+        needs_params=True,
+        extra_args={"value": 1.0},
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "momo_adam",
+        "momo_adam",
+        gradtx.momo_adam,
+        {"learning_rate": 0.1},
+        is_named_optimizer=True,
+        descends=True,
+        needs_params=True,
+        extra_args={"value": 1.0},
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}

@@ -471,6 +471,9 @@ _TEMPORARY_LEAVES = {
     "dadapt_adamw": 2.1,
     # COCOB's step w_{t+1} - w_t: XLA keeps one params-sized buffer (Optax's: 1.0 too).
     **dict.fromkeys(["scale_by_cocob", "cocob"], 1.1),
+    # MoMo-Adam's step needs a sum over the whole tree (tau) before it can use the
+    # new d and v, so XLA keeps both (Optax's: 2.0 too).
+    "momo_adam": 2.1,
 }
 
 
