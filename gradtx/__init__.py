@@ -94,6 +94,7 @@ from gradtx.optimizers.dog import (
 from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
+from gradtx.optimizers.mechanic import MechanicState, mechanize
 from gradtx.optimizers.momo import MomoAdamState, MomoState, momo, momo_adam
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
@@ -313,6 +314,7 @@ __all__ = [
     "MaskOrFn",
     "MaskedNode",
     "MaskedState",
+    "MechanicState",
     "MinimizeResult",
     "MomoAdamState",
     "MomoState",
@@ -449,6 +451,7 @@ __all__ = [
     "masked",
     "matrix_inverse_pth_root",
     "measure_with_ema",
+    "mechanize",
     "microbatch",
     "microbatching",
     "minimize",

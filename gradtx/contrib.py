@@ -15,6 +15,7 @@ Examples:
 from gradtx.optimizers.cocob import COCOBState, cocob, scale_by_cocob
 from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.dog import DoGState, DoWGState, dog, dowg
+from gradtx.optimizers.mechanic import MechanicState, mechanize
 from gradtx.optimizers.momo import MomoAdamState, MomoState, momo, momo_adam
 from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.transforms.plateau import ReduceOnPlateauState as ReduceLROnPlateauState
@@ -31,6 +32,7 @@ __all__ = [
     "DifferentiallyPrivateAggregateState",
     "DoGState",
     "DoWGState",
+    "MechanicState",
     "MomoAdamState",
     "MomoState",
     "ProdigyState",
@@ -41,6 +43,7 @@ __all__ = [
     "dog",
     "dowg",
     "dpsgd",
+    "mechanize",
     "momo",
     "momo_adam",
     "prodigy",

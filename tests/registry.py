@@ -326,6 +326,11 @@ _LR = dict(
 _OPTIMIZER = dict(is_named_optimizer=True, descends=True, **_LR)
 
 
+def _mechanize_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    # s_init = 1e-2: Optax's 1e-6 makes the first steps too small to lower a float32 loss.
+    return gradtx.mechanize(gradtx.adam(learning_rate), s_init=1e-2)
+
+
 def _half_squared_norm(params: Any) -> jax.Array:
     """``|x|^2 / 2`` over any tree: the loss the second-order entries read."""
     squares = [0.5 * jnp.sum(jnp.abs(x).astype(jnp.float32) ** 2) for x in jax.tree.leaves(params)]
@@ -1570,6 +1575,16 @@ REGISTRY: tuple[Entry, ...] = (
         extra_args={"value": 1.0},
         hyperparameter="learning_rate",
         hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    # Mechanic scales a base optimizer's summed steps (here Adam's).
+    Entry(
+        "mechanize",
+        "mechanize",
+        _mechanize_example,
+        descends=True,
+        needs_params=True,
+        supports_complex=False,
+        **_LR,
     ),
 )
 

@@ -474,6 +474,9 @@ _TEMPORARY_LEAVES = {
     # MoMo-Adam's step needs a sum over the whole tree (tau) before it can use the
     # new d and v, so XLA keeps both (Optax's: 2.0 too).
     "momo_adam": 2.1,
+    # Mechanic's step x_ref + S (Delta + u) - x reads x after the base optimizer's
+    # kernels: XLA keeps one params-sized buffer (Optax's: 1.0 too).
+    "mechanize": 1.1,
 }
 
 
