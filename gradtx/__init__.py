@@ -91,8 +91,14 @@ from gradtx.optimizers.ademamix import (
 from gradtx.optimizers.adopt import adopt, scale_by_adopt
 from gradtx.optimizers.amsgrad import ScaleByAmsgradState, amsgrad, scale_by_amsgrad
 from gradtx.optimizers.averaging import AverageParamsState, average_params, averaged_params
+from gradtx.optimizers.cocob import COCOBState, cocob, scale_by_cocob
+from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
 from gradtx.optimizers.dog import (
+    DoGState,
+    DoWGState,
     ScaleByDistanceOverGradientsState,
+    dog,
+    dowg,
     scale_by_distance_over_gradients,
 )
 from gradtx.optimizers.fromage import fromage
@@ -100,6 +106,8 @@ from gradtx.optimizers.galore import GaLoreDimensionNumbers, GaLoreState, galore
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
+from gradtx.optimizers.mechanic import MechanicState, mechanize
+from gradtx.optimizers.momo import MomoAdamState, MomoState, momo, momo_adam
 from gradtx.optimizers.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
 from gradtx.optimizers.nadam import ScaleByNadamState, nadam, nadamw, scale_by_nadam
 from gradtx.optimizers.novograd import ScaleByNovogradState, novograd, scale_by_novograd
@@ -111,6 +119,7 @@ from gradtx.optimizers.optimistic import (
     scale_by_optimistic_gradient,
 )
 from gradtx.optimizers.polyak import polyak_sgd, scale_by_polyak
+from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.optimizers.radam import ScaleByRadamState, radam, scale_by_radam
 from gradtx.optimizers.rmsprop import (
     ScaleByRmsState,
@@ -316,12 +325,16 @@ __all__ = [
     "ApplyIfFiniteState",
     "AverageParamsState",
     "BiasCorrectionState",
+    "COCOBState",
     "ClipByGlobalNormState",
     "ClipState",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
     "ContinueResult",
+    "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
+    "DoGState",
+    "DoWGState",
     "EarlyStopping",
     "EarlyStoppingState",
     "EmaState",
@@ -341,7 +354,10 @@ __all__ = [
     "MaskOrFn",
     "MaskedNode",
     "MaskedState",
+    "MechanicState",
     "MinimizeResult",
+    "MomoAdamState",
+    "MomoState",
     "MonitorState",
     "MultiNormalDiagFromLogScale",
     "MultiSteps",
@@ -355,6 +371,7 @@ __all__ = [
     "Params",
     "PartitionState",
     "PenaltyState",
+    "ProdigyState",
     "RecordCurvesState",
     "ReduceOnPlateauState",
     "SAMState",
@@ -440,6 +457,7 @@ __all__ = [
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_leaf_norm",
+    "cocob",
     "combine",
     "conditionally_mask",
     "conditionally_transform",
@@ -449,8 +467,11 @@ __all__ = [
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
     "cosine_restarts_schedule",
+    "dadapt_adamw",
     "decoupled_weight_decay",
     "differentially_private_aggregate",
+    "dog",
+    "dowg",
     "dpsgd",
     "early_stopping",
     "ema",
@@ -488,10 +509,13 @@ __all__ = [
     "masked",
     "matrix_inverse_pth_root",
     "measure_with_ema",
+    "mechanize",
     "microbatch",
     "microbatching",
     "minimize",
     "momentum",
+    "momo",
+    "momo_adam",
     "monitor",
     "multi_normal",
     "multi_transform",
@@ -523,6 +547,7 @@ __all__ = [
     "polyak_sgd",
     "polynomial_schedule",
     "power_iteration",
+    "prodigy",
     "projections",
     "proximal_elastic_net",
     "proximal_l1",
@@ -554,6 +579,7 @@ __all__ = [
     "scale_by_backtracking_linesearch",
     "scale_by_belief",
     "scale_by_bfgs",
+    "scale_by_cocob",
     "scale_by_distance_over_gradients",
     "scale_by_factored_rms",
     "scale_by_galore",

@@ -22,9 +22,15 @@ from gradtx.optimizers.ademamix import (
     simplified_ademamix,
 )
 from gradtx.optimizers.adopt import adopt, scale_by_adopt
+from gradtx.optimizers.cocob import COCOBState, cocob, scale_by_cocob
+from gradtx.optimizers.dadapt_adamw import DAdaptAdamWState, dadapt_adamw
+from gradtx.optimizers.dog import DoGState, DoWGState, dog, dowg
 from gradtx.optimizers.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
+from gradtx.optimizers.mechanic import MechanicState, mechanize
+from gradtx.optimizers.momo import MomoAdamState, MomoState, momo, momo_adam
 from gradtx.optimizers.muon import MuonDimensionNumbers, MuonState, muon, scale_by_muon
+from gradtx.optimizers.prodigy import ProdigyState, prodigy
 from gradtx.optimizers.sam import SAMState, sam
 from gradtx.optimizers.schedule_free import (
     ScheduleFreeState,
@@ -50,14 +56,22 @@ from gradtx.transforms.privacy import (
 )
 
 __all__ = [
+    "COCOBState",
+    "DAdaptAdamWState",
     "DifferentiallyPrivateAggregateState",
+    "DoGState",
+    "DoWGState",
     "GaLoreDimensionNumbers",
     "GaLoreState",
     "HutchinsonState",
     "MadgradState",
+    "MechanicState",
+    "MomoAdamState",
+    "MomoState",
     "MuonDimensionNumbers",
     "MuonState",
     "NormalizeState",
+    "ProdigyState",
     "ReduceLROnPlateauState",
     "SAMState",
     "ScaleByAdemamixState",
@@ -68,18 +82,27 @@ __all__ = [
     "acprop",
     "ademamix",
     "adopt",
+    "cocob",
+    "dadapt_adamw",
     "differentially_private_aggregate",
+    "dog",
+    "dowg",
     "dpsgd",
     "galore",
     "hutchinson_estimator_diag_hessian",
     "madgrad",
+    "mechanize",
+    "momo",
+    "momo_adam",
     "muon",
     "normalize",
+    "prodigy",
     "reduce_on_plateau",
     "sam",
     "scale_by_acprop",
     "scale_by_ademamix",
     "scale_by_adopt",
+    "scale_by_cocob",
     "scale_by_galore",
     "scale_by_madgrad",
     "scale_by_muon",

@@ -348,6 +348,11 @@ _LR = dict(
 _OPTIMIZER = dict(is_named_optimizer=True, descends=True, **_LR)
 
 
+def _mechanize_example(learning_rate: float = 0.1) -> gradtx.GradientTransformation:
+    # s_init = 1e-2: Optax's 1e-6 makes the first steps too small to lower a float32 loss.
+    return gradtx.mechanize(gradtx.adam(learning_rate), s_init=1e-2)
+
+
 def _half_squared_norm(params: Any) -> jax.Array:
     """``|x|^2 / 2`` over any tree: the loss the second-order entries read."""
     squares = [0.5 * jnp.sum(jnp.abs(x).astype(jnp.float32) ** 2) for x in jax.tree.leaves(params)]
@@ -1743,6 +1748,90 @@ REGISTRY: tuple[Entry, ...] = (
         reduces_per_leaf=True,
         blocks=("scale_by_galore", "add_decayed_weights", "scale_by_learning_rate"),
         **_OPTIMIZER,
+    ),
+    # Parameter-free methods (Optax's contrib): prodigy, dadapt_adamw, dog, dowg,
+    # mechanize, cocob, momo. Each measures the distance from the start or reads
+    # the loss, so each needs the params.
+    # d_0 = 1e-2: Optax's 1e-6 makes the first steps too small to lower a float32 loss.
+    Entry(
+        "prodigy",
+        "prodigy",
+        gradtx.prodigy,
+        {"estim_lr0": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "dadapt_adamw",
+        "dadapt_adamw",
+        gradtx.dadapt_adamw,
+        {"estim_lr0": 1e-2},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
+    # Global DoG and DoWG: one distance and one gradient sum over the whole tree.
+    Entry(
+        "dog", "dog", gradtx.dog, {"init_step": ("distance", 0.1)}, needs_params=True, **_OPTIMIZER
+    ),
+    Entry(
+        "dowg", "dowg", gradtx.dowg, {"init_estim_sq_dist": 0.01}, needs_params=True, **_OPTIMIZER
+    ),
+    # COCOB bets per coordinate; its learning rate scales the gradient, not the step.
+    Entry(
+        "scale_by_cocob",
+        "scale_by_cocob",
+        gradtx.scale_by_cocob,
+        descends=True,
+        needs_params=True,
+        supports_complex=False,
+        hyperparameter="alpha",
+        hyperparameter_values=(10.0, 100.0, 200.0),
+    ),
+    Entry(
+        "cocob",
+        "cocob",
+        gradtx.cocob,
+        is_named_optimizer=True,
+        descends=True,
+        needs_params=True,
+        supports_complex=False,
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.5, 1.0, 2.0),
+    ),
+    # MoMo reads the loss: extra_args["value"].
+    Entry(
+        "momo",
+        "momo",
+        gradtx.momo,
+        {"learning_rate": 0.1},
+        is_named_optimizer=True,
+        descends=True,
+        needs_params=True,
+        extra_args={"value": 1.0},
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    Entry(
+        "momo_adam",
+        "momo_adam",
+        gradtx.momo_adam,
+        {"learning_rate": 0.1},
+        is_named_optimizer=True,
+        descends=True,
+        needs_params=True,
+        extra_args={"value": 1.0},
+        hyperparameter="learning_rate",
+        hyperparameter_values=(0.01, 0.1, 0.3),
+    ),
+    # Mechanic scales a base optimizer's summed steps (here Adam's).
+    Entry(
+        "mechanize",
+        "mechanize",
+        _mechanize_example,
+        descends=True,
+        needs_params=True,
+        supports_complex=False,
+        **_LR,
     ),
 )
 

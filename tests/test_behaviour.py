@@ -480,6 +480,17 @@ _TEMPORARY_LEAVES = {
     # gradient at the params and its forward derivative H u; Sophia runs it inside
     # a lax.cond, whose buffers are the larger branch's. Measured 4.007.
     **dict.fromkeys(["hutchinson_estimator_diag_hessian", "scale_by_sophia", "sophia"], 4.1),
+    # D-Adaptation's inner product <g, s_k / (sqrt(v_k) + eps)> reads s and v
+    # before the step overwrites them: XLA keeps both (Optax's: 2.0 too).
+    "dadapt_adamw": 2.1,
+    # COCOB's step w_{t+1} - w_t: XLA keeps one params-sized buffer (Optax's: 1.0 too).
+    **dict.fromkeys(["scale_by_cocob", "cocob"], 1.1),
+    # MoMo-Adam's step needs a sum over the whole tree (tau) before it can use the
+    # new d and v, so XLA keeps both (Optax's: 2.0 too).
+    "momo_adam": 2.1,
+    # Mechanic's step x_ref + S (Delta + u) - x reads x after the base optimizer's
+    # kernels: XLA keeps one params-sized buffer (Optax's: 1.0 too).
+    "mechanize": 1.1,
 }
 
 
