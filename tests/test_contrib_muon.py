@@ -375,7 +375,13 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("factory, kwargs, message", BAD, ids=lambda x: str(x)[:40])
+def _case_id(case):
+    factory, kwargs, _ = case
+    name = getattr(factory, "func", factory).__name__
+    return f"{name}-{'-'.join(f'{k}={v!r}'[:30] for k, v in kwargs.items())}"
+
+
+@pytest.mark.parametrize("factory, kwargs, message", BAD, ids=[_case_id(c) for c in BAD])
 def test_bad_hyperparameters_are_refused(factory, kwargs, message):
     with pytest.raises(ValueError, match=message):
         factory(**kwargs)
