@@ -644,17 +644,22 @@ def test_state_is_a_stable_pytree_and_init_does_not_alias_the_params():
     state = tx.init(params)
     assert state.slow["w"] is not original and state.slow["frozen"] is None
     grads = {"w": jnp.ones(3), "s": jnp.asarray(1.0, jnp.bfloat16), "frozen": None}
-    step = jax.jit(lambda g, s, p: tx.update(g, s, p), donate_argnums=1)
-    traces = 0
+    traces = []
+
+    def update(g, s, p):
+        traces.append(None)  # once per trace, not per call
+        return tx.update(g, s, p)
+
+    step = jax.jit(update, donate_argnums=1)
     for _ in range(3):
         updates, new_state = step(grads, state, params)
         assert jax.tree.structure(new_state) == jax.tree.structure(state)
         for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state), strict=True):
             assert a.dtype == b.dtype and a.shape == b.shape
         assert updates["s"].dtype == jnp.bfloat16 and updates["frozen"] is None
-        state, traces = new_state, step._cache_size()
+        state = new_state
         params = gradtx.apply_updates(params, updates)
-    assert traces == 1
+    assert len(traces) == 1  # the state kept its types: no retrace
     # Donating the state never deletes the caller's params: init copied them.
     np.testing.assert_array_equal(np.asarray(original), np.ones(3))
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -28,6 +29,65 @@ UNIT = r"in \[0, 1\)"  # the range every decay rate must lie in
 # (factory, bad keyword arguments, regex the message must match). Each regex
 # names the argument and the value given; most also the allowed range.
 BAD_HYPERPARAMETERS = [
+    # The 2024-26 methods (fuller tables beside each in tests/test_contrib_*.py).
+    (
+        gradtx.acprop,
+        dict(learning_rate=0.1, b1=1.5),
+        rf"scale_by_acprop: b1 must be {UNIT}, got 1\.5",
+    ),
+    (gradtx.scale_by_acprop, dict(b1=1.5), rf"scale_by_acprop: b1 must be {UNIT}"),
+    (gradtx.ademamix, dict(learning_rate=0.1, b1=1.5), rf"scale_by_ademamix: b1 must be {UNIT}"),
+    (gradtx.scale_by_ademamix, dict(b1=1.5), rf"scale_by_ademamix: b1 must be {UNIT}"),
+    (
+        gradtx.simplified_ademamix,
+        dict(learning_rate=0.1, b1=1.5),
+        rf"scale_by_simplified_ademamix: b1 must be {UNIT}",
+    ),
+    (gradtx.scale_by_simplified_ademamix, dict(b1=1.5), r"scale_by_simplified_ademamix: b1"),
+    (gradtx.adopt, dict(learning_rate=0.1, b1=1.5), rf"scale_by_adopt: b1 must be {UNIT}"),
+    (gradtx.scale_by_adopt, dict(b1=1.5), rf"scale_by_adopt: b1 must be {UNIT}"),
+    (gradtx.cocob, dict(eps=-1.0), r"scale_by_cocob: eps must be a finite number > 0"),
+    (gradtx.scale_by_cocob, dict(eps=-1.0), r"scale_by_cocob: eps must be a finite number > 0"),
+    (gradtx.dadapt_adamw, dict(eps=-1.0), r"dadapt_adamw: eps must be a finite number >= 0"),
+    (gradtx.prodigy, dict(eps=-1.0), r"prodigy: eps must be a finite number >= 0"),
+    (gradtx.dog, dict(eps=-1.0), r"dog: eps must be a finite number >= 0"),
+    (gradtx.dowg, dict(eps=-1.0), r"dowg: eps must be a finite number >= 0"),
+    (
+        gradtx.galore,
+        dict(learning_rate=0.1, weight_decay=-1.0),
+        r"weight_decay must be a finite number >= 0",
+    ),
+    (gradtx.scale_by_galore, dict(scale=float("nan")), r"scale_by_galore: scale must be finite"),
+    (gradtx.madgrad, dict(learning_rate=0.1, momentum=1.5), rf"madgrad: momentum must be {UNIT}"),
+    (
+        gradtx.scale_by_madgrad,
+        dict(learning_rate=0.1, momentum=1.5),
+        rf"scale_by_madgrad: momentum must be {UNIT}",
+    ),
+    (gradtx.momo, dict(beta=1.5), rf"momo: beta must be {UNIT}"),
+    (gradtx.momo_adam, dict(b1=1.5), rf"momo_adam: b1 must be {UNIT}"),
+    (gradtx.scale_by_muon, dict(beta=1.5), rf"scale_by_muon: beta must be {UNIT}"),
+    (gradtx.sophia, dict(learning_rate=0.1, b1=1.5), rf"scale_by_sophia: b1 must be {UNIT}"),
+    (gradtx.scale_by_sophia, dict(b1=1.5), rf"scale_by_sophia: b1 must be {UNIT}"),
+    (gradtx.schedule_free_sgd, dict(b1=1.5), r"schedule_free: b1 must be in \[0, 1\], got 1\.5"),
+    (gradtx.schedule_free_adamw, dict(b1=1.5), r"schedule_free: b1 must be in \[0, 1\]"),
+    (
+        functools.partial(gradtx.schedule_free, gradtx.sgd(0.1), 0.1),
+        dict(b1=1.5),
+        r"schedule_free: b1 must be in \[0, 1\]",
+    ),
+    (
+        functools.partial(gradtx.mechanize, gradtx.sgd(0.1)),
+        dict(s_init=-1.0),
+        r"mechanize: s_init must be a finite number > 0",
+    ),
+    (
+        functools.partial(gradtx.sam, gradtx.sgd(0.1), gradtx.sgd(0.1)),
+        dict(sync_period=0),
+        r"sam: sync_period must be an integer >= 1",
+    ),
+    # Muon checks its block's numbers under the block's name (more rows: test_contrib_muon.py).
+    (gradtx.muon, dict(learning_rate=0.1, beta=1.5), r"scale_by_muon: beta must be in \[0, 1\)"),
     # Decay rates outside [0, 1).
     (gradtx.ema, dict(decay=1.0), rf"decay must be {UNIT}, got 1\.0"),
     (gradtx.ema, dict(decay=-0.1), rf"decay must be {UNIT}, got -0\.1"),
@@ -569,7 +629,7 @@ def _case_id(case):
         return getattr(v, "__name__", None) or repr(v)
 
     shown = ",".join(f"{k}={show(v)}" for k, v in kwargs.items())
-    return f"{factory.__name__}({shown})"
+    return f"{getattr(factory, 'func', factory).__name__}({shown})"
 
 
 @pytest.mark.parametrize("case", BAD_HYPERPARAMETERS, ids=_case_id)
@@ -585,7 +645,7 @@ def test_bad_hyperparameter_raises_at_construction(case):
 
 def test_validation_table_covers_every_validating_public_factory():
     """Every public factory with a hyperparameter is in the table at least once."""
-    in_table = {factory.__name__ for factory, _, _ in BAD_HYPERPARAMETERS}
+    in_table = {getattr(f, "func", f).__name__ for f, _, _ in BAD_HYPERPARAMETERS}
     takes_no_checkable_number = {
         "identity",
         "stateless",
@@ -601,6 +661,7 @@ def test_validation_table_covers_every_validating_public_factory():
         "conditionally_mask",
         "conditionally_transform",
         "with_extra_args_support",  # a transformation only
+        "split_real_and_imaginary",  # a transformation only
     }
     public = {e.public for e in WITH_HYPERPARAMETER} | {"adadelta"}
     assert public - takes_no_checkable_number <= in_table, public - in_table

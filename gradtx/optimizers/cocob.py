@@ -99,7 +99,7 @@ def scale_by_cocob(alpha: Any = 100.0, eps: Any = 1e-8) -> GradientTransformatio
         def full(value):
             # At least float32: eps = 1e-8 is 0 in float16, and G grows past its range.
             return jax.tree.map(
-                lambda x: jnp.full(x.shape, value, tree.compute_dtype(x.dtype)), params
+                lambda x: jnp.full_like(x, value, tree.compute_dtype(x.dtype)), params
             )
 
         return COCOBState(

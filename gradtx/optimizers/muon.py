@@ -266,6 +266,11 @@ def scale_by_muon(
     Every leaf must be a matrix, or a stack of them described by
     ``weight_dimension_numbers``; use :func:`muon` to send the other leaves to AdamW.
 
+    Departures from Optax, each where Optax fails: ``weight_dimension_numbers=None``
+    works on any tree (Optax's only on a single array); on complex leaves the
+    Gram matrix is ``X X^H`` in every preconditioning (Optax's "schatten" uses
+    ``X X^T``).
+
     Args:
       ns_coeffs: ``(a, b, c)``, or one triple per step (an ``(n, 3)`` tuple, whose
         ``n`` steps replace ``ns_steps``, which must be >= ``n``, as in Optax).
@@ -297,11 +302,6 @@ def scale_by_muon(
       ns_dtype: gradtx's switch: the dtype the normalisation and iteration run in;
         ``None`` (Optax's) is the momentum's (at least float32); ``jnp.bfloat16``
         is ``torch.optim.Muon``'s and Jordan et al.'s. The result is cast back.
-
-    Departures from Optax, each where Optax fails: ``weight_dimension_numbers=None``
-    works on any tree (Optax's only on a single array); on complex leaves the
-    Gram matrix is ``X X^H`` in every preconditioning (Optax's "schatten" uses
-    ``X X^T``).
 
     Raises:
       ValueError: ``ns_coeffs`` not of shape (3,) or (n, 3), ``n > ns_steps``;
