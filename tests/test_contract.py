@@ -162,25 +162,6 @@ def _leaf_types(tree):
 
 
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
-def test_no_recompilation_on_second_jitted_step(entry):
-    tx = entry.make()
-    traces = []
-
-    @jax.jit
-    def step(params, state, grads):
-        traces.append(None)  # runs once per trace, not per call
-        updates, state = tx.update(grads, state, params)
-        return gradtx.apply_updates(params, updates), state
-
-    params = tiny_params()
-    state = tx.init(params)
-    for i in range(3):
-        params, state = step(params, state, tiny_grads(i))
-    assert len(traces) == 1, f"{entry.name} retraced: the state changed type between steps"
-    assert step._cache_size() == 1
-
-
-@pytest.mark.parametrize("entry", REGISTRY, ids=str)
 def test_unknown_extra_args_are_ignored(entry):
     tx = entry.make()
     params = tiny_params()
@@ -248,18 +229,40 @@ def test_works_inside_gradtx_chain(entry):
 
 
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
-def test_works_inside_optax_chain_under_jit(entry):
+def test_a_jitted_step_inside_optax_chain_traces_once_and_matches_eager(entry):
+    """One compiled training step per entry, for three checks at once.
+
+    Inside ``optax.chain`` (Optax's composition takes gradtx blocks), under
+    ``jax.jit``, fed its own output state: it traces once (the state keeps its
+    types between steps, so a training loop never recompiles), and its updates are
+    the eager run's.
+    """
     alone, _ = reference_run(entry, steps=2)  # _updates_of(entry.make())
     tx = optax.chain(optax.identity(), entry.make(), optax.scale(1.0))
-    params = tiny_params()
-    step = jax.jit(lambda g, s: tx.update(g, s, params))
-    state = tx.init(params)
-    for i, expected in enumerate(alone):
-        updates, state = step(tiny_grads(i), state)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL), expected, updates)
+    traces = []
+
+    @jax.jit
+    def step(params, state, grads):
+        traces.append(None)  # runs once per trace, not per call
+        updates, state = tx.update(grads, state, params)
+        return updates, gradtx.apply_updates(params, updates), state
+
+    fixed = tiny_params()
+    params, state = fixed, tx.init(fixed)
+    for i in range(4):
+        # The first two steps at the reference's fixed params, the next two at
+        # params moved by apply_updates (which must keep their types too).
+        updates, moved, state = step(params, state, tiny_grads(i))
+        if i < len(alone):
+            jax.tree.map(
+                lambda a, b: np.testing.assert_allclose(a, b, RTOL, ATOL), alone[i], updates
+            )
+        if i >= len(alone) - 1:
+            params = moved
+    assert len(traces) == 1, f"{entry.name} retraced: the state changed type between steps"
     # And Optax's apply_updates accepts gradtx updates.
-    moved = optax.apply_updates(params, alone[0])
-    jax.tree.map(np.testing.assert_array_equal, moved, gradtx.apply_updates(params, alone[0]))
+    moved = optax.apply_updates(fixed, alone[0])
+    jax.tree.map(np.testing.assert_array_equal, moved, gradtx.apply_updates(fixed, alone[0]))
 
 
 class _Tiny(nnx.Module):

@@ -296,11 +296,17 @@ def test_in_a_chain_it_scales_the_step():
 def test_jitted_step_compiles_once():
     tx = reduce_on_plateau(factor=0.5, patience=1)
     params = _params("float32")
-    step = jax.jit(lambda s, v: tx.update(_grads(params), s, params, value=v))
+    traces = []
+
+    def update(s, v):
+        traces.append(None)  # once per trace, not per call
+        return tx.update(_grads(params), s, params, value=v)
+
+    step = jax.jit(update)
     state = tx.init(params)
     for loss in [1.0, 2.0, 3.0]:
         _, state = step(state, jnp.float32(loss))
-    assert step._cache_size() == 1
+    assert len(traces) == 1
     assert float(state.scale) == 0.25
 
 
