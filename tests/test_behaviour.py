@@ -9,8 +9,6 @@ numpy loops written here from the update rules, with ``|g|^2`` second moments.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,29 +66,28 @@ def _grads(dtype=jnp.float32, steps=STEPS):
 # ---------------------------------------------------------------- jit and vmap
 
 
-@functools.cache
-def _donating_step(name):
-    """``(tx, params, jit(update at params, donating the state))`` of an entry.
-
-    Shared by the two donation tests below: one compilation per entry.
-    """
-    tx = BY_NAME[name].make()
-    params = tiny_params()
-    return tx, params, jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)
-
-
 @pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
 @pytest.mark.parametrize("entry", REGISTRY, ids=str)
-def test_jit_with_donated_state_equals_no_jit(entry):
-    """One compiled step, fed its own output state (donated, as a training loop does)."""
-    tx, params, step = _donating_step(entry.name)
+def test_jit_with_donated_state_equals_no_jit_and_deletes_nothing_else(entry):
+    """One compiled step, fed its own output state (donated, as a training loop does).
+
+    Its updates and state are the eager run's; and ``init`` returns buffers of its
+    own, so donating the state deletes neither the params nor a later ``init``'s
+    state (a restart, a second run).
+    """
+    tx, params = BY_NAME[entry.name].make(), tiny_params()
+    step = jax.jit(lambda g, s: tx.update(g, s, params), donate_argnums=1)
     eager, eager_state = reference_run(entry, STEPS)  # run(tx, params, _grads())
+    params_before = jax.tree.map(np.array, params)
 
     state = tx.init(params)
+    init_before = jax.tree.map(np.array, state)
     for i, expected in enumerate(eager):
         updates, state = step(tiny_grads(i), state)
         _close(updates, expected)
     _close(state, eager_state)
+    _close(params, params_before, rtol=0, atol=0)
+    _close(tx.init(params), init_before, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("entry", WITH_HYPERPARAMETER, ids=str)
@@ -359,20 +356,6 @@ def test_empty_tree(entry):
     assert gradtx.apply_updates({}, updates) == {}
     jitted_updates, _ = jax.jit(lambda s: tx.update({}, s, {}))(state)
     assert jitted_updates == {}
-
-
-@pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
-@pytest.mark.parametrize("entry", REGISTRY, ids=str)
-def test_donating_a_state_deletes_neither_the_params_nor_the_next_init(entry):
-    """``init`` returns buffers of its own: a training loop donates its state, and
-    neither the params nor a later ``init`` (a restart, a second run) may lose theirs."""
-    tx, params, step = _donating_step(entry.name)
-    params_before = jax.tree.map(np.array, params)
-    state = tx.init(params)
-    init_before = jax.tree.map(np.array, state)
-    step(tiny_grads(0), state)
-    _close(params, params_before, rtol=0, atol=0)
-    _close(tx.init(params), init_before, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------- temporaries
