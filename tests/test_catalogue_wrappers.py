@@ -568,3 +568,13 @@ def test_wrapped_schedule_counts_its_own_steps_like_optaxs():
     assert float(jnp.max(jnp.abs(mine))) > 0.1  # the rate rose past the warm-up
     with pytest.raises(TypeError, match="WrappedSchedule: schedule_fn"):
         gradtx.WrappedSchedule(0.1)
+
+
+def test_inject_hyperparams_given_a_stateful_schedule_injects_it_statefully():
+    """Optax's inject_hyperparams accepts stateful schedules; gradtx's hands them on."""
+    tx = gradtx.inject_hyperparams(gradtx.sgd)(learning_rate=LossDrivenRate())
+    state = tx.init(jnp.zeros(2))
+    assert isinstance(state, gradtx.InjectStatefulHyperparamsState)
+    for value in (1.0, 2.0, 0.5):
+        _, state = tx.update(jnp.ones(2), state, value=value)
+    assert float(state.hyperparams["learning_rate"]) == np.float32(0.025)  # halved at 2.0

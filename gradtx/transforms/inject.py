@@ -247,6 +247,9 @@ def inject_hyperparams(
     Returns:
       A function with ``inner_factory``'s parameters returning the injected
       transformation; extra arguments of ``update`` reach the inner optimizer.
+      Given a :class:`StatefulSchedule` for any argument it returns
+      :func:`inject_stateful_hyperparams`'s transformation (as Optax's
+      ``inject_hyperparams`` accepts them), whose state has a fourth field.
 
     Raises:
       TypeError: ``inner_factory`` is not callable.
@@ -277,6 +280,14 @@ def inject_hyperparams(
     def wrapped(*args: Any, **kwargs: Any) -> GradientTransformation:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
+        if any(
+            name not in static_names and _is_stateful_schedule(value)
+            for name, value in bound.arguments.items()
+        ):
+            # Optax's inject_hyperparams takes stateful schedules too; their states
+            # need inject_stateful_hyperparams's fourth field.
+            stateful = inject_stateful_hyperparams(inner_factory, static_args, hyperparam_dtype)
+            return stateful(*args, **kwargs)
 
         def build(**values: Any) -> GradientTransformation:
             call = inspect.BoundArguments(signature, {**bound.arguments, **values})
