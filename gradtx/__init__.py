@@ -7,6 +7,7 @@ or ``gradtx.sharding`` need no import of their own. The command-line application
 """
 
 from gradtx import (
+    assignment,
     base,
     checkpoint,
     combine,
@@ -445,6 +446,7 @@ __all__ = [
     "apply_every",
     "apply_if_finite",
     "apply_updates",
+    "assignment",
     "average_params",
     "averaged_params",
     "base",

@@ -22,7 +22,7 @@ import gradtx
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 API = DOCS / "api"
-HELPER_MODULES = ("tree", "projections", "sharding", "checkpoint")
+HELPER_MODULES = ("tree", "projections", "sharding", "checkpoint", "assignment")
 
 _DIRECTIVE = re.compile(
     r"^\s*\.\.\s+(?:auto(?:function|class|data|exception|module)|py:(?:function|class|data))"

@@ -86,6 +86,7 @@ FILES = [
     "transforms/_monitoring_test.py",
     "schedules/_inject_test.py",
     "projections/_projections_test.py",
+    "assignment/_hungarian_algorithm_test.py",
     "contrib/_common_test.py",
     "contrib/_complex_valued_test.py",
     "contrib/_galore_test.py",
@@ -212,6 +213,8 @@ def _gradtx_namespace(optax_name: str):
         return gradtx.tree
     if optax_name.startswith("optax.projections"):
         return gradtx.projections
+    if optax_name.startswith("optax.assignment"):
+        return gradtx.assignment
     return gradtx
 
 
