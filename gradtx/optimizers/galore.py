@@ -194,12 +194,14 @@ def scale_by_galore(
 
     def shapes(p, dims):
         if dims is None:
-            return jnp.zeros((), p.dtype), jnp.zeros_like(p)
+            return tree.zeros_beside(p, (), p.dtype), jnp.zeros_like(p)
         rows, cols = _as_matrix(p, dims)[0].shape
         r = min(rank, rows, cols)
         if _left((rows, cols)):
-            return jnp.zeros((rows, r), p.dtype), jnp.zeros((r, cols), p.dtype)
-        return jnp.zeros((cols, r), p.dtype), jnp.zeros((rows, r), p.dtype)
+            return tree.zeros_beside(p, (rows, r), p.dtype), tree.zeros_beside(
+                p, (r, cols), p.dtype
+            )
+        return tree.zeros_beside(p, (cols, r), p.dtype), tree.zeros_beside(p, (rows, r), p.dtype)
 
     def dims_list(tree_):
         """The dimension numbers of each leaf of ``tree_``, in leaf order (None: whole)."""
