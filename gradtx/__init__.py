@@ -146,6 +146,7 @@ from gradtx.optimizers.sgd import (
     sgd,
     trace,
 )
+from gradtx.optimizers.shampoo import ScaleByShampooState, scale_by_shampoo, shampoo
 from gradtx.optimizers.sign import scale_by_sign, sign_sgd, signum
 from gradtx.optimizers.sm3 import ScaleBySM3State, scale_by_sm3, sm3
 from gradtx.optimizers.sophia import (
@@ -399,6 +400,7 @@ __all__ = [
     "ScaleByRssState",
     "ScaleBySM3State",
     "ScaleByScheduleState",
+    "ScaleByShampooState",
     "ScaleBySimplifiedAdEMAMixState",
     "ScaleByStddevState",
     "ScaleByTrustRatioState",
@@ -602,6 +604,7 @@ __all__ = [
     "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_shampoo",
     "scale_by_sign",
     "scale_by_simplified_ademamix",
     "scale_by_sm3",
@@ -621,6 +624,7 @@ __all__ = [
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
+    "shampoo",
     "sharding",
     "sign_sgd",
     "signum",
