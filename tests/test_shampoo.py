@@ -127,21 +127,21 @@ def test_the_cases_compared_are_far_apart():
 def test_blocks_round_trip_and_padding_is_zero():
     g = jnp.arange(35.0).reshape(7, 5)
     blocks = _to_blocks(g, 3)
-    assert blocks.shape == (3, 2, 3, 3)
-    assert float(blocks[2, 1, 1:].sum()) == 0.0 and float(blocks[:, 1, :, 2].sum()) == 0.0
-    np.testing.assert_array_equal(_from_blocks(blocks, 7, 5), g)
+    assert blocks.shape == (6, 3, 3)  # 3 x 2 blocks, row by row
+    np.testing.assert_array_equal(blocks[1, :, :2], g[:3, 3:])
+    assert float(blocks[5, 1:].sum()) == 0.0 and float(blocks[1::2, :, 2].sum()) == 0.0
+    np.testing.assert_array_equal(_from_blocks(blocks, 7, 5, 3), g)
 
 
 def test_state_shapes_per_leaf():
     params = {"w": jnp.zeros((7, 5)), "b": jnp.zeros(4), "s": jnp.zeros(())}
     state = gradtx.scale_by_shampoo(3).init(params)
     left, right, left_root, right_root = state.preconditioners["w"]
-    assert left.shape == left_root.shape == (3, 2, 3, 3)
-    assert right.shape == right_root.shape == (3, 2, 3, 3)
+    assert left.shape == left_root.shape == right.shape == right_root.shape == (6, 3, 3)
     assert state.preconditioners["b"] == () and state.preconditioners["s"] == ()
     assert state.mu["w"].shape == state.nu["w"].shape == (7, 5)
     big = gradtx.scale_by_shampoo().init(params).preconditioners["w"]
-    assert big[0].shape == (1, 1, 7, 7) and big[1].shape == (1, 1, 5, 5)
+    assert big[0].shape == (1, 7, 7) and big[1].shape == (1, 5, 5)
 
 
 def test_bfloat16_params_keep_float32_statistics():

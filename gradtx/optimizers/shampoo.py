@@ -35,8 +35,8 @@ class ScaleByShampooState(NamedTuple):
 
     count: Array  # int32 scalar: the steps taken, t - 1 during step t.
     preconditioners: Any  # per leaf: for a matrix (or a tensor, seen as one), the
-    # tuple (L, R, L^{-1/p}, R^{-1/p}) of its blocks, shaped (nr, nc, br, br) and
-    # (nr, nc, bc, bc); () for a vector or a scalar. Replicated (not param-shaped).
+    # tuple (L, R, L^{-1/p}, R^{-1/p}) of its nr x nc blocks, stacked row by row:
+    # (nr * nc, br, br) and (nr * nc, bc, bc); () for a vector or a scalar.
     nu: Updates  # the grafted method's second moment v (AdaGrad's sum, Adam's EMA),
     # shaped like the params (zeros, unused, for grafting "sgd" or None).
     mu: Updates  # the momentum m of the step, shaped like the params.
@@ -54,17 +54,18 @@ def _grid(size: int, block_size: int) -> tuple[int, int]:
 
 
 def _to_blocks(g: Array, block_size: int) -> Array:
-    """``(m, n) -> (nr, nc, br, bc)``: the blocks of ``g``, zero-padded to whole blocks."""
-    (m, n) = g.shape
+    """``(m, n) -> (nr * nc, br, bc)``: the blocks of ``g`` row by row, zero-padded to whole."""
+    m, n = g.shape
     (nr, br), (nc, bc) = _grid(m, block_size), _grid(n, block_size)
     g = jnp.pad(g, ((0, nr * br - m), (0, nc * bc - n)))
-    return g.reshape(nr, br, nc, bc).transpose(0, 2, 1, 3)
+    return g.reshape(nr, br, nc, bc).transpose(0, 2, 1, 3).reshape(nr * nc, br, bc)
 
 
-def _from_blocks(blocks: Array, m: int, n: int) -> Array:
-    """The inverse of :func:`_to_blocks`: ``(nr, nc, br, bc) -> (m, n)``, padding dropped."""
-    nr, nc, br, bc = blocks.shape
-    return blocks.transpose(0, 2, 1, 3).reshape(nr * br, nc * bc)[:m, :n]
+def _from_blocks(blocks: Array, m: int, n: int, block_size: int) -> Array:
+    """The inverse of :func:`_to_blocks`: ``(nr * nc, br, bc) -> (m, n)``, padding dropped."""
+    (nr, br), (nc, bc) = _grid(m, block_size), _grid(n, block_size)
+    blocks = blocks.reshape(nr, nc, br, bc).transpose(0, 2, 1, 3)
+    return blocks.reshape(nr * br, nc * bc)[:m, :n]
 
 
 def _inverse_root(a: Array, p: int, method: str) -> Array:
@@ -131,7 +132,7 @@ def shampoo_leaf(g, pre, nu, m, count, *, b1, b2, block_size, matrix_epsilon, gr
             d_norm = norm(direction)
             g_norm = norm(_to_blocks(graft.reshape(shape), block_size))
             shaped = direction * jnp.where(d_norm > 0, g_norm / jnp.where(d_norm > 0, d_norm, 1), 0)
-        preconditioned = _from_blocks(shaped, *shape).reshape(g.shape)
+        preconditioned = _from_blocks(shaped, *shape, block_size).reshape(g.shape)
         step = jnp.where(t >= start, preconditioned, graft)
         new_pre = tuple(
             tree.as_dtype(x, y.dtype)
@@ -159,7 +160,7 @@ def _preconditioners(p: Any, block_size: int) -> tuple[Array, ...]:
     m, n = _matrix_shape(p.shape)
     (nr, br), (nc, bc) = _grid(m, block_size), _grid(n, block_size)
     c = tree.compute_dtype(p.dtype)
-    left, right = (nr, nc, br, br), (nr, nc, bc, bc)
+    left, right = (nr * nc, br, br), (nr * nc, bc, bc)
     return tuple(tree.zeros_beside(p, s, c) for s in (left, right, left, right))
 
 
