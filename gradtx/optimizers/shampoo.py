@@ -28,6 +28,7 @@ from gradtx.transforms.scale import scale_by_learning_rate
 
 _GRAFTINGS = ("adam", "adagrad", "sgd", None)
 _ROOT_METHODS = ("eigh", "newton")
+_EXACT = lax.Precision.HIGHEST  # no TF32 / bfloat16 passes in the matrix products
 
 
 class ScaleByShampooState(NamedTuple):
@@ -73,7 +74,9 @@ def _inverse_root(a: Array, p: int, method: str) -> Array:
     if method == "eigh":
         w, v = jnp.linalg.eigh(a)
         w = jnp.maximum(w, jnp.finfo(a.dtype).tiny)  # rounding may leave w slightly < 0
-        return (v * w[..., None, :] ** (-1.0 / p)) @ jnp.swapaxes(v, -1, -2)
+        return jnp.matmul(
+            v * w[..., None, :] ** (-1.0 / p), jnp.swapaxes(v, -1, -2), precision=_EXACT
+        )
     flat = a.reshape(-1, *a.shape[-2:])
     root = jax.vmap(lambda x: matrix_inverse_pth_root(x, p, ridge_epsilon=0.0)[0])(flat)
     return root.reshape(a.shape)
@@ -111,8 +114,9 @@ def shampoo_leaf(g, pre, nu, m, count, *, b1, b2, block_size, matrix_epsilon, gr
         shape = _matrix_shape(g.shape)
         blocks = _to_blocks(g_c.reshape(shape), block_size)
         fresh = jnp.where(b2 == 1, 1, 1 - b2)  # b2 = 1: Gupta et al.'s sum; below 1, an EMA
-        left = b2 * left + fresh * jnp.einsum("...ij,...kj->...ik", blocks, blocks)
-        right = b2 * right + fresh * jnp.einsum("...ji,...jk->...ik", blocks, blocks)
+        gram = lambda spec: jnp.einsum(spec, blocks, blocks, precision=_EXACT)  # noqa: E731
+        left = b2 * left + fresh * gram("...ij,...kj->...ik")
+        right = b2 * right + fresh * gram("...ji,...jk->...ik")
         t = count + 1
         recompute = (t >= start) & ((t - start) % frequency == 0)
 
@@ -124,7 +128,9 @@ def shampoo_leaf(g, pre, nu, m, count, *, b1, b2, block_size, matrix_epsilon, gr
             )
 
         left_root, right_root = lax.cond(recompute, roots, lambda: (left_root, right_root))
-        direction = left_root @ blocks @ right_root
+        direction = jnp.matmul(
+            jnp.matmul(left_root, blocks, precision=_EXACT), right_root, precision=_EXACT
+        )
         norm = lambda x: jnp.sqrt(jnp.sum(x * x, axis=(-2, -1), keepdims=True))  # noqa: E731
         if grafting is None:
             shaped = direction
@@ -143,7 +149,7 @@ def shampoo_leaf(g, pre, nu, m, count, *, b1, b2, block_size, matrix_epsilon, gr
         tree.as_dtype(new_m, g.dtype),
         new_pre,
         tree.as_dtype(new_nu, nu.dtype),
-        (tree.as_dtype(new_m, m.dtype)),
+        tree.as_dtype(new_m, m.dtype),
     )
 
 
