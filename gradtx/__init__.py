@@ -147,6 +147,7 @@ from gradtx.optimizers.sgd import (
     sgd,
     trace,
 )
+from gradtx.optimizers.shampoo import ScaleByShampooState, scale_by_shampoo, shampoo
 from gradtx.optimizers.sign import scale_by_sign, sign_sgd, signum
 from gradtx.optimizers.sm3 import ScaleBySM3State, scale_by_sm3, sm3
 from gradtx.optimizers.sophia import (
@@ -400,6 +401,7 @@ __all__ = [
     "ScaleByRssState",
     "ScaleBySM3State",
     "ScaleByScheduleState",
+    "ScaleByShampooState",
     "ScaleBySimplifiedAdEMAMixState",
     "ScaleByStddevState",
     "ScaleByTrustRatioState",
@@ -604,6 +606,7 @@ __all__ = [
     "scale_by_rprop",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_shampoo",
     "scale_by_sign",
     "scale_by_simplified_ademamix",
     "scale_by_sm3",
@@ -623,6 +626,7 @@ __all__ = [
     "set_to_zero",
     "sgd",
     "sgdr_schedule",
+    "shampoo",
     "sharding",
     "sign_sgd",
     "signum",

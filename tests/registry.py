@@ -1833,6 +1833,32 @@ REGISTRY: tuple[Entry, ...] = (
         supports_complex=False,
         **_LR,
     ),
+    # Shampoo (gradtx/optimizers/shampoo.py): block_size 2 cuts tiny_params' (2, 3)
+    # leaf into two blocks; the grafted norm is taken per block (reduces_per_leaf);
+    # real params only. Its preconditioners are not param-shaped (replicated).
+    # matrix_epsilon 1e-3: with the default 1e-6 the first step's roots, of rank-1
+    # blocks plus 1e-6 I (eigenvalues 1e-6 beside O(1)), turn the sharded gradient's
+    # reordered float32 sums into ~14 ulps of the state, past test_sharding's 8.
+    Entry(
+        "shampoo",
+        "shampoo",
+        gradtx.shampoo,
+        {"learning_rate": 0.1, "block_size": 2, "matrix_epsilon": 1e-3},
+        needs_params=True,
+        supports_complex=False,
+        reduces_per_leaf=True,
+        blocks=("scale_by_shampoo", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_shampoo",
+        "scale_by_shampoo",
+        gradtx.scale_by_shampoo,
+        {"block_size": 2},
+        supports_complex=False,
+        reduces_per_leaf=True,
+        **_decay("b1"),
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
