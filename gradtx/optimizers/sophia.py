@@ -311,10 +311,13 @@ def sophia(
       >>> import gradtx, jax, jax.numpy as jnp
       >>> loss = lambda w: jnp.sum(jnp.array([1.0, 10.0]) * w**2)
       >>> tx = gradtx.sophia(0.2, b1=0.9, b2=0.9, weight_decay=0.0, gamma=1.0, update_interval=1)
+      >>> @jax.jit
+      ... def step(w, state):
+      ...     updates, state = tx.update(jax.grad(loss)(w), state, w, obj_fn=loss)
+      ...     return gradtx.apply_updates(w, updates), state
       >>> w = jnp.array([1.0, 1.0]); state = tx.init(w)
       >>> for _ in range(100):
-      ...     updates, state = tx.update(jax.grad(loss)(w), state, w, obj_fn=loss)
-      ...     w = gradtx.apply_updates(w, updates)
+      ...     w, state = step(w, state)
       >>> bool(loss(w) < 1e-2)
       True
 
