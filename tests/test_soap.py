@@ -203,3 +203,21 @@ BAD = [
 def test_bad_hyperparameters_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_qr_dtype_float32_rounds_the_refresh_of_float64_params():
+    # pytorch_optimizer's (and the authors') QR in float32: off the float64
+    # reference by float32 rounding, where the default qr_dtype matches it.
+    theta = [THETA0[NAMES.index("sq")]]
+    grads = [[g[NAMES.index("sq")]] for g in GRADS[:30]]
+    want = reference.soap(theta, grads, 0.01, f=2)[0][-1]
+    with jax.enable_x64(True):
+        for qr_dtype, low, high in ((None, 0.0, 1e-12), (jnp.float32, 1e-12, 1e-5)):
+            tx = gradtx.soap(0.01, weight_decay=0.0, precondition_frequency=2, qr_dtype=qr_dtype)
+            p = jnp.asarray(theta[0])
+            state, update = tx.init(p), jax.jit(tx.update)
+            for g in grads:
+                u, state = update(jnp.asarray(g[0]), state, p)
+                p = p + u
+            err = float(np.abs(np.asarray(p) - want).max())
+            assert low <= err < high, (qr_dtype, err)

@@ -140,7 +140,7 @@ def soap_leaf(g, mu, nu, stats, bases, shared, hyper):
         fresh = []
         for axis, (s, q) in enumerate(zip(new_stats, bases, strict=True)):
             if s is not None:
-                q, nu_w = _power_qr(s, q, nu_w, axis, qr_dtype or c)
+                q, nu_w = _power_qr(s, q, nu_w, axis, c if qr_dtype is None else qr_dtype)
             fresh.append(q)
         return tuple(fresh), nu_w
 
