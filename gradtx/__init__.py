@@ -150,6 +150,7 @@ from gradtx.optimizers.sgd import (
 from gradtx.optimizers.shampoo import ScaleByShampooState, scale_by_shampoo, shampoo
 from gradtx.optimizers.sign import scale_by_sign, sign_sgd, signum
 from gradtx.optimizers.sm3 import ScaleBySM3State, scale_by_sm3, sm3
+from gradtx.optimizers.soap import ScaleBySoapState, scale_by_soap, soap
 from gradtx.optimizers.sophia import (
     HutchinsonState,
     SophiaState,
@@ -403,6 +404,7 @@ __all__ = [
     "ScaleByScheduleState",
     "ScaleByShampooState",
     "ScaleBySimplifiedAdEMAMixState",
+    "ScaleBySoapState",
     "ScaleByStddevState",
     "ScaleByTrustRatioState",
     "ScaleState",
@@ -610,6 +612,7 @@ __all__ = [
     "scale_by_sign",
     "scale_by_simplified_ademamix",
     "scale_by_sm3",
+    "scale_by_soap",
     "scale_by_sophia",
     "scale_by_stddev",
     "scale_by_trust_ratio",
@@ -635,6 +638,7 @@ __all__ = [
     "skip_not_finite",
     "sm3",
     "snapshot",
+    "soap",
     "sophia",
     "split_real_and_imaginary",
     "stateless",

@@ -62,6 +62,11 @@ class Entry:
         float32 one step for step (the line-search tests check the conditions).
       accepts_integer_params: ``init`` accepts integer and boolean parameters
         (documented by the block); every other entry refuses them, naming the leaf.
+      holds_eigenvectors: the state holds eigenvectors of statistics of the
+        gradients (SOAP's bases): a rounding difference in the statistic (a
+        sharded reduction summed in another order) moves them by about
+        ``ulp / eigengap``, so two programs agree on them to ~1e-4 of their
+        scale, not to a few ulps (tests/test_sharding.py).
       extra_args: extra arguments the method needs on every ``update`` (e.g. the
         loss ``value`` for iRprop+ or reduce_on_plateau); :meth:`make` supplies
         them as defaults, so generic tests need not know about them.
@@ -90,6 +95,7 @@ class Entry:
     reduces_per_leaf: bool = False
     searches_line: bool = False
     accepts_integer_params: bool = False
+    holds_eigenvectors: bool = False
     extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     blocks: tuple[str, ...] = ()
 
@@ -1855,6 +1861,34 @@ REGISTRY: tuple[Entry, ...] = (
         "scale_by_shampoo",
         gradtx.scale_by_shampoo,
         {"block_size": 2},
+        supports_complex=False,
+        reduces_per_leaf=True,
+        **_decay("b1"),
+    ),
+    # SOAP (gradtx/optimizers/soap.py): Adam in the eigenbases of per-dimension
+    # statistics, each a contraction over the whole leaf; real params only. An
+    # eigenbasis is arbitrary in the null space of a rank-deficient statistic (a
+    # side longer than the other after one gradient), so two runs that differ by
+    # rounding (sharded and not, tests/sharded/multi_device.py's 16-wide kernels)
+    # would hold different, equally valid bases: max_precond_dim=12 leaves the
+    # 16-wide sides unpreconditioned, and every statistic of full rank.
+    Entry(
+        "soap",
+        "soap",
+        gradtx.soap,
+        {"learning_rate": 0.1, "precondition_frequency": 2, "max_precond_dim": 12},
+        needs_params=True,
+        supports_complex=False,
+        reduces_per_leaf=True,
+        holds_eigenvectors=True,
+        blocks=("scale_by_soap", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_soap",
+        "scale_by_soap",
+        gradtx.scale_by_soap,
+        {"precondition_frequency": 2},
         supports_complex=False,
         reduces_per_leaf=True,
         **_decay("b1"),

@@ -307,6 +307,7 @@ def test_a_sharded_step_matches_one_device(report, entry):
     # Both steps get the same gradient: what differs is how XLA fuses the two
     # programs, a few float32 ulps of the params and state, plus (for a state held
     # in a coarser dtype, e.g. a bfloat16 mu) one rounding of that dtype.
+    # Eigenvectors (entry.holds_eigenvectors) move by ulp / eigengap: 1e-3 of their scale.
     facts = report["named"][entry.name]
     assert facts["params_change"] > 0, "the step moved nothing: the comparison would be empty"
     coarse = 2 * facts["state_epsilon"]
@@ -314,7 +315,8 @@ def test_a_sharded_step_matches_one_device(report, entry):
         facts["params_diff"]
         <= 8 * F32_EPS * facts["params_scale"] + coarse * facts["params_change"]
     )
-    assert facts["state_diff"] <= (8 * F32_EPS + coarse) * facts["state_scale"]
+    state_rtol = 1e-3 if entry.holds_eigenvectors else 8 * F32_EPS + coarse
+    assert facts["state_diff"] <= state_rtol * facts["state_scale"]
 
 
 def test_the_sharded_gradient_matches_one_device(report):
