@@ -125,7 +125,7 @@ SKIPS: dict[str, str] = {
         "bfloat16 params with state_dtype=None: gradtx keeps z in float32 (at least "
         "the compute dtype; schedule_free's docstring), Optax in bfloat16"
     ),
-    "_combining_test.py::ExtraArgsTest::test_extra_args": (
+    "*combin*_test.py::ExtraArgsTest::test_extra_args": (
         "the test's params are Python ints: gradtx refuses integer params at init, "
         "naming the leaves (README: bad input gets a clear error)"
     ),
