@@ -127,6 +127,30 @@ CASES = [
         ),
     ),
     Case(
+        "lars-paper-denominator-decay-masks-nesterov",
+        lambda: gradtx.lars(
+            0.1,
+            0.05,
+            DECAY_MASK,
+            0.02,
+            trust_ratio_mask=RATIO_MASK,
+            momentum=0.8,
+            nesterov=True,
+            trust_ratio_form="paper",
+        ),
+        lambda th, g, f: TR.lars(
+            th,
+            g,
+            0.1,
+            0.02,
+            0.05,
+            0.8,
+            nesterov=True,
+            decay_mask=DECAY_LEAVES,
+            ratio_mask=RATIO_LEAVES,
+        ),
+    ),
+    Case(
         "scale_by_trust_ratio-momentum-zero",
         lambda: gradtx.chain(
             gradtx.scale_by_trust_ratio(trust_coefficient=0.05), gradtx.scale_by_learning_rate(0.1)
@@ -350,6 +374,13 @@ def test_the_lars_denominators_differ_with_decay_and_agree_without():
     assert (
         deviation(TR.lars(*args, 0.0, 0.9), TR.lars(*args, 0.0, 0.9, denominator="decayed")) < 1e-14
     )
+
+
+def test_lars_refuses_an_unknown_form_and_a_scheduled_decay_in_the_papers():
+    with pytest.raises(ValueError, match=r"lars: trust_ratio_form must be 'optax' or 'paper'"):
+        gradtx.lars(0.1, trust_ratio_form="torch")
+    with pytest.raises(TypeError, match=r"lars: weight_decay"):
+        gradtx.lars(0.1, lambda count: 0.1, trust_ratio_form="paper")
 
 
 # ---------------------------------------------------------------- options and errors

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from gradtx import _checks, tree
 from gradtx.base import Array, EmptyState, GradientTransformation, ScalarOrSchedule
-from gradtx.combine import Mask, chain, masked
+from gradtx.combine import Mask, chain, masked, resolve_mask
 from gradtx.optimizers.adam import scale_by_adam
 from gradtx.optimizers.sgd import trace
 from gradtx.transforms.regularize import add_decayed_weights
@@ -113,6 +113,61 @@ def scale_by_trust_ratio(
     return GradientTransformation(init_fn, update_fn)
 
 
+def lars_paper_leaf(g: Array, w: Array, beta: Any, eta: Any, eps: Any, trusted: bool) -> Array:
+    """One layer of LARS's Alg. 1: ``lambda (g + beta w)``, the paper's local rate.
+
+    ``lambda = eta ||w|| / (||g|| + beta ||w|| + eps)``, or 1 where ``||w||`` or
+    the denominator is 0, or where the layer takes no trust ratio (``trusted``).
+    """
+    c = tree.compute_dtype(jnp.promote_types(g.dtype, w.dtype))
+    g_c, w_c = tree.as_dtype(g, c), tree.as_dtype(w, c)
+    u = g_c + beta * w_c
+    if not trusted:
+        return tree.as_dtype(u, g.dtype)
+    w_norm, g_norm = leaf_norm(w_c, 0.0), leaf_norm(g_c, 0.0)
+    denominator = g_norm + beta * w_norm + eps
+    used = (w_norm > 0) & (denominator > 0)
+    ratio = jnp.where(used, eta * w_norm / jnp.where(used, denominator, 1), 1)
+    return tree.as_dtype(u * ratio, g.dtype)
+
+
+def _leaf_flags(mask: Any, params: Any) -> Any:
+    """A bool per params leaf from a mask (True/None: all; a tree, maybe a prefix; a function)."""
+    if mask is True:
+        mask = None
+    keep = resolve_mask(mask, params)
+    return jax.tree.map(lambda k, sub: jax.tree.map(lambda _: bool(k), sub), keep, params)
+
+
+def _lars_paper_ratio(
+    weight_decay: Any,
+    weight_decay_mask: Any,
+    trust_coefficient: Any,
+    eps: Any,
+    trust_ratio_mask: Any,
+) -> GradientTransformation:
+    """The decay and the trust ratio of LARS's Alg. 1 in one block (see :func:`lars`)."""
+
+    def init_fn(params):
+        tree.check_inexact(params, "lars")
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        check_params("lars", params)
+        tree.check_structure(params, updates, owner="lars")
+        decayed = _leaf_flags(weight_decay_mask, params)
+        trusted = _leaf_flags(trust_ratio_mask, params)
+
+        def leaf(g, w, d, t):
+            beta = weight_decay if d else 0.0
+            return lars_paper_leaf(g, w, beta, trust_coefficient, eps, t)
+
+        return jax.tree.map(leaf, updates, params, decayed, trusted), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -168,6 +223,8 @@ def lars(
     trust_ratio_mask: Mask | bool | None = True,
     momentum: float = 0.9,
     nesterov: bool = False,
+    *,
+    trust_ratio_form: str = "optax",
 ) -> GradientTransformation:
     """LARS (You, Gitman & Ginsburg 2017, Alg. 1): SGD with layer-wise trust ratios.
 
@@ -183,9 +240,12 @@ def lars(
     scale_by_learning_rate(gamma), trace(m, nesterov))``, as Optax: the rate is
     inside the velocity, as in the paper.
 
-    Departure from the paper: the local rate divides by the norm of the decayed
-    gradient, ``||g + beta w||`` (Optax, and most implementations), where Alg. 1
-    writes ``||g|| + beta ||w||``, its upper bound; they agree at ``beta = 0``.
+    By default the local rate divides by the norm of the decayed gradient,
+    ``||g + beta w||`` (Optax's form), where Alg. 1 writes ``||g|| + beta ||w||``,
+    its upper bound; they agree at ``beta = 0``. ``trust_ratio_form="paper"`` takes
+    Alg. 1's denominator, as ``pytorch_optimizer.LARS`` does (which decays and
+    scales only leaves of rank >= 2: pass ``weight_decay_mask`` and
+    ``trust_ratio_mask`` ``lambda p: jax.tree.map(lambda x: x.ndim > 1, p)``).
 
     Args:
       learning_rate: ``gamma_t``, a number or a schedule.
@@ -197,6 +257,9 @@ def lars(
         Optax's and the common practice: exclude biases and normalization scales.
       momentum: ``m`` in [0, 1).
       nesterov: Nesterov's look-ahead form of the momentum (see :func:`gradtx.trace`).
+      trust_ratio_form: gradtx's switch: ``"optax"`` (default), ``||g + beta w||``
+        in the denominator; ``"paper"``, ``||g|| + beta ||w||`` (Alg. 1,
+        ``pytorch_optimizer``), with ``weight_decay`` a number.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -210,6 +273,21 @@ def lars(
       Networks, Alg. 1.
     """
     _checks.learning_rate("lars", learning_rate)
+    if trust_ratio_form not in ("optax", "paper"):
+        raise ValueError(
+            f"lars: trust_ratio_form must be 'optax' or 'paper', got {trust_ratio_form!r}"
+        )
+    if trust_ratio_form == "paper":
+        _checks.non_negative("lars", "weight_decay", weight_decay)
+        _checks.finite("lars", "trust_coefficient", trust_coefficient)
+        _checks.non_negative("lars", "eps", eps)
+        return chain(
+            _lars_paper_ratio(
+                weight_decay, weight_decay_mask, trust_coefficient, eps, trust_ratio_mask
+            ),
+            scale_by_learning_rate(learning_rate),
+            trace(decay=momentum, nesterov=nesterov),
+        )
     decay_mask = None if weight_decay_mask is True else weight_decay_mask
     ratio = scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps)
     if trust_ratio_mask is not True:
