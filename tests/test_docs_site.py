@@ -122,11 +122,7 @@ def test_every_schedule_has_a_picture_and_a_section():
     # docs/_ext/gradtx_docs.py draws each schedule at build time from its SCHEDULES
     # table, and docs/guides/schedules.md places each picture once.
     pytest.importorskip("docutils")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gradtx_docs", DOCS / "_ext" / "gradtx_docs.py")
-    ext = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ext)
+    ext = _ext_module("gradtx_docs")  # imports its neighbours gradtx_paths and gradtx_jobs
     assert set(ext.SCHEDULES) == set(ext.schedule_names())
     assert set(ext.schedule_names()) >= {"linear_schedule", "cosine_decay_schedule"}
     for name in ext.schedule_names():
@@ -138,6 +134,7 @@ def test_every_schedule_has_a_picture_and_a_section():
 
 
 def _ext_module(name: str):
+    """A module of docs/_ext, loaded as Sphinx loads it (docs/_ext on ``sys.path``)."""
     import importlib.util
     import sys
 

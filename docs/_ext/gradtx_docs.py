@@ -173,7 +173,7 @@ def _on_build_finished(app, exception) -> None:
 
     if not RUNNER.futures:
         return
-    failures, timings = RUNNER.finish()
+    failures, timings = RUNNER.finish(cancel=exception is not None)
     logging.getLogger(__name__).info("gradtx docs jobs: " + "; ".join(timings))
     if failures and exception is None:
         raise ExtensionError(
@@ -238,9 +238,9 @@ class OptimizerPath(Directive):
         caption = nodes.paragraph()
         caption += nodes.Text(
             f"{gradtx_paths.STEPS} float32 steps of gradtx.{name} from the green dot on "
-            "Rosenbrock's function (left) and a quadratic of condition number 50 (right), "
-            "with the rates tuned for the picture above each panel; the star is the minimum. "
-            "All methods side by side: "
+            "Rosenbrock's function (left) and a quadratic of condition number 50 (right); "
+            "above each panel the call drawn, its rate picked from a grid for that problem; "
+            "the star is the minimum. All methods side by side: "
         )
         ref = addnodes.pending_xref(
             "", refdomain="std", reftype="doc", reftarget="/guides/gallery", refexplicit=True

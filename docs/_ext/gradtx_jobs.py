@@ -46,14 +46,17 @@ COMPARE_ARGS = (
     "--no-progress",
 )
 
-# Every script of examples/ with the arguments of its quickest mode. A script
-# left out needs a line here saying why (tests/test_docs_site.py checks the
-# table covers examples/).
+# Every script of examples/, in its quick mode (``--quick``) cut down further with
+# the script's own options to the fewest epochs (or trials) that still run every
+# line: the build checks that the examples run, not how well they train (their
+# ``--quick`` runs take 12 to 21 s each on 2 CPU cores). A script left out would
+# need a line here saying why; tests/test_docs_site.py checks the table covers
+# examples/.
 EXAMPLES: dict[str, tuple[str, ...]] = {
-    "early_stopping.py": ("--quick",),
-    "linen_digits.py": ("--quick",),
-    "lr_search.py": ("--quick",),
-    "nnx_digits.py": ("--quick",),
+    "early_stopping.py": ("--quick", "--max-epochs", "5"),
+    "linen_digits.py": ("--quick", "--epochs", "2"),
+    "lr_search.py": ("--quick", "--trials", "2", "--epochs", "2"),
+    "nnx_digits.py": ("--quick", "--epochs", "2"),
     "second_order_logreg.py": (),  # no quick mode: about 10 s as it is
 }
 
@@ -76,6 +79,10 @@ def _run(name: str, argv: list[str]) -> tuple[str, int | None, str, float]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("MPLBACKEND", "Agg")
+    # One XLA thread per job: the jobs run side by side, so they share the cores.
+    env["XLA_FLAGS"] = " ".join(
+        filter(None, [env.get("XLA_FLAGS"), "--xla_cpu_multi_thread_eigen=false"])
+    )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gradtx-docs-") as cwd:
         try:
@@ -107,10 +114,15 @@ class Runner:
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="gradtx-docs")
         self.futures = [self.pool.submit(_run, name, argv) for name, argv in jobs(outdir)]
 
-    def finish(self) -> tuple[list[str], list[str]]:
-        """``(failure messages, one timing line per job)`` once every job has ended."""
+    def finish(self, cancel: bool = False) -> tuple[list[str], list[str]]:
+        """``(failure messages, one timing line per job)`` once every job has ended;
+        with ``cancel`` (the build failed already), the jobs not yet started never start."""
         failures, timings = [], []
+        if cancel and self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
         for future in self.futures:
+            if future.cancelled():
+                continue
             name, code, out, seconds = future.result()
             timings.append(f"{name}: {seconds:.1f} s")
             if code == 0:
