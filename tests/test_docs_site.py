@@ -122,11 +122,7 @@ def test_every_schedule_has_a_picture_and_a_section():
     # docs/_ext/gradtx_docs.py draws each schedule at build time from its SCHEDULES
     # table, and docs/guides/schedules.md places each picture once.
     pytest.importorskip("docutils")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gradtx_docs", DOCS / "_ext" / "gradtx_docs.py")
-    ext = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ext)
+    ext = _ext_module("gradtx_docs")  # imports its neighbours gradtx_paths and gradtx_jobs
     assert set(ext.SCHEDULES) == set(ext.schedule_names())
     assert set(ext.schedule_names()) >= {"linear_schedule", "cosine_decay_schedule"}
     for name in ext.schedule_names():
@@ -135,3 +131,96 @@ def test_every_schedule_has_a_picture_and_a_section():
     guide = (DOCS / "guides" / "schedules.md").read_text()
     placed = re.findall(r"^```\{schedule-curve\} (\S+)$", guide, re.MULTILINE)
     assert sorted(placed) == sorted(ext.schedule_names())
+
+
+def _ext_module(name: str):
+    """A module of docs/_ext, loaded as Sphinx loads it (docs/_ext on ``sys.path``)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, DOCS / "_ext" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    return module
+
+
+def test_every_first_order_named_optimizer_has_a_path_on_its_api_page():
+    # docs/_ext/gradtx_paths.py keeps its own table (the docs do not import tests/);
+    # it must list exactly the first-order named optimizers of the registry.
+    from tests.registry import NAMED_OPTIMIZERS
+
+    paths = _ext_module("gradtx_paths")
+    first_order = {
+        e.public
+        for e in NAMED_OPTIMIZERS
+        if not getattr(e.factory, "__module__", "").startswith("gradtx.second_order")
+    }
+    assert first_order >= {"adam", "sgd", "lion"}
+    assert not first_order & {"lbfgs", "bfgs", "newton", "hessian_free", "nonlinear_cg"}
+    assert set(paths.OPTIMIZERS) == first_order, (
+        f"missing from OPTIMIZERS: {sorted(first_order - set(paths.OPTIMIZERS))}; "
+        f"not first-order named optimizers: {sorted(set(paths.OPTIMIZERS) - first_order)}"
+    )
+    for name, (call, lr_rosenbrock, lr_quadratic) in paths.OPTIMIZERS.items():
+        takes_rate = "LR" in call
+        assert takes_rate == (lr_rosenbrock is not None) == (lr_quadratic is not None), name
+    # One picture per method, on the page that documents it.
+    placed = collections.Counter()
+    for page in API.glob("*.rst"):
+        text = page.read_text()
+        for name in re.findall(r"^\.\. optimizer-path:: (\S+)$", text, re.MULTILINE):
+            placed[name] += 1
+            assert re.search(rf"^\.\. autofunction:: (gradtx\.)?{name}$", text, re.MULTILINE), (
+                f"{page.name} draws {name}'s path but does not document it"
+            )
+    assert dict(placed) == {name: 1 for name in paths.OPTIMIZERS}
+    gallery = (DOCS / "guides" / "gallery.md").read_text()
+    placed = re.findall(r"^```\{optimizer-gallery\} (\S+)$", gallery, re.MULTILINE)
+    assert sorted(placed) == sorted(paths.PROBLEMS)
+
+
+def test_the_build_runs_every_guide_and_every_example():
+    jobs = _ext_module("gradtx_jobs")
+    scripts = {path.name for path in (DOCS.parent / "examples").glob("*.py")}
+    assert set(jobs.EXAMPLES) == scripts
+    names = {name for name, _ in jobs.jobs(DOCS / "_build" / "html")}
+    assert {f"docs/guides/{guide.name}" for guide in GUIDES} <= names
+    assert {f"examples/{script}" for script in scripts} <= names
+    assert (
+        "index" in (DOCS / "index.rst").read_text()
+        and ".. compare-curves::" in (DOCS / "index.rst").read_text()
+    )
+
+
+def test_a_failing_guide_block_names_the_guide_and_the_block(tmp_path):
+    import subprocess
+    import sys
+
+    guide = tmp_path / "broken.md"
+    guide.write_text(
+        "# Broken\n\n```python\nx = 1\n```\n\ntext\n\n"
+        "```python\ny = x + 1\nraise ValueError('boom')\n```\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(DOCS / "_ext" / "run_guide.py"), str(guide)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "broken.md: python block 2 of 2 (line 10) failed" in done.stderr
+    assert "raise ValueError('boom')" in done.stderr
+    assert 'broken.md", line 11' in done.stderr and "ValueError: boom" in done.stderr
+    guide.write_text("```python\nx = 1\n```\n\n```python\nassert x == 1\n```\n")
+    done = subprocess.run(
+        [sys.executable, str(DOCS / "_ext" / "run_guide.py"), str(guide)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 python blocks ran" in done.stdout

@@ -9,6 +9,13 @@
   ``__all__`` and the ``contrib``, ``tree``, ``projections`` and ``schedules``
   submodules) with its gradtx spelling, found by ``getattr`` on gradtx's
   namespaces, so the table never goes stale.
+* ``.. optimizer-path:: <name>`` and ``.. optimizer-gallery::``: each first-order
+  named optimizer's path on Rosenbrock and on a badly conditioned quadratic,
+  computed and drawn on ``builder-inited`` (:mod:`gradtx_paths`).
+* ``.. compare-curves::``: the learning curves of ``gradtx compare`` on digits,
+  and every guide's Python code and every example script, run in subprocesses
+  while the pages are read and written (:mod:`gradtx_jobs`); a failure fails the
+  build on ``build-finished``.
 """
 
 from __future__ import annotations
@@ -18,8 +25,11 @@ import types
 import warnings
 from pathlib import Path
 
+import gradtx_jobs
+import gradtx_paths
 from docutils import nodes
 from docutils.parsers.rst import Directive, directives
+from sphinx import addnodes
 
 STATIC_DIR = ("_static", "schedules")
 
@@ -128,7 +138,6 @@ def draw_schedules(outdir: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     outdir.mkdir(parents=True, exist_ok=True)
     drawn = []
     for name in schedule_names():
@@ -152,7 +161,24 @@ def draw_schedules(outdir: Path) -> list[str]:
 def _on_builder_inited(app) -> None:
     if app.builder.format != "html":
         return
+    # The subprocesses first, so they run while this process draws and reads.
+    RUNNER.start(Path(app.outdir))
     draw_schedules(Path(app.outdir).joinpath(*STATIC_DIR))
+    gradtx_paths.draw(Path(app.outdir).joinpath(*PATHS_DIR))
+
+
+def _on_build_finished(app, exception) -> None:
+    from sphinx.errors import ExtensionError
+    from sphinx.util import logging
+
+    if not RUNNER.futures:
+        return
+    failures, timings = RUNNER.finish(cancel=exception is not None)
+    logging.getLogger(__name__).info("gradtx docs jobs: " + "; ".join(timings))
+    if failures and exception is None:
+        raise ExtensionError(
+            f"{len(failures)} of the build's programs failed:\n\n" + "\n\n".join(failures)
+        )
 
 
 class ScheduleCurve(Directive):
@@ -178,6 +204,117 @@ class ScheduleCurve(Directive):
         caption += nodes.Text("Drawn from ")
         caption += nodes.literal(text=call)
         caption += nodes.Text(f" over {SCHEDULES[name][1]} steps.")
+        return [nodes.raw("", html, format="html"), caption]
+
+
+# ---------------------------------------------------------------- optimizer paths
+
+PATHS_DIR = ("_static", "paths")
+RUNNER = gradtx_jobs.Runner()
+
+
+def _static_src(directive, *parts: str) -> str:
+    depth = directive.state.document.settings.env.docname.count("/")
+    return "../" * depth + "/".join(parts)
+
+
+class OptimizerPath(Directive):
+    """``.. optimizer-path:: name``: ``gradtx.<name>``'s paths on the two 2-D problems."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        name = self.arguments[0]
+        if name not in gradtx_paths.OPTIMIZERS:
+            raise self.error(
+                f"optimizer-path: {name!r} is not in OPTIMIZERS of docs/_ext/gradtx_paths.py"
+            )
+        src = _static_src(self, *PATHS_DIR, f"{name}.png")
+        html = (
+            f'<img class="optimizer-path" src="{src}" alt="The path of gradtx.{name} on '
+            "Rosenbrock's function and on a badly conditioned quadratic.\" />"
+        )
+        caption = nodes.paragraph()
+        caption += nodes.Text(
+            f"{gradtx_paths.STEPS} float32 steps of gradtx.{name} from the green dot on "
+            "Rosenbrock's function (left) and a quadratic of condition number 50 (right); "
+            "above each panel the call drawn, its rate picked from a grid for that problem; "
+            "the star is the minimum. All methods side by side: "
+        )
+        ref = addnodes.pending_xref(
+            "", refdomain="std", reftype="doc", reftarget="/guides/gallery", refexplicit=True
+        )
+        ref += nodes.inline(text="the optimizer gallery")
+        caption += ref
+        caption += nodes.Text(".")
+        return [nodes.raw("", html, format="html"), caption]
+
+
+class OptimizerGallery(Directive):
+    """``.. optimizer-gallery:: problem``: every method's path on one problem, in a grid."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        problem = self.arguments[0]
+        if problem not in gradtx_paths.PROBLEMS:
+            raise self.error(f"optimizer-gallery: no problem {problem!r}")
+        src = _static_src(self, *PATHS_DIR, f"gallery-{problem}.png")
+        alt = f"The paths of every first-order named optimizer of gradtx on the {problem}."
+        html = f'<img class="optimizer-gallery" src="{src}" alt="{alt}" />'
+        return [nodes.raw("", html, format="html")]
+
+
+class OptimizerTable(Directive):
+    """``.. optimizer-rates::``: the call drawn for each method, per problem."""
+
+    has_content = False
+
+    def run(self):
+        table = nodes.table(classes=["optimizer-rates"])
+        group = nodes.tgroup(cols=3)
+        table += group
+        for _ in range(3):
+            group += nodes.colspec(colwidth=1)
+        head = nodes.thead()
+        group += head
+        body = nodes.tbody()
+        group += body
+        head += _text_row(["method", "on Rosenbrock", "on the quadratic"], literal=False)
+        for name in gradtx_paths.OPTIMIZERS:
+            calls = [gradtx_paths.call_text(name, p) for p in gradtx_paths.PROBLEMS]
+            body += _text_row([name, *calls], literal=True)
+        return [table]
+
+
+def _text_row(cells, *, literal: bool) -> nodes.row:
+    row = nodes.row()
+    for text in cells:
+        entry = nodes.entry()
+        para = nodes.paragraph()
+        para += nodes.literal(text=text) if literal else nodes.Text(text)
+        entry += para
+        row += entry
+    return row
+
+
+class CompareCurves(Directive):
+    """``.. compare-curves::``: the learning curves written by ``gradtx compare`` this build."""
+
+    has_content = False
+
+    def run(self):
+        src = _static_src(self, *gradtx_jobs.COMPARE_DIR, "compare-digits.png")
+        html = (
+            f'<img class="compare-curves" src="{src}" alt="Training loss, gradient norm and '
+            'update norm against step for every optimizer of gradtx compare on digits." />'
+        )
+        caption = nodes.paragraph()
+        caption += nodes.Text("Drawn by ")
+        caption += nodes.literal(text="gradtx " + " ".join(gradtx_jobs.COMPARE_ARGS[:-2]))
+        caption += nodes.Text(" when this site was built.")
         return [nodes.raw("", html, format="html"), caption]
 
 
@@ -319,6 +456,11 @@ class OptaxNames(Directive):
 
 def setup(app):
     app.connect("builder-inited", _on_builder_inited)
+    app.connect("build-finished", _on_build_finished)
     app.add_directive("schedule-curve", ScheduleCurve)
+    app.add_directive("optimizer-path", OptimizerPath)
+    app.add_directive("optimizer-gallery", OptimizerGallery)
+    app.add_directive("optimizer-rates", OptimizerTable)
+    app.add_directive("compare-curves", CompareCurves)
     app.add_directive("optax-names", OptaxNames)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
