@@ -80,6 +80,8 @@ OPTIMIZERS: dict[str, tuple[str, float | None, float | None]] = {
     "cocob": ("cocob()", None, None),
     "momo": ("momo(LR)", 0.03, 0.1),
     "momo_adam": ("momo_adam(LR)", 1.0, 1.0),
+    "soap": ("soap(LR)", 0.1, 1.0),
+    "shampoo": ("shampoo(LR)", 0.3, 0.3),
 }
 
 # What some updates need besides the gradient: the loss value, or the loss function.
