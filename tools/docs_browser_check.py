@@ -49,7 +49,8 @@ DEFAULT_SCREENSHOTS = ROOT / "docs" / "_build" / "screenshots"
 PAGES = {
     "index.html": "index",
     "api/adam.html": "api-adam",  # docs/api/adam.rst: the Adam family's equations
-    "guides/schedules.html": "guides-schedules",  # the schedules' picture gallery
+    "guides/schedules.html": "guides-schedules",  # the schedules' pictures
+    "guides/gallery.html": "guides-gallery",  # every optimizer's paths
 }
 CHROMIUM_FLAGS = (
     "--headless",
