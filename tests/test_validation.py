@@ -29,7 +29,12 @@ UNIT = r"in \[0, 1\)"  # the range every decay rate must lie in
 # (factory, bad keyword arguments, regex the message must match). Each regex
 # names the argument and the value given; most also the allowed range.
 BAD_HYPERPARAMETERS = [
-    # The 2024-26 methods (fuller tables beside each in tests/test_contrib_*.py).
+    # The 2024-26 methods (fuller tables beside each in tests/test_contrib_*.py,
+    # tests/test_soap.py and tests/test_shampoo.py).
+    (gradtx.shampoo, dict(learning_rate=0.1, b1=1.5), rf"scale_by_shampoo: b1 must be {UNIT}"),
+    (gradtx.scale_by_shampoo, dict(b1=1.5), rf"scale_by_shampoo: b1 must be {UNIT}"),
+    (gradtx.soap, dict(b1=1.5), rf"scale_by_soap: b1 must be {UNIT}"),
+    (gradtx.scale_by_soap, dict(b1=1.5), rf"scale_by_soap: b1 must be {UNIT}"),
     (
         gradtx.acprop,
         dict(learning_rate=0.1, b1=1.5),

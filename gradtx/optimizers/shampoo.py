@@ -246,6 +246,15 @@ def scale_by_shampoo(
       ValueError: a value out of its range or not among the choices.
       TypeError: complex params (at ``init``).
 
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.scale_by_shampoo(block_size=2, grafting=None, b1=0.0)
+      >>> w = jnp.zeros((2, 2))
+      >>> u, _ = tx.update(jnp.eye(2), tx.init(w), w)  # L = R = I: (1 + eps)^-1/2 I
+      >>> jnp.round(u, 4)
+      Array([[1., 0.],
+             [0., 1.]], dtype=float32)
+
     References:
       Gupta, Koren & Singer (2018), Shampoo: Preconditioned Stochastic Tensor
       Optimization, Alg. 1. Anil, Gupta, Koren, Regan & Singer (2020), Scalable
