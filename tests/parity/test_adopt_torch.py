@@ -9,8 +9,6 @@ gradtx's ``clip_form="authors"``; the default ``"paper"`` (Optax's) must differ.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import gradtx
@@ -19,7 +17,7 @@ torch = pytest.importorskip("torch")
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
 pytestmark = pytest.mark.parity
 
-STEPS = 300
+from tests.parity.quadratic import max_deviation  # noqa: E402 (needs torch)
 
 CASES = {
     "ADOPT (clipped, authors' count)": (
@@ -43,27 +41,6 @@ CASES = {
         lambda p: pytorch_optimizer.ADOPT([p], lr=0.01, clip_lambda=None, foreach=False),
     ),
 }
-
-
-def max_deviation(make_gradtx, make_torch) -> float:
-    rng = np.random.default_rng(0)
-    x0 = rng.normal(size=12)
-    hessian = np.diag(np.logspace(0, 2, 12))
-    p = torch.tensor(x0.copy(), requires_grad=True, dtype=torch.float64)
-    opt = make_torch(p)
-    tx = make_gradtx()
-    w = jnp.asarray(x0)
-    state = tx.init(w)
-    step = jax.jit(lambda g, s, w: tx.update(g, s, w))
-    worst = 0.0
-    for _ in range(STEPS):
-        opt.zero_grad()
-        (0.5 * p @ torch.tensor(hessian) @ p).backward()
-        opt.step()
-        updates, state = step(jnp.asarray(hessian @ np.asarray(w)), state, w)
-        w = gradtx.apply_updates(w, updates)
-        worst = max(worst, float(np.max(np.abs(np.asarray(w) - p.detach().numpy()))))
-    return worst
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
