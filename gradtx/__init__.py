@@ -249,6 +249,12 @@ from gradtx.transforms.clipping import (
     clip_by_global_norm,
     clip_by_leaf_norm,
 )
+from gradtx.transforms.bf16_params import (
+    KahanSummationState,
+    StochasticRoundingState,
+    kahan_summation,
+    stochastic_rounding,
+)
 from gradtx.transforms.complex_valued import (
     SplitRealAndImaginaryState,
     split_real_and_imaginary,
@@ -351,6 +357,7 @@ __all__ = [
     "HutchinsonState",
     "InjectHyperparamsState",
     "InjectStatefulHyperparamsState",
+    "KahanSummationState",
     "LinesearchState",
     "LookaheadState",
     "MadgradState",
@@ -418,6 +425,7 @@ __all__ = [
     "SplitRealAndImaginaryState",
     "StatefulSchedule",
     "StepMetrics",
+    "StochasticRoundingState",
     "TraceState",
     "TransformInitFn",
     "TransformUpdateExtraArgsFn",
@@ -499,6 +507,7 @@ __all__ = [
     "inject_stateful_hyperparams",
     "inverse_time_decay",
     "join_schedules",
+    "kahan_summation",
     "keep_params_nonnegative",
     "lamb",
     "lars",
@@ -644,6 +653,7 @@ __all__ = [
     "stateless",
     "stateless_with_tree_map",
     "step_metrics",
+    "stochastic_rounding",
     "trace",
     "training",
     "transforms",

@@ -67,6 +67,11 @@ class Entry:
         sharded reduction summed in another order) moves them by about
         ``ulp / eigengap``, so two programs agree on them to ~1e-4 of their
         scale, not to a few ulps (tests/test_sharding.py).
+      rounds_params: returns, for a bfloat16 parameter, the step to its rounded new
+        value (stochastic rounding, Kahan summation): that step is float32, so that
+        ``apply_updates`` lands on the rounded value exactly, and it differs from the
+        float32 run by the parameter's rounding (tests/test_bf16_params.py checks
+        those numbers); every other leaf's update passes through.
       extra_args: extra arguments the method needs on every ``update`` (e.g. the
         loss ``value`` for iRprop+ or reduce_on_plateau); :meth:`make` supplies
         them as defaults, so generic tests need not know about them.
@@ -96,6 +101,7 @@ class Entry:
     searches_line: bool = False
     accepts_integer_params: bool = False
     holds_eigenvectors: bool = False
+    rounds_params: bool = False
     extra_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     blocks: tuple[str, ...] = ()
 
@@ -1892,6 +1898,24 @@ REGISTRY: tuple[Entry, ...] = (
         supports_complex=False,
         reduces_per_leaf=True,
         **_decay("b1"),
+    ),
+    # bfloat16 parameter aids
+    Entry(
+        "stochastic_rounding",
+        "stochastic_rounding",
+        gradtx.stochastic_rounding,
+        {"key": 0},
+        needs_params=True,
+        checks_structure=False,
+        stochastic=True,
+        rounds_params=True,
+    ),
+    Entry(
+        "kahan_summation",
+        "kahan_summation",
+        gradtx.kahan_summation,
+        needs_params=True,
+        rounds_params=True,
     ),
 )
 

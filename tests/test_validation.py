@@ -337,6 +337,12 @@ BAD_HYPERPARAMETERS = [
     (gradtx.clip_by_block_rms, dict(threshold=-1.0), r"threshold must be .*got -1\.0"),
     (gradtx.adaptive_grad_clip, dict(clipping=-1.0), r"clipping must be .*got -1\.0"),
     (gradtx.add_noise, dict(eta=-1.0, gamma=0.55, key=0), r"eta must be .*>= 0, got -1\.0"),
+    (
+        gradtx.stochastic_rounding,
+        dict(key="a"),
+        r"stochastic_rounding: key must be an int seed or one PRNG key, got 'a'",
+    ),
+    (gradtx.stochastic_rounding, dict(key=1.5), r"stochastic_rounding: key must be .*got 1\.5"),
     # DP-SGD: the per-example norm bound and the noise scale.
     (
         gradtx.differentially_private_aggregate,
