@@ -79,6 +79,12 @@ from gradtx.optimizers.adadelta import ScaleByAdaDeltaState, adadelta, scale_by_
 from gradtx.optimizers.adafactor import FactoredState, adafactor, scale_by_factored_rms
 from gradtx.optimizers.adagrad import ScaleByRssState, adagrad, scale_by_rss
 from gradtx.optimizers.adam import ScaleByAdamState, adam, adamw, scale_by_adam
+from gradtx.optimizers.adam_mini import (
+    ScaleByAdamMiniState,
+    adam_mini,
+    adam_mini_partition,
+    scale_by_adam_mini,
+)
 from gradtx.optimizers.adamax import adamax, adamaxw, scale_by_adamax
 from gradtx.optimizers.adan import ScaleByAdanState, adan, scale_by_adan
 from gradtx.optimizers.ademamix import (
@@ -239,6 +245,12 @@ from gradtx.transforms.accumulate import (
     skip_large_updates,
     skip_not_finite,
 )
+from gradtx.transforms.bf16_params import (
+    KahanSummationState,
+    StochasticRoundingState,
+    kahan_summation,
+    stochastic_rounding,
+)
 from gradtx.transforms.clipping import (
     AdaptiveGradClipState,
     ClipByGlobalNormState,
@@ -248,12 +260,6 @@ from gradtx.transforms.clipping import (
     clip_by_block_rms,
     clip_by_global_norm,
     clip_by_leaf_norm,
-)
-from gradtx.transforms.bf16_params import (
-    KahanSummationState,
-    StochasticRoundingState,
-    kahan_summation,
-    stochastic_rounding,
 )
 from gradtx.transforms.complex_valued import (
     SplitRealAndImaginaryState,
@@ -388,6 +394,7 @@ __all__ = [
     "ScalarOrSchedule",
     "ScaleByAdaDeltaState",
     "ScaleByAdaboundState",
+    "ScaleByAdamMiniState",
     "ScaleByAdamState",
     "ScaleByAdanState",
     "ScaleByAdemamixState",
@@ -442,6 +449,8 @@ __all__ = [
     "adafactor",
     "adagrad",
     "adam",
+    "adam_mini",
+    "adam_mini_partition",
     "adamax",
     "adamaxw",
     "adamw",
@@ -586,6 +595,7 @@ __all__ = [
     "scale_by_adabound",
     "scale_by_adadelta",
     "scale_by_adam",
+    "scale_by_adam_mini",
     "scale_by_adamax",
     "scale_by_adan",
     "scale_by_ademamix",

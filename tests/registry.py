@@ -1917,6 +1917,24 @@ REGISTRY: tuple[Entry, ...] = (
         needs_params=True,
         rounds_params=True,
     ),
+    # Adam-mini
+    Entry(
+        "adam_mini",
+        "adam_mini",
+        gradtx.adam_mini,
+        {"learning_rate": 0.1, "weight_decay": 1e-2},
+        needs_params=True,
+        reduces_per_leaf=True,
+        blocks=("scale_by_adam_mini", "add_decayed_weights", "scale_by_learning_rate"),
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "scale_by_adam_mini",
+        "scale_by_adam_mini",
+        gradtx.scale_by_adam_mini,
+        reduces_per_leaf=True,
+        **_decay("b1"),
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
@@ -1955,6 +1973,8 @@ NOT_TRANSFORMATIONS = frozenset(
         "has_updated",
         # A mask function for the penalties.
         "exclude_bias_and_norm",
+        # Adam-mini's default block layout: a function of a path and a shape.
+        "adam_mini_partition",
         "lookahead_slow_params",
         "schedule_free_eval_params",
         "averaged_params",

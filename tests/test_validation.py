@@ -35,6 +35,9 @@ BAD_HYPERPARAMETERS = [
     (gradtx.scale_by_shampoo, dict(b1=1.5), rf"scale_by_shampoo: b1 must be {UNIT}"),
     (gradtx.soap, dict(b1=1.5), rf"scale_by_soap: b1 must be {UNIT}"),
     (gradtx.scale_by_soap, dict(b1=1.5), rf"scale_by_soap: b1 must be {UNIT}"),
+    (gradtx.adam_mini, dict(b1=1.5), rf"scale_by_adam_mini: b1 must be {UNIT}, got 1\.5"),
+    (gradtx.adam_mini, dict(num_heads=0), r"scale_by_adam_mini: num_heads must be"),
+    (gradtx.scale_by_adam_mini, dict(b2=1.0), rf"scale_by_adam_mini: b2 must be {UNIT}"),
     (
         gradtx.acprop,
         dict(learning_rate=0.1, b1=1.5),

@@ -82,6 +82,7 @@ OPTIMIZERS: dict[str, tuple[str, float | None, float | None]] = {
     "momo_adam": ("momo_adam(LR)", 1.0, 1.0),
     "soap": ("soap(LR)", 0.1, 1.0),
     "shampoo": ("shampoo(LR)", 0.3, 0.3),
+    "adam_mini": ("adam_mini(LR)", 0.1, 1.0),
 }
 
 # What some updates need besides the gradient: the loss value, or the loss function.
