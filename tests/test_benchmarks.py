@@ -132,3 +132,19 @@ def test_one_pass_rescue_sums_sequentially_on_cpu(monkeypatch):
     assert 1e-5 < out["one_pass_relative_error"] < 0.1
     assert out["by_one_pass_kernels_per_leaf"] < out["by_sum_kernels_per_leaf"]
     assert all(out[f"{name}_ms"] > 0 for name in ("sum", "one_pass"))
+
+
+def test_state_memory_reports_every_configuration(monkeypatch):
+    state_memory = _load("state_memory", monkeypatch)
+    results = state_memory.measure(quick=True)
+    rows = results["bytes_per_param"]
+    assert set(rows) == set(state_memory.CONFIGS)
+    for tree in ("MLP", "Transformer"):
+        # Two float32 moments; scalar counters and keys add well under 0.1 byte.
+        assert 8 <= rows["adam"][tree] < 8.1
+        assert 4 <= rows["adamw, mu and nu bfloat16"][tree] < 4.1
+        assert 4 <= rows["adam_mini"][tree] < 4.1  # m, and one v per block
+        assert 4 <= rows["adamw + stochastic_rounding, bfloat16 params"][tree] < 4.1
+        assert 6 <= rows["adamw + kahan_summation, bfloat16 params"][tree] < 6.1
+    table = state_memory.markdown(results)
+    assert len([line for line in table.splitlines() if line.startswith("|")]) == 2 + len(rows)
