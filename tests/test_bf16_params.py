@@ -262,3 +262,20 @@ def test_bad_input(make, message):
         tx = make()
         p = jnp.ones(2, BF16)
         tx.update(jnp.ones(2), tx.init(p), None)
+
+
+def test_none_leaves_stay_none_and_take_no_key():
+    p = {"a": jnp.ones(4, BF16), "masked": None}
+    u = {"a": jnp.full(4, 1e-3, jnp.float32), "masked": None}
+    for tx in (gradtx.stochastic_rounding(key=1), gradtx.kahan_summation()):
+        d, state = tx.update(u, tx.init(p), p)
+        assert d["masked"] is None and d["a"].dtype == jnp.float32
+    # The stochastic rounding's keys go to the array leaves only: a None leaf
+    # changes none of the random bits.
+    u = {"a": jnp.full(64, 2.0**-9, jnp.float32), "masked": None}
+    p = {"a": jnp.ones(64, BF16), "masked": None}
+    tx = gradtx.stochastic_rounding(key=1)
+    with_none, _ = tx.update(u, tx.init(p), p)
+    alone, _ = tx.update({"a": u["a"]}, tx.init({"a": p["a"]}), {"a": p["a"]})
+    assert 0 < int(jnp.sum(alone["a"] != 0)) < 64
+    np.testing.assert_array_equal(with_none["a"], alone["a"])

@@ -162,11 +162,11 @@ def stochastic_rounding(key: Any = 0) -> GradientTransformation:
         del extra_args
         _need_params("stochastic_rounding", updates, params)
         next_key, sample_key = jax.random.split(state.key)
-        leaves, treedef = jax.tree.flatten(updates, is_leaf=_is_none)
+        leaves, treedef = jax.tree.flatten(updates)
         keys = jax.random.split(sample_key, len(leaves))
         out = []
         for u, p, k in zip(leaves, treedef.flatten_up_to(params), keys, strict=True):
-            if u is None or not _is_bf16(p):
+            if not _is_bf16(p):
                 out.append(u)
                 continue
             bits = jax.random.bits(k, jnp.shape(p), jnp.uint32) >> 16
