@@ -464,21 +464,18 @@ def test_quantized_state_shards_like_its_parameter_on_8_devices():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     # w (64, 512): blocks of 256 along the rows, scales (64, 2); v (16384,): k = 0,
     # 64 blocks; m (16, 2048) split on its last axis: scales (16, 8), blocks split.
-    rows, flat, columns = (
-        "PartitionSpec('data', None)",
-        "PartitionSpec('data',)",
-        ("PartitionSpec(None, 'data')"),
-    )
+    rows, flat, columns = "P('data', None)", "P('data',)", "P(None, 'data')"
     assert report["8bit"] == {"w": [rows] * 3, "v": [flat] * 3, "m": [columns] * 3}
     # 4-bit: codes of m are (16, 1024), still divisible by 8; blocks of 128.
     assert report["4bit"] == report["8bit"]
     for name in ("8bit", "4bit"):
         same_codes, close, placed = report[name + "_run"]
         assert same_codes and close < 1e-6 and placed, report[name + "_run"]
+        # ZeRO-1 splits the first axis divisible by 8: the rows of w and m.
         assert report[name + "_zero1"] == {
-            "w": ["PartitionSpec('data',)", "PartitionSpec('data',)"],
-            "v": ["PartitionSpec('data',)", "PartitionSpec('data',)"],
-            "m": ["PartitionSpec('data',)", "PartitionSpec('data',)"],
+            "w": [rows, rows],
+            "v": [flat, flat],
+            "m": [rows, rows],
         }, report[name + "_zero1"]
 
 

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import _checks
+from gradtx import _checks, _tactics
 from gradtx.base import Array, GradientTransformation
 from gradtx.sharding import mirror_indices
 
@@ -403,7 +403,7 @@ def quantize_state(
                 and jnp.size(x) >= min_size
                 and jnp.issubdtype(x.dtype, jnp.floating)
             )
-            return quantize(path, x) if chosen else x
+            return quantize(path, _tactics.not_folded(x)) if chosen else x
 
         return jax.tree_util.tree_map_with_path(leaf, state, mirror_indices(state, params))
 
