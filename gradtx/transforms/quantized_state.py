@@ -95,7 +95,7 @@ def dynamic_map(signed: bool = True, total_bits: int = 8, max_exponent_bits: int
       >>> m = dynamic_map(signed=True)
       >>> print(m.shape, m[0], m[-1])
       (256,) -0.99296874 1.0
-      >>> dynamic_map(signed=True, total_bits=4, max_exponent_bits=3)[7:10]
+      >>> dynamic_map(signed=True, total_bits=4, max_exponent_bits=3)[6:9]
       array([-0.0055, 0.    , 0.0055], dtype=float32)
 
     References:
