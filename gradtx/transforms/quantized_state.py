@@ -262,6 +262,14 @@ def dequantize_blockwise(
 
     Returns:
       The array, shape ``codes.shape``, in ``dtype``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx import dequantize_blockwise, zero_free_linear_map
+      >>> codes = jnp.array([[0, 15], [7, 3]], jnp.uint8)
+      >>> dequantize_blockwise(codes, jnp.array([[2.0], [1.0]]), zero_free_linear_map(4), 2)
+      Array([[0.125, 2.   ],
+             [0.5  , 0.25 ]], dtype=float32)
     """
     shape = jnp.shape(codes)
     k, _ = _layout(shape, block_size)
