@@ -112,6 +112,7 @@ from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
 from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
+from gradtx.optimizers.low_bit import adamw_4bit, adamw_8bit, lion_8bit
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx.optimizers.mechanic import MechanicState, mechanize
 from gradtx.optimizers.momo import MomoAdamState, MomoState, momo, momo_adam
@@ -307,6 +308,15 @@ from gradtx.transforms.privacy import (
     per_example_global_norm_clip,
     per_example_layer_norm_clip,
 )
+from gradtx.transforms.quantized_state import (
+    QuantizedArray,
+    dequantize_blockwise,
+    dynamic_map,
+    linear_map,
+    quantize_blockwise,
+    quantize_state,
+    zero_free_linear_map,
+)
 from gradtx.transforms.regularize import (
     AddDecayedWeightsState,
     PenaltyState,
@@ -388,6 +398,7 @@ __all__ = [
     "PartitionState",
     "PenaltyState",
     "ProdigyState",
+    "QuantizedArray",
     "RecordCurvesState",
     "ReduceOnPlateauState",
     "SAMState",
@@ -454,6 +465,8 @@ __all__ = [
     "adamax",
     "adamaxw",
     "adamw",
+    "adamw_4bit",
+    "adamw_8bit",
     "adan",
     "adaptive_grad_clip",
     "add_decayed_weights",
@@ -492,10 +505,12 @@ __all__ = [
     "cosine_restarts_schedule",
     "dadapt_adamw",
     "decoupled_weight_decay",
+    "dequantize_blockwise",
     "differentially_private_aggregate",
     "dog",
     "dowg",
     "dpsgd",
+    "dynamic_map",
     "early_stopping",
     "ema",
     "exclude_bias_and_norm",
@@ -524,9 +539,11 @@ __all__ = [
     "learning_curves",
     "linear_algebra",
     "linear_decay",
+    "linear_map",
     "linear_onecycle_schedule",
     "linear_schedule",
     "lion",
+    "lion_8bit",
     "lookahead",
     "lookahead_slow_params",
     "madgrad",
@@ -575,6 +592,8 @@ __all__ = [
     "projections",
     "proximal_elastic_net",
     "proximal_l1",
+    "quantize_blockwise",
+    "quantize_state",
     "radam",
     "random_search",
     "ranger",
@@ -676,5 +695,6 @@ __all__ = [
     "warmup_schedule",
     "with_extra_args_support",
     "yogi",
+    "zero_free_linear_map",
     "zero_nans",
 ]

@@ -22,6 +22,11 @@ Each tactic, its backend, and what it buys:
 * :func:`after` (every backend): gradient accumulation's new sum ordered after the
   ``lax.cond`` that read the old one, so a donated state takes it in place: one
   params-sized temporary fewer.
+* :func:`not_folded` (every backend): the zeros a quantized state is built from
+  (:func:`gradtx.quantize_state`'s ``init``) hidden from XLA's constant folding,
+  which otherwise evaluates the whole block-wise quantization at compile time:
+  ``jax.jit(gradtx.adamw_8bit(1e-3).init)`` of a 784-512-512-10 MLP compiles in
+  1.3 s instead of 4.8 s (2 CPU cores, JAX 0.10.2).
 
 Measured on 2 CPU cores (JAX 0.10.2, Optax 0.2.8; ``python
 benchmarks/compile_time.py``), first call of a jitted, donated step, trace +
@@ -127,3 +132,11 @@ def after(value: Any, out: Any) -> Any:
         return value
     anchor = jax.numpy.ravel(leaves[0])[0]
     return value & ((anchor == anchor) | (anchor != anchor))
+
+
+def not_folded(x: Any) -> Any:
+    """``x``, which XLA may not evaluate at compile time (``lax.optimization_barrier``).
+
+    Eagerly ``x`` is returned as is.
+    """
+    return jax.lax.optimization_barrier(x) if isinstance(x, jax.core.Tracer) else x

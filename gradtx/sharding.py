@@ -18,7 +18,10 @@ shape with leading stack dimensions, as L-BFGS's memory) takes that
 parameter's placement. Everything else (counters, keys, hyperparameters, the
 factored or flattened buffers of a state that does not mirror the params) is
 replicated. The dtype does not matter: a bfloat16 ``mu`` or an int8 sign buffer
-of a float32 parameter is sharded like it.
+of a float32 parameter is sharded like it. A block-quantized leaf
+(:class:`gradtx.QuantizedArray`, see :func:`gradtx.quantize_state`) stands for
+its parameter: its codes and its per-block scales are split along the
+parameter's leading axes.
 
 References:
   Rajbhandari, Rasley, Ruwase & He (2020), ZeRO: Memory Optimizations Toward
@@ -27,6 +30,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +46,16 @@ _NOT_MIRRORED = -1
 
 def _is_none(x: Any) -> bool:
     return x is None
+
+
+def _is_quantized(x: Any) -> bool:
+    from gradtx.transforms.quantized_state import QuantizedArray  # imports this module
+
+    return isinstance(x, QuantizedArray)
+
+
+def _is_none_or_quantized(x: Any) -> bool:
+    return x is None or _is_quantized(x)
 
 
 # ---------------------------------------------------------------------- mirrors
@@ -60,14 +74,16 @@ def mirror_indices(state: OptState, params: Params) -> Any:
     at the same position when its shape is the parameter's, or the parameter's
     preceded by leading dimensions (a stack of copies, as the ``m`` past
     steps of L-BFGS, shape ``(m, *param.shape)``); any other leaf mirrors nothing.
+    A :class:`gradtx.QuantizedArray` counts as one leaf and mirrors its parameter.
 
     Args:
       state: an optimizer state or its shapes (``jax.eval_shape(tx.init, params)``).
       params: the params the state was built from, or their shapes.
 
     Returns:
-      A tree with the structure of ``state`` whose leaves are ints: the index of
-      the mirrored parameter in ``jax.tree.leaves(params, is_leaf=lambda x: x is None)``,
+      A tree with the structure of ``state`` (a :class:`gradtx.QuantizedArray`
+      counted as one leaf) whose leaves are ints: the index of the mirrored
+      parameter in ``jax.tree.leaves(params, is_leaf=lambda x: x is None)``,
       or -1.
 
     Examples:
@@ -80,12 +96,15 @@ def mirror_indices(state: OptState, params: Params) -> Any:
     param_leaves, params_def = jax.tree.flatten(params, is_leaf=_is_none)
 
     def mirrors(node: Any) -> bool:
-        return node is not None and jax.tree.structure(node, is_leaf=_is_none) == params_def
+        structure = jax.tree.structure(node, is_leaf=_is_none_or_quantized)
+        return node is not None and structure == params_def
 
     def index(position: int, leaf: Any) -> int | None:
         if leaf is None:
             return None
         param = param_leaves[position]
+        if param is not None and _is_quantized(leaf):
+            return position
         if param is None or not _ends_with(jnp.shape(leaf), jnp.shape(param)):
             return _NOT_MIRRORED
         return position
@@ -97,6 +116,39 @@ def mirror_indices(state: OptState, params: Params) -> Any:
         return params_def.unflatten([index(i, leaf) for i, leaf in enumerate(leaves)])
 
     return jax.tree.map(indices, state, is_leaf=mirrors)
+
+
+# ---------------------------------------------------------------------- quantized leaves
+
+
+def _axis_devices(mesh: Mesh, entry: Any) -> int:
+    names = (entry,) if isinstance(entry, str) else tuple(entry)
+    return math.prod(mesh.shape[n] for n in names)
+
+
+def _quantized_placement(mesh: Mesh, spec: PartitionSpec, ndim: int, leaf: Any) -> Any:
+    """The shardings of a :class:`gradtx.QuantizedArray` of a parameter placed by ``spec``.
+
+    The codes take the parameter's spec (the packed last axis of 4-bit codes is
+    whole when its length is not divisible); the scales, shape
+    ``param.shape[:k] + (n_blocks,)``, take the spec of the ``k`` leading axes,
+    and the blocks axis takes axis ``k``'s entry when no later axis is split
+    and the device count divides the number of blocks (each device then holds
+    the scales of its own elements).
+    """
+    entries = tuple(spec) + (None,) * (ndim - len(tuple(spec)))
+
+    def fits(entry: Any, length: int) -> Any:
+        return entry if entry is None or length % _axis_devices(mesh, entry) == 0 else None
+
+    codes = entries[:-1] + (fits(entries[-1], leaf.codes.shape[-1]),) if ndim else ()
+    k = leaf.scales.ndim - 1
+    later_whole = all(e is None for e in entries[k + 1 :])
+    blocks = fits(entries[k], leaf.scales.shape[-1]) if ndim and later_whole else None
+    return type(leaf)(
+        NamedSharding(mesh, PartitionSpec(*codes)),
+        NamedSharding(mesh, PartitionSpec(*entries[:k], blocks)),
+    )
 
 
 # ---------------------------------------------------------------------- placements
@@ -208,12 +260,25 @@ def state_shardings(
     def elsewhere() -> Sharding:
         return replicated if replicated is not None else _replicated_like(flat_shardings)
 
-    def placement(i: int, leaf: Any) -> Sharding:
+    def placement(i: int, leaf: Any) -> Any:
         if i == _NOT_MIRRORED:
             return elsewhere()
+        if _is_quantized(leaf):
+            return _quantized_sharding(flat_shardings[i], ndims[i], leaf, elsewhere)
         return _stacked(flat_shardings[i], leaf.ndim - ndims[i], elsewhere)
 
     return jax.tree.map(placement, mirror_indices(shapes, params), shapes)
+
+
+def _quantized_sharding(
+    sharding: Sharding, ndim: int, leaf: Any, elsewhere: Callable[[], Sharding]
+) -> Any:
+    """A quantized leaf placed like its parameter (see :func:`_quantized_placement`)."""
+    if isinstance(sharding, NamedSharding):
+        return _quantized_placement(sharding.mesh, sharding.spec, ndim, leaf)
+    if len(sharding.device_set) == 1:
+        return type(leaf)(sharding, sharding)
+    return type(leaf)(elsewhere(), elsewhere())
 
 
 def _stacked(sharding: Sharding, extra: int, elsewhere: Callable[[], Sharding]) -> Sharding:
@@ -286,7 +351,9 @@ def zero1_state_shardings(
     dimensions divisible by the number of devices on ``axis_name``
     (:func:`split_spec`), so with ``n`` devices each holds ``1/n`` of it; a leaf
     with no such dimension, and every leaf mirroring no parameter, is replicated.
-    In a jitted step taking the state with these shardings, XLA computes each
+    A quantized leaf (:func:`gradtx.quantize_state`) has its codes and scales
+    split as its parameter would be. In a jitted step taking the state with
+    these shardings, XLA computes each
     device's slice of the update and all-gathers the updates for the replicated
     params (Rajbhandari et al. 2020, Sec. 5.1, P_os).
 
@@ -319,10 +386,16 @@ def zero1_state_shardings(
     size = _axis_size(mesh, axis_name)
     ndims = _param_ndims(params)
     shapes = jax.eval_shape(tx.init, params)
+    param_shapes = [
+        None if p is None else jnp.shape(p) for p in jax.tree.leaves(params, is_leaf=_is_none)
+    ]
 
-    def placement(i: int, leaf: Any) -> NamedSharding:
+    def placement(i: int, leaf: Any) -> Any:
         if i == _NOT_MIRRORED:
             return NamedSharding(mesh, PartitionSpec())
+        if _is_quantized(leaf):
+            spec = split_spec(param_shapes[i], axis_name, size)
+            return _quantized_placement(mesh, spec, ndims[i], leaf)
         skip = leaf.ndim - ndims[i]
         return NamedSharding(mesh, split_spec(leaf.shape, axis_name, size, skip=skip))
 

@@ -1935,6 +1935,48 @@ REGISTRY: tuple[Entry, ...] = (
         reduces_per_leaf=True,
         **_decay("b1"),
     ),
+    # quantized state (gradtx/transforms/quantized_state.py, gradtx/optimizers/low_bit.py):
+    # blocks of 2 and no minimum size, so that the tiny params are quantized. Only
+    # real floating leaves are quantized: with complex params Adam's nu (real) is
+    # quantized and mu (complex) is not, so the complex run is not the real run
+    # rotated (supports_complex=False).
+    Entry(
+        "adamw_8bit",
+        "adamw_8bit",
+        gradtx.adamw_8bit,
+        {"learning_rate": 0.1, "block_size": 2, "min_size": 1},
+        needs_params=True,
+        supports_complex=False,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "adamw_4bit",
+        "adamw_4bit",
+        gradtx.adamw_4bit,
+        {"learning_rate": 0.1, "block_size": 2, "min_size": 1},
+        needs_params=True,
+        supports_complex=False,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "lion_8bit",
+        "lion_8bit",
+        gradtx.lion_8bit,
+        {"learning_rate": 0.1, "weight_decay": 1e-2, "block_size": 2, "min_size": 1},
+        needs_params=True,
+        supports_complex=False,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "quantize_state_adam",
+        "quantize_state",
+        lambda learning_rate=0.1: gradtx.quantize_state(
+            gradtx.adam(learning_rate), block_size=2, min_size=1
+        ),
+        descends=True,
+        supports_complex=False,
+        **_LR,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
@@ -1995,6 +2037,12 @@ NOT_TRANSFORMATIONS = frozenset(
         # Schedules return count -> value functions (tests/test_schedules.py);
         # gradtx.schedules also holds Optax's inject_* wrappers, registered above.
         *(name for name in gradtx.schedules.__all__ if not name.startswith("inject_")),
+        # quantized state: the maps and the block-wise (de)quantizers, functions on arrays.
+        "dynamic_map",
+        "linear_map",
+        "zero_free_linear_map",
+        "quantize_blockwise",
+        "dequantize_blockwise",
     }
 )
 

@@ -49,6 +49,10 @@ OPTIMIZERS: dict[str, tuple[str, float | None, float | None]] = {
     "adabelief": ("adabelief(LR)", 0.1, 0.3),
     "yogi": ("yogi(LR)", 0.1, 1.0),
     "lion": ("lion(LR)", 0.01, 0.1),
+    # min_size=0 and blocks of 2, so that the two coordinates are quantized.
+    "adamw_8bit": ("adamw_8bit(LR, weight_decay=1e-4, block_size=2, min_size=0)", 0.1, 1.0),
+    "adamw_4bit": ("adamw_4bit(LR, weight_decay=1e-4, block_size=2, min_size=0)", 0.1, 1.0),
+    "lion_8bit": ("lion_8bit(LR, block_size=2, min_size=0)", 0.01, 0.1),
     "sign_sgd": ("sign_sgd(LR)", 0.01, 0.03),
     "signum": ("signum(LR)", 0.03, 0.03),
     "optimistic_gradient_descent": ("optimistic_gradient_descent(LR)", 0.001, 0.01),

@@ -185,6 +185,39 @@ def expected_placement(state_path: str, shape: tuple[int, ...], param_shapes: di
     return max(matches, key=len) if matches else None
 
 
+def quantized_placement(state_path: str, leaf, param_shapes, param_sharding):
+    """Where the codes or scales of a block-quantized moment (gradtx.quantize_state)
+    should be, or ``None`` for any other leaf.
+
+    The codes have the param's shape (the last axis halved, 4-bit) and take its
+    spec, the last axis whole where its length is not divisible; the scales, shape
+    ``param.shape[:k] + (n_blocks,)``, take the spec of the ``k`` leading axes and,
+    on the blocks axis, axis ``k``'s entry when no later axis is split and it
+    divides the number of blocks.
+    """
+    field = state_path.rsplit(".", 1)[-1]
+    if field not in ("codes", "scales") or leaf.dtype not in (jnp.uint8, jnp.float32):
+        return None
+    owner = expected_placement(state_path[: -len(field) - 1], (), {p: () for p in param_shapes})
+    if owner is None:
+        return None
+    like = param_sharding[owner]
+    spec = tuple(like.spec) + (None,) * (len(param_shapes[owner]) - len(tuple(like.spec)))
+
+    def devices(entry):
+        names = (entry,) if isinstance(entry, str) else tuple(entry)
+        return int(np.prod([like.mesh.shape[n] for n in names]))
+
+    def kept(entry, length):
+        return entry if entry is None or length % devices(entry) == 0 else None
+
+    if field == "codes":
+        return NamedSharding(like.mesh, P(*spec[:-1], kept(spec[-1], leaf.shape[-1])))
+    k = leaf.ndim - 1
+    blocks = kept(spec[k], leaf.shape[-1]) if all(e is None for e in spec[k + 1 :]) else None
+    return NamedSharding(like.mesh, P(*spec[:k], blocks))
+
+
 def placement_problems(state, params_sharded) -> list[str]:
     """Each state leaf that is not where the oracle says, as a sentence."""
     param_shapes, param_sharding = {}, {}
@@ -193,6 +226,11 @@ def placement_problems(state, params_sharded) -> list[str]:
         param_sharding[_keystr(path)] = leaf.sharding
     problems = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        quantized = quantized_placement(_keystr(path), leaf, param_shapes, param_sharding)
+        if quantized is not None:
+            if not leaf.sharding.is_equivalent_to(quantized, leaf.ndim):
+                problems.append(f"{_keystr(path)}: {_where(leaf.sharding)}, expected {quantized}")
+            continue
         mirrored = expected_placement(_keystr(path), tuple(leaf.shape), param_shapes)
         if mirrored is None:
             if not leaf.sharding.is_fully_replicated:

@@ -1,0 +1,183 @@
+"""AdamW and Lion with block-quantized moments: 8-bit (Dettmers et al. 2022), 4-bit (Li et al.).
+
+Each is the full-precision optimizer wrapped in :func:`gradtx.quantize_state`:
+the math of the step is :func:`gradtx.adamw`'s or :func:`gradtx.lion`'s, run
+on the dequantized moments; only what is stored between steps changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gradtx.base import GradientTransformation, ScalarOrSchedule
+from gradtx.combine import Mask
+from gradtx.optimizers.adam import adamw
+from gradtx.optimizers.lion import lion
+from gradtx.transforms.quantized_state import quantize_state
+
+
+def adamw_8bit(
+    learning_rate: ScalarOrSchedule = 0.001,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Mask | None = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Any | None = None,
+    block_size: int = 256,
+    min_size: int = 4096,
+) -> GradientTransformation:
+    """AdamW with its moments stored in 8 bits, block-wise (Dettmers et al. 2022).
+
+    ``quantize_state(adamw(...), bits=8, block_size=block_size, min_size=min_size)``:
+    :func:`gradtx.adamw`'s step on ``m`` and ``v`` dequantized from the signed
+    and the unsigned :func:`gradtx.dynamic_map` with one absmax per block of
+    ``block_size`` elements, re-quantized after the step (see
+    :func:`gradtx.quantize_state`). The state takes 2 bytes per parameter plus
+    8 per block (two float32 scales). Leaves under ``min_size`` elements stay
+    float32, as in bitsandbytes' ``AdamW8bit``.
+
+    Args:
+      learning_rate: as :func:`gradtx.adamw`.
+      b1: as :func:`gradtx.adamw`.
+      b2: as :func:`gradtx.adamw`.
+      eps: as :func:`gradtx.adamw`.
+      eps_root: as :func:`gradtx.adamw`.
+      mu_dtype: as :func:`gradtx.adamw` (the dtype ``m`` is dequantized to).
+      weight_decay: as :func:`gradtx.adamw`.
+      mask: as :func:`gradtx.adamw`.
+      nesterov: as :func:`gradtx.adamw`.
+      nu_dtype: as :func:`gradtx.adamw`.
+      block_size: elements per quantization block.
+      min_size: leaves with fewer elements are not quantized.
+
+    Returns:
+      The optimizer.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> params = {"w": jnp.ones((64, 256))}
+      >>> tx = gradtx.adamw_8bit(1e-3)
+      >>> updates, state = tx.update(params, tx.init(params), params)
+      >>> state[0].mu["w"].codes.dtype, state[0].mu["w"].scales.shape
+      (dtype('uint8'), (64, 1))
+
+    References:
+      Dettmers, Lewis, Shleifer & Zettlemoyer (2022), 8-bit Optimizers via
+      Block-wise Quantization, ICLR.
+    """
+    inner = adamw(
+        learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
+        nesterov=nesterov, nu_dtype=nu_dtype,
+    )  # fmt: skip
+    return quantize_state(inner, bits=8, block_size=block_size, min_size=min_size)
+
+
+def adamw_4bit(
+    learning_rate: ScalarOrSchedule = 0.001,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Mask | None = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Any | None = None,
+    block_size: int = 128,
+    min_size: int = 4096,
+) -> GradientTransformation:
+    """AdamW with its moments stored in 4 bits, block-wise (Li et al. 2023).
+
+    ``quantize_state(adamw(...), bits=4, block_size=block_size, min_size=min_size)``:
+    ``m`` on the signed 4-bit dynamic-exponent map, ``v`` on
+    :func:`gradtx.zero_free_linear_map` (so no ``v`` is stored as 0), both
+    with one absmax per block of 128 elements (Li et al.'s B128), two codes
+    per byte: 1 byte per parameter plus 8 per block.
+
+    Args:
+      learning_rate: as :func:`gradtx.adamw`.
+      b1: as :func:`gradtx.adamw`.
+      b2: as :func:`gradtx.adamw`.
+      eps: as :func:`gradtx.adamw`.
+      eps_root: as :func:`gradtx.adamw`.
+      mu_dtype: as :func:`gradtx.adamw`.
+      weight_decay: as :func:`gradtx.adamw`.
+      mask: as :func:`gradtx.adamw`.
+      nesterov: as :func:`gradtx.adamw`.
+      nu_dtype: as :func:`gradtx.adamw`.
+      block_size: elements per quantization block (Li et al.: 128).
+      min_size: leaves with fewer elements are not quantized.
+
+    Returns:
+      The optimizer.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.adamw_4bit(1e-3)
+      >>> tx.init({"w": jnp.ones((64, 64))})[0].nu["w"].codes.shape
+      (64, 32)
+
+    Note:
+      Li et al. normalise the second moment by a rank-1 (row and column
+      maximum) scale; here both moments use block-wise scales (their B128
+      variant for ``v`` as well).
+
+    References:
+      Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States,
+      NeurIPS (Sec. 4 and 5; "4-bit AdamW").
+    """
+    inner = adamw(
+        learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
+        nesterov=nesterov, nu_dtype=nu_dtype,
+    )  # fmt: skip
+    return quantize_state(inner, bits=4, block_size=block_size, min_size=min_size)
+
+
+def lion_8bit(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarOrSchedule = 1e-3,
+    mask: Mask | None = None,
+    *,
+    block_size: int = 256,
+    min_size: int = 4096,
+) -> GradientTransformation:
+    """Lion with its momentum stored in 8 bits, block-wise (as bitsandbytes' ``Lion8bit``).
+
+    ``quantize_state(lion(...), bits=8, block_size=block_size, min_size=min_size)``:
+    :func:`gradtx.lion`'s step on the momentum dequantized from the signed
+    :func:`gradtx.dynamic_map`: 1 byte per parameter plus 4 per block.
+
+    Args:
+      learning_rate: as :func:`gradtx.lion`.
+      b1: as :func:`gradtx.lion`.
+      b2: as :func:`gradtx.lion`.
+      mu_dtype: as :func:`gradtx.lion`.
+      weight_decay: as :func:`gradtx.lion`.
+      mask: as :func:`gradtx.lion`.
+      block_size: elements per quantization block.
+      min_size: leaves with fewer elements are not quantized.
+
+    Returns:
+      The optimizer.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.lion_8bit(1e-4)
+      >>> tx.init({"w": jnp.ones((64, 64))})[0].mu["w"].codes.dtype
+      dtype('uint8')
+
+    References:
+      Chen et al. (2023), Symbolic Discovery of Optimization Algorithms, Alg. 2;
+      Dettmers, Lewis, Shleifer & Zettlemoyer (2022).
+    """
+    inner = lion(learning_rate, b1, b2, mu_dtype, weight_decay, mask)
+    return quantize_state(inner, bits=8, block_size=block_size, min_size=min_size)

@@ -1,0 +1,432 @@
+"""Block-wise quantized optimizer state: 8-bit and 4-bit moments.
+
+An optimizer's moments are stored as small integer *codes* into a fixed table
+(a *quantization map*, values in ``[-1, 1]``) and one float32 *scale* per block
+of consecutive elements, the block's largest magnitude (Dettmers et al. 2022):
+
+.. math::
+    N_b = \\max_{i \\in b} |x_i|, \\qquad
+    q_i = \\operatorname*{arg\\,min}_j \\left| Q_j - x_i / N_b \\right|, \\qquad
+    \\tilde x_i = Q_{q_i} N_b .
+
+Each step the state is dequantized, the wrapped optimizer's update runs in
+full precision, and the new state is quantized again (:func:`quantize_state`).
+A block's error is then at most half the widest gap of the map times ``N_b``,
+and an outlier only coarsens its own block.
+
+Symbols: ``Q`` = ``code`` (the map); ``q`` = the codes; ``N_b`` = ``scales``,
+one per block of ``block_size`` elements.
+
+Block layout: the blocks are the ``block_size`` consecutive elements of the
+array in row-major order (bitsandbytes' flat layout), and the array is viewed
+as ``shape[:k] + (rest,)`` with ``k`` the largest number of leading axes such
+that ``rest = prod(shape[k:])`` is a multiple of ``block_size`` (``k = 0``, the
+last block zero-padded, when there is none). The codes keep the array's shape
+(8-bit) or its shape with the last axis packed two codes per byte (4-bit); the
+scales have shape ``shape[:k] + (rest // block_size,)``. A parameter split over
+devices along its leading axes therefore splits its codes and scales the same
+way (see :func:`gradtx.sharding.state_shardings`).
+
+References:
+  Dettmers, Lewis, Shleifer & Zettlemoyer (2022), 8-bit Optimizers via
+  Block-wise Quantization, ICLR (Sec. 2, dynamic tree quantization; Sec. 2.1,
+  block-wise quantization).
+  Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States,
+  NeurIPS (Sec. 4, the first moment with block size 128 and a dynamic-exponent
+  map; Sec. 5, the second moment with a linear map that excludes zero).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradtx import _checks, _tactics
+from gradtx.base import Array, GradientTransformation
+from gradtx.sharding import mirror_indices
+
+# ---------------------------------------------------------------------- maps
+
+
+def _torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
+    """``torch.linspace`` in float32, as its CPU kernel rounds it (one rounding per point).
+
+    The first half counts up from ``start``, the rest down from ``end``; the
+    float32 step times the index is added in one rounding (exact in float64).
+    """
+    start32, end32 = np.float32(start), np.float32(end)
+    step = np.float64((end32 - start32) / np.float32(steps - 1))
+    i = np.arange(steps)
+    from_start = np.float64(start32) + step * i
+    from_end = np.float64(end32) - step * (steps - 1 - i)
+    return np.where(i < steps // 2, from_start, from_end).astype(np.float32)
+
+
+def dynamic_map(signed: bool = True, total_bits: int = 8, max_exponent_bits: int = 7) -> np.ndarray:
+    """The dynamic-tree (dynamic-exponent) quantization map of Dettmers et al.
+
+    Level ``i = 0 .. E-1`` (``E = max_exponent_bits``) holds the midpoints of
+    ``n_i + 1`` equally spaced points of ``[0.1, 1]`` scaled by
+    ``10^{i - E + 1}``, with ``n_i = 2^{i + b - E}`` (signed, ``b`` the bits
+    besides the sign, each value also negated) or ``2^{i + b - E + 1}``
+    (unsigned); then ``0`` and ``1`` are added. The exponent picks the decade,
+    the fraction the position in it, so small magnitudes keep a relative
+    precision that a linear map loses. The values are computed in float32 the
+    way ``bitsandbytes.functional.create_dynamic_map`` computes them, and equal
+    its table bit for bit.
+
+    Args:
+      signed: a map of ``[-1, 1]`` (first moments) or of ``[0, 1]`` (second moments).
+      total_bits: bits per code: 8 gives 256 values (Dettmers et al. 2022); 4
+        with ``max_exponent_bits=3`` gives 16 (the first-moment map of Li et
+        al. 2023, "DE").
+      max_exponent_bits: ``E``, the number of decades.
+
+    Returns:
+      The ``2**total_bits`` values, float32, sorted ascending.
+
+    Examples:
+      >>> from gradtx import dynamic_map
+      >>> m = dynamic_map(signed=True)
+      >>> print(m.shape, m[0], m[-1])
+      (256,) -0.99296874 1.0
+      >>> dynamic_map(signed=True, total_bits=4, max_exponent_bits=3)[6:9]
+      array([-0.0055, 0.    , 0.0055], dtype=float32)
+
+    References:
+      Dettmers, Lewis, Shleifer & Zettlemoyer (2022), Sec. 2 and Fig. 2;
+      Dettmers (2015), 8-Bit Approximations for Parallelism in Deep Learning.
+    """
+    non_sign_bits = total_bits - 1
+    values: list[np.ndarray] = []
+    for i in range(max_exponent_bits):
+        exponent = i + non_sign_bits - max_exponent_bits + (0 if signed else 1)
+        edges = _torch_linspace(0.1, 1.0, 2**exponent + 1)
+        means = (edges[:-1] + edges[1:]) / np.float32(2.0)
+        scale = np.float32(10.0 ** (i - max_exponent_bits + 1))
+        values.append(scale * means)
+        if signed:
+            values.append(-scale * means)
+    extra = 2 ** (non_sign_bits - max_exponent_bits) - 1
+    if extra > 0:  # the codes with no exponent bit set, at the last decade's scale
+        edges = _torch_linspace(0.1, 1.0, extra + 1)
+        means = (edges[:-1] + edges[1:]) / np.float32(2.0)
+        values.append(scale * means)
+        if signed:
+            values.append(-scale * means)
+    table = np.concatenate([*values, np.float32([0.0, 1.0])])
+    if table.size != 2**total_bits:
+        raise ValueError(
+            f"dynamic_map: total_bits={total_bits} and max_exponent_bits={max_exponent_bits} "
+            f"give {table.size} values, expected {2**total_bits}."
+        )
+    return np.sort(table).astype(np.float32)
+
+
+def linear_map(signed: bool = True, total_bits: int = 8) -> np.ndarray:
+    """The linear quantization map: equally spaced values of ``[-1, 1]`` or ``[0, 1]``.
+
+    Signed: ``2^b - 1`` values ``-1, ..., 0, ..., 1`` (an odd count, so zero is
+    one of them); unsigned: ``2^b`` values ``0, 1/(2^b-1), ..., 1``.
+
+    Args:
+      signed: a map of ``[-1, 1]`` or of ``[0, 1]``.
+      total_bits: bits per code (at most 8).
+
+    Returns:
+      The values, float32, sorted ascending.
+
+    Examples:
+      >>> from gradtx import linear_map
+      >>> linear_map(signed=True, total_bits=2)
+      array([-1.,  0.,  1.], dtype=float32)
+    """
+    count = 2**total_bits - 1 if signed else 2**total_bits
+    return np.linspace(-1.0 if signed else 0.0, 1.0, count).astype(np.float32)
+
+
+def zero_free_linear_map(total_bits: int = 4) -> np.ndarray:
+    """The linear map without zero of Li et al. (2023): ``Q_j = (j + 1) / 2^b``.
+
+    For the second moment ``v`` Adam divides by ``sqrt(v) + eps``: a map holding
+    zero rounds every ``v`` below half its first gap to exactly 0, and the
+    update of such a coordinate becomes ``m / eps``, a huge step. Without zero
+    the smallest stored ``v`` is ``N_b / 2^b`` (Li et al. 2023, Sec. 4.2,
+    "zero-point problem").
+
+    Args:
+      total_bits: bits per code.
+
+    Returns:
+      The ``2**total_bits`` values ``1/2^b, 2/2^b, ..., 1``, float32.
+
+    Examples:
+      >>> from gradtx import zero_free_linear_map
+      >>> zero_free_linear_map(2)
+      array([0.25, 0.5 , 0.75, 1.  ], dtype=float32)
+
+    References:
+      Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States, Sec. 4.2.
+    """
+    return (np.arange(1, 2**total_bits + 1) / 2.0**total_bits).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- block-wise
+
+
+def _layout(shape: tuple[int, ...], block_size: int) -> tuple[int, int]:
+    """``(k, n)``: blocks run over ``shape[k:]`` flattened, ``n`` of them per leading index."""
+    for k in range(len(shape) - 1, -1, -1):
+        rest = math.prod(shape[k:])
+        if rest % block_size == 0:
+            return k, rest // block_size
+    return 0, -(-math.prod(shape) // block_size)
+
+
+def _nearest(code: Array, x: Array) -> Array:
+    """The index of the value of the sorted ``code`` nearest to ``x``; ties go to the lower.
+
+    As bitsandbytes: the code at or below ``x`` (binary search), moved up one
+    when the code above is strictly nearer, the distances taken in float32.
+    """
+    below = jnp.clip(jnp.searchsorted(code, x, side="right") - 1, 0, code.size - 2)
+    above_nearer = jnp.abs(x - code[below + 1]) < jnp.abs(x - code[below])
+    return below + above_nearer.astype(below.dtype)
+
+
+def quantize_blockwise(x: Array, code: Any, block_size: int) -> tuple[Array, Array]:
+    """Block-wise quantization: ``x`` as codes into ``code`` and one absmax per block.
+
+    Every element is divided by the largest magnitude ``N_b`` of its block and
+    rounded to the nearest value of ``code`` (ties to the lower one), in float32
+    (float64 for a float64 ``x``), as ``bitsandbytes.functional.quantize_blockwise``
+    does on CPU. For the block layout see the module docstring.
+
+    Args:
+      x: the array (a real float dtype; bfloat16 and float16 computed in float32).
+      code: the map, sorted ascending (e.g. :func:`dynamic_map`), at most 256 values.
+      block_size: elements per block.
+
+    Returns:
+      ``(codes, scales)``: uint8 indices into ``code`` with the shape of ``x``,
+      and ``N_b`` (float32, float64 for a float64 ``x``) of shape
+      ``x.shape[:k] + (n_blocks,)``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx import dequantize_blockwise, dynamic_map, quantize_blockwise
+      >>> x = jnp.array([[0.5, -1.0], [2.0, 0.001]])
+      >>> codes, scales = quantize_blockwise(x, dynamic_map(), 2)
+      >>> codes, scales.shape
+      (Array([[219,   0],
+             [255, 138]], dtype=uint8), (2, 1))
+      >>> dequantize_blockwise(codes, scales, dynamic_map(), 2)
+      Array([[ 5.0078124e-01, -9.9296874e-01],
+             [ 2.0000000e+00,  9.8750007e-04]], dtype=float32)
+
+    Note:
+      An all-zero block gets ``N_b = 0`` and the code nearest 0. bitsandbytes
+      divides 0 by 0 there and stores code 0; both dequantize to zero.
+    """
+    dtype = jnp.promote_types(jnp.result_type(x), jnp.float32)
+    code = jnp.asarray(code, dtype)
+    shape = jnp.shape(x)
+    k, n_blocks = _layout(shape, block_size)
+    rows = jnp.reshape(jnp.asarray(x, dtype), shape[:k] + (-1,))
+    length = rows.shape[-1]
+    padding = [(0, 0)] * k + [(0, n_blocks * block_size - length)]
+    blocks = jnp.reshape(jnp.pad(rows, padding), shape[:k] + (n_blocks, block_size))
+    absmax = jnp.max(jnp.abs(blocks), axis=-1)
+    safe = jnp.where(absmax == 0, 1.0, absmax)[..., None]
+    normed = jnp.where(absmax[..., None] == 0, 0.0, blocks / safe)
+    indices = jnp.reshape(_nearest(code, normed), shape[:k] + (-1,))[..., :length]
+    return jnp.reshape(indices, shape).astype(jnp.uint8), absmax
+
+
+def dequantize_blockwise(
+    codes: Array, scales: Array, code: Any, block_size: int, dtype: Any = jnp.float32
+) -> Array:
+    """The inverse of :func:`quantize_blockwise`: ``code[codes] * N_b``, in the scales' dtype.
+
+    Args:
+      codes: uint8 indices, the array's shape.
+      scales: the per-block ``N_b`` from :func:`quantize_blockwise`.
+      code: the map the codes index.
+      block_size: elements per block, as quantized.
+      dtype: the dtype of the result.
+
+    Returns:
+      The array, shape ``codes.shape``, in ``dtype``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx import dequantize_blockwise, zero_free_linear_map
+      >>> codes = jnp.array([[0, 15], [7, 3]], jnp.uint8)
+      >>> dequantize_blockwise(codes, jnp.array([[2.0], [1.0]]), zero_free_linear_map(4), 2)
+      Array([[0.125, 2.   ],
+             [0.5  , 0.25 ]], dtype=float32)
+    """
+    shape = jnp.shape(codes)
+    k, _ = _layout(shape, block_size)
+    code = jnp.asarray(code, scales.dtype)
+    values = jnp.reshape(code[codes.astype(jnp.int32)], shape[:k] + (-1,))
+    per_element = jnp.repeat(scales, block_size, axis=-1)[..., : values.shape[-1]]
+    return jnp.reshape(values * per_element, shape).astype(dtype)
+
+
+def _pack_4bit(codes: Array) -> Array:
+    """Two 4-bit codes per byte along the last axis, the first in the high half."""
+    odd = codes.shape[-1] % 2
+    codes = jnp.pad(codes, [(0, 0)] * (codes.ndim - 1) + [(0, odd)])
+    pairs = jnp.reshape(codes, codes.shape[:-1] + (-1, 2))
+    return (pairs[..., 0] << 4) | pairs[..., 1]
+
+
+def _unpack_4bit(packed: Array, length: int) -> Array:
+    """The inverse of :func:`_pack_4bit` for a last axis of ``length`` codes."""
+    pairs = jnp.stack([packed >> 4, packed & 15], axis=-1)
+    return jnp.reshape(pairs, packed.shape[:-1] + (-1,))[..., :length]
+
+
+# ---------------------------------------------------------------------- the wrapper
+
+
+class QuantizedArray(NamedTuple):
+    """A state leaf held block-wise quantized by :func:`quantize_state`."""
+
+    codes: Array  # uint8: the leaf's shape (8-bit), or its last axis packed two per byte (4-bit).
+    scales: Array  # N_b, float32 (float64 for a float64 leaf): shape[:k] + (n_blocks,).
+
+
+def _maps(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(signed map, non-negative map) of Dettmers et al. (8 bits) or Li et al. (4 bits)."""
+    if bits == 8:
+        return dynamic_map(signed=True), dynamic_map(signed=False)
+    return dynamic_map(signed=True, total_bits=4, max_exponent_bits=3), zero_free_linear_map(4)
+
+
+def _field_names(path: tuple[Any, ...]) -> set[str]:
+    return {k.name for k in path if isinstance(k, jax.tree_util.GetAttrKey)}
+
+
+def _is_quantized(x: Any) -> bool:
+    return isinstance(x, QuantizedArray)
+
+
+def quantize_state(
+    inner: GradientTransformation,
+    *,
+    bits: int = 8,
+    block_size: int = 256,
+    min_size: int = 4096,
+    nonnegative_fields: Collection[str] = ("nu",),
+) -> GradientTransformation:
+    """Stores the moments of ``inner`` block-wise quantized to 8 or 4 bits.
+
+    ``init`` builds ``inner``'s state and replaces each floating leaf that
+    mirrors a parameter (:func:`gradtx.sharding.mirror_indices`, exactly the
+    parameter's shape) and has at least ``min_size`` elements by a
+    :class:`QuantizedArray`; smaller leaves, counters and everything else stay
+    as they are. ``update`` dequantizes, runs ``inner.update`` in the state's
+    own dtype, and quantizes the new state:
+
+    .. math::
+        s_t = Q\\big(\\text{inner}(g_t, Q^{-1}(s_{t-1}))\\big)
+
+    with :func:`quantize_blockwise` / :func:`dequantize_blockwise`. Maps: with
+    ``bits=8`` the signed and unsigned :func:`dynamic_map` (Dettmers et al.
+    2022); with ``bits=4`` the signed 4-bit dynamic-exponent map for signed
+    leaves and :func:`zero_free_linear_map` for non-negative ones (Li et al.
+    2023), codes packed two per byte. A leaf is non-negative when a field of
+    ``nonnegative_fields`` is on its path (the NamedTuple field names of the
+    state: ``nu`` is Adam's, AdEMAMix's and SOAP's second moment); this is read
+    from the state's structure, never from values.
+
+    Args:
+      inner: any transformation, e.g. :func:`gradtx.adamw`.
+      bits: 8 or 4.
+      block_size: elements per block (even; bitsandbytes uses 256 or 2048, Li
+        et al. 128).
+      min_size: leaves with fewer elements stay in full precision (bitsandbytes
+        keeps tensors under 4096 elements in 32 bits).
+      nonnegative_fields: state field names whose leaves are >= 0.
+
+    Returns:
+      The wrapped transformation; its state is ``inner``'s with
+      :class:`QuantizedArray` in place of the quantized leaves.
+
+    Raises:
+      ValueError: ``bits`` not 8 or 4, ``block_size`` not a positive even
+        integer, ``min_size`` not an integer >= 0.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> tx = gradtx.quantize_state(gradtx.adam(1e-3), min_size=4)
+      >>> state = tx.init({"w": jnp.ones((2, 256))})
+      >>> state[0].mu["w"].codes.dtype, state[0].mu["w"].scales.shape
+      (dtype('uint8'), (2, 1))
+
+    Note:
+      Li et al.'s rank-1 normalisation of the second moment is not done: both
+      moments use block-wise absmax scales.
+    """
+    owner = "quantize_state"
+    if bits not in (4, 8):
+        raise ValueError(f"{owner}: bits must be 8 or 4, got {bits!r}.")
+    _checks.positive_int(owner, "block_size", block_size)
+    if block_size % 2:
+        raise ValueError(f"{owner}: block_size must be even, got {block_size!r}.")
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
+        raise ValueError(f"{owner}: min_size must be an integer >= 0, got {min_size!r}.")
+    if isinstance(nonnegative_fields, str):
+        raise ValueError(f"{owner}: nonnegative_fields must be a collection of names, not a str.")
+    signed_map, nonnegative_map = _maps(bits)
+    nonnegative = frozenset(nonnegative_fields)
+
+    def code_for(path: tuple[Any, ...]) -> np.ndarray:
+        return nonnegative_map if _field_names(path) & nonnegative else signed_map
+
+    def quantize(path: tuple[Any, ...], x: Array) -> QuantizedArray:
+        codes, scales = quantize_blockwise(x, code_for(path), block_size)
+        return QuantizedArray(_pack_4bit(codes) if bits == 4 else codes, scales)
+
+    def dequantize(path: tuple[Any, ...], q: QuantizedArray, like: Any) -> Array:
+        codes = _unpack_4bit(q.codes, like.shape[-1]) if bits == 4 else q.codes
+        return dequantize_blockwise(codes, q.scales, code_for(path), block_size, like.dtype)
+
+    def init_fn(params):
+        state = inner.init(params)
+        param_leaves = jax.tree.leaves(params, is_leaf=lambda x: x is None)
+
+        def leaf(path, x, i):
+            chosen = (
+                i >= 0
+                and jnp.shape(x) == jnp.shape(param_leaves[i])
+                and jnp.ndim(x) >= 1
+                and jnp.size(x) >= min_size
+                and jnp.issubdtype(x.dtype, jnp.floating)
+            )
+            return quantize(path, _tactics.not_folded(x)) if chosen else x
+
+        return jax.tree_util.tree_map_with_path(leaf, state, mirror_indices(state, params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        template = jax.eval_shape(inner.init, updates if params is None else params)
+
+        def restore(path, s, like):
+            return dequantize(path, s, like) if _is_quantized(s) else s
+
+        full = jax.tree_util.tree_map_with_path(restore, state, template, is_leaf=_is_quantized)
+        updates, full = inner.update(updates, full, params, **extra_args)
+
+        def store(path, s, new):
+            return quantize(path, new) if _is_quantized(s) else new
+
+        return updates, jax.tree_util.tree_map_with_path(store, state, full, is_leaf=_is_quantized)
+
+    return GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,96 @@
+"""Block-wise quantized optimizer state, in float64 numpy, from the papers.
+
+Dettmers, Lewis, Shleifer & Zettlemoyer (2022), 8-bit Optimizers via Block-wise
+Quantization: the dynamic tree map (Sec. 2, Fig. 2), block-wise quantization
+(Sec. 2.1: ``N_b = max |x|`` over a block, ``q = argmin_j |Q_j - x / N_b|``),
+and the 8-bit optimizer step (Sec. 2: dequantize, update in 32 bits,
+quantize). Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit
+States: the linear map without zero, ``Q_j = (j + 1) / 2^b`` (Sec. 4.2).
+
+Blocks are ``block_size`` consecutive elements of the flattened array (the last
+block shorter). The maps are built in float64 and stored in float32, as a
+table of 8-bit codes is. Imports nothing from gradtx.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dynamic_map(signed=True, total_bits=8, max_exponent_bits=7):
+    """Dettmers' dynamic tree: per decade ``10^{i-E+1}``, the midpoints of ``2^f + 1``
+    equally spaced points of ``[0.1, 1]`` (``f`` the fraction bits of that
+    decade), mirrored when signed; plus 0 and 1."""
+    fraction_bits = total_bits - 1 - max_exponent_bits
+    values = [0.0, 1.0]
+    for i in range(max_exponent_bits):
+        count = 2 ** (i + fraction_bits + (0 if signed else 1))
+        edges = np.linspace(0.1, 1.0, count + 1)
+        means = 10.0 ** (i - max_exponent_bits + 1) * (edges[:-1] + edges[1:]) / 2
+        values += list(means) + (list(-means) if signed else [])
+    return np.sort(np.asarray(values)).astype(np.float32)
+
+
+def zero_free_linear_map(total_bits=4):
+    """Li et al. (2023), Sec. 4.2: ``Q_j = (j + 1) / 2^b``, ``j = 0 .. 2^b - 1``."""
+    return ((np.arange(2**total_bits) + 1) / 2.0**total_bits).astype(np.float32)
+
+
+def quantize_blockwise(x, code, block_size):
+    """``(codes, absmax, normalized)``: ``N_b`` per block, ``x / N_b`` in float64 and the
+    index of the nearest code (the lower one on a tie); an all-zero block gives 0/1."""
+    flat = np.asarray(x, np.float64).reshape(-1)
+    code = np.asarray(code, np.float64)
+    n_blocks = -(-flat.size // block_size)
+    absmax = np.zeros(n_blocks)
+    normalized = np.zeros_like(flat)
+    for b in range(n_blocks):
+        block = flat[b * block_size : (b + 1) * block_size]
+        absmax[b] = np.max(np.abs(block))
+        normalized[b * block_size : (b + 1) * block_size] = block / (absmax[b] or 1.0)
+    codes = np.argmin(np.abs(normalized[:, None] - code[None, :]), axis=1)
+    shape = np.shape(x)
+    return codes.reshape(shape), absmax, normalized.reshape(shape)
+
+
+def dequantize_blockwise(codes, absmax, code, block_size):
+    """``Q[q] * N_b``."""
+    flat = np.asarray(code, np.float64)[np.asarray(codes).reshape(-1)]
+    scales = np.repeat(np.asarray(absmax, np.float64), block_size)[: flat.size]
+    return (flat * scales).reshape(np.shape(codes))
+
+
+def adamw_8bit_step(theta, g, m_q, v_q, t, eta, beta_1, beta_2, eps, lam, block_size):
+    """One step of Dettmers et al.'s 8-bit AdamW on one leaf, in float64::
+
+        m = deq(m_q);  v = deq(v_q)
+        m = beta_1 m + (1 - beta_1) g;  v = beta_2 v + (1 - beta_2) g^2
+        theta = theta - eta (m / (1 - beta_1^t) / (sqrt(v / (1 - beta_2^t)) + eps) + lam theta)
+        m_q = quant(m);  v_q = quant(v)
+
+    ``m_q``, ``v_q``: ``(codes, absmax)`` on the signed / unsigned dynamic map.
+    Returns ``theta, m_q, v_q`` and the normalized values ``m / N_b``, ``v / N_b``.
+    """
+    signed, unsigned = dynamic_map(True), dynamic_map(False)
+    g = np.asarray(g, np.float64)
+    m = beta_1 * dequantize_blockwise(*m_q, signed, block_size) + (1 - beta_1) * g
+    v = beta_2 * dequantize_blockwise(*v_q, unsigned, block_size) + (1 - beta_2) * g * g
+    m_hat, v_hat = m / (1 - beta_1**t), v / (1 - beta_2**t)
+    theta = theta - eta * (m_hat / (np.sqrt(v_hat) + eps) + lam * theta)
+    m_codes, m_absmax, m_normalized = quantize_blockwise(m, signed, block_size)
+    v_codes, v_absmax, v_normalized = quantize_blockwise(v, unsigned, block_size)
+    return theta, (m_codes, m_absmax), (v_codes, v_absmax), m_normalized, v_normalized
+
+
+def adamw_8bit(theta, grads, eta, beta_1, beta_2, eps, lam, block_size):
+    """The 8-bit AdamW trajectory of one leaf, ``grads[k]`` the gradient of step ``k + 1``."""
+    theta = np.asarray(theta, np.float64)
+    zeros = np.zeros(theta.shape, np.int64), np.zeros(-(-theta.size // block_size))
+    m_q, v_q = zeros, zeros
+    trajectory = [theta]
+    for k, g in enumerate(grads):
+        theta, m_q, v_q, _, _ = adamw_8bit_step(
+            theta, g, m_q, v_q, k + 1, eta, beta_1, beta_2, eps, lam, block_size
+        )
+        trajectory.append(theta)
+    return np.stack(trajectory)
