@@ -35,6 +35,15 @@ BAD_HYPERPARAMETERS = [
     (gradtx.scale_by_shampoo, dict(b1=1.5), rf"scale_by_shampoo: b1 must be {UNIT}"),
     (gradtx.soap, dict(b1=1.5), rf"scale_by_soap: b1 must be {UNIT}"),
     (gradtx.scale_by_soap, dict(b1=1.5), rf"scale_by_soap: b1 must be {UNIT}"),
+    # Quantized state (fuller table in tests/test_quantized_state.py).
+    (gradtx.adamw_8bit, dict(learning_rate=0.1, b1=1.5), rf"scale_by_adam: b1 must be {UNIT}"),
+    (gradtx.adamw_4bit, dict(learning_rate=0.1, b2=1.0), rf"scale_by_adam: b2 must be {UNIT}"),
+    (gradtx.lion_8bit, dict(learning_rate=0.1, block_size=0), r"quantize_state: block_size must"),
+    (
+        functools.partial(gradtx.quantize_state, gradtx.adam(0.1)),
+        dict(bits=3),
+        r"quantize_state: bits must be 8 or 4, got 3",
+    ),
     (gradtx.adam_mini, dict(b1=1.5), rf"scale_by_adam_mini: b1 must be {UNIT}, got 1\.5"),
     (gradtx.adam_mini, dict(num_heads=0), r"scale_by_adam_mini: num_heads must be"),
     (gradtx.scale_by_adam_mini, dict(b2=1.0), rf"scale_by_adam_mini: b2 must be {UNIT}"),
