@@ -6,6 +6,8 @@ it holds without running the Optax suite.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,3 +151,41 @@ def test_backtracking_linesearch_keeps_complex_state_dtypes_under_cond(dtype):
         params, state = step(params, state)
         assert params.dtype == dtype
     assert jax.tree.map(lambda x: (x.shape, x.dtype), state) == before
+
+
+class _FlagState(NamedTuple):
+    total: Any
+    is_reset: Any = True  # a Python bool, as in Optax's lookahead_test
+
+
+def _flagged_sgd(step_size):
+    """SGD whose state holds a Python bool (True after init, False after a step)."""
+
+    def init_fn(params):
+        return _FlagState(jax.tree.map(jnp.zeros_like, params), True)
+
+    def update_fn(updates, state, params=None):
+        total = jax.tree.map(jnp.add, state.total, updates)
+        return jax.tree.map(lambda u: step_size * u, updates), _FlagState(total, False)
+
+    return gradtx.GradientTransformation(init_fn, update_fn)
+
+
+@pytest.mark.parametrize("pair", [False, True])
+@pytest.mark.parametrize("reset_state", [False, True])
+def test_lookahead_reset_state_with_a_python_scalar_in_the_inner_state(pair, reset_state):
+    """Optax's test_lookahead_state_reset: after a sync the inner state is init's again."""
+    params = {"x": jnp.array(3.0), "y": jnp.array(-3.0)}
+    grads = {"x": jnp.array(2.0), "y": jnp.array(-2.0)}
+    tx = gradtx.lookahead(_flagged_sgd(-0.5), 3, 0.5, reset_state)
+    p = gradtx.LookaheadParams.init_synced(params) if pair else params
+    state = tx.init(p)
+    step = jax.jit(tx.update)
+    for _ in range(3):
+        updates, state = step(grads, state, p)
+        p = gradtx.apply_updates(p, updates)
+    assert bool(state.fast_state.is_reset) == reset_state
+    expected_total = 0.0 if reset_state else 6.0
+    assert float(state.fast_state.total["x"]) == expected_total
+    # 3 -> 2 -> 1 -> 0, then the sync: 3 + 0.5 (0 - 3)
+    np.testing.assert_allclose(p.slow["x"] if pair else p["x"], 1.5)

@@ -142,10 +142,14 @@ def _pair_step_leaf(fast, slow, u, alpha, is_sync):
 
 
 def _reset(fast_optimizer, slow, fast_state, is_sync):
-    """The inner state re-initialised from the slow weights on a sync step, kept otherwise."""
+    """The inner state re-initialised from the slow weights on a sync step, kept otherwise.
+
+    A leaf of the inner state may be a Python scalar (a flag such as ``True``):
+    its dtype is read with ``jnp.result_type``, which takes both.
+    """
     fresh = fast_optimizer.init(slow)
     return jax.tree.map(
-        lambda new, old: jnp.where(is_sync, jnp.asarray(new).astype(old.dtype), old),
+        lambda new, old: jnp.where(is_sync, jnp.asarray(new, jnp.result_type(old)), old),
         fresh,
         fast_state,
     )
