@@ -111,7 +111,13 @@ from gradtx.optimizers.dog import (
 from gradtx.optimizers.fromage import fromage
 from gradtx.optimizers.galore import GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore
 from gradtx.optimizers.lion import ScaleByLionState, lion, scale_by_lion
-from gradtx.optimizers.lookahead import LookaheadState, lookahead, lookahead_slow_params, ranger
+from gradtx.optimizers.lookahead import (
+    LookaheadParams,
+    LookaheadState,
+    lookahead,
+    lookahead_slow_params,
+    ranger,
+)
 from gradtx.optimizers.low_bit import adamw_4bit, adamw_8bit, lion_8bit
 from gradtx.optimizers.madgrad import MadgradState, madgrad, scale_by_madgrad
 from gradtx.optimizers.mechanic import MechanicState, mechanize
@@ -375,6 +381,7 @@ __all__ = [
     "InjectStatefulHyperparamsState",
     "KahanSummationState",
     "LinesearchState",
+    "LookaheadParams",
     "LookaheadState",
     "MadgradState",
     "MaskOrFn",

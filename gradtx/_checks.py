@@ -28,6 +28,16 @@ import numpy as np
 _REAL = "a real number (a Python, NumPy or JAX scalar, or a 0-d array)"
 
 
+class MissingArgumentError(TypeError, ValueError):
+    """A required extra argument of ``update`` (``value``, ``value_fn``) was not given.
+
+    A ``TypeError``, as Python raises for a missing argument and Optax's
+    ``update`` (which takes it as a required keyword) does; also a
+    ``ValueError``, the type gradtx raised for it before, so that both
+    ``except`` clauses keep catching it.
+    """
+
+
 def _describe(value: Any) -> str:
     """What was given, for an error message: the value and its type, or an array's shape."""
     if isinstance(value, jax.core.Tracer):

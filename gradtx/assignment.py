@@ -2,6 +2,8 @@
 
 :func:`hungarian_algorithm` pairs the rows and columns of a cost matrix so that
 the summed cost is least; it runs under ``jax.jit`` and ``jax.vmap``.
+:func:`base_hungarian_algorithm` solves the same problem by the plain textbook
+search (one column settled per iteration), a simple reference for the first.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["hungarian_algorithm"]
+__all__ = ["base_hungarian_algorithm", "hungarian_algorithm"]
 
 
 def hungarian_algorithm(cost_matrix: Any) -> tuple[jax.Array, jax.Array]:
@@ -51,11 +53,7 @@ def hungarian_algorithm(cost_matrix: Any) -> tuple[jax.Array, jax.Array]:
       >>> i, j, int(cost[i, j].sum())
       (Array([0, 1, 3], dtype=int32), Array([0, 2, 1], dtype=int32), 15)
     """
-    cost = jnp.asarray(cost_matrix)
-    if cost.ndim != 2:
-        raise ValueError(f"hungarian_algorithm: cost_matrix must be 2-D, got shape {cost.shape}")
-    if jnp.issubdtype(cost.dtype, jnp.complexfloating) or cost.dtype == jnp.bool_:
-        raise TypeError(f"hungarian_algorithm: cost_matrix must be real numbers, got {cost.dtype}")
+    cost = _checked_cost("hungarian_algorithm", cost_matrix)
     n, m = cost.shape
     if min(n, m) == 0:
         empty = jnp.zeros((0,), jnp.int32)
@@ -65,6 +63,15 @@ def hungarian_algorithm(cost_matrix: Any) -> tuple[jax.Array, jax.Array]:
         order = jnp.argsort(rows)
         return rows[order], cols[order]
     return _rows_to_columns(cost)
+
+
+def _checked_cost(owner: str, cost_matrix: Any) -> jax.Array:
+    cost = jnp.asarray(cost_matrix)
+    if cost.ndim != 2:
+        raise ValueError(f"{owner}: cost_matrix must be 2-D, got shape {cost.shape}")
+    if jnp.issubdtype(cost.dtype, jnp.complexfloating) or cost.dtype == jnp.bool_:
+        raise TypeError(f"{owner}: cost_matrix must be real numbers, got {cost.dtype}")
+    return cost
 
 
 def _rows_to_columns(cost: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -126,3 +133,139 @@ def _rows_to_columns(cost: jax.Array) -> tuple[jax.Array, jax.Array]:
     target = jnp.where(row_of[1:] > 0, row_of[1:] - 1, n)
     column_of_row = jnp.zeros(n, jnp.int32).at[target].set(columns[1:] - 1, mode="drop")
     return jnp.arange(n, dtype=jnp.int32), column_of_row
+
+
+def base_hungarian_algorithm(cost_matrix: Any) -> tuple[jax.Array, jax.Array]:
+    """The Hungarian algorithm in its plain textbook form (Crouse 2016, Alg. 4).
+
+    Solves the same problem as :func:`hungarian_algorithm` (a least-cost
+    assignment of ``min(n, m)`` rows to columns, no row or column twice) by the
+    shortest augmenting path method as Crouse writes it: rows are assigned one
+    at a time; for row ``k`` a Dijkstra search over the reduced costs
+    ``C_ij - u_i - v_j`` settles one column per iteration (the cheapest one not
+    yet reached) until it reaches a free column ``s``; then the dual potentials
+    move and the path from ``k`` to ``s`` is flipped:
+
+    .. math::
+        u_k \\mathrel{+}= d_s, \\quad
+        u_i \\mathrel{+}= d_s - d_{c(i)} \\ (i \\text{ reached}, i \\ne k), \\quad
+        v_j \\mathrel{-}= d_s - d_j \\ (j \\text{ settled}),
+
+    where ``d_j`` is the search's shortest path length to column ``j`` and
+    ``c(i)`` the column row ``i`` held. A wide matrix is solved as given, a tall
+    one through its transpose. Kept as a simple reference beside
+    :func:`hungarian_algorithm` (Optax's ``base_hungarian_algorithm``).
+
+    Args:
+      cost_matrix: a 2-D array of real costs (integers are taken as floats).
+
+    Returns:
+      ``(i, j)``: two int32 arrays of length ``min(n, m)``, ``i`` increasing;
+      the assignment's cost is ``cost_matrix[i, j].sum()``.
+
+    Raises:
+      ValueError: ``cost_matrix`` is not 2-D.
+      TypeError: ``cost_matrix`` is complex or boolean.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx.assignment import base_hungarian_algorithm
+      >>> cost = jnp.array([[8, 4, 7], [5, 2, 3], [9, 6, 7], [9, 4, 8]])
+      >>> i, j = base_hungarian_algorithm(cost)
+      >>> int(cost[i, j].sum())
+      15
+
+    References:
+      Crouse (2016), On implementing 2D rectangular assignment algorithms, IEEE
+      Transactions on Aerospace and Electronic Systems 52(4), Alg. 4 (pp.
+      1685-1686); Kuhn (1955), The Hungarian method for the assignment problem.
+    """
+    cost = _checked_cost("base_hungarian_algorithm", cost_matrix)
+    n, m = cost.shape
+    if min(n, m) == 0:
+        empty = jnp.zeros((0,), jnp.int32)
+        return empty, empty
+    if n > m:
+        col_of_row = _crouse(cost.T)  # one row of cost for each column, in column order
+        order = jnp.argsort(col_of_row)
+        return col_of_row[order], order.astype(jnp.int32)
+    return jnp.arange(n, dtype=jnp.int32), _crouse(cost)
+
+
+def _crouse(cost: jax.Array) -> jax.Array:
+    """The column of each row of an ``n x m`` matrix, ``n <= m`` (Crouse's Alg. 4)."""
+    n, m = cost.shape
+    dtype = jnp.promote_types(cost.dtype, jnp.float32)
+    cost = cost.astype(dtype)
+    inf = jnp.asarray(jnp.inf, dtype)
+
+    def assign_row(k, carry):
+        u, v, col4row, row4col = carry
+
+        def searching(s):
+            return s[-1] < 0
+
+        def settle_one_column(s):
+            i, min_val, shortest, path, row_seen, col_seen, _ = s
+            row_seen = row_seen.at[i].set(True)
+            reduced = min_val + cost[i] - u[i] - v
+            better = ~col_seen & (reduced < shortest)
+            path = jnp.where(better, i, path)
+            shortest = jnp.where(better, reduced, shortest)
+            j = jnp.argmin(jnp.where(col_seen, inf, shortest)).astype(jnp.int32)
+            col_seen = col_seen.at[j].set(True)
+            free = row4col[j] < 0
+            return (
+                jnp.where(free, i, row4col[j]),
+                shortest[j],
+                shortest,
+                path,
+                row_seen,
+                col_seen,
+                jnp.where(free, j, -1),
+            )
+
+        start = (
+            k,
+            jnp.zeros((), dtype),
+            jnp.full(m, inf),
+            jnp.full(m, -1, jnp.int32),
+            jnp.zeros(n, bool),
+            jnp.zeros(m, bool),
+            jnp.int32(-1),
+        )
+        _, min_val, shortest, path, row_seen, col_seen, sink = jax.lax.while_loop(
+            searching, settle_one_column, start
+        )
+
+        # The potentials: the new row by the path's length, the other reached rows
+        # and the settled columns by what the path saved over reaching them.
+        held = shortest[jnp.clip(col4row, 0)]
+        u = jnp.where(row_seen, u + min_val - held, u).at[k].set(u[k] + min_val)
+        v = jnp.where(col_seen, v - (min_val - shortest), v)
+
+        # Flip the path from the sink back to row k.
+        def flipping(walk):
+            return walk[-1]
+
+        def flip(walk):
+            col4row, row4col, j, _ = walk
+            i = path[j]
+            row4col = row4col.at[j].set(i)
+            previous = col4row[i]
+            col4row = col4row.at[i].set(j)
+            return col4row, row4col, previous, i != k
+
+        col4row, row4col, _, _ = jax.lax.while_loop(
+            flipping, flip, (col4row, row4col, sink, jnp.bool_(True))
+        )
+        return u, v, col4row, row4col
+
+    start = (
+        jnp.zeros(n, dtype),
+        jnp.zeros(m, dtype),
+        jnp.full(n, -1, jnp.int32),
+        jnp.full(m, -1, jnp.int32),
+    )
+    _, _, col4row, _ = jax.lax.fori_loop(0, n, assign_row, start)
+    return col4row

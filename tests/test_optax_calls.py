@@ -352,37 +352,64 @@ def test_schedules_accept_float_steps_as_optax():
 # -------------------------------------------------------------------------- 7. lookahead
 
 
-def test_lookahead_given_optax_lookahead_params_says_what_to_do():
-    """Optax's call: ``tx.init(LookaheadParams.init_synced(params))``."""
-    tx = gradtx.lookahead(optax.sgd(0.1), 5, 0.5)
-    params = optax.LookaheadParams.init_synced(_params())
-    message = r"Optax's LookaheadParams.*tx\.init\(params\.fast\).*lookahead_slow_params"
-    with pytest.raises(TypeError, match=message):
-        tx.init(params)
-    state = tx.init(params.fast)
-    with pytest.raises(TypeError, match=message):
-        tx.update(jax.tree.map(jnp.ones_like, params.fast), state, params)
-    # What the message says, run against Optax's fast and slow weights for 120 steps.
-    grads = _grads()
-    theirs = optax.lookahead(optax.sgd(0.1), 5, 0.5)
+@pytest.mark.parametrize("pair", [optax.LookaheadParams, gradtx.LookaheadParams])
+@pytest.mark.parametrize("reset_state", [False, True])
+def test_lookahead_given_lookahead_params_follows_optax(pair, reset_state):
+    """Optax's call, ``tx.init(LookaheadParams.init_synced(params))``, Optax's class or ours.
 
-    def ours_path():
+    120 steps of momentum in one jitted program: the fast and slow weights equal
+    Optax's, and the updates come back in the class given. With ``reset_state``
+    the inner state restarts from the synced weights (Optax: from the fast weights
+    before the step), which momentum's ``init`` (zeros) does not see.
+    """
+    params = pair.init_synced(_params())
+    grads = _grads()
+    ours = gradtx.lookahead(gradtx.sgd(0.1, 0.9), 5, 0.5, reset_state)
+    theirs = optax.lookahead(optax.sgd(0.1, 0.9), 5, 0.5, reset_state)
+    state = ours.init(params)
+    assert state.slow is None
+    updates, _ = ours.update(params.fast, state, params)
+    assert type(updates) is pair
+
+    def path(tx, params):
         def body(carry, g):
             p, s = carry
             u, s = tx.update(g, s, p)
             p = optax.apply_updates(p, u)
-            return (p, s), (p, gradtx.lookahead_slow_params(s))
-
-        return jax.lax.scan(body, (params.fast, tx.init(params.fast)), grads)[1]
-
-    def their_path():
-        def body(carry, g):
-            p, s = carry
-            u, s = theirs.update(g, s, p)
-            p = optax.apply_updates(p, u)
             return (p, s), (p.fast, p.slow)
 
-        return jax.lax.scan(body, (params, theirs.init(params)), grads)[1]
+        return jax.lax.scan(body, (params, tx.init(params)), grads)[1]
 
-    a, b = jax.jit(lambda: (ours_path(), their_path()))()
+    optax_params = optax.LookaheadParams.init_synced(_params())  # Optax returns its own class
+    a, b = jax.jit(lambda: (path(ours, params), path(theirs, optax_params)))()
     _close(a, b)
+    # The two ways of calling it give the same weights (the plain one keeps phi in its state).
+    plain = gradtx.lookahead(gradtx.sgd(0.1, 0.9), 5, 0.5, reset_state)
+
+    def plain_path():
+        def body(carry, g):
+            p, s = carry
+            u, s = plain.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            return (p, s), (p, gradtx.lookahead_slow_params(s))
+
+        return jax.lax.scan(body, (params.fast, plain.init(params.fast)), grads)[1]
+
+    _close(jax.jit(plain_path)(), a)
+
+
+def test_lookahead_refuses_mixing_plain_params_and_lookahead_params():
+    tx = gradtx.lookahead(gradtx.sgd(0.1), 5, 0.5)
+    pair = gradtx.LookaheadParams.init_synced(_params())
+    with pytest.raises(TypeError, match=r"update got a LookaheadParams but init got plain"):
+        tx.update(pair.fast, tx.init(pair.fast), pair)
+    with pytest.raises(TypeError, match=r"update got plain params but init got a LookaheadP"):
+        tx.update(pair.fast, tx.init(pair), pair.fast)
+    with pytest.raises(ValueError, match=r"slow weights are not in its state.*params\.slow"):
+        gradtx.lookahead_slow_params(tx.init(pair))
+
+
+def test_lookahead_params_fields_are_optax_s():
+    assert gradtx.LookaheadParams._fields == optax.LookaheadParams._fields == ("fast", "slow")
+    p = gradtx.LookaheadParams.init_synced(1.0)
+    assert p == gradtx.LookaheadParams(fast=1.0, slow=1.0)

@@ -15,10 +15,11 @@ Symbols: ``k`` = ``sync_period``, ``alpha`` = ``slow_step_size``, ``A`` =
 ``fast_optimizer``.
 
 **The user's params are the fast weights.** Optax's ``lookahead`` asks the user
-to carry both sets in an ``optax.LookaheadParams(fast, slow)`` and to take
-gradients at ``params.fast``. Here the params stay a plain tree (the fast
-weights, at which the gradient is taken), the slow weights live in the state,
-and :func:`lookahead_slow_params` reads them for evaluation. On the ``k``-th step
+to carry both sets in a ``LookaheadParams(fast, slow)`` and to take gradients at
+``params.fast``; that call works here too (see :class:`LookaheadParams`). By
+default the params stay a plain tree (the fast weights, at which the gradient is
+taken), the slow weights live in the state, and :func:`lookahead_slow_params`
+reads them for evaluation. On the ``k``-th step
 of a period the returned update moves the params to the new slow weights
 ``phi_t`` (up to the rounding of ``params + update``); on the other steps it is
 the inner optimizer's update. So a training loop, a Flax ``nnx.Optimizer`` or a
@@ -51,7 +52,9 @@ class LookaheadState(NamedTuple):
 
     fast_state: OptState  # The inner optimizer A's state (Optax's name).
     steps_since_sync: Array  # int32 scalar in [0, k): fast steps since the last sync.
-    slow: Params  # phi, the slow weights, shaped like the params, in their dtypes.
+    # phi, the slow weights, shaped like the params, in their dtypes; None when the
+    # caller carries them in a LookaheadParams.
+    slow: Params | None
 
 
 def _check_sync_period(value: Any) -> None:
@@ -84,23 +87,69 @@ def _step_leaf(p, u, slow, alpha, is_sync):
     return out, jnp.where(is_sync, landed.astype(slow.dtype), slow)
 
 
-def _refuse_lookahead_params(params: Any) -> None:
-    """Optax's ``LookaheadParams(fast, slow)`` has no place here: say what to pass instead."""
-    if type(params).__name__ == "LookaheadParams" and hasattr(params, "fast"):
-        raise TypeError(
-            "lookahead: got Optax's LookaheadParams(fast, slow); gradtx.lookahead takes the "
-            "plain params (the fast weights) and keeps the slow weights in its state. Call "
-            "tx.init(params.fast) and tx.update(grads, state, fast_params) with the gradient "
-            "at the fast weights, apply the updates to the fast weights, and read the slow "
-            "weights with gradtx.lookahead_slow_params(state)."
-        )
+class LookaheadParams(NamedTuple):
+    """The fast and slow weights side by side, for Optax's way of calling :func:`lookahead`.
+
+    Give ``lookahead``'s ``init`` and ``update`` a ``LookaheadParams`` (this class
+    or Optax's) and the slow weights are carried in the params, as Optax's
+    ``lookahead`` carries them, instead of in the state: ``update`` takes the
+    gradient at ``params.fast`` and returns a ``LookaheadParams`` of updates for
+    both, to be added with :func:`gradtx.apply_updates`. Evaluate the model at
+    ``params.slow``. The plain-params form (the default) needs neither.
+
+    Examples:
+      >>> import gradtx, jax, jax.numpy as jnp
+      >>> tx = gradtx.lookahead(gradtx.sgd(1.0), sync_period=2, slow_step_size=0.5)
+      >>> params = gradtx.LookaheadParams.init_synced(jnp.array([4.0]))
+      >>> state = tx.init(params)
+      >>> for _ in range(2):  # fast: 4 -> 3 -> 2, then the sync: slow 4 + 0.5 (2 - 4)
+      ...     updates, state = tx.update(jnp.array([1.0]), state, params)
+      ...     params = gradtx.apply_updates(params, updates)
+      >>> params
+      LookaheadParams(fast=Array([3.], dtype=float32), slow=Array([3.], dtype=float32))
+    """
+
+    fast: Params  # theta, the weights the gradient is taken at.
+    slow: Params  # phi, the weights to evaluate.
+
+    @classmethod
+    def init_synced(cls, params: Params) -> LookaheadParams:
+        """Both sets starting at ``params``."""
+        return cls(fast=params, slow=params)
+
+
+def _is_pair(params: Any) -> bool:
+    """A ``LookaheadParams``, gradtx's or Optax's (which share their fields)."""
+    return type(params).__name__ == "LookaheadParams" and getattr(params, "_fields", ()) == (
+        "fast",
+        "slow",
+    )
+
+
+def _pair_step_leaf(fast, slow, u, alpha, is_sync):
+    """The updates of one leaf's fast and slow weights (the ``LookaheadParams`` form).
+
+    Off a sync the fast weights take ``u`` and the slow ones stay; on a sync both
+    move to ``phi_t = phi + alpha (theta + u - phi)``.
+    """
+    fast, slow = jnp.asarray(fast), jnp.asarray(slow)
+    c = tree.compute_dtype(jnp.result_type(fast, u, slow))
+    f_c, u_c, s_c = fast.astype(c), u.astype(c), slow.astype(c)
+    new_slow = s_c + alpha * (f_c + u_c - s_c)
+    fast_out = jnp.where(is_sync, new_slow - f_c, u_c).astype(u.dtype)
+    slow_out = jnp.where(is_sync, new_slow - s_c, 0).astype(u.dtype)
+    return fast_out, slow_out
 
 
 def _reset(fast_optimizer, slow, fast_state, is_sync):
-    """The inner state re-initialised from the slow weights on a sync step, kept otherwise."""
+    """The inner state re-initialised from the slow weights on a sync step, kept otherwise.
+
+    A leaf of the inner state may be a Python scalar (a flag such as ``True``):
+    its dtype is read with ``jnp.result_type``, which takes both.
+    """
     fresh = fast_optimizer.init(slow)
     return jax.tree.map(
-        lambda new, old: jnp.where(is_sync, jnp.asarray(new).astype(old.dtype), old),
+        lambda new, old: jnp.where(is_sync, jnp.asarray(new, jnp.result_type(old)), old),
         fresh,
         fast_state,
     )
@@ -126,8 +175,13 @@ def lookahead(
     ``out = u``. The slow weights start at the initial params; read them with
     :func:`lookahead_slow_params` to evaluate the model between syncs.
 
-    Differences from ``optax.lookahead``: the params are a plain tree (no
-    ``LookaheadParams``, see the module docstring); ``sync_period`` and
+    Optax's call, ``init`` and ``update`` given a :class:`LookaheadParams`
+    ``(fast, slow)``, works too: the slow weights then stay in the params (the
+    state's ``slow`` is ``None``) and ``update`` returns a ``LookaheadParams`` of
+    updates for both.
+
+    Differences from ``optax.lookahead``: the params may be a plain tree (the
+    default, see the module docstring); ``sync_period`` and
     ``slow_step_size`` have defaults (``k = 6``, ``alpha = 0.5``, Ranger's); with
     ``reset_state=True`` the inner state is re-initialised from the new slow
     weights (Optax: from the fast weights before the step), which differs only
@@ -151,8 +205,8 @@ def lookahead(
     Raises:
       ValueError: ``sync_period`` not an integer >= 1, ``slow_step_size`` outside
         (0, 1], or ``update`` called without the params.
-      TypeError: ``init`` or ``update`` given Optax's ``LookaheadParams``: the
-        message says what to pass instead (the fast weights).
+      TypeError: ``update`` given a :class:`LookaheadParams` where ``init`` was
+        given plain params, or the other way round.
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp
@@ -175,17 +229,44 @@ def lookahead(
     inner_update = accepts_extra_args(fast_optimizer.update)
 
     def init_fn(params):
-        _refuse_lookahead_params(params)
+        if _is_pair(params):  # the slow weights are the caller's: the state holds none
+            return LookaheadState(fast_optimizer.init(params.fast), tree.zero_count(), None)
         # A copy, so that donating the state never deletes the caller's params.
         slow = jax.tree.map(lambda p: jnp.array(p, dtype=jnp.asarray(p).dtype, copy=True), params)
         return LookaheadState(fast_optimizer.init(params), tree.zero_count(), slow)
+
+    def pair_update(updates, state, params, **extra_args):
+        tree.check_structure(params.fast, params.slow, owner="lookahead", what="params.slow")
+        inner, fast_state = inner_update(updates, state.fast_state, params.fast, **extra_args)
+        is_sync = state.steps_since_sync >= sync_period - 1
+        fast_out, slow_out = tree.map_unzip(
+            lambda f, s, u: _pair_step_leaf(f, s, u, slow_step_size, is_sync),
+            2,
+            params.fast,
+            params.slow,
+            inner,
+        )
+        if reset_state:
+            landed = jax.tree.map(lambda p, u: (p + u).astype(p.dtype), params.fast, fast_out)
+            fast_state = _reset(fast_optimizer, landed, fast_state, is_sync)
+        steps = jnp.where(is_sync, 0, state.steps_since_sync + 1).astype(jnp.int32)
+        out = type(params)(fast=fast_out, slow=slow_out)
+        return out, LookaheadState(fast_state, steps, None)
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
             raise ValueError(
                 "lookahead: update needs the params (the fast weights) to move the slow weights."
             )
-        _refuse_lookahead_params(params)
+        if _is_pair(params) != (state.slow is None):
+            given = "a LookaheadParams" if _is_pair(params) else "plain params"
+            raise TypeError(
+                f"lookahead: update got {given} but init got "
+                f"{'plain params' if _is_pair(params) else 'a LookaheadParams'}; pass the "
+                "same kind to both (LookaheadParams(fast, slow), or the fast weights alone)."
+            )
+        if _is_pair(params):
+            return pair_update(updates, state, params, **extra_args)
         tree.check_structure(state.slow, params, owner="lookahead", what="params")
         inner, fast_state = inner_update(updates, state.fast_state, params, **extra_args)
         is_sync = state.steps_since_sync >= sync_period - 1
@@ -226,7 +307,8 @@ def lookahead_slow_params(state: OptState, params: Params | None = None) -> Para
 
     Raises:
       ValueError: ``state`` holds no :class:`LookaheadState`, or several side by
-        side; ``params`` shaped unlike the slow weights.
+        side; ``params`` shaped unlike the slow weights; the lookahead was given a
+        :class:`LookaheadParams` (its slow weights are ``params.slow``).
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -244,6 +326,11 @@ def lookahead_slow_params(state: OptState, params: Params | None = None) -> Para
       Array([3.], dtype=float32)
     """
     found = find_state(state, LookaheadState, "lookahead_slow_params")
+    if found.slow is None:
+        raise ValueError(
+            "lookahead_slow_params: this lookahead was given a LookaheadParams, so the slow "
+            "weights are not in its state: read them from params.slow."
+        )
     if params is not None:
         tree.check_structure(found.slow, params, owner="lookahead_slow_params", what="params")
     return found.slow

@@ -25,7 +25,7 @@ _VARIANTS = ("sps", "sps+")
 def _loss(owner: str, extra_args: dict[str, Any]) -> Array:
     value = extra_args.get("value")
     if value is None:
-        raise ValueError(
+        raise _checks.MissingArgumentError(
             f"{owner}: Polyak's step reads the loss: pass it as the extra argument `value`: "
             "tx.update(grads, state, params, value=loss). (Inside optax.chain, wrap the "
             "block in optax.GradientTransformationExtraArgs so that it receives `value`.)"
@@ -86,7 +86,9 @@ def scale_by_polyak(
 
     Raises:
       ValueError: a non-positive ``max_learning_rate``, a negative ``eps``, an
-        unknown ``variant``; at ``update``, a missing or non-scalar ``value``.
+        unknown ``variant``; at ``update``, a non-scalar ``value``.
+      TypeError: at ``update``, no ``value`` (Optax's type for it; the error is
+        also a ``ValueError``).
 
     Examples:
       >>> import gradtx, jax.numpy as jnp

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradtx import tree
+from gradtx import _checks, tree
 from gradtx.base import Array
 
 ValueFn = Callable[[Any], Array]
@@ -33,9 +33,13 @@ def require_params(owner: str, params: Any) -> None:
 
 
 def require_value_fn(owner: str, value_fn: Any) -> ValueFn:
-    """Returns ``value_fn``, or raises a ValueError that says how to pass it."""
+    """Returns ``value_fn``, or raises an error that says how to pass it.
+
+    A missing one raises :class:`gradtx._checks.MissingArgumentError`, a
+    ``TypeError`` as in Optax that is also a ``ValueError``.
+    """
     if value_fn is None:
-        raise ValueError(
+        raise _checks.MissingArgumentError(
             f"{owner}: needs the loss as a function of the parameters, passed as the "
             "extra argument value_fn: tx.update(grads, state, params, value_fn=loss_fn), "
             "where loss_fn(params) returns a scalar (close over the batch: "

@@ -63,13 +63,8 @@ class LinesearchState(NamedTuple):
     num_evaluations: Array  # int32: loss evaluations made by the last search.
 
 
-def _init(
-    owner: str, params: Any, learning_rate: float, store_grad: bool, complex_ok: bool = False
-) -> LinesearchState:
-    if complex_ok:
-        tree.check_inexact(params, owner)
-    else:
-        _common.refuse_complex(owner, params)
+def _init(owner: str, params: Any, learning_rate: float, store_grad: bool) -> LinesearchState:
+    tree.check_inexact(params, owner)  # complex params are searched as in Optax (_start)
     dtype = tree.real_dtype(_common.tree_dtype(params))
     grad = jax.tree.map(jnp.zeros_like, params) if store_grad else None
     return LinesearchState(
@@ -167,6 +162,10 @@ def scale_by_backtracking_linesearch(
       and ``state.succeeded`` is False; Optax then takes the last (smallest)
       trial step unless its loss was not finite. The first search starts from
       ``max_learning_rate`` (Optax: ``min(increase_factor, max_learning_rate)``).
+      Complex params are searched as by :func:`scale_by_zoom_linesearch` (and
+      Optax): the slope is the real inner product, the ``grad`` passed and the
+      direction are in Optax's L-BFGS convention (the conjugate of JAX's
+      gradient), and the state keeps JAX's gradient.
 
     Args:
       max_backtracking_steps: the number of reductions tried after the first trial.
@@ -198,8 +197,7 @@ def scale_by_backtracking_linesearch(
 
     Raises:
       ValueError: invalid hyperparameters; ``axis_name`` not None, a string or
-        a non-empty tuple of strings; complex params at ``init``; no ``params``
-        or ``value_fn`` at ``update``.
+        a non-empty tuple of strings; no ``params`` or ``value_fn`` at ``update``.
 
     Examples:
       >>> import gradtx, jax, jax.numpy as jnp
@@ -549,7 +547,7 @@ def scale_by_zoom_linesearch(
     first = 1.0 if max_learning_rate is None else min(1.0, max_learning_rate)
 
     def init_fn(params):
-        return _init(owner, params, first, True, complex_ok=True)
+        return _init(owner, params, first, True)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
         value_fn, f0, g0, s0 = _start(
