@@ -242,7 +242,11 @@ def scale_by_adam_mini(
         nu = []
         for p, (view, axes) in zip(leaves, layouts(params), strict=True):
             shape = tuple(1 if a in axes else n for a, n in enumerate(view))
-            nu.append(tree.zeros_beside(p, shape, tree.real_dtype(jnp.result_type(p))))
+            dtype = tree.real_dtype(jnp.result_type(p))
+            if shape == tuple(jnp.shape(p)):  # a full second moment: placed like the param
+                nu.append(tree.zeros_like(p, dtype))
+            else:  # one value per block: beside the param, replicated
+                nu.append(tree.zeros_beside(p, shape, dtype))
         mu = tree.zeros_like(params, mu_dtype)
         return ScaleByAdamMiniState(tree.zero_count(), mu, treedef.unflatten(nu))
 
