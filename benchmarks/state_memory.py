@@ -1,32 +1,68 @@
-"""Optimizer-state bytes per parameter, from the compiled ``init`` program's memory analysis.
+"""Low-memory optimizer state: its bytes, its step time, its error, its training curves.
 
-For each configuration and parameter tree: ``jax.jit(tx.init).lower(params)
-.compile().memory_analysis().output_size_in_bytes`` (what XLA allocates for the
-state, scalar counters and PRNG keys included), divided by the number of
-parameters. Trees: a float32 MLP (784-512-512-10, 0.67M parameters) and a small
-Transformer-like tree (embedding, two blocks of q/k/v/o projections, LayerNorm
-scales and a 4x MLP, a final norm and an output head, 2.09M parameters), whose
-leaf names follow the usual Flax ones so Adam-mini's default partition applies.
-A configuration with ``bfloat16`` params gets both trees in bfloat16.
+Four parts, each on its own configurations (one line each in the tables below):
 
-Another configuration is one line in ``CONFIGS``.
+1. **Bytes per parameter** (``CONFIGS``): for each configuration and parameter
+   tree, ``jax.jit(tx.init).lower(params).compile().memory_analysis()
+   .output_size_in_bytes`` (what XLA allocates for the state, scalar counters and
+   PRNG keys included) over the number of parameters. Trees: a float32 MLP
+   (784-512-512-10, 0.67M parameters) and a small Transformer-like tree
+   (embedding, two blocks of q/k/v/o projections, LayerNorm scales and a 4x MLP,
+   a final norm and an output head, 2.09M parameters) whose leaf names follow the
+   usual Flax ones so Adam-mini's default partition applies. A configuration with
+   ``bfloat16`` params gets both trees in bfloat16.
+2. **Step time** (``STEP_CONFIGS``): a jitted, donated step (``update`` then
+   ``apply_updates``) per configuration on the three large trees of
+   ``benchmarks/step_time.py`` (one 16M-float leaf, its 8.5M-float MLP, its
+   25M-float 12-layer transformer), built and timed with that script's own
+   helpers: the configurations alternate in blocks of steps, the order reversed
+   every round, every step timed to its result; median over the timed steps, and
+   the ratio to the float32 baseline (``adamw``; ``lion`` for ``lion_8bit``).
+3. **Moment error** (``ERROR_CONFIGS``): ``adamw`` and its 8-bit and 4-bit
+   versions on one gradient stream: an MLP (256-512-512-10) regressing a fixed
+   random teacher, the gradient of every step taken at the float32 run's params
+   and given to all three. At steps 10, 100 and 1000: ``||m_q - m|| / ||m||`` and
+   the same for ``v`` (the quantized moments dequantized; over the leaves that
+   are quantized, i.e. the kernels), and the parameter drift
+   ``||p_q - p|| / ||p - p_0||`` (each run applies its own updates).
+4. **Training curves** (``TRAIN_CONFIGS``), three seeds each, one learning rate
+   for every configuration: an MLP on scikit-learn's bundled digits, and a small
+   character-level transformer LM (plain JAX, written here) on the source of a
+   few Python standard-library modules read from disk (nothing is downloaded).
+   The final validation loss, mean and sample std over the seeds, and whether the
+   mean is within the float32 run's seed spread: ``|mean - mean_f32| <= 2 *
+   std_f32``. The bfloat16-params configurations keep the params (and so AdamW's
+   moments) in bfloat16; the forward pass computes in float32 in every run.
 
-Run: ``python benchmarks/state_memory.py [--quick] [--json PATH]``; prints a
-markdown table (``--quick``: smaller trees, for a smoke test).
+Run: ``python benchmarks/state_memory.py [--quick] [--parts bytes,step,error,train]
+[--json PATH]``; prints markdown tables. ``--quick``: tiny sizes and few steps
+(a smoke test: 136 s on 2 shared CPU cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
+import platform
+import sys
+import sysconfig
+import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import gradtx
+
+# step_time.py is a script beside this one: its trees and timing helpers are reused.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import step_time  # noqa: E402
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 HEADS = 4
@@ -48,6 +84,14 @@ CONFIGS: dict[str, tuple[Callable[[], Any], Any]] = {
         lambda: gradtx.chain(gradtx.adamw(1e-3), gradtx.kahan_summation()),
         BF16,
     ),
+    "adamw_8bit": (lambda: gradtx.adamw_8bit(1e-3), F32),
+    "adamw_4bit": (lambda: gradtx.adamw_4bit(1e-3), F32),
+    "quantize_state(adam), 8 bits, block 2048": (
+        lambda: gradtx.quantize_state(gradtx.adam(1e-3), bits=8, block_size=2048),
+        F32,
+    ),
+    "lion": (lambda: gradtx.lion(1e-4), F32),
+    "lion_8bit": (lambda: gradtx.lion_8bit(1e-4), F32),
 }
 
 
@@ -114,7 +158,414 @@ def measure(quick: bool = False) -> dict[str, Any]:
     return out
 
 
-def markdown(results: dict[str, Any]) -> str:
+# ---------------------------------------------------------------------- 2. step time
+
+# name -> (the transformation, the baseline its time is divided by)
+STEP_CONFIGS: dict[str, tuple[Callable[[], Any], str]] = {
+    "adamw": (lambda: gradtx.adamw(1e-3), "adamw"),
+    "adamw_8bit": (lambda: gradtx.adamw_8bit(1e-3), "adamw"),
+    "adamw_4bit": (lambda: gradtx.adamw_4bit(1e-3), "adamw"),
+    "lion": (lambda: gradtx.lion(1e-4), "lion"),
+    "lion_8bit": (lambda: gradtx.lion_8bit(1e-4), "lion"),
+}
+STEP_TREES = ("one_leaf", "mlp", "transformer")
+
+
+def step_sizes(quick: bool) -> step_time.Sizes:
+    """step_time.py's tree sizes; fewer timed steps than its own run (six configurations)."""
+    if quick:
+        return dataclasses.replace(step_time.QUICK, warmup=1, rounds=2, block=2)
+    return dataclasses.replace(step_time.FULL, warmup=1, rounds=4, block=2)
+
+
+def measure_step_time(quick: bool) -> dict[str, Any]:
+    sizes = step_sizes(quick)
+    out: dict[str, Any] = {"sizes": dataclasses.asdict(sizes), "trees": {}}
+    for tree in STEP_TREES:
+        shapes = step_time.TREES[tree](sizes)
+        params = step_time.random_tree(shapes, jax.random.key(0), 0.02)
+        grads = step_time.random_tree(shapes, jax.random.key(1), 1e-3)
+        runs = []
+        for name, (make, _) in STEP_CONFIGS.items():
+            contender = step_time.Contender(name, make(), gradtx.apply_updates)
+            lib_params, state = contender.init(params)
+            compiled, _ = step_time.compile_step(contender, lib_params, state, grads)
+            runs.append(step_time.Run(name, compiled, lib_params, state, grads))
+        seconds = step_time.time_interleaved(runs, sizes, "step")
+        del runs
+        rows = {}
+        for name, times in seconds.items():
+            summary = step_time.summarize(times)
+            summary.pop("steps_ms")
+            rows[name] = summary
+        for name, (_, baseline) in STEP_CONFIGS.items():
+            rows[name]["baseline"] = baseline
+            rows[name]["ratio"] = rows[name]["median_ms"] / rows[baseline]["median_ms"]
+        out["trees"][tree] = {"floats": step_time.nfloats(params), "configs": rows}
+        print(f"step time: {tree} done", file=sys.stderr, flush=True)
+    return out
+
+
+# -------------------------------------------------------------------- 3. moment error
+
+ERROR_CONFIGS: dict[str, Callable[[float], Any]] = {
+    "adamw": lambda lr: gradtx.adamw(lr),
+    "adamw_8bit": lambda lr: gradtx.adamw_8bit(lr),
+    "adamw_4bit": lambda lr: gradtx.adamw_4bit(lr),
+}
+ERROR_STEPS = (10, 100, 1000)
+
+
+def _maps(bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(signed, non-negative) maps, as documented in :func:`gradtx.quantize_state`."""
+    if bits == 8:
+        return gradtx.dynamic_map(signed=True), gradtx.dynamic_map(signed=False)
+    signed = gradtx.dynamic_map(signed=True, total_bits=4, max_exponent_bits=3)
+    return signed, gradtx.zero_free_linear_map(4)
+
+
+def dequantized(q: Any, like: jax.Array, code: np.ndarray, bits: int, block_size: int):
+    """A :class:`gradtx.QuantizedArray` back in float32 (4-bit codes: high half first)."""
+    codes = q.codes
+    if bits == 4:
+        pairs = jnp.stack([codes >> 4, codes & 15], axis=-1)
+        codes = jnp.reshape(pairs, codes.shape[:-1] + (-1,))[..., : like.shape[-1]]
+    return gradtx.dequantize_blockwise(codes, q.scales, code, block_size, jnp.float32)
+
+
+def mlp_init(key: jax.Array, widths: tuple[int, ...], dtype=jnp.float32) -> dict:
+    params = {}
+    keys = jax.random.split(key, len(widths) - 1)
+    for i, (k, fan_in, fan_out) in enumerate(zip(keys, widths[:-1], widths[1:], strict=True)):
+        params[f"dense_{i}"] = {
+            "kernel": (jax.random.normal(k, (fan_in, fan_out)) / math.sqrt(fan_in)).astype(dtype),
+            "bias": jnp.zeros((fan_out,), dtype),
+        }
+    return params
+
+
+def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
+    layers = [params[k] for k in sorted(params)]
+    for layer in layers[:-1]:
+        x = jax.nn.relu(x @ layer["kernel"].astype(jnp.float32) + layer["bias"])
+    return x @ layers[-1]["kernel"].astype(jnp.float32) + layers[-1]["bias"]
+
+
+def measure_moment_error(quick: bool) -> dict[str, Any]:
+    widths = (64, 128, 128, 10) if quick else (256, 512, 512, 10)
+    checkpoints = (10, 100) if quick else ERROR_STEPS
+    lr, batch = 1e-3, 64
+    key_params, key_teacher, key_data = jax.random.split(jax.random.key(0), 3)
+    params0 = mlp_init(key_params, widths)
+    teacher = mlp_init(key_teacher, widths)
+    txs = {name: make(lr) for name, make in ERROR_CONFIGS.items()}
+    bits = {"adamw_8bit": (8, 256), "adamw_4bit": (4, 128)}  # (bits, the default block_size)
+
+    def loss(p, x):
+        return jnp.mean((mlp_apply(p, x) - mlp_apply(teacher, x)) ** 2)
+
+    def metrics(params, states):
+        ref_mu, ref_nu = states["adamw"][0].mu, states["adamw"][0].nu
+        ref_p = jax.tree.leaves(params["adamw"])
+        out = {}
+        for name, (b, block_size) in bits.items():
+            signed, nonnegative = _maps(b)
+            mu, nu = states[name][0].mu, states[name][0].nu
+            sums = {"mu": [0.0, 0.0], "nu": [0.0, 0.0]}
+            for field, q_tree, ref_tree, code in (
+                ("mu", mu, ref_mu, signed),
+                ("nu", nu, ref_nu, nonnegative),
+            ):
+                is_q = lambda x: isinstance(x, gradtx.QuantizedArray)
+                for q, ref in zip(
+                    jax.tree.leaves(q_tree, is_leaf=is_q), jax.tree.leaves(ref_tree), strict=True
+                ):
+                    if is_q(q):  # float32 leaves (under min_size) are the reference's exactly
+                        deq = dequantized(q, ref, code, b, block_size)
+                        sums[field][0] += jnp.sum((deq - ref) ** 2)
+                        sums[field][1] += jnp.sum(ref**2)
+            drift = sum(
+                jnp.sum((a - r) ** 2)
+                for a, r in zip(jax.tree.leaves(params[name]), ref_p, strict=True)
+            )
+            moved = sum(
+                jnp.sum((r - a0) ** 2)
+                for r, a0 in zip(ref_p, jax.tree.leaves(params0), strict=True)
+            )
+            out[name] = {
+                "mu": jnp.sqrt(sums["mu"][0] / sums["mu"][1]),
+                "nu": jnp.sqrt(sums["nu"][0] / sums["nu"][1]),
+                "param_drift": jnp.sqrt(drift / moved),
+            }
+        return out
+
+    @jax.jit
+    def run(params, states):
+        def step(carry, t):
+            params, states = carry
+            x = jax.random.normal(jax.random.fold_in(key_data, t), (batch, widths[0]))
+            g = jax.grad(loss)(params["adamw"], x)  # one gradient stream, the float32 run's
+            new_params, new_states = {}, {}
+            for name, tx in txs.items():
+                updates, new_states[name] = tx.update(g, states[name], params[name])
+                new_params[name] = gradtx.apply_updates(params[name], updates)
+            carry = (new_params, new_states)
+            return carry, metrics(*carry)
+
+        _, per_step = jax.lax.scan(step, (params, states), jnp.arange(checkpoints[-1]))
+        return per_step
+
+    params = {name: params0 for name in txs}
+    states = {name: tx.init(params0) for name, tx in txs.items()}
+    per_step = jax.device_get(run(params, states))
+    return {
+        "widths": list(widths),
+        "learning_rate": lr,
+        "steps": {
+            name: {str(s): {k: float(v[s - 1]) for k, v in row.items()} for s in checkpoints}
+            for name, row in per_step.items()
+        },
+    }
+
+
+# ------------------------------------------------------------------ 4. training curves
+
+HEADS_LM = 4
+
+# name -> (make(learning_rate, key), the params' dtype)
+TRAIN_CONFIGS: dict[str, tuple[Callable[[float, jax.Array], Any], Any]] = {
+    "adamw": (lambda lr, key: gradtx.adamw(lr), F32),
+    "adamw, mu and nu bfloat16": (
+        lambda lr, key: gradtx.adamw(lr, mu_dtype=BF16, nu_dtype=BF16),
+        F32,
+    ),
+    "adamw_8bit": (lambda lr, key: gradtx.adamw_8bit(lr), F32),
+    "adamw_4bit": (lambda lr, key: gradtx.adamw_4bit(lr), F32),
+    "adam_mini": (
+        lambda lr, key: gradtx.adam_mini(lr, weight_decay=1e-4, num_heads=HEADS_LM),
+        F32,
+    ),
+    "adamw, bfloat16 params (no compensation)": (lambda lr, key: gradtx.adamw(lr), BF16),
+    "adamw + stochastic_rounding, bfloat16 params": (
+        lambda lr, key: gradtx.chain(gradtx.adamw(lr), gradtx.stochastic_rounding(key=key)),
+        BF16,
+    ),
+    "adamw + kahan_summation, bfloat16 params": (
+        lambda lr, key: gradtx.chain(gradtx.adamw(lr), gradtx.kahan_summation()),
+        BF16,
+    ),
+}
+SEEDS = (0, 1, 2)
+
+
+class Task(NamedTuple):
+    """A model, its data, and how long to train it."""
+
+    name: str
+    init: Callable[[jax.Array], Any]  # key -> float32 params
+    batch: Callable[[jax.Array], Any]  # key -> a training batch
+    loss: Callable[[Any, Any], jax.Array]  # (params, batch) -> mean loss
+    val: Any  # the validation batch
+    learning_rate: float
+    steps: int
+    evals: int  # validation losses along the run (the curve)
+
+
+def digits_task(quick: bool) -> Task:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = jnp.asarray(x[order] / 16.0, jnp.float32), jnp.asarray(y[order])
+    x_train, y_train, x_val, y_val = x[:1297], y[:1297], x[1297:], y[1297:]
+    widths = (64, 256, 256, 10)
+
+    def loss(params, batch):
+        x, y = batch
+        logits = mlp_apply(params, x)
+        return jnp.mean(
+            jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[:, None], 1)[:, 0]
+        )
+
+    def batch(key):
+        i = jax.random.randint(key, (64,), 0, x_train.shape[0])
+        return x_train[i], y_train[i]
+
+    return Task(
+        "digits MLP",
+        lambda key: mlp_init(key, widths),
+        batch,
+        loss,
+        (x_val, y_val),
+        learning_rate=3e-3,
+        steps=100 if quick else 600,
+        evals=5 if quick else 10,
+    )
+
+
+LM_MODULES = ("argparse.py", "functools.py", "textwrap.py", "heapq.py", "string.py", "bisect.py")
+
+
+def lm_text() -> tuple[np.ndarray, np.ndarray]:
+    """The concatenated source of ``LM_MODULES`` as ASCII codes: 90% train, 10% validation."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    text = "\n".join((stdlib / m).read_text(encoding="utf-8") for m in LM_MODULES)
+    codes = np.frombuffer(text.encode("ascii", errors="replace"), np.uint8).astype(np.int32)
+    split = int(0.9 * codes.size)
+    return codes[:split], codes[split:]
+
+
+def lm_init(key: jax.Array, vocab: int, dim: int, layers: int, context: int) -> dict:
+    keys = iter(jax.random.split(key, 4 + 8 * layers))
+
+    def dense(fan_in, fan_out):
+        return jax.random.normal(next(keys), (fan_in, fan_out)) / math.sqrt(fan_in)
+
+    params = {
+        "embed": {"embedding": 0.02 * jax.random.normal(next(keys), (vocab, dim))},
+        "pos_embed": {"embedding": 0.02 * jax.random.normal(next(keys), (context, dim))},
+        "final_norm": {"scale": jnp.ones((dim,))},
+        "lm_head": {"kernel": dense(dim, vocab)},
+    }
+    for i in range(layers):
+        params[f"layers_{i}"] = {
+            "attn": {
+                k: {"kernel": dense(dim, dim)} for k in ("q_proj", "k_proj", "v_proj", "o_proj")
+            },
+            "ln_1": {"scale": jnp.ones((dim,))},
+            "ln_2": {"scale": jnp.ones((dim,))},
+            "mlp": {
+                "fc1": {"kernel": dense(dim, 4 * dim), "bias": jnp.zeros((4 * dim,))},
+                "fc2": {"kernel": dense(4 * dim, dim), "bias": jnp.zeros((dim,))},
+            },
+        }
+    return params
+
+
+def lm_apply(params: dict, tokens: jax.Array) -> jax.Array:
+    """A pre-norm causal transformer (RMSNorm, ``HEADS_LM`` heads, GELU MLP), in float32."""
+    p = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    length = tokens.shape[-1]
+    x = p["embed"]["embedding"][tokens] + p["pos_embed"]["embedding"][:length]
+    mask = jnp.tril(jnp.ones((length, length), bool))
+
+    def norm(x, scale):
+        return x * jax.lax.rsqrt(jnp.mean(x**2, -1, keepdims=True) + 1e-6) * scale
+
+    def heads(x):
+        return x.reshape(x.shape[:-1] + (HEADS_LM, -1))
+
+    layers = sorted(k for k in p if k.startswith("layers_"))
+    for name in layers:
+        layer = p[name]
+        h = norm(x, layer["ln_1"]["scale"])
+        attn = layer["attn"]
+        q, k, v = (heads(h @ attn[n]["kernel"]) for n in ("q_proj", "k_proj", "v_proj"))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+        weights = jax.nn.softmax(jnp.where(mask, scores, -1e30), -1)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
+        x = x + out @ attn["o_proj"]["kernel"]
+        h = norm(x, layer["ln_2"]["scale"])
+        mlp = layer["mlp"]
+        h = jax.nn.gelu(h @ mlp["fc1"]["kernel"] + mlp["fc1"]["bias"])
+        x = x + h @ mlp["fc2"]["kernel"] + mlp["fc2"]["bias"]
+    return norm(x, p["final_norm"]["scale"]) @ p["lm_head"]["kernel"]
+
+
+def char_lm_task(quick: bool) -> Task:
+    train, val = lm_text()
+    vocab, dim, layers, context, batch_size = 128, 64, 2, 64, 32
+    if quick:
+        dim, layers, context, batch_size = 32, 1, 32, 16
+    train = jnp.asarray(train)
+    starts = np.linspace(0, val.size - context - 2, 64).astype(int)
+    val_batch = jnp.asarray(np.stack([val[s : s + context + 1] for s in starts]))
+
+    def loss(params, tokens):
+        logits = lm_apply(params, tokens[:, :-1])
+        target = tokens[:, 1:]
+        return jnp.mean(
+            jax.nn.logsumexp(logits, -1)
+            - jnp.take_along_axis(logits, target[..., None], -1)[..., 0]
+        )
+
+    def batch(key):
+        s = jax.random.randint(key, (batch_size,), 0, train.size - context - 1)
+        return jax.vmap(lambda i: jax.lax.dynamic_slice(train, (i,), (context + 1,)))(s)
+
+    return Task(
+        "char-LM transformer",
+        lambda key: lm_init(key, vocab, dim, layers, context),
+        batch,
+        loss,
+        val_batch,
+        learning_rate=3e-3,
+        steps=60 if quick else 1000,
+        evals=3 if quick else 10,
+    )
+
+
+def train_curves(task: Task, make: Callable, dtype: Any) -> np.ndarray:
+    """Validation loss at ``task.evals`` points for every seed: shape (seeds, evals)."""
+    per_eval = task.steps // task.evals
+
+    def one_seed(seed):
+        key_init, key_data, key_sr = jax.random.split(jax.random.key(seed), 3)
+        params = jax.tree.map(lambda a: a.astype(dtype), task.init(key_init))
+        tx = make(task.learning_rate, key_sr)
+        state = tx.init(params)
+
+        def step(carry, t):
+            params, state = carry
+            grads = jax.grad(task.loss)(params, task.batch(jax.random.fold_in(key_data, t)))
+            updates, state = tx.update(grads, state, params)
+            return (gradtx.apply_updates(params, updates), state), None
+
+        def segment(carry, i):
+            carry, _ = jax.lax.scan(step, carry, i * per_eval + jnp.arange(per_eval))
+            return carry, task.loss(carry[0], task.val)
+
+        _, curve = jax.lax.scan(segment, (params, state), jnp.arange(task.evals))
+        return curve
+
+    return np.asarray(jax.jit(jax.vmap(one_seed))(jnp.asarray(SEEDS)))
+
+
+def measure_training(quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for task in (digits_task(quick), char_lm_task(quick)):
+        rows: dict[str, Any] = {}
+        for name, (make, dtype) in TRAIN_CONFIGS.items():
+            start = time.perf_counter()
+            curves = train_curves(task, make, dtype)
+            final = curves[:, -1]
+            rows[name] = {
+                "final_val_loss": [float(v) for v in final],
+                "mean": float(final.mean()),
+                "std": float(final.std(ddof=1)),
+                "curve_mean": [float(v) for v in curves.mean(0)],
+                "seconds": time.perf_counter() - start,
+            }
+            print(f"training: {task.name}, {name} done", file=sys.stderr, flush=True)
+        ref = rows["adamw"]
+        for row in rows.values():
+            row["delta"] = row["mean"] - ref["mean"]
+            row["within_f32_spread"] = bool(abs(row["delta"]) <= 2 * ref["std"])
+        n_params = sum(x.size for x in jax.tree.leaves(task.init(jax.random.key(0))))
+        out[task.name] = {
+            "params": int(n_params),
+            "learning_rate": task.learning_rate,
+            "steps": task.steps,
+            "seeds": list(SEEDS),
+            "configs": rows,
+        }
+    return out
+
+
+# ------------------------------------------------------------------------- markdown
+
+
+def bytes_table(results: dict[str, Any]) -> str:
     names = list(results["params"])
     head = " | ".join(f"bytes / param, {t} ({results['params'][t]:,} params)" for t in names)
     lines = [f"| configuration | {head} |", "| --- |" + " ---: |" * len(names)]
@@ -123,14 +574,110 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def step_table(step: dict[str, Any]) -> str:
+    trees = list(step["trees"])
+    head = " | ".join(f"{t} ({step['trees'][t]['floats'] / 1e6:.1f}M) ms | ratio" for t in trees)
+    lines = [
+        f"| configuration | baseline | {head} |",
+        "| --- | --- |" + " ---: | ---: |" * len(trees),
+    ]
+    for name in STEP_CONFIGS:
+        cells = []
+        for t in trees:
+            row = step["trees"][t]["configs"][name]
+            cells += [f"{row['median_ms']:.1f}", f"{row['ratio']:.2f}"]
+        baseline = STEP_CONFIGS[name][1]
+        lines.append(f"| {name} | {baseline} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def error_table(error: dict[str, Any]) -> str:
+    steps = list(next(iter(error["steps"].values())))
+    lines = [
+        "| configuration | step | rel. error of m | rel. error of v | param drift |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, per_step in error["steps"].items():
+        for s in steps:
+            r = per_step[s]
+            lines.append(
+                f"| {name} | {s} | {r['mu']:.2e} | {r['nu']:.2e} | {r['param_drift']:.2e} |"
+            )
+    return "\n".join(lines)
+
+
+def training_table(task_name: str, task: dict[str, Any]) -> str:
+    lines = [
+        f"{task_name} ({task['params']:,} params, {task['steps']} steps, learning rate "
+        f"{task['learning_rate']:g}, seeds {task['seeds']}):",
+        "",
+        "| configuration | final val loss, mean ± std | - float32 | within float32 spread |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, row in task["configs"].items():
+        lines.append(
+            f"| {name} | {row['mean']:.4f} ± {row['std']:.4f} | {row['delta']:+.4f} | "
+            f"{'yes' if row['within_f32_spread'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    parts = [bytes_table(results)] if "bytes_per_param" in results else []
+    if "step_time" in results:
+        parts.append(step_table(results["step_time"]))
+    if "moment_error" in results:
+        parts.append(error_table(results["moment_error"]))
+    for task_name, task in results.get("training", {}).items():
+        parts.append(training_table(task_name, task))
+    return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- main
+
+PARTS = ("bytes", "step", "error", "train")
+
+
+def run(quick: bool = False, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": "python benchmarks/state_memory.py " + " ".join(sys.argv[1:]),
+        "quick": quick,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+        },
+    }
+    if "bytes" in parts:
+        results.update(measure(quick))
+    if "step" in parts:
+        results["step_time"] = measure_step_time(quick)
+    if "error" in parts:
+        results["moment_error"] = measure_moment_error(quick)
+    if "train" in parts:
+        results["training"] = measure_training(quick)
+    results["wall_s"] = time.perf_counter() - start
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller trees (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test)")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
-    args = parser.parse_args()
-    results = measure(args.quick)
+    args = parser.parse_args(argv)
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    results = run(args.quick, parts)
     results["backend"] = jax.default_backend()
     print(markdown(results))
+    print(f"wall time: {results['wall_s']:.0f} s", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import math
 from pathlib import Path
 
 import jax
@@ -146,5 +148,44 @@ def test_state_memory_reports_every_configuration(monkeypatch):
         assert 4 <= rows["adam_mini"][tree] < 4.1  # m, and one v per block
         assert 4 <= rows["adamw + stochastic_rounding, bfloat16 params"][tree] < 4.1
         assert 6 <= rows["adamw + kahan_summation, bfloat16 params"][tree] < 6.1
+        # One code byte per moment entry plus a float32 scale per block; leaves
+        # under 4096 elements (biases, norm scales) stay float32.
+        assert 2 < rows["adamw_8bit"][tree] < 2.2  # 2 + 8 / 256 on the quantized leaves
+        assert 1 < rows["adamw_4bit"][tree] < 1.2  # 1 + 8 / 128
+        assert 2 < rows["quantize_state(adam), 8 bits, block 2048"][tree] < rows["adamw_8bit"][tree]
+        assert 4 <= rows["lion"][tree] < 4.1
+        assert 1 < rows["lion_8bit"][tree] < 1.1  # 1 + 4 / 256
     table = state_memory.markdown(results)
     assert len([line for line in table.splitlines() if line.startswith("|")]) == 2 + len(rows)
+
+
+def test_state_memory_quick_run_writes_every_part(monkeypatch, tmp_path):
+    state_memory = _load("state_memory", monkeypatch)
+    path = tmp_path / "state_memory.json"
+    state_memory.main(["--quick", "--json", str(path)])
+    results = json.loads(path.read_text())
+
+    def finite(x):
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    assert set(results["bytes_per_param"]) == set(state_memory.CONFIGS)
+    for tree in state_memory.STEP_TREES:
+        rows = results["step_time"]["trees"][tree]["configs"]
+        assert set(rows) == set(state_memory.STEP_CONFIGS)
+        assert all(finite(r["median_ms"]) and r["median_ms"] > 0 for r in rows.values())
+        assert rows["adamw"]["ratio"] == 1.0 and rows["lion"]["ratio"] == 1.0
+        assert all(finite(r["ratio"]) for r in rows.values())
+    errors = results["moment_error"]["steps"]
+    assert set(errors) == {"adamw_8bit", "adamw_4bit"}
+    for per_step in errors.values():
+        assert per_step  # at least one checkpoint
+        for r in per_step.values():
+            assert all(finite(r[k]) and r[k] >= 0 for k in ("mu", "nu", "param_drift"))
+    assert set(results["training"]) == {"digits MLP", "char-LM transformer"}
+    for task in results["training"].values():
+        assert set(task["configs"]) == set(state_memory.TRAIN_CONFIGS)
+        for row in task["configs"].values():
+            assert len(row["final_val_loss"]) == len(state_memory.SEEDS)
+            assert all(finite(v) for v in row["final_val_loss"] + [row["mean"], row["std"]])
+            assert isinstance(row["within_f32_spread"], bool)
+    assert finite(results["wall_s"])
