@@ -703,9 +703,10 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
         for optimizer, cell in result["results"].get(name, {}).items():
             curves = np.array([run["curve"] for run in cell["runs"]])
             steps = cell["runs"][0]["curve_steps"]
-            (line,) = ax.plot(steps, curves.mean(axis=0), label=optimizer)
+            color = f"C{result['optimizers'].index(optimizer)}"  # the same in every panel
+            ax.plot(steps, curves.mean(axis=0), label=optimizer, color=color)
             low, high = curves.min(axis=0), curves.max(axis=0)
-            ax.fill_between(steps, low, high, alpha=0.15, color=line.get_color())
+            ax.fill_between(steps, low, high, alpha=0.15, color=color)
             shown += [x for x in curves.mean(axis=0)[len(steps) // 4 :] if math.isfinite(x)]
         if shown:
             pad = 0.05 * (max(shown) - min(shown)) + 1e-3
