@@ -1,0 +1,810 @@
+"""Eight optimizers compared on two small training workloads, each tuned.
+
+The workloads (no data is downloaded):
+
+- ``char_lm``: a character-level transformer language model (Flax NNX; by
+  default 2 layers, ``d_model`` 128, 4 heads, a context of 64 bytes) trained on
+  the Python standard library's own source: the ``*.py`` files directly in
+  ``os.path.dirname(os.__file__)``, sorted by name, every tenth file held out
+  for validation. The vocabulary is the 256 byte values. The validation loss is
+  the mean cross-entropy in nats per character over a fixed set of windows of
+  the held-out files.
+- ``digits``: a small convolutional network on scikit-learn's bundled 8x8
+  handwritten digits, a fixed stratified split (a quarter held out); validation
+  loss and accuracy on the held-out digits.
+
+The optimizers, all from gradtx: ``adamw``, ``lion``, ``adafactor``, ``muon``,
+``soap``, ``shampoo``, ``schedule_free_adamw`` and ``prodigy`` (see
+:data:`OPTIMIZERS` for the settings and the search range of each). Every one
+but schedule-free runs on a linear warm-up (5% of the steps) and a cosine decay
+to zero (``gradtx.warmup_cosine_decay_schedule``) peaking at its learning rate;
+Prodigy's peak is 1.0 (the schedule scales the step it estimates), so only its
+weight decay is tuned. Schedule-free AdamW takes a constant rate with its own
+linear warm-up over the same 5% of the steps, and is evaluated at its averaged
+point (``gradtx.schedule_free_eval_params``), not at the params it steps.
+
+For each optimizer and workload: a random search (``gradtx.training.random_search``)
+of ``--trials`` settings, the learning rate log-uniform over the optimizer's range
+and the decoupled weight decay log-uniform too where the optimizer has one, each
+trained for the short search budget with seed 0 and ranked by final validation
+loss; then the best setting trained for the full budget with seeds 1, 2 and 3
+(a seed sets the initial weights and the minibatches). The table gives the mean
+and standard deviation over the three seeds of the final validation loss (and
+of the accuracy on the digits).
+
+Usage::
+
+    python benchmarks/workloads.py --quick      # tiny model and budgets, a smoke test (< 2 min)
+    python benchmarks/workloads.py              # the full comparison (about 30 min on 2 CPU cores)
+    python benchmarks/workloads.py --optimizers adamw,muon --workloads digits
+
+Writes ``workloads.json`` (every number, the search trials and curves included),
+``workloads.md`` (the table) and ``workloads.png`` (validation-loss curves) to
+``--out`` (default ``benchmarks/results``); ``workloads_quick.*`` with ``--quick``,
+so a smoke test never overwrites a full run. Prints the markdown table.
+
+The training functions are reusable from other scripts::
+
+    import gradtx
+    from workloads import train_char_lm, train_digits_cnn
+
+    run = train_char_lm(gradtx.adamw(1e-3), steps=300, seed=1)
+    run["final_val_loss"], run["curve"]  # nats per character, at run["curve_steps"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import gradtx
+from gradtx.training import SearchBorderWarning, log_uniform, random_search
+
+# ---------------------------------------------------------------------------- data
+
+
+def stdlib_source_files() -> list[Path]:
+    """The ``*.py`` files directly in the standard library's folder, sorted by name."""
+    folder = Path(os.path.dirname(os.__file__))
+    return sorted(folder.glob("*.py"))
+
+
+def load_stdlib_text(validation_every: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The standard library's source as bytes, split by file: ``(train, validation)``.
+
+    File ``i`` of :func:`stdlib_source_files` goes to validation when
+    ``i % validation_every == validation_every - 1``, to training otherwise; the
+    files of each part are joined in order. Returns two uint8 arrays.
+    """
+    train, validation = [], []
+    for i, path in enumerate(stdlib_source_files()):
+        part = validation if i % validation_every == validation_every - 1 else train
+        part.append(path.read_bytes())
+    as_array = lambda chunks: np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    return as_array(train), as_array(validation)
+
+
+def load_digits_split() -> dict[str, np.ndarray]:
+    """scikit-learn's bundled digits as ``(N, 8, 8, 1)`` images in [0, 1], split 3:1.
+
+    The split is stratified by label with ``random_state=0``: 1,347 training and
+    450 validation digits.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., None]
+    labels = digits.target.astype(np.int32)
+    x_train, x_val, y_train, y_val = train_test_split(
+        images, labels, test_size=0.25, random_state=0, stratify=labels
+    )
+    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+
+
+# -------------------------------------------------------------------------- models
+
+
+class CausalSelfAttention(nnx.Module):
+    """Multi-head causal self-attention with 2-D projection matrices.
+
+    The query, key and value projections are one ``(d, 3d)`` matrix and the output
+    one ``(d, d)`` matrix, so matrix optimizers (Muon, Shampoo, SOAP) see them as
+    matrices (``nnx.MultiHeadAttention`` keeps 3-D kernels).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.qkv = nnx.Linear(d_model, 3 * d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, length, d_model = x.shape
+        heads = self.qkv(x).reshape(batch, length, 3, self.num_heads, d_model // self.num_heads)
+        q, k, v = heads[:, :, 0], heads[:, :, 1], heads[:, :, 2]
+        attended = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+        return self.out(attended.reshape(batch, length, d_model))
+
+
+class TransformerBlock(nnx.Module):
+    """Pre-norm block: ``x + attention(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, d_model: int, num_heads: int, *, rngs: nnx.Rngs):
+        self.attention_norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.attention = CausalSelfAttention(d_model, num_heads, rngs=rngs)
+        self.mlp_norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.mlp_in = nnx.Linear(d_model, 4 * d_model, rngs=rngs)
+        self.mlp_out = nnx.Linear(4 * d_model, d_model, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.attention(self.attention_norm(x))
+        return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.mlp_norm(x))))
+
+
+class CharTransformer(nnx.Module):
+    """A GPT-style byte-level language model: logits of the next byte at every position."""
+
+    def __init__(self, *, layers: int, d_model: int, num_heads: int, context: int, rngs: nnx.Rngs):
+        self.token_embedding = nnx.Embed(256, d_model, rngs=rngs)
+        self.position_embedding = nnx.Embed(context, d_model, rngs=rngs)
+        self.blocks = nnx.List(
+            [TransformerBlock(d_model, num_heads, rngs=rngs) for _ in range(layers)]
+        )
+        self.final_norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.head = nnx.Linear(d_model, 256, rngs=rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        positions = jnp.arange(tokens.shape[-1])
+        x = self.token_embedding(tokens) + self.position_embedding(positions)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final_norm(x))
+
+
+class DigitsCNN(nnx.Module):
+    """conv 3x3 -> ReLU -> conv 3x3 -> ReLU -> 2x2 average pool -> dense: 10 logits."""
+
+    def __init__(self, *, channels: tuple[int, int] = (16, 32), rngs: nnx.Rngs):
+        self.conv1 = nnx.Conv(1, channels[0], kernel_size=(3, 3), rngs=rngs)
+        self.conv2 = nnx.Conv(channels[0], channels[1], kernel_size=(3, 3), rngs=rngs)
+        self.dense = nnx.Linear(4 * 4 * channels[1], 10, rngs=rngs)
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = jax.nn.relu(self.conv1(images))
+        x = jax.nn.relu(self.conv2(x))
+        x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+        return self.dense(x.reshape(x.shape[0], -1))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood (nats) of integer ``labels`` under ``logits``."""
+    log_probs = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[..., None], axis=-1))
+
+
+# ----------------------------------------------------------------------- workloads
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A model, its data and its losses, as pure functions of the params.
+
+    ``init(key)`` returns the params (an ``nnx.State``); ``train_loss(params,
+    data, key)`` draws a minibatch with ``key`` and returns its mean loss;
+    ``evaluate(params, data)`` returns a dict of validation metrics, with
+    ``"loss"``. ``data`` is a dict of arrays passed to the compiled training
+    program as an argument (not baked into it as constants).
+    """
+
+    name: str
+    init: Callable[[jax.Array], Any]
+    train_loss: Callable[[Any, dict, jax.Array], jax.Array]
+    evaluate: Callable[[Any, dict], dict[str, jax.Array]]
+    data: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class CharLMConfig:
+    """The character-level language model and its data."""
+
+    layers: int = 2
+    d_model: int = 128
+    num_heads: int = 4
+    context: int = 64
+    batch_size: int = 16
+    validation_windows: int = 128  # evenly spaced windows of the held-out text
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsConfig:
+    """The digits network and its minibatches."""
+
+    channels: tuple[int, int] = (16, 32)
+    batch_size: int = 64
+
+
+def char_lm_workload(config: CharLMConfig = CharLMConfig()) -> Workload:
+    """The byte-level transformer on the standard library's source (see the module doc)."""
+    train_text, val_text = load_stdlib_text()
+    window = config.context + 1  # the inputs and, shifted by one, the targets
+    starts = np.linspace(0, len(val_text) - window, config.validation_windows).astype(np.int64)
+    val_windows = np.stack([val_text[s : s + window] for s in starts])
+
+    def model(key: jax.Array) -> CharTransformer:
+        return CharTransformer(
+            layers=config.layers,
+            d_model=config.d_model,
+            num_heads=config.num_heads,
+            context=config.context,
+            rngs=nnx.Rngs(key),
+        )
+
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: model(jax.random.key(0))))
+
+    def init(key):
+        return nnx.state(model(key), nnx.Param)
+
+    def loss(params, windows):
+        windows = windows.astype(jnp.int32)
+        logits = nnx.merge(graphdef, params)(windows[:, :-1])
+        return cross_entropy(logits, windows[:, 1:])
+
+    def train_loss(params, data, key):
+        text = data["train_text"]
+        starts = jax.random.randint(key, (config.batch_size,), 0, text.shape[0] - window)
+        windows = jax.vmap(lambda s: jax.lax.dynamic_slice(text, (s,), (window,)))(starts)
+        return loss(params, windows)
+
+    def evaluate(params, data):
+        return {"loss": loss(params, data["val_windows"])}
+
+    data = {"train_text": train_text, "val_windows": val_windows}
+    return Workload("char_lm", init, train_loss, evaluate, data)
+
+
+def digits_workload(config: DigitsConfig = DigitsConfig()) -> Workload:
+    """The small CNN on scikit-learn's digits (see the module doc)."""
+
+    def model(key: jax.Array) -> DigitsCNN:
+        return DigitsCNN(channels=config.channels, rngs=nnx.Rngs(key))
+
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: model(jax.random.key(0))))
+
+    def init(key):
+        return nnx.state(model(key), nnx.Param)
+
+    def logits(params, images):
+        return nnx.merge(graphdef, params)(images)
+
+    def train_loss(params, data, key):
+        rows = jax.random.randint(key, (config.batch_size,), 0, data["x_train"].shape[0])
+        return cross_entropy(logits(params, data["x_train"][rows]), data["y_train"][rows])
+
+    def evaluate(params, data):
+        out = logits(params, data["x_val"])
+        accuracy = jnp.mean(jnp.argmax(out, axis=-1) == data["y_val"])
+        return {"loss": cross_entropy(out, data["y_val"]), "accuracy": accuracy}
+
+    return Workload("digits", init, train_loss, evaluate, load_digits_split())
+
+
+WORKLOADS: dict[str, Callable[..., Workload]] = {
+    "char_lm": char_lm_workload,
+    "digits": digits_workload,
+}
+
+# ------------------------------------------------------------------------ training
+
+
+def evaluation_params(opt_state: Any, params: Any) -> Any:
+    """The params to evaluate: schedule-free's averaged point where the state has one."""
+    is_schedule_free = lambda node: isinstance(node, gradtx.ScheduleFreeState)
+    if any(is_schedule_free(node) for node in jax.tree.leaves(opt_state, is_leaf=is_schedule_free)):
+        return gradtx.schedule_free_eval_params(opt_state, params)
+    return params
+
+
+def make_trainer(
+    workload: Workload,
+    make_tx: Callable[..., gradtx.GradientTransformation],
+    *,
+    steps: int,
+    eval_every: int,
+) -> Callable[[dict[str, float], int], dict[str, Any]]:
+    """A compiled training run, called as ``trainer(hyperparams, seed)``.
+
+    ``make_tx(**hyperparams)`` builds the optimizer inside the compiled step, so
+    the hyperparameters are traced: every call with the same names reuses one
+    compilation, whatever the values.
+
+    The steps run in a Python loop of one jitted, donated step each, not in a
+    ``lax.scan``: on XLA:CPU (JAX 0.10.2) the digits CNN's step ran about 60 times
+    slower inside a scan than on its own (162 ms against 2.5 ms; the transformer's
+    step did not slow down), most likely its convolutions.
+
+    Args:
+      workload: what to train (:func:`char_lm_workload`, :func:`digits_workload`).
+      make_tx: maps keyword hyperparameters (JAX scalars) to a gradtx optimizer.
+      steps: the number of optimizer steps, a multiple of ``eval_every``.
+      eval_every: the validation metrics are computed every ``eval_every`` steps.
+
+    Returns:
+      ``trainer(hyperparams, seed)``, which returns a dict: ``curve`` (the
+      validation loss after steps ``curve_steps``), ``final_val_loss``,
+      ``train_loss`` (the mean minibatch loss of each segment of
+      ``eval_every`` steps), and for the digits ``accuracy_curve`` and
+      ``final_val_accuracy``; all as Python floats and lists.
+    """
+    if steps % eval_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every}).")
+    data = jax.device_put(workload.data)  # once, not at every step
+
+    @jax.jit
+    def init(params, hyperparams):
+        return make_tx(**hyperparams).init(params)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def train_step(params, opt_state, hyperparams, key, data):
+        loss, grads = jax.value_and_grad(workload.train_loss)(params, data, key)
+        updates, opt_state = make_tx(**hyperparams).update(grads, opt_state, params)
+        return gradtx.apply_updates(params, updates), opt_state, loss
+
+    @jax.jit
+    def evaluate(params, opt_state, data):
+        return workload.evaluate(evaluation_params(opt_state, params), data)
+
+    def trainer(hyperparams: dict[str, float], seed: int) -> dict[str, Any]:
+        init_key, batch_key = jax.random.split(jax.random.key(seed))
+        hyperparams = {name: jnp.float32(value) for name, value in hyperparams.items()}
+        # Flax's initializers run eagerly: XLA would take seconds to compile them.
+        params = workload.init(init_key)
+        opt_state = init(params, hyperparams)
+        losses, history = [], []
+        for step, key in enumerate(jax.random.split(batch_key, steps), start=1):
+            params, opt_state, loss = train_step(params, opt_state, hyperparams, key, data)
+            losses.append(loss)
+            if step % eval_every == 0:
+                metrics = evaluate(params, opt_state, data)
+                history.append({"train_loss": jnp.mean(jnp.stack(losses)), **metrics})
+                losses = []
+        history = jax.device_get(history)
+        out = {
+            "curve_steps": list(range(eval_every, steps + 1, eval_every)),
+            "curve": [float(point["loss"]) for point in history],
+            "train_loss": [float(point["train_loss"]) for point in history],
+        }
+        out["final_val_loss"] = out["curve"][-1]
+        if "accuracy" in history[0]:
+            out["accuracy_curve"] = [float(point["accuracy"]) for point in history]
+            out["final_val_accuracy"] = out["accuracy_curve"][-1]
+        return out
+
+    return trainer
+
+
+def train_char_lm(
+    tx: gradtx.GradientTransformation,
+    *,
+    steps: int,
+    seed: int,
+    config: CharLMConfig = CharLMConfig(),
+    eval_every: int | None = None,
+) -> dict[str, Any]:
+    """Trains the character-level transformer with ``tx``; its validation-loss curve.
+
+    Args:
+      tx: any gradtx (or Optax) optimizer; a schedule-free one is evaluated at
+        its averaged point.
+      steps: the number of optimizer steps (minibatches of
+        ``config.batch_size`` windows of ``config.context`` bytes).
+      seed: sets the initial weights and the minibatches.
+      config: the model and data sizes.
+      eval_every: validation every so many steps (default ``steps // 10``;
+        ``steps`` must be a multiple of it).
+
+    Returns:
+      A dict: ``curve`` (validation loss in nats per character after each of
+      ``curve_steps``), ``final_val_loss`` (the last point), ``train_loss``
+      (mean minibatch loss between evaluations).
+    """
+    eval_every = eval_every or max(1, steps // 10)
+    trainer = make_trainer(char_lm_workload(config), lambda: tx, steps=steps, eval_every=eval_every)
+    return trainer({}, seed)
+
+
+def train_digits_cnn(
+    tx: gradtx.GradientTransformation,
+    *,
+    steps: int,
+    seed: int,
+    config: DigitsConfig = DigitsConfig(),
+    eval_every: int | None = None,
+) -> dict[str, Any]:
+    """Trains the digits CNN with ``tx``; its validation loss and accuracy curves.
+
+    Args:
+      tx: any gradtx (or Optax) optimizer; a schedule-free one is evaluated at
+        its averaged point.
+      steps: the number of optimizer steps (minibatches of ``config.batch_size``
+        digits drawn with replacement).
+      seed: sets the initial weights and the minibatches.
+      config: the network's channels and the batch size.
+      eval_every: validation every so many steps (default ``steps // 10``;
+        ``steps`` must be a multiple of it).
+
+    Returns:
+      A dict: ``curve`` (validation cross-entropy in nats after each of
+      ``curve_steps``), ``final_val_loss``, ``accuracy_curve``,
+      ``final_val_accuracy``, ``train_loss`` (mean minibatch loss between
+      evaluations).
+    """
+    eval_every = eval_every or max(1, steps // 10)
+    trainer = make_trainer(digits_workload(config), lambda: tx, steps=steps, eval_every=eval_every)
+    return trainer({}, seed)
+
+
+# ---------------------------------------------------------------------- optimizers
+
+WARMUP_FRACTION = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+    """How to build one optimizer for a run of ``steps`` steps, and what to search.
+
+    ``build(steps, **hyperparams)`` returns the gradtx optimizer; ``space`` maps
+    each hyperparameter name to its search range (``log_uniform``).
+    """
+
+    build: Callable[..., gradtx.GradientTransformation]
+    space: dict[str, Any]
+    note: str
+
+
+def warmup_cosine(peak: Any, steps: int) -> gradtx.Schedule:
+    """Linear warm-up from 0 over 5% of ``steps``, then a cosine decay to 0 at ``steps``."""
+    return gradtx.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=peak,
+        warmup_steps=max(1, round(WARMUP_FRACTION * steps)),
+        decay_steps=steps,
+    )
+
+
+LEARNING_RATE_RANGE = log_uniform(1e-4, 1e-2)
+WEIGHT_DECAY_RANGE = log_uniform(1e-4, 1e-1)
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "adamw": OptimizerSpec(
+        lambda steps, learning_rate, weight_decay: gradtx.adamw(
+            warmup_cosine(learning_rate, steps), weight_decay=weight_decay
+        ),
+        {"learning_rate": LEARNING_RATE_RANGE, "weight_decay": WEIGHT_DECAY_RANGE},
+        "b1 0.9, b2 0.999",
+    ),
+    "lion": OptimizerSpec(
+        lambda steps, learning_rate, weight_decay: gradtx.lion(
+            warmup_cosine(learning_rate, steps), weight_decay=weight_decay
+        ),
+        # Lion's sign steps are larger: a rate 3-10x smaller, a decay 3-10x larger.
+        {"learning_rate": log_uniform(1e-5, 1e-3), "weight_decay": log_uniform(1e-3, 1.0)},
+        "b1 0.9, b2 0.99",
+    ),
+    "adafactor": OptimizerSpec(
+        lambda steps, learning_rate: gradtx.adafactor(warmup_cosine(learning_rate, steps)),
+        # Relative steps: the rate multiplies each leaf's RMS (at least 1e-3).
+        {"learning_rate": log_uniform(1e-3, 1e-1)},
+        "relative step (multiply_by_parameter_scale), factored, no momentum; "
+        "its weight_decay_rate is not scaled by the rate, so it is left off",
+    ),
+    "muon": OptimizerSpec(
+        lambda steps, learning_rate, weight_decay: gradtx.muon(
+            warmup_cosine(learning_rate, steps),
+            weight_decay=weight_decay,
+            adam_weight_decay=weight_decay,
+            consistent_rms=0.2,
+        ),
+        {"learning_rate": LEARNING_RATE_RANGE, "weight_decay": WEIGHT_DECAY_RANGE},
+        "2-D leaves Muon, the others (biases, norms, conv kernels) AdamW at the same rate; "
+        "consistent_rms 0.2 gives Muon's steps AdamW's RMS",
+    ),
+    "soap": OptimizerSpec(
+        lambda steps, learning_rate, weight_decay: gradtx.soap(
+            warmup_cosine(learning_rate, steps), weight_decay=weight_decay
+        ),
+        {"learning_rate": LEARNING_RATE_RANGE, "weight_decay": WEIGHT_DECAY_RANGE},
+        "b1 0.95, b2 0.95, eigenbasis every 10 steps",
+    ),
+    "shampoo": OptimizerSpec(
+        lambda steps, learning_rate, weight_decay: gradtx.shampoo(
+            warmup_cosine(learning_rate, steps),
+            weight_decay=weight_decay,
+            b2=0.999,
+            grafting="adam",
+            block_size=128,
+            precondition_frequency=10,
+        ),
+        {"learning_rate": LEARNING_RATE_RANGE, "weight_decay": WEIGHT_DECAY_RANGE},
+        "Adam grafting, b1 0.9, b2 0.999, blocks of 128, roots every 10 steps",
+    ),
+    "schedule_free_adamw": OptimizerSpec(
+        lambda steps, learning_rate, weight_decay: gradtx.schedule_free_adamw(
+            learning_rate,
+            warmup_steps=max(1, round(WARMUP_FRACTION * steps)),
+            weight_decay=weight_decay,
+        ),
+        {"learning_rate": log_uniform(3e-4, 3e-2), "weight_decay": WEIGHT_DECAY_RANGE},
+        "constant rate after its own 5% warm-up; evaluated at the averaged point",
+    ),
+    "prodigy": OptimizerSpec(
+        lambda steps, weight_decay: gradtx.prodigy(
+            warmup_cosine(1.0, steps), weight_decay=weight_decay, safeguard_warmup=True
+        ),
+        {"weight_decay": WEIGHT_DECAY_RANGE},
+        "learning rate 1.0 on the warm-up + cosine schedule; safeguard_warmup",
+    ),
+}
+
+# ------------------------------------------------------------------------- budgets
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The model sizes, steps and trials of one run of the comparison."""
+
+    char_lm: CharLMConfig
+    digits: DigitsConfig
+    steps: dict[str, int]  # workload -> steps of each final run
+    search_steps: dict[str, int]  # workload -> steps of each search trial
+    eval_every: dict[str, int]  # workload -> validation every so many steps
+    trials: int
+    seeds: tuple[int, ...] = (1, 2, 3)
+    search_seed: int = 0
+
+
+FULL = Budget(
+    char_lm=CharLMConfig(),
+    digits=DigitsConfig(),
+    steps={"char_lm": 400, "digits": 600},
+    search_steps={"char_lm": 150, "digits": 300},
+    eval_every={"char_lm": 25, "digits": 25},
+    trials=6,
+)
+QUICK = Budget(
+    char_lm=CharLMConfig(
+        layers=1, d_model=32, num_heads=2, context=32, batch_size=8, validation_windows=32
+    ),
+    digits=DigitsConfig(channels=(4, 8), batch_size=32),
+    steps={"char_lm": 20, "digits": 20},
+    search_steps={"char_lm": 20, "digits": 20},  # the same program: one compilation
+    eval_every={"char_lm": 5, "digits": 5},
+    trials=2,
+)
+
+# ---------------------------------------------------------------------- comparing
+
+
+def compare(
+    workload: Workload, optimizer: str, budget: Budget, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Searches one optimizer's hyperparameters on ``workload``, then trains the best per seed."""
+    spec = OPTIMIZERS[optimizer]
+    name = workload.name
+
+    trainers: dict[int, Callable] = {}
+
+    def trainer(steps: int) -> Callable:  # one compilation per budget (the two may agree)
+        if steps not in trainers:
+            make_tx = lambda **hyperparams: spec.build(steps, **hyperparams)
+            trainers[steps] = make_trainer(
+                workload, make_tx, steps=steps, eval_every=budget.eval_every[name]
+            )
+        return trainers[steps]
+
+    start = time.perf_counter()
+    search_run = trainer(budget.search_steps[name])
+    objective = lambda hyperparams: search_run(hyperparams, budget.search_seed)["final_val_loss"]
+    with warnings.catch_warnings():  # a best value at a border is recorded, not printed
+        warnings.simplefilter("ignore", SearchBorderWarning)
+        search = random_search(objective, spec.space, budget.trials, key=budget.search_seed)
+    searched = time.perf_counter()
+    best = search.best.hyperparams
+    log(f"{name} / {optimizer}: best {format_hyperparams(best)} (search {searched - start:.0f} s)")
+
+    final_run = trainer(budget.steps[name])
+    runs = [final_run(best, seed) for seed in budget.seeds]
+    finals = np.array([run["final_val_loss"] for run in runs])
+    result = {
+        "hyperparams": best,
+        "search": {
+            "trials": [{**t.hyperparams, "final_val_loss": t.value} for t in search.trials],
+            "at_border": list(search.at_border),
+            "seconds": searched - start,
+        },
+        "runs": runs,
+        "final_val_loss_mean": float(finals.mean()),
+        "final_val_loss_std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
+        "seconds": time.perf_counter() - start,
+    }
+    if "final_val_accuracy" in runs[0]:
+        accuracies = np.array([run["final_val_accuracy"] for run in runs])
+        result["final_val_accuracy_mean"] = float(accuracies.mean())
+        result["final_val_accuracy_std"] = (
+            float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0
+        )
+    log(
+        f"{name} / {optimizer}: {result['final_val_loss_mean']:.4f} "
+        f"± {result['final_val_loss_std']:.4f} ({result['seconds']:.0f} s)"
+    )
+    return result
+
+
+def format_hyperparams(hyperparams: dict[str, float]) -> str:
+    short = {"learning_rate": "lr", "weight_decay": "wd"}
+    return ", ".join(f"{short.get(k, k)} {v:.2g}" for k, v in hyperparams.items())
+
+
+# ------------------------------------------------------------------------ reporting
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """One table: a row per optimizer; per workload the final validation loss (mean ±
+    standard deviation over the seeds), the digits' accuracy, and the setting found."""
+    header, rule = ["optimizer"], ["---"]
+    for name in result["workloads"]:
+        header += [f"{name} val loss"] + (["digits val accuracy"] if name == "digits" else [])
+        header += [f"{name} setting"]
+        rule += ["---:"] * (2 if name == "digits" else 1) + ["---"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
+    for optimizer in result["optimizers"]:
+        row = [f"`{optimizer}`"]
+        for name in result["workloads"]:
+            cell = result["results"].get(name, {}).get(optimizer)
+            if cell is None:  # not run (yet)
+                row += [""] * (3 if name == "digits" else 2)
+                continue
+            row.append(f"{cell['final_val_loss_mean']:.3f} ± {cell['final_val_loss_std']:.3f}")
+            if name == "digits":
+                mean, std = cell["final_val_accuracy_mean"], cell["final_val_accuracy_std"]
+                row.append(f"{100 * mean:.1f}% ± {100 * std:.1f}")
+            border = " (at a border)" if cell["search"]["at_border"] else ""
+            row.append(format_hyperparams(cell["hyperparams"]) + border)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(result: dict[str, Any], path: Path) -> None:
+    """Validation loss against steps, one panel per workload, the mean over seeds per optimizer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = result["workloads"]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], workloads, strict=True):
+        shown = []  # the curves after their first quarter set the y range
+        for optimizer, cell in result["results"].get(name, {}).items():
+            curves = np.array([run["curve"] for run in cell["runs"]])
+            steps = cell["runs"][0]["curve_steps"]
+            color = f"C{result['optimizers'].index(optimizer)}"  # the same in every panel
+            ax.plot(steps, curves.mean(axis=0), label=optimizer, color=color)
+            low, high = curves.min(axis=0), curves.max(axis=0)
+            ax.fill_between(steps, low, high, alpha=0.15, color=color)
+            shown += [x for x in curves.mean(axis=0)[len(steps) // 4 :] if math.isfinite(x)]
+        if shown:
+            pad = 0.05 * (max(shown) - min(shown)) + 1e-3
+            ax.set_ylim(min(shown) - pad, max(shown) + pad)
+        unit = "nats / char" if name == "char_lm" else "nats"
+        ax.set(title=name, xlabel="step", ylabel=f"validation loss ({unit})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("gradtx optimizers: mean validation loss over 3 seeds (band: min to max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(unknown)}; choose from {', '.join(allowed)}"
+        )
+    return items
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny models and budgets (< 2 min)")
+    parser.add_argument(
+        "--optimizers",
+        default=",".join(OPTIMIZERS),
+        type=lambda v: parse_list(v, list(OPTIMIZERS), "optimizer"),
+        help=f"comma-separated subset of {','.join(OPTIMIZERS)}",
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        type=lambda v: parse_list(v, list(WORKLOADS), "workload"),
+        help=f"comma-separated subset of {','.join(WORKLOADS)}",
+    )
+    parser.add_argument("--trials", type=int, default=0, help="search trials (default 6; 2 quick)")
+    parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help="folder for workloads.json, .md and .png (workloads_quick.* with --quick)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    budget = QUICK if args.quick else FULL
+    if args.trials:
+        budget = dataclasses.replace(budget, trials=args.trials)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / ("workloads_quick" if args.quick else "workloads")
+    log = lambda message: print(message, file=sys.stderr, flush=True)
+
+    result: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+            "cpu_count": os.cpu_count(),
+        },
+        "budget": dataclasses.asdict(budget),
+        "optimizers": args.optimizers,
+        "settings": {name: OPTIMIZERS[name].note for name in args.optimizers},
+        "search_spaces": {
+            name: {k: [d.low, d.high] for k, d in OPTIMIZERS[name].space.items()}
+            for name in args.optimizers
+        },
+        "workloads": args.workloads,
+        "results": {},
+    }
+    start = time.perf_counter()
+    for name in args.workloads:
+        workload = WORKLOADS[name](getattr(budget, name))
+        result["results"][name] = {}
+        for optimizer in args.optimizers:
+            result["results"][name][optimizer] = compare(workload, optimizer, budget, log)
+            result["seconds"] = time.perf_counter() - start
+            # After every cell: a stopped run keeps what it measured.
+            stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+            stem.with_suffix(".md").write_text(markdown(result))
+    table = markdown(result)
+    plot_curves(result, stem.with_suffix(".png"))
+    print(json.dumps(result, indent=2) if args.json else table)
+    log(f"wrote {stem}.json, .md and .png in {result['seconds']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()
