@@ -148,3 +148,15 @@ def test_states_built_for_other_params(entry, shape):
     except (TypeError, ValueError) as error:
         assert shape != params["w"].shape, error
         _assert_clear(error, "['w']")
+
+
+@pytest.mark.parametrize("name", ["scale_by_distance_over_gradients", "galore", "scale_by_galore"])
+@pytest.mark.parametrize("shape", [(3, 2), (2,), (1, 2)], ids=str)
+def test_a_state_for_params_of_other_shapes_is_named(name, shape):
+    """Cases the fuzzing above once found: the error names the leaf, from gradtx."""
+    entry = next(e for e in STRUCTURE_CHECKED if e.name == name)
+    tx = entry.make()
+    state = tx.init({**tiny_params(), "w": jnp.full(shape, 0.5, jnp.float32)})
+    with pytest.raises(ValueError) as info:
+        tx.update(tiny_grads(0), state, tiny_params())
+    _assert_clear(info.value, "['w']")

@@ -135,6 +135,7 @@ def scale_by_distance_over_gradients(
                 "call update(updates, state, params)."
             )
         tree.check_structure(params, updates, owner=owner)
+        tree.check_structure(state.init_params, updates, owner=owner)
 
         def leaf(g, x, x0, r, g_sos):
             return dog_leaf(g, x, x0, r, g_sos, eps, global_scale)

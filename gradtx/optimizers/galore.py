@@ -57,6 +57,23 @@ class GaLoreState(NamedTuple):
     projector: Updates
 
 
+def _check_state_fits(owner: str, state: GaLoreState, expected: GaLoreState) -> None:
+    """Raises ValueError naming the state arrays whose shapes are not those ``init`` gives."""
+    if jax.tree.structure(state) != jax.tree.structure(expected):
+        raise ValueError(f"{owner}: the state's tree is not the one init gives these updates.")
+    paths = jax.tree_util.tree_flatten_with_path(expected)[0]
+    bad = [
+        f"{jax.tree_util.keystr(path)}: expected shape {want.shape}, got {jnp.shape(got)}"
+        for (path, want), got in zip(paths, jax.tree.leaves(state), strict=True)
+        if jnp.shape(got) != want.shape
+    ]
+    if bad:
+        raise ValueError(
+            f"{owner}: the state was built for params of other shapes than these updates "
+            f"({'; '.join(bad)}); call init with the params being trained."
+        )
+
+
 def _axes(value: Sequence[int] | int, ndim: int) -> tuple[int, ...]:
     values = (value,) if isinstance(value, int) else tuple(value)
     return tuple(a % ndim for a in values)
@@ -221,6 +238,7 @@ def scale_by_galore(
             tree.check_structure(params, updates, owner=owner)
         elif jax.tree.structure(state.projector) != jax.tree.structure(updates):
             raise ValueError(f"{owner}: the updates' tree differs from the one given to init.")
+        _check_state_fits(owner, state, jax.eval_shape(init_fn, updates))
         refresh = state.count % update_proj_gap == 0
         grads, treedef = jax.tree.flatten(updates)
         dims = dims_list(updates)
