@@ -24,7 +24,12 @@ from flax import serialization
 
 import gradtx
 from gradtx.checkpoint import restore_state
-from gradtx.transforms.quantized_state import _pack_4bit, _unpack_4bit
+from gradtx.transforms.quantized_state import (
+    _nearest,
+    _nearest_by_search,
+    _pack_4bit,
+    _unpack_4bit,
+)
 from tests.reference import quantized_state as ref
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -143,6 +148,60 @@ def test_quantize_and_dequantize_match_the_reference(block_size, signed):
         back = gradtx.dequantize_blockwise(codes, scales, code, block_size)
         expected = ref.dequantize_blockwise(np.asarray(codes), absmax, code, block_size)
         np.testing.assert_allclose(np.asarray(back), expected, rtol=1e-7, atol=0)
+
+
+_ALL_MAPS = {
+    "dynamic8_signed": lambda: gradtx.dynamic_map(True),
+    "dynamic8_unsigned": lambda: gradtx.dynamic_map(False),
+    "linear8_signed": lambda: gradtx.linear_map(True),
+    "linear8_unsigned": lambda: gradtx.linear_map(False),
+    "dynamic4": lambda: gradtx.dynamic_map(True, total_bits=4, max_exponent_bits=3),
+    "zero_free_linear4": lambda: gradtx.zero_free_linear_map(4),
+}
+
+
+def _float32_neighbours(x, ulps):
+    """Every float32 within ``ulps`` steps of each value of ``x`` (through zero as well)."""
+    bits = x.astype(np.float32).view(np.int32).astype(np.int64)
+    key = np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)[:, None] + np.arange(-ulps, ulps + 1)
+    back = np.where(key < 0, (-key) | 0x80000000, key).astype(np.uint32)
+    return back.view(np.float32).ravel()
+
+
+@pytest.mark.parametrize("name", sorted(_ALL_MAPS))
+def test_the_table_search_gives_the_binary_searchs_indices(name):
+    code = _ALL_MAPS[name]()
+    midpoints = (code[:-1].astype(np.float64) + code[1:]) / 2  # the exact midpoints
+    rng = np.random.default_rng(len(name))
+    magnitudes = 10.0 ** rng.uniform(-12, 0, 10**6)
+    tiny = np.finfo(np.float32).tiny
+    special = [0.0, -0.0, 1.0, -1.0, tiny, -tiny, tiny / 2, -tiny / 2, 1e-45, -1e-45]
+    special += [np.inf, -np.inf, np.nan, -np.nan, 2.0, -2.0, 1e30, -3e38]
+    x = np.concatenate(
+        [
+            _float32_neighbours(midpoints, 8),
+            _float32_neighbours(code.astype(np.float64), 2),
+            -code,
+            magnitudes * rng.choice([-1.0, 1.0], magnitudes.size),
+            special,
+        ]
+    ).astype(np.float32)
+    both = jax.jit(lambda x: (_nearest(code, x), _nearest_by_search(jnp.asarray(code), x)))
+    fast, search = (np.asarray(a) for a in both(jnp.asarray(x)))
+    assert fast.dtype == search.dtype
+    np.testing.assert_array_equal(fast, search)
+
+
+def test_float64_and_traced_maps_keep_the_binary_search():
+    code = gradtx.dynamic_map(True)
+    x = np.random.default_rng(0).uniform(-1, 1, 1000)
+    with jax.enable_x64(True):
+        got = _nearest(code, jnp.asarray(x, jnp.float64))
+        want = _nearest_by_search(jnp.asarray(code, jnp.float64), jnp.asarray(x, jnp.float64))
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    x32 = jnp.asarray(x, jnp.float32)
+    traced = jax.jit(lambda c, x: _nearest(c, x))(jnp.asarray(code), x32)
+    np.testing.assert_array_equal(np.asarray(traced), np.asarray(_nearest(code, x32)))
 
 
 def test_an_all_zero_block_is_stored_and_restored_as_zero():

@@ -38,6 +38,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection
 from typing import Any, NamedTuple
@@ -188,15 +189,121 @@ def _layout(shape: tuple[int, ...], block_size: int) -> tuple[int, int]:
     return 0, -(-math.prod(shape) // block_size)
 
 
-def _nearest(code: Array, x: Array) -> Array:
+def _nearest_by_search(code: Array, x: Array) -> Array:
     """The index of the value of the sorted ``code`` nearest to ``x``; ties go to the lower.
 
     As bitsandbytes: the code at or below ``x`` (binary search), moved up one
-    when the code above is strictly nearer, the distances taken in float32.
+    when the code above is strictly nearer, the distances taken in ``x``'s
+    dtype. This is the rule; :func:`_nearest` computes the same indices faster.
     """
     below = jnp.clip(jnp.searchsorted(code, x, side="right") - 1, 0, code.size - 2)
     above_nearer = jnp.abs(x - code[below + 1]) < jnp.abs(x - code[below])
     return below + above_nearer.astype(below.dtype)
+
+
+def _rule_np(code: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """:func:`_nearest_by_search` in numpy float32 (same roundings), for building tables."""
+    below = np.clip(np.searchsorted(code, x, side="right") - 1, 0, code.size - 2)
+    return below + (np.abs(x - code[below + 1]) < np.abs(x - code[below]))
+
+
+def _order_key(x: np.ndarray) -> np.ndarray:
+    """float32 -> int64 in the same order (``-0.0`` and ``0.0`` both 0)."""
+    bits = x.view(np.int32).astype(np.int64)
+    return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+
+def _from_key(key: np.ndarray) -> np.ndarray:
+    bits = np.where(key < 0, (-key) | 0x80000000, key).astype(np.uint32)
+    return bits.view(np.float32)
+
+
+_MAX_MANTISSA_BITS = 12
+
+
+@functools.lru_cache(maxsize=32)
+def _search_tables(code_bytes: bytes) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """``(thresholds, first, shift)``: the tables of :func:`_nearest` for a float32 map.
+
+    ``thresholds[j]`` is the smallest float32 ``x`` that the rule
+    (:func:`_nearest_by_search`) sends above ``j``. On ``x <= code[-1]`` the rule
+    is non-decreasing in ``x`` (between two codes the distance to the upper one
+    only shrinks and to the lower one only grows, also after float32 rounding;
+    at a code it returns that code), so there it equals
+    ``#{j : thresholds[j] <= x}``. Each threshold is found by bisection over the
+    float32 values between two consecutive codes, with the rule evaluated in
+    numpy float32.
+
+    ``first[b]`` is, for the bucket ``b`` of float32 values sharing the top bits
+    ``bits(x) >> shift`` (sign, exponent and ``23 - shift`` mantissa bits), the
+    rule's index at the bucket's smallest value (at most ``size - 2``). ``shift``
+    is the largest for which no bucket holds two thresholds, so the rule's
+    index on a bucket is ``first[b]`` or ``first[b] + 1``; this is checked here.
+
+    ``None`` (the binary search is used) for a map that is not strictly
+    increasing, or whose codes are so close that no bucket size up to
+    ``23 - _MAX_MANTISSA_BITS`` bits fits; none of the module's maps.
+    """
+    code = np.frombuffer(code_bytes, np.float32)
+    n = code.size
+    if n < 2 or not np.all(code[1:] > code[:-1]):
+        return None
+    lo, hi = _order_key(code[:-1]), _order_key(code[1:])  # rule(lo) = j, rule(hi) = j + 1
+    target = np.arange(1, n)
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        up = _rule_np(code, _from_key(mid)) >= target
+        hi, lo = np.where(up, mid, hi), np.where(up, lo, mid)
+    thresholds = _from_key(hi)
+    for mantissa_bits in range(_MAX_MANTISSA_BITS + 1):
+        shift = 23 - mantissa_bits
+        start = np.arange(2 ** (32 - shift), dtype=np.uint64) << np.uint64(shift)
+        end = start + np.uint64((1 << shift) - 1)
+        a = start.astype(np.uint32).view(np.float32)
+        b = end.astype(np.uint32).view(np.float32)
+        with np.errstate(invalid="ignore"):
+            smallest, largest = np.fmin(a, b), np.fmax(a, b)
+            largest = np.minimum(largest, code[-1])
+            finite = np.isfinite(smallest) & np.isfinite(largest)
+        first = np.searchsorted(thresholds, np.where(finite, smallest, 0), side="right")
+        last = np.searchsorted(thresholds, np.where(finite, largest, 0), side="right")
+        first = np.where(
+            np.isnan(a) | np.isnan(b), np.where(start >> np.uint64(31), 0, n - 2), first
+        )
+        if np.all((last - first <= 1) | ~finite):
+            return thresholds, np.minimum(first, n - 2).astype(np.uint8), shift
+    return None
+
+
+def _nearest(code: Any, x: Array) -> Array:
+    """The index of the value of the sorted ``code`` nearest to ``x``; ties go to the lower.
+
+    The indices of :func:`_nearest_by_search` (bitsandbytes' rule), bit for bit
+    on every float32 input (NaN and infinities included). For a float32 ``x``
+    and a concrete map of at most 256 values, the binary search (eight passes
+    of gathers) is replaced by two lookups (:func:`_search_tables`): the bucket
+    of ``x``'s top bits gives a candidate ``c`` with the rule's index ``c`` or
+    ``c + 1``, and ``x >= thresholds[c]`` picks between them. Above ``code[-1]``
+    (and for NaN) the rule is applied as written, with its last two codes. A
+    float64 ``x``, a traced map, or one :func:`_search_tables` has no table
+    for, uses the binary search.
+    """
+    traced = isinstance(code, jax.core.Tracer)
+    tables = None
+    if not traced and jnp.result_type(x) == jnp.float32 and np.size(code) <= 256:
+        code = np.asarray(code, np.float32)
+        tables = _search_tables(code.tobytes())
+    if tables is None:
+        return _nearest_by_search(jnp.asarray(code, jnp.result_type(x)), x)
+    thresholds, first, shift = tables
+    bucket = jax.lax.shift_right_logical(
+        jax.lax.bitcast_convert_type(x, jnp.uint32), np.uint32(shift)
+    )
+    candidate = jnp.asarray(first)[bucket].astype(jnp.int32)
+    index = candidate + (x >= jnp.asarray(thresholds)[candidate]).astype(jnp.int32)
+    top, second = code[-1], code[-2]
+    beyond = (code.size - 2) + (jnp.abs(x - top) < jnp.abs(x - second)).astype(jnp.int32)
+    return jnp.where(x <= top, index, beyond)
 
 
 def quantize_blockwise(x: Array, code: Any, block_size: int) -> tuple[Array, Array]:
@@ -234,7 +341,6 @@ def quantize_blockwise(x: Array, code: Any, block_size: int) -> tuple[Array, Arr
       divides 0 by 0 there and stores code 0; both dequantize to zero.
     """
     dtype = jnp.promote_types(jnp.result_type(x), jnp.float32)
-    code = jnp.asarray(code, dtype)
     shape = jnp.shape(x)
     k, n_blocks = _layout(shape, block_size)
     rows = jnp.reshape(jnp.asarray(x, dtype), shape[:k] + (-1,))
