@@ -41,6 +41,13 @@ def adamw_8bit(
     8 per block (two float32 scales). Leaves under ``min_size`` elements stay
     float32, as in bitsandbytes' ``AdamW8bit``.
 
+    Note:
+      The unsigned 8-bit map holds 0 (as bitsandbytes' does): a ``v`` far below
+      its block's largest (e.g. a unit whose gradient has been near 0 while a
+      neighbour's was not) can be stored as 0, and that entry's step is then
+      ``m / eps``. Raising ``eps`` bounds it; :func:`adamw_4bit`'s map for ``v``
+      has no zero (Li et al. 2023).
+
     Args:
       learning_rate: as :func:`gradtx.adamw`.
       b1: as :func:`gradtx.adamw`.
