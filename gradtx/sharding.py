@@ -21,7 +21,9 @@ replicated. The dtype does not matter: a bfloat16 ``mu`` or an int8 sign buffer
 of a float32 parameter is sharded like it. A block-quantized leaf
 (:class:`gradtx.QuantizedArray`, see :func:`gradtx.quantize_state`) stands for
 its parameter: its codes and its per-block scales are split along the
-parameter's leading axes.
+parameter's leading axes. Per-parameter statistics of another shape (SOAP's
+and Shampoo's Kronecker factors, Adam-mini's block moments) are split as a
+rule registered for their state's field says (:func:`register_statistics`).
 
 References:
   Rajbhandari, Rasley, Ruwase & He (2020), ZeRO: Memory Optimizations Toward
@@ -126,6 +128,16 @@ def _axis_devices(mesh: Mesh, entry: Any) -> int:
     return math.prod(mesh.shape[n] for n in names)
 
 
+def _entries(spec: PartitionSpec, ndim: int) -> tuple[Any, ...]:
+    """``spec``'s entry for each of ``ndim`` axes (``None``: the axis is whole)."""
+    return tuple(spec) + (None,) * (ndim - len(tuple(spec)))
+
+
+def _fits(mesh: Mesh, entry: Any, length: int) -> Any:
+    """``entry`` if its devices divide ``length`` (or it is ``None``), else ``None``."""
+    return entry if entry is None or length % _axis_devices(mesh, entry) == 0 else None
+
+
 def _quantized_placement(mesh: Mesh, spec: PartitionSpec, ndim: int, leaf: Any) -> Any:
     """The shardings of a :class:`gradtx.QuantizedArray` of a parameter placed by ``spec``.
 
@@ -136,11 +148,8 @@ def _quantized_placement(mesh: Mesh, spec: PartitionSpec, ndim: int, leaf: Any) 
     and the device count divides the number of blocks (each device then holds
     the scales of its own elements).
     """
-    entries = tuple(spec) + (None,) * (ndim - len(tuple(spec)))
-
-    def fits(entry: Any, length: int) -> Any:
-        return entry if entry is None or length % _axis_devices(mesh, entry) == 0 else None
-
+    entries = _entries(spec, ndim)
+    fits = lambda entry, length: _fits(mesh, entry, length)  # noqa: E731
     codes = entries[:-1] + (fits(entries[-1], leaf.codes.shape[-1]),) if ndim else ()
     k = leaf.scales.ndim - 1
     later_whole = all(e is None for e in entries[k + 1 :])
@@ -151,12 +160,129 @@ def _quantized_placement(mesh: Mesh, spec: PartitionSpec, ndim: int, leaf: Any) 
     )
 
 
+# ---------------------------------------------------------------------- statistics of a parameter
+
+StatisticsRule = Callable[[tuple[int, ...], tuple[Any, ...], Any], Any]
+"""``rule(param_shape, entries, node) -> each array's entries``: see :func:`register_statistics`."""
+
+_STATISTICS: dict[type, dict[str, StatisticsRule]] = {}
+
+
+def register_statistics(state_type: type, field: str, rule: StatisticsRule) -> None:
+    """Says how the per-parameter statistics in ``field`` of ``state_type`` states are split.
+
+    Some optimizers keep, for each parameter, arrays that are not shaped like
+    it: SOAP's and Shampoo's Kronecker factors ``(d, d)``, Adam-mini's one
+    second moment per block. They mirror no parameter (:func:`mirror_indices`),
+    so they would be replicated. Registered here, the field is read with the
+    params' tree structure as a prefix, and the node under each parameter (an
+    array, a tuple of arrays and ``None``) is placed by ``rule(param_shape,
+    entries, node)``: it gets the parameter's shape, the entry of the
+    parameter's :class:`PartitionSpec` for each of its axes (``None`` for a
+    whole axis, else a mesh axis name or a tuple of them) and the node (its
+    arrays or their :class:`jax.ShapeDtypeStruct`), and returns the node with
+    each array replaced by a tuple of entries, one per axis of that array. An
+    entry whose devices do not divide the array's length on that axis is
+    dropped (the axis kept whole).
+
+    :func:`state_shardings` applies the rule, and an optimizer's eager
+    ``init`` places the node with :func:`place_statistics`.
+    :func:`zero1_state_shardings`, whose params are whole, splits each array
+    of the node as it splits a leaf that mirrors a parameter, along its first
+    dimension that the device count divides (:func:`split_spec`). A field
+    that does not have the params' structure (the state of
+    :func:`gradtx.flat`), a parameter without a :class:`NamedSharding` and a
+    quantized leaf (:func:`gradtx.quantize_state`) keep the placement they
+    have without the rule.
+
+    Args:
+      state_type: the state's class (a ``NamedTuple``).
+      field: the name of the field holding one node per parameter.
+      rule: ``rule(param_shape, entries, node)`` as above; it reads only shapes.
+    """
+    _STATISTICS.setdefault(state_type, {})[field] = rule
+
+
+def _statistics_placement(
+    rule: StatisticsRule, mesh: Mesh, spec: PartitionSpec, shape: tuple[int, ...], node: Any
+) -> Any:
+    """The :class:`NamedSharding` of each array of ``node``, as ``rule`` says."""
+    wanted = rule(tuple(shape), _entries(spec, len(shape)), node)
+
+    def place(leaf: Any, entries: tuple[Any, ...]) -> NamedSharding:
+        fitted = (_fits(mesh, e, n) for e, n in zip(entries, leaf.shape, strict=True))
+        return NamedSharding(mesh, PartitionSpec(*fitted))
+
+    return jax.tree.map(place, node, wanted)
+
+
+def place_statistics(param: Any, node: Any, rule: StatisticsRule) -> Any:
+    """Puts the statistics ``node`` of a placed ``param`` where :func:`state_shardings` would.
+
+    For an optimizer's ``init`` called eagerly on placed params: its
+    statistics are then created on the parameter's mesh, split by ``rule``
+    (see :func:`register_statistics`), as ``jnp.zeros_like(param)`` is split
+    like ``param``. Under ``jit`` (``param`` a tracer) or for a ``param``
+    without a :class:`NamedSharding`, ``node`` is returned as it is.
+
+    Args:
+      param: the parameter.
+      node: its statistics: an array, or a tuple of arrays and ``None``.
+      rule: the rule registered for the field that holds ``node``.
+
+    Returns:
+      ``node``, each array placed with the :class:`NamedSharding` the rule gives.
+    """
+    sharding = getattr(param, "sharding", None)
+    if isinstance(param, jax.core.Tracer) or not isinstance(sharding, NamedSharding):
+        return node
+    placement = _statistics_placement(rule, sharding.mesh, sharding.spec, jnp.shape(param), node)
+    return jax.device_put(node, placement)
+
+
+def _with_statistics(
+    placed: Any, shapes: Any, params: Params, place: Callable[[int, StatisticsRule, Any], Any]
+) -> Any:
+    """``placed`` with each registered field's node of parameter ``i`` placed by
+    ``place(i, rule, node)`` (``None``: as placed)."""
+    params_def = jax.tree.structure(params, is_leaf=_is_none)
+
+    def registered(node: Any) -> bool:
+        return type(node) in _STATISTICS
+
+    def visit(placed_node: Any, shape_node: Any) -> Any:
+        if not registered(shape_node):
+            return placed_node
+        fields = {}
+        for field, rule in _STATISTICS[type(shape_node)].items():
+            try:
+                nodes = params_def.flatten_up_to(getattr(shape_node, field))
+            except (ValueError, TypeError):
+                continue  # not one node per parameter
+            olds = params_def.flatten_up_to(getattr(placed_node, field))
+            news = [
+                None if node is None or _is_quantized(node) else place(i, rule, node)
+                for i, node in enumerate(nodes)
+            ]
+            fields[field] = params_def.unflatten(
+                [old if new is None else new for old, new in zip(olds, news, strict=True)]
+            )
+        return placed_node._replace(**fields)
+
+    return jax.tree.map(visit, placed, shapes, is_leaf=registered)
+
+
 # ---------------------------------------------------------------------- placements
 
 
 def _param_ndims(params: Params) -> list[int | None]:
     """The rank of each parameter, flattened (``None`` leaves included)."""
     return [None if p is None else jnp.ndim(p) for p in jax.tree.leaves(params, is_leaf=_is_none)]
+
+
+def _param_shapes(params: Params) -> list[tuple[int, ...] | None]:
+    """The shape of each parameter, flattened (``None`` leaves included)."""
+    return [None if p is None else jnp.shape(p) for p in jax.tree.leaves(params, is_leaf=_is_none)]
 
 
 def _param_shardings(params: Params, param_shardings: Any) -> list[Any]:
@@ -213,9 +339,12 @@ def state_shardings(
     A state leaf that mirrors a parameter (see :func:`mirror_indices`: the
     moments, traces, slow weights, step sizes, in any dtype) gets that
     parameter's sharding, and a stack of copies ``(m, *param.shape)`` the same
-    sharding with the stack dimension whole; every other leaf (step counts,
-    keys, hyperparameters) gets ``replicated``. Only the shapes of the state are
-    computed (:func:`jax.eval_shape`), so ``params`` may be abstract.
+    sharding with the stack dimension whole; the statistics of a registered
+    field (:func:`register_statistics`: SOAP's and Shampoo's factors,
+    Adam-mini's block moments) are split as its rule says; every other leaf
+    (step counts, keys, hyperparameters) gets ``replicated``. Only the shapes
+    of the state are computed (:func:`jax.eval_shape`), so ``params`` may be
+    abstract.
 
     Args:
       tx: the optimizer.
@@ -255,6 +384,7 @@ def state_shardings(
     """
     flat_shardings = _param_shardings(params, param_shardings)
     ndims = _param_ndims(params)
+    param_shapes = _param_shapes(params)
     shapes = jax.eval_shape(tx.init, params)
 
     def elsewhere() -> Sharding:
@@ -267,7 +397,14 @@ def state_shardings(
             return _quantized_sharding(flat_shardings[i], ndims[i], leaf, elsewhere)
         return _stacked(flat_shardings[i], leaf.ndim - ndims[i], elsewhere)
 
-    return jax.tree.map(placement, mirror_indices(shapes, params), shapes)
+    def statistics(i: int, rule: StatisticsRule, node: Any) -> Any:
+        sharding = flat_shardings[i]
+        if not isinstance(sharding, NamedSharding):
+            return None
+        return _statistics_placement(rule, sharding.mesh, sharding.spec, param_shapes[i], node)
+
+    placed = jax.tree.map(placement, mirror_indices(shapes, params), shapes)
+    return _with_statistics(placed, shapes, params, statistics)
 
 
 def _quantized_sharding(
@@ -350,12 +487,14 @@ def zero1_state_shardings(
     :func:`mirror_indices`) is split along the first of the parameter's
     dimensions divisible by the number of devices on ``axis_name``
     (:func:`split_spec`), so with ``n`` devices each holds ``1/n`` of it; a leaf
-    with no such dimension, and every leaf mirroring no parameter, is replicated.
-    A quantized leaf (:func:`gradtx.quantize_state`) has its codes and scales
-    split as its parameter would be. In a jitted step taking the state with
-    these shardings, XLA computes each
-    device's slice of the update and all-gathers the updates for the replicated
-    params (Rajbhandari et al. 2020, Sec. 5.1, P_os).
+    with no such dimension, and every leaf mirroring no parameter, is replicated,
+    except the statistics of a registered field (:func:`register_statistics`),
+    each split along its own first divisible dimension. A quantized leaf
+    (:func:`gradtx.quantize_state`) has its codes and scales split as its
+    parameter would be. In a jitted step taking the state with these
+    shardings, XLA computes each device's slice of the update and
+    all-gathers the updates for the replicated params (Rajbhandari et al.
+    2020, Sec. 5.1, P_os).
 
     Args:
       tx: the optimizer.
@@ -386,9 +525,7 @@ def zero1_state_shardings(
     size = _axis_size(mesh, axis_name)
     ndims = _param_ndims(params)
     shapes = jax.eval_shape(tx.init, params)
-    param_shapes = [
-        None if p is None else jnp.shape(p) for p in jax.tree.leaves(params, is_leaf=_is_none)
-    ]
+    param_shapes = _param_shapes(params)
 
     def placement(i: int, leaf: Any) -> Any:
         if i == _NOT_MIRRORED:
@@ -399,4 +536,10 @@ def zero1_state_shardings(
         skip = leaf.ndim - ndims[i]
         return NamedSharding(mesh, split_spec(leaf.shape, axis_name, size, skip=skip))
 
-    return jax.tree.map(placement, mirror_indices(shapes, params), shapes)
+    def statistics(i: int, rule: StatisticsRule, node: Any) -> Any:
+        del i, rule  # the params are whole: a statistic is split as its own shape allows
+        split = lambda leaf: NamedSharding(mesh, split_spec(leaf.shape, axis_name, size))  # noqa: E731
+        return jax.tree.map(split, node)
+
+    placed = jax.tree.map(placement, mirror_indices(shapes, params), shapes)
+    return _with_statistics(placed, shapes, params, statistics)

@@ -1847,7 +1847,8 @@ REGISTRY: tuple[Entry, ...] = (
     ),
     # Shampoo (gradtx/optimizers/shampoo.py): block_size 2 cuts tiny_params' (2, 3)
     # leaf into two blocks; the grafted norm is taken per block (reduces_per_leaf);
-    # real params only. Its preconditioners are not param-shaped (replicated).
+    # real params only. Its preconditioners are not param-shaped: their blocks axis
+    # is split by the rule the module registers (gradtx.sharding.register_statistics).
     # matrix_epsilon 1e-3: with the default 1e-6 the first step's roots, of rank-1
     # blocks plus 1e-6 I (eigenvalues 1e-6 beside O(1)), turn the sharded gradient's
     # reordered float32 sums into ~14 ulps of the state, past test_sharding's 8.

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -169,6 +170,129 @@ def test_param_shardings_of_another_structure_are_refused():
     sharding = NamedSharding(_mesh(), P())
     with pytest.raises(ValueError, match="param_shardings must have the tree structure"):
         state_shardings(gradtx.adam(0.1), params, {"w": sharding})
+
+
+# ---------------------------------------------------------------- statistics: SOAP, Shampoo, ...
+
+
+def _two_axis_mesh() -> Mesh:
+    # Both axes of length 1: every entry divides, so the specs show the rules alone.
+    return Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("data", "model"))
+
+
+def _specs(shardings):
+    return jax.tree.map(lambda s: s.spec, shardings)
+
+
+def test_soap_factors_are_split_by_rows_as_their_dimension():
+    mesh = _two_axis_mesh()
+    params = {"w": jnp.zeros((4, 6)), "b": jnp.zeros(6)}
+    shardings = {"w": NamedSharding(mesh, P("model", "data")), "b": NamedSharding(mesh, P("data"))}
+    out = state_shardings(gradtx.soap(0.1), params, shardings)[0]
+    for factors in (out.stats, out.bases):
+        assert _specs(factors) == {"w": (P("model", None), P("data", None)), "b": (None,)}
+    assert out.mu["w"] == shardings["w"]
+
+
+def test_soap_merged_dimensions_follow_their_first_axis():
+    # (2, 3, 8, 5) with max_precond_dim 6: work shape (6, 8, 5), the 6 from axes 0 and 1.
+    mesh = _two_axis_mesh()
+    params = {"k": jnp.zeros((2, 3, 8, 5))}
+    tx = gradtx.soap(0.1, max_precond_dim=6, merge_dims=True)
+    first = state_shardings(tx, params, NamedSharding(mesh, P("data", None, None, "model")))
+    assert _specs(first[0].stats["k"]) == (P("data", None), None, P("model", None))
+    # An axis after the first of a run is split: the merged rows are not contiguous.
+    second = state_shardings(tx, params, NamedSharding(mesh, P(None, "data")))
+    assert _specs(second[0].stats["k"]) == (P(None, None), None, P(None, None))
+
+
+def test_shampoo_blocks_are_split_over_the_rows_then_the_columns():
+    mesh = _two_axis_mesh()
+    params = {"w": jnp.zeros((4, 6)), "t": jnp.zeros((2, 2, 4)), "b": jnp.zeros(6)}
+    shardings = {
+        "w": NamedSharding(mesh, P("data", "model")),
+        "t": NamedSharding(mesh, P(None, "data", "model")),  # a merged row axis split
+        "b": NamedSharding(mesh, P("data")),
+    }
+    out = state_shardings(gradtx.shampoo(0.1, block_size=2), params, shardings)[0]
+    blocks = _specs(out.preconditioners)
+    assert blocks["w"] == (P(("data", "model"), None, None),) * 4
+    assert blocks["t"] == (P("model", None, None),) * 4
+    assert blocks["b"] == ()
+
+
+def test_adam_mini_block_moments_keep_the_split_of_their_kept_axes():
+    mesh = _two_axis_mesh()
+    params = {
+        "mlp": jnp.zeros((4, 6)),  # one v per output neuron: (1, 6)
+        "embed": jnp.zeros((8, 4)),  # one per token: (8, 1)
+        "q_proj": jnp.zeros((4, 6)),  # one per head: (1, 2, 1), the heads from the last axis
+        "bias": jnp.zeros(6),  # Adam's v, shaped like the param
+    }
+    sharding = NamedSharding(mesh, P("data", "model"))
+    one = {**{k: sharding for k in params}, "bias": NamedSharding(mesh, P("model"))}
+    out = state_shardings(gradtx.adam_mini(0.1, num_heads=2), params, one)[0]
+    assert _specs(out.nu) == {
+        "mlp": P(None, "model"),
+        "embed": P("data", None),
+        "q_proj": P(None, "model", None),
+        "bias": P("model"),
+    }
+
+
+def test_statistics_placed_eagerly_where_state_shardings_puts_them():
+    mesh = _two_axis_mesh()
+    params = {"w": jnp.ones((4, 6)), "b": jnp.ones(6)}
+    shardings = {"w": NamedSharding(mesh, P("data", "model")), "b": NamedSharding(mesh, P())}
+    params = jax.device_put(params, shardings)
+    for tx in (gradtx.soap(0.1), gradtx.shampoo(0.1, block_size=2), gradtx.adam_mini(0.1)):
+        expected = state_shardings(tx, params)
+        state = tx.init(params)
+        for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(expected), strict=True):
+            if sharding.spec != P():  # the count is made on the default device
+                assert leaf.sharding.is_equivalent_to(sharding, leaf.ndim)
+
+
+def test_zero1_splits_statistics_as_their_own_shape_allows():
+    mesh = _mesh()
+    params = {"w": jnp.zeros((3, 4))}
+    out = zero1_state_shardings(gradtx.soap(0.1), params, mesh, "data")[0]
+    assert _specs(out.stats["w"]) == (P("data"), P("data"))
+    out = zero1_state_shardings(gradtx.adam_mini(0.1), params, mesh, "data")[0]
+    assert out.nu["w"].spec == P("data")  # (1, 1): the first axis, of length 1
+
+
+def test_statistics_of_another_structure_stay_replicated():
+    # flat() hands SOAP one vector: its factors are not per parameter of these params.
+    mesh = _mesh()
+    params = {"w": jnp.zeros((4, 2)), "b": jnp.zeros(2)}
+    tx = gradtx.flat(gradtx.soap(0.1, precondition_1d=True))
+    out = state_shardings(tx, params, NamedSharding(mesh, P("data")))
+    assert {s.spec for s in jax.tree.leaves(out)} == {P()}
+
+
+class _CoverState(NamedTuple):
+    count: jax.Array
+    cover: Any  # per param, the sums of |g| over the columns: (rows,)
+
+
+def test_register_statistics_places_a_state_of_ones_own():
+    from gradtx.sharding import place_statistics, register_statistics
+
+    rows = lambda shape, entries, node: (entries[0],)  # noqa: E731
+    register_statistics(_CoverState, "cover", rows)
+    tx = gradtx.GradientTransformation(
+        lambda p: _CoverState(jnp.zeros([], jnp.int32), jax.tree.map(lambda x: x[:, 0], p)),
+        lambda u, s, p=None: (u, s),
+    )
+    mesh = _two_axis_mesh()
+    params = {"w": jnp.zeros((4, 6))}
+    out = state_shardings(tx, params, NamedSharding(mesh, P("model", "data")))
+    assert out.cover["w"].spec == P("model")
+    placed = jax.device_put(jnp.ones((4, 6)), NamedSharding(mesh, P("model", "data")))
+    assert place_statistics(placed, jnp.ones(4), rows).sharding.spec == P("model")
+    unplaced = np.ones((4, 6), np.float32)  # no NamedSharding: left as it is
+    assert isinstance(place_statistics(unplaced, np.ones(4), rows), np.ndarray)
 
 
 # ---------------------------------------------------------------- ZeRO-1
@@ -384,6 +508,91 @@ def test_zero1_step_matches_one_device(report):
     assert 0 < zero1["params_change"]
     assert zero1["params_diff"] <= 8 * F32_EPS * zero1["params_scale"]
     assert zero1["state_diff"] <= 8 * F32_EPS * zero1["state_scale"]
+
+
+# Where the statistics of tests/sharded/multi_device.py's STATISTICS_SPECS params go
+# on the 2 x 4 mesh ("data", "model"): mlp/kernel (8, 8) P("data", "model"),
+# embed/embedding (16, 8) P(("data", "model")), attn/q_proj/kernel (8, 16)
+# P(None, "model"), lm_head/kernel (6, 6) P("data"), norm/scale (8,) P("model").
+ALL = ("data", "model")
+SOAP_FACTORS = {  # the rows of L_i and Q_i split as axis i; no statistic of a side of 16
+    "['attn']['q_proj']['kernel'][0]": P(None, None),
+    "['embed']['embedding'][1]": P(None, None),
+    "['lm_head']['kernel'][0]": P("data", None),
+    "['lm_head']['kernel'][1]": P(None, None),
+    "['mlp']['kernel'][0]": P("data", None),
+    "['mlp']['kernel'][1]": P("model", None),
+}
+SHAMPOO_BLOCKS = {  # 2 x 2 blocks, stacked: over the rows' mesh axes, then the columns'
+    "['attn']['q_proj']['kernel']": P("model", None, None),  # 32 blocks
+    "['embed']['embedding']": P(ALL, None, None),  # 32 blocks
+    "['lm_head']['kernel']": P(None, None, None),  # 9 blocks: 'data' (2) does not divide
+    "['mlp']['kernel']": P(ALL, None, None),  # 16 blocks
+}
+ADAM_MINI_V = {  # the kept axes split as the param's
+    "['attn']['q_proj']['kernel']": P(None, "model", None),  # (1, 4 heads, 1)
+    "['embed']['embedding']": P(ALL, None),  # one per token: (16, 1)
+    "['lm_head']['kernel']": P(None, None),  # one per output neuron: (1, 6), 6 not split
+    "['mlp']['kernel']": P(None, "model"),  # one per output neuron: (1, 8)
+    "['norm']['scale']": P(None),  # one for the whole leaf
+}
+EXPECTED_STATISTICS = {
+    "soap": {f"[0].{f}{k}": v for f in ("stats", "bases") for k, v in SOAP_FACTORS.items()},
+    "shampoo": {
+        f"[0].preconditioners{k}[{i}]": v for k, v in SHAMPOO_BLOCKS.items() for i in range(4)
+    },
+    "adam_mini": {f"[0].nu{k}": v for k, v in ADAM_MINI_V.items()},
+}
+# ZeRO-1 (params whole on a "data" axis of 8): each statistic along its first
+# dimension that 8 divides, as a moment.
+ZERO1_SOAP = {  # 8 x 8 factors split, 6 x 6 whole
+    "['attn']['q_proj']['kernel'][0]": P("data"),
+    "['embed']['embedding'][1]": P("data"),
+    "['lm_head']['kernel'][0]": P(),
+    "['lm_head']['kernel'][1]": P(),
+    "['mlp']['kernel'][0]": P("data"),
+    "['mlp']['kernel'][1]": P("data"),
+}
+EXPECTED_ZERO1_STATISTICS = {
+    "soap": {f"[0].{f}{k}": v for f in ("stats", "bases") for k, v in ZERO1_SOAP.items()},
+    "shampoo": {
+        f"[0].preconditioners{k}[{i}]": P() if "lm_head" in k else P("data")
+        for k in SHAMPOO_BLOCKS
+        for i in range(4)
+    },
+    "adam_mini": {
+        "[0].nu['attn']['q_proj']['kernel']": P(),  # (1, 4, 1)
+        "[0].nu['embed']['embedding']": P("data"),  # (16, 1)
+        "[0].nu['lm_head']['kernel']": P(),  # (1, 6)
+        "[0].nu['mlp']['kernel']": P(None, "data"),  # (1, 8)
+        "[0].nu['norm']['scale']": P(),  # (1,)
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_STATISTICS))
+def test_statistics_are_split_like_their_params_on_8_devices(report, name):
+    facts = report["statistics"][name]
+    expected = {path: str(spec) for path, spec in EXPECTED_STATISTICS[name].items()}
+    assert facts["specs"] == expected
+    zero1 = {path: str(spec) for path, spec in EXPECTED_ZERO1_STATISTICS[name].items()}
+    assert facts["zero1"]["specs"] == zero1
+    # The eager init places them so, and every step keeps every state leaf where it is.
+    assert facts["init_problems"] == []
+    assert facts["step_problems"] == facts["zero1"]["step_problems"] == []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_STATISTICS))
+@pytest.mark.parametrize("layout", ["like_params", "zero1"])
+def test_steps_with_split_statistics_match_one_device(report, name, layout):
+    # Four jitted steps with the state's in/out shardings against the same steps
+    # on one device: the sums are reordered, and SOAP's eigenbases carry that
+    # rounding divided by the eigengaps (measured: 6e-7 of the scale, SOAP).
+    facts = report["statistics"][name]
+    facts = facts if layout == "like_params" else facts["zero1"]
+    assert facts["params_change"] > 0
+    assert facts["params_diff"] <= 1e-6 * facts["params_scale"]
+    assert facts["state_diff"] <= 1e-6 * facts["state_scale"]
 
 
 @pytest.mark.parametrize("mesh", ["data", "x_y"])

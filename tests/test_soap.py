@@ -160,19 +160,20 @@ def test_merged_shape_is_the_authors():
     assert merged((1, 1), 10) == (1,)
 
 
-def test_state_shardings_replicate_the_statistics():
+def test_state_shardings_split_the_statistics_by_rows_as_their_dimension():
+    # w split along axis 0: L's rows are split the same way, R (of the whole axis 1) is not.
+    P = jax.sharding.PartitionSpec
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-    spec = jax.sharding.PartitionSpec("data")
     params = {"w": jnp.zeros((4, 4)), "b": jnp.zeros(3)}
-    shardings = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, spec), params)
+    shardings = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, P("data")), params)
     tx = gradtx.soap(1e-3)
     out = state_shardings(tx, params, shardings)[0]
-    assert out.mu["w"].spec == spec and out.nu["b"].spec == spec
-    assert out.stats["w"][0].spec == jax.sharding.PartitionSpec()
-    assert out.bases["w"][1].spec == jax.sharding.PartitionSpec()
+    assert out.mu["w"].spec == P("data") and out.nu["b"].spec == P("data")
+    assert out.stats["w"][0].spec == out.bases["w"][0].spec == P("data", None)
+    assert out.stats["w"][1].spec == out.bases["w"][1].spec == P(None, None)
     placed = jax.device_put(params, shardings)
     state = tx.init(placed)[0]
-    assert state.stats["w"][0].sharding.spec == jax.sharding.PartitionSpec()
+    assert state.stats["w"][0].sharding.spec == P("data", None)
 
 
 def test_complex_params_are_refused():

@@ -1,4 +1,15 @@
-"""Adam-mini: one second moment per block of parameters (Zhang et al. 2024, Alg. 1)."""
+"""Adam-mini: one second moment per block of parameters (Zhang et al. 2024, Alg. 1).
+
+Sharding: ``mu`` is shaped like its parameter and follows its sharding. A
+leaf's ``v`` keeps the parameter's axes, those averaged over of length 1, and
+each kept axis is split as the parameter's is (when its devices divide it); with
+``"heads"`` on a ``(dim, heads * head_dim)`` leaf, the heads axis is split as
+the parameter's last axis. ``v`` with the parameter's shape (``"adam"``) is
+placed like the parameter. This is the rule registered with
+``gradtx.sharding``, which ``state_shardings`` applies
+(``zero1_state_shardings`` splits ``v`` along its first divisible dimension,
+as a moment); an eager ``init`` places ``v`` so.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx import _checks, tree
+from gradtx import _checks, sharding, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import Mask, chain
 from gradtx.optimizers.adam import check_adam_args
@@ -88,6 +99,20 @@ class ScaleByAdamMiniState(NamedTuple):
     # Per leaf, one entry per block (its view's shape with the averaged axes of
     # size 1): v, the second moment of each block (real dtype).
     nu: Updates
+
+
+def _block_moment_entries(shape: tuple[int, ...], entries: tuple[Any, ...], nu: Any) -> Any:
+    """Where a leaf's ``v`` is split: each axis kept from the parameter (same length)
+    as the parameter's; the rule of ``nu`` (:func:`gradtx.sharding.register_statistics`)."""
+    if jnp.ndim(nu) == len(shape) + 1:  # "heads": the last axis seen as (heads, head_dim)
+        heads = jnp.shape(nu)[-2]
+        shape, entries = (*shape[:-1], heads, shape[-1] // heads), (*entries, None)
+    return tuple(
+        e if n == m else None for e, n, m in zip(entries, jnp.shape(nu), shape, strict=True)
+    )
+
+
+sharding.register_statistics(ScaleByAdamMiniState, "nu", _block_moment_entries)
 
 
 def _path_name(path: tuple[Any, ...]) -> str:
@@ -245,8 +270,9 @@ def scale_by_adam_mini(
             dtype = tree.real_dtype(jnp.result_type(p))
             if shape == tuple(jnp.shape(p)):  # a full second moment: placed like the param
                 nu.append(tree.zeros_like(p, dtype))
-            else:  # one value per block: beside the param, replicated
-                nu.append(tree.zeros_beside(p, shape, dtype))
+            else:  # one value per block: split along the kept axes as the param
+                zeros = jnp.zeros(shape, dtype)
+                nu.append(sharding.place_statistics(p, zeros, _block_moment_entries))
         mu = tree.zeros_like(params, mu_dtype)
         return ScaleByAdamMiniState(tree.zero_count(), mu, treedef.unflatten(nu))
 

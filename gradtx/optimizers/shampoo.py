@@ -8,6 +8,19 @@ each matrix into blocks of at most ``block_size`` rows and columns (each block i
 own ``L`` and ``R``), recomputes the inverse roots every few steps only, and
 *grafts* the step length of a diagonal method (AdaGrad or Adam) onto Shampoo's
 direction, block by block.
+
+Sharding: ``nu`` and ``mu`` are shaped like their parameter and follow its
+sharding. The blocks' ``L, R`` and roots, stacked along a leading axis, are
+split along it over the mesh axes that split the parameter's rows (the first
+axis of the rows a tensor merges, when the others are whole), then those that
+split its columns, when their devices divide the number of blocks; the block
+sides are whole. This is the rule registered with ``gradtx.sharding``, which
+``state_shardings`` applies (``zero1_state_shardings`` splits each stack along
+its first divisible dimension, as a moment); an eager ``init`` places the
+blocks so. Each device then holds, and roots, ``1/n`` of the
+blocks; they are its own blocks of the parameter when the rows alone are split
+and ``n`` divides the number of block rows (or the columns alone, with one
+block row), and XLA moves the gradient's blocks to them otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradtx import _checks, tree
+from gradtx import _checks, sharding, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
 from gradtx.linear_algebra import matrix_inverse_pth_root
@@ -167,7 +180,32 @@ def _preconditioners(p: Any, block_size: int) -> tuple[Array, ...]:
     (nr, br), (nc, bc) = _grid(m, block_size), _grid(n, block_size)
     c = tree.compute_dtype(p.dtype)
     left, right = (nr * nc, br, br), (nr * nc, bc, bc)
-    return tuple(tree.zeros_beside(p, s, c) for s in (left, right, left, right))
+    blocks = tuple(jnp.zeros(s, c) for s in (left, right, left, right))
+    return sharding.place_statistics(p, blocks, _block_entries)
+
+
+def _block_entries(shape: tuple[int, ...], entries: tuple[Any, ...], blocks: Any) -> Any:
+    """Where a parameter's stacked blocks are split: ``(blocks axis, None, None)`` each.
+
+    The blocks axis takes the mesh axes that split the rows of the matrix the
+    parameter is viewed as (its first axis, when the other merged ones are
+    whole), then those that split its columns (its last axis); the rule of
+    ``preconditioners`` (:func:`gradtx.sharding.register_statistics`).
+    """
+    if not blocks:  # a vector or a scalar
+        return ()
+    rows = entries[0] if all(e is None for e in entries[1:-1]) else None
+    names = [
+        name
+        for entry in (rows, entries[-1])
+        if entry is not None
+        for name in ((entry,) if isinstance(entry, str) else entry)
+    ]
+    axis = None if not names else names[0] if len(names) == 1 else tuple(names)
+    return tuple((axis, None, None) for _ in blocks)
+
+
+sharding.register_statistics(ScaleByShampooState, "preconditioners", _block_entries)
 
 
 def scale_by_shampoo(

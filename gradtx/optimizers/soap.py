@@ -17,12 +17,15 @@ Symbols: ``beta_1, beta_2`` = ``b1, b2``; ``beta_s`` = ``shampoo_beta``;
 ``L_i`` (``L, R`` of a matrix) = ``stats``; ``Q_i`` (``Q_L, Q_R``) = ``bases``.
 
 Sharding: ``mu`` and ``nu`` are shaped like their parameter and follow its
-sharding; the per-dimension ``L_i`` and ``Q_i`` (``d_i x d_i``) are replicated
-over the parameter's mesh (``gradtx.sharding.state_shardings`` gives them the
-replicated sharding; eager ``init`` puts them there), as Adafactor's factored
-statistics are. A ``d x d`` matrix of a dimension split over ``n`` devices
-could be split by rows too, but ``eigh`` and ``qr`` want it whole, so each
-device keeps all of it and the contraction that builds it is an all-reduce.
+sharding. The rows of ``L_i`` and ``Q_i`` (``d_i x d_i``) are split as
+dimension ``i`` of the parameter is (over the same mesh axes), their columns
+whole; a factor of a whole dimension is replicated, and a dimension merged
+from several axes (``merge_dims``) is split as the first of them when the
+others are whole. This is the rule registered with ``gradtx.sharding``, which
+``state_shardings`` applies (``zero1_state_shardings`` splits each factor
+along its first divisible dimension, as a moment); an eager ``init`` places
+the factors so. Each device then stores ``1/n`` of a factor; ``eigh`` and
+``qr`` want it whole, so XLA gathers it for a refresh.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gradtx import _checks, tree
+from gradtx import _checks, sharding, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
 from gradtx.combine import chain
 from gradtx.transforms.regularize import add_decayed_weights
@@ -73,6 +76,51 @@ def merged_shape(shape: tuple[int, ...], max_precond_dim: int) -> tuple[int, ...
 def _work_shape(shape, max_precond_dim, merge_dims):
     """The shape whose dimensions carry statistics (0-d and 1-d leaves are not merged)."""
     return merged_shape(shape, max_precond_dim) if merge_dims and len(shape) > 1 else shape
+
+
+def _merged_axes(shape: tuple[int, ...], sides: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """The axes of ``shape`` that make each dimension of the work shape.
+
+    ``sides`` holds each work dimension's length ``d_i``, or ``None`` for one
+    without a statistic. Without merging, dimension ``i`` is axis ``i``. Merged
+    (:func:`merged_shape`), a dimension with a statistic is the run of axes
+    whose product is ``d_i``, and one without is a single axis (longer than
+    ``max_precond_dim``, which is never merged); axes of length 1, which no
+    device count splits, are skipped between runs.
+    """
+    if len(sides) == len(shape):
+        return [(axis,) for axis in range(len(shape))]
+    runs, axis = [], 0
+    for side in sides:
+        while axis < len(shape) and shape[axis] == 1:
+            axis += 1
+        start, size = axis, 1
+        while axis < len(shape) and (size < side if side is not None else axis == start):
+            size *= shape[axis]
+            axis += 1
+        runs.append(tuple(range(start, axis)))
+    return runs
+
+
+def _factor_entries(shape: tuple[int, ...], entries: tuple[Any, ...], factors: Any) -> Any:
+    """Where a parameter's ``L_i`` and ``Q_i`` are split: ``(rows, None)`` per factor.
+
+    The rows of the factor of dimension ``i`` take the parameter's
+    PartitionSpec entry for axis ``i`` (for a merged dimension, that of its
+    first axis when the others are whole); the columns are whole. The rule of
+    ``stats`` and ``bases`` (:func:`gradtx.sharding.register_statistics`).
+    """
+    sides = tuple(None if f is None else f.shape[0] for f in factors)
+    placed = []
+    for factor, run in zip(factors, _merged_axes(shape, sides), strict=True):
+        whole_after = all(entries[a] is None for a in run[1:])
+        rows = entries[run[0]] if run and whole_after else None
+        placed.append(None if factor is None else (rows, None))
+    return tuple(placed)
+
+
+sharding.register_statistics(ScaleBySoapState, "stats", _factor_entries)
+sharding.register_statistics(ScaleBySoapState, "bases", _factor_entries)
 
 
 def _rotate(x: Array, bases: tuple[Any, ...], back: bool = False) -> Array:
@@ -272,7 +320,8 @@ def scale_by_soap(
             )
         c = tree.compute_dtype(jnp.asarray(p).dtype)
         sides = dims(p)[1]
-        return tuple(None if d is None else tree.zeros_beside(p, (d, d), c) for d in sides)
+        factors = tuple(None if d is None else jnp.zeros((d, d), c) for d in sides)
+        return sharding.place_statistics(p, factors, _factor_entries)
 
     def init_fn(params):
         tree.check_inexact(params, owner)

@@ -218,8 +218,69 @@ def quantized_placement(state_path: str, leaf, param_shapes, param_sharding):
     return NamedSharding(like.mesh, P(*spec[:k], blocks))
 
 
-def placement_problems(state, params_sharded) -> list[str]:
-    """Each state leaf that is not where the oracle says, as a sentence."""
+def _devices(mesh, entry) -> int:
+    names = (entry,) if isinstance(entry, str) else tuple(entry)
+    return int(np.prod([mesh.shape[n] for n in names]))
+
+
+def _fitted(mesh, entries, shape):
+    """``P(*entries)``, an entry dropped where its devices do not divide the length."""
+    pairs = zip(entries, shape, strict=True)
+    return P(*(e if e is None or n % _devices(mesh, e) == 0 else None for e, n in pairs))
+
+
+def _soap_factor(k, leaf, param_shape, spec):
+    # The rows of L_k, Q_k split as axis k of the param (no merge_dims here).
+    return (spec[k], None)
+
+
+def _shampoo_blocks(k, leaf, param_shape, spec):
+    # Matrices only here: the blocks axis over the rows' mesh axes, then the columns'.
+    names = []
+    for entry in (spec[0], spec[-1]):
+        names += [] if entry is None else [entry] if isinstance(entry, str) else list(entry)
+    return (None if not names else names[0] if len(names) == 1 else tuple(names), None, None)
+
+
+def _adam_mini_v(k, leaf, param_shape, spec):
+    # No "heads" leaf here: the kept axes (the param's length) split as the param's.
+    return tuple(
+        e if n == m else None for e, n, m in zip(spec, leaf.shape, param_shape, strict=True)
+    )
+
+
+# Per named optimizer, the state fields that hold per-parameter statistics not
+# shaped like their param, and where their leaves go (each module's docstring):
+# rule(index in the param's tuple or None, leaf, param shape, param spec entries).
+STATISTICS = {
+    "soap": {"stats": _soap_factor, "bases": _soap_factor},
+    "shampoo": {"preconditioners": _shampoo_blocks},
+    "adam_mini": {"nu": _adam_mini_v},
+}
+_FIELD = re.compile(r"\.(?P<field>\w+)(?P<param>(?:\['[^']*'\])*)(?:\[(?P<k>\d+)\])?$")
+
+
+def statistics_placement(rules, state_path: str, leaf, param_shapes, param_sharding):
+    """Where a statistic leaf of ``rules`` (an entry of STATISTICS) should be, or None."""
+    match = _FIELD.search(state_path)
+    if not rules or match is None or match["field"] not in rules:
+        return None
+    param = match["param"]
+    if param not in param_shapes or tuple(leaf.shape) == param_shapes[param]:
+        return None  # a leaf shaped like its param: the mirror oracle's
+    like = param_sharding[param]
+    shape = param_shapes[param]
+    spec = tuple(like.spec) + (None,) * (len(shape) - len(tuple(like.spec)))
+    k = None if match["k"] is None else int(match["k"])
+    entries = rules[match["field"]](k, leaf, shape, spec)
+    return NamedSharding(like.mesh, _fitted(like.mesh, entries, leaf.shape))
+
+
+def placement_problems(state, params_sharded, statistics=None) -> list[str]:
+    """Each state leaf that is not where the oracle says, as a sentence.
+
+    ``statistics``: the optimizer's entry of STATISTICS, if it has one.
+    """
     param_shapes, param_sharding = {}, {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params_sharded)[0]:
         param_shapes[_keystr(path)] = tuple(leaf.shape)
@@ -227,6 +288,10 @@ def placement_problems(state, params_sharded) -> list[str]:
     problems = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         quantized = quantized_placement(_keystr(path), leaf, param_shapes, param_sharding)
+        if quantized is None:
+            quantized = statistics_placement(
+                statistics, _keystr(path), leaf, param_shapes, param_sharding
+            )
         if quantized is not None:
             if not leaf.sharding.is_equivalent_to(quantized, leaf.ndim):
                 problems.append(f"{_keystr(path)}: {_where(leaf.sharding)}, expected {quantized}")
@@ -299,10 +364,11 @@ def check_named_optimizers(mesh, params, params_one, grads, grads_one):
             .compile()
         )
         new_params, new_state = compiled(params, state, grads)
+        rules = STATISTICS.get(entry.name)
         results[entry.name] = {
-            "jit_init_problems": placement_problems(state, params),
-            "eager_init_problems": placement_problems(tx.init(params), params),
-            "step_state_problems": placement_problems(new_state, params),
+            "jit_init_problems": placement_problems(state, params, rules),
+            "eager_init_problems": placement_problems(tx.init(params), params, rules),
+            "step_state_problems": placement_problems(new_state, params, rules),
             "step_param_problems": param_problems(new_params, mesh),
             "params_diff": _max_diff(new_params, ref_params),
             "state_diff": _max_diff(new_state, ref_state),
@@ -404,6 +470,135 @@ def check_zero1(devices):
         "state_scale": _scale(ref_state),
         "step_collectives": collective_counts(compiled.as_text()),
     }
+
+
+# Params for SOAP, Shampoo and Adam-mini's statistics on the 2 x 4 mesh: names
+# that Adam-mini's default partition reads (per output neuron, per token, per
+# head, whole), shapes whose statistics are of full rank after one gradient
+# (an eigenbasis of a rank-deficient one is arbitrary), and lm_head, whose 3 x 3
+# Shampoo blocks the 2 devices of 'data' do not divide.
+STATISTICS_SPECS = {
+    "mlp": {"kernel": P("data", "model")},
+    "embed": {"embedding": P(ALL, None)},
+    "attn": {"q_proj": {"kernel": P(None, "model")}},
+    "lm_head": {"kernel": P("data", None)},
+    "norm": {"scale": P("model")},
+}
+
+
+def make_statistics_params() -> dict[str, Any]:
+    rng = np.random.default_rng(5)
+    normal = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    return {
+        "mlp": {"kernel": normal(8, 8)},
+        "embed": {"embedding": normal(16, 8)},
+        "attn": {"q_proj": {"kernel": normal(8, 16)}},
+        "lm_head": {"kernel": normal(6, 6)},
+        "norm": {"scale": normal(8)},
+    }
+
+
+STATISTICS_OPTIMIZERS = {
+    # max_precond_dim=8: no statistic of a 16-long side (rank 8 after one gradient).
+    "soap": lambda: gradtx.soap(0.1, precondition_frequency=2, max_precond_dim=8),
+    "shampoo": lambda: gradtx.shampoo(0.1, block_size=2, matrix_epsilon=1e-3),
+    "adam_mini": lambda: gradtx.adam_mini(0.1, num_heads=4),
+}
+STATISTICS_FIELDS = {
+    "soap": ("stats", "bases"),
+    "shampoo": ("preconditioners",),
+    "adam_mini": ("nu",),
+}
+
+
+def check_statistics(mesh, devices, num_steps: int = 4):
+    """SOAP's and Shampoo's factors and Adam-mini's block moments, split like their params.
+
+    Per optimizer: the specs ``state_shardings`` and ``zero1_state_shardings``
+    give the statistics; whether the eager ``init`` on placed params and each
+    step's state are placed so; and ``num_steps`` jitted steps with those in/out
+    shardings against the same steps on one device (the same gradients).
+    """
+    params_one = make_statistics_params()
+    rng = np.random.default_rng(6)
+    grads_one = [
+        jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params_one)
+        for _ in range(num_steps)
+    ]
+    param_shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), STATISTICS_SPECS)
+    data_mesh = Mesh(np.asarray(devices), ("data",))
+    replicated = NamedSharding(data_mesh, P())
+
+    def run(step, params, state, grads_list):
+        for grads in grads_list:
+            params, state = step(params, state, grads)
+        return params, state
+
+    def statistic(path, name):
+        return any(_keystr(path).startswith(f"[0].{f}") for f in STATISTICS_FIELDS[name])
+
+    def statistics_specs(shardings, name):
+        flat = jax.tree_util.tree_flatten_with_path(shardings)[0]
+        return {_keystr(path): str(s.spec) for path, s in flat if statistic(path, name)}
+
+    def misplaced(state, shardings, only=None):
+        """The leaves of ``state`` (those of the statistics of ``only``) not as ``shardings``."""
+        pairs = zip(
+            jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(shardings), strict=True
+        )
+        return [
+            f"{_keystr(path)}: {_where(leaf.sharding)}, expected {_where(s)}"
+            for (path, leaf), s in pairs
+            if (only is None or statistic(path, only))
+            and not leaf.sharding.is_equivalent_to(s, leaf.ndim)
+        ]
+
+    def compare(params, state, ref_params, ref_state):
+        return {
+            "params_diff": _max_diff(params, ref_params),
+            "params_scale": _scale(ref_params),
+            "state_diff": _max_diff(state, ref_state),
+            "state_scale": _scale(ref_state),
+            "params_change": _max_diff(ref_params, params_one),
+        }
+
+    out = {}
+    for name, make in STATISTICS_OPTIMIZERS.items():
+        tx = make()
+        step = optimizer_step(tx)
+        ref_params, ref_state = run(jax.jit(step), params_one, tx.init(params_one), grads_one)
+
+        params = jax.device_put(params_one, param_shardings)
+        shardings = state_shardings(tx, params)
+        state = tx.init(params)  # eager: the statistics placed by the optimizer itself
+        init_problems = misplaced(state, shardings, only=name)
+        sharded_step = jax.jit(
+            step,
+            in_shardings=(param_shardings, shardings, param_shardings),
+            out_shardings=(param_shardings, shardings),
+        )
+        grads = [jax.device_put(g, param_shardings) for g in grads_one]
+        new_params, new_state = run(sharded_step, params, state, grads)
+
+        zero1 = zero1_state_shardings(tx, params_one, data_mesh, "data")
+        whole = jax.tree.map(lambda _: replicated, params_one)
+        zero1_step = jax.jit(step, in_shardings=(whole, zero1, whole), out_shardings=(whole, zero1))
+        z_params = jax.device_put(params_one, replicated)
+        z_state = jax.device_put(tx.init(params_one), zero1)
+        z_grads = [jax.device_put(g, replicated) for g in grads_one]
+        z_params, z_state = run(zero1_step, z_params, z_state, z_grads)
+        out[name] = {
+            "specs": statistics_specs(shardings, name),
+            "init_problems": init_problems,
+            "step_problems": misplaced(new_state, shardings),
+            **compare(new_params, new_state, ref_params, ref_state),
+            "zero1": {
+                "specs": statistics_specs(zero1, name),
+                "step_problems": misplaced(z_state, zero1),
+                **compare(z_params, z_state, ref_params, ref_state),
+            },
+        }
+    return out
 
 
 def check_shard_map_clip(devices):
@@ -625,6 +820,7 @@ def main() -> dict[str, Any]:
         "named": check_named_optimizers(mesh, params, params_one, grads, grads_one),
         "collectives": check_collectives(params, grads, batch),
         "zero1": check_zero1(devices),
+        "statistics": check_statistics(mesh, devices),
         "shard_map_clip": check_shard_map_clip(devices),
         "shard_map_linesearch": check_shard_map_linesearch(devices),
         "restore_sharded": check_restore_sharded(params),
