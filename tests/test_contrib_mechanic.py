@@ -31,6 +31,10 @@ REFERENCE_CASES = {
         {"weight_decay": 0.1, "s_init": 1e-4, "num_betas": 3},
         {"lr": 0.1, "wd": 0.1, "s_init": 1e-4, "n": 3},
     ),
+    "sgd-decay-authors": (
+        {"weight_decay": 0.1, "s_init": 1e-4, "tuner_form": "authors"},
+        {"lr": 0.1, "wd": 0.1, "s_init": 1e-4, "authors": True},
+    ),
 }
 
 
@@ -100,6 +104,7 @@ BAD = [
     ({"s_init": 0.0}, r"mechanize: s_init must be a finite number > 0"),
     ({"num_betas": 0}, r"mechanize: num_betas must be an integer >= 1"),
     ({"num_betas": 2.0}, r"mechanize: num_betas must be an integer >= 1"),
+    ({"tuner_form": "paper"}, r"mechanize: tuner_form must be 'optax' or 'authors'"),
 ]
 
 

@@ -38,6 +38,17 @@ REFERENCE_CASES = {
         ref.momo,
         {"lr": _decay, "beta": 0.5, "f_star": -5.0, "wd": 0.1},
     ),
+    "momo-schedule-decay-authors": (
+        gradtx.momo,
+        {
+            "learning_rate": _decay,
+            "lower_bound": -5.0,
+            "weight_decay": 0.1,
+            "decay_form": "authors",
+        },
+        ref.momo,
+        {"lr": _decay, "f_star": -5.0, "wd": 0.1, "proximal": True},
+    ),
     "momo-star": (
         gradtx.momo,
         {"lower_bound": -5.0, "adapt_lower_bound": True},
@@ -71,6 +82,18 @@ REFERENCE_CASES = {
             "wd": 0.1,
             "adapt": True,
         },
+    ),  # fmt: skip
+    "momo_adam-decay-star-authors": (
+        gradtx.momo_adam,
+        {
+            "learning_rate": 0.1,
+            "lower_bound": -5.0,
+            "weight_decay": 0.1,
+            "adapt_lower_bound": True,
+            "decay_form": "authors",
+        },
+        ref.momo_adam,
+        {"lr": 0.1, "f_star": -5.0, "wd": 0.1, "adapt": True, "proximal": True},
     ),  # fmt: skip
 }
 
@@ -157,6 +180,8 @@ BAD = [
     (gradtx.momo_adam, {"b1": -0.1}, r"momo_adam: b1 must be in \[0, 1\)"),
     (gradtx.momo_adam, {"b2": 1.0}, r"momo_adam: b2 must be in \[0, 1\)"),
     (gradtx.momo_adam, {"eps": -1.0}, r"momo_adam: eps must be a finite number >= 0"),
+    (gradtx.momo, {"decay_form": "paper"}, r"momo: decay_form must be 'optax' or 'authors'"),
+    (gradtx.momo_adam, {"decay_form": None}, r"momo_adam: decay_form must be 'optax' or 'authors'"),
 ]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,8 @@ def mechanize(
     eps: Any = 1e-8,
     s_init: Any = 1e-6,
     num_betas: int = 6,
+    *,
+    tuner_form: Literal["optax", "authors"] = "optax",
 ) -> GradientTransformation:
     """Mechanic (Cutkosky, Defazio & Mehta 2023, Alg. 1): learns the scale of another
     optimizer's steps by coin betting.
@@ -64,6 +66,14 @@ def mechanize(
       s_init: ``s_init`` > 0, each bettor's first scale and its share of the
         initial wealth.
       num_betas: ``n`` >= 1.
+      tuner_form: the bettors' rules. ``"optax"`` (default): Optax's, as above.
+        ``"authors"``: the authors' PyTorch package (``mechanic-pytorch``
+        0.0.1): the scales start at 0 and ``m_0`` at ``10^{-6}``, ``m_t =
+        \\max(\\beta m_{t-1}, |h_t|)`` and ``r_t = \\max(\\beta r_{t-1} - s_t
+        h_t, 0)`` (``h`` unclipped, ``r`` clipped at 0 in place, as the paper's
+        Alg. 1), and the decay term reads the params after the base step,
+        ``x_t + u_t``, in place of ``x_t`` (its norm too). Its ``s_init``
+        default is 1e-8.
 
     Returns:
       A complete optimizer whose state is :class:`MechanicState`; ``update``
@@ -98,6 +108,9 @@ def mechanize(
     _checks.positive(owner, "eps", eps)
     _checks.positive(owner, "s_init", s_init)
     _checks.positive_int(owner, "num_betas", num_betas)
+    if tuner_form not in ("optax", "authors"):
+        _checks._fail(owner, "tuner_form", tuner_form, "'optax' or 'authors'")
+    authors = tuner_form == "authors"
 
     def init_fn(params):
         tree.check_inexact(params, owner)
@@ -108,9 +121,9 @@ def mechanize(
             base_optimizer_state=base_optimizer.init(params),
             count=tree.zero_count(),
             r=zeros(),
-            m=zeros(),
+            m=jnp.full([num_betas], 1e-6, dtype) if authors else zeros(),
             v=zeros(),
-            s=jnp.full([num_betas], s_init, dtype),
+            s=zeros() if authors else jnp.full([num_betas], s_init, dtype),
             x0=jax.tree.map(lambda x: jnp.array(x, copy=True), params),
         )
 
@@ -126,20 +139,29 @@ def mechanize(
         x_ref = jax.tree.map(lambda x, x0: jnp.where(first, x, x0), params, state.x0)
         big_s = jnp.sum(state.s)
         g_norm = tree.sqrt(tree.squared_norm(updates)).astype(dtype)
-        x_norm = tree.sqrt(tree.squared_norm(params)).astype(dtype)
+        if authors:  # the authors' code decays the params after the base step, x_t + u_t
+            decayed = jax.tree.map(
+                lambda x, u: x.astype(jnp.promote_types(x.dtype, dtype)) + u, params, base_updates
+            )
+        else:
+            decayed = params
+        x_norm = tree.sqrt(tree.squared_norm(decayed)).astype(dtype)
         decay = weight_decay * big_s * g_norm / (x_norm + eps)
 
-        def inner(g, x, x0):  # one leaf of h_t = <Delta_t, g~_t>
+        def inner(g, x, x0, y):  # one leaf of h_t = <Delta_t, g~_t>, y the decayed params
             c = jnp.promote_types(tree.compute_dtype(jnp.result_type(g, x)), dtype)
-            x = x.astype(c)
-            delta = (x - x0.astype(c)) / (big_s + eps)
-            return jnp.sum(delta * (g.astype(c) + decay * x))
+            delta = (x.astype(c) - x0.astype(c)) / (big_s + eps)
+            return jnp.sum(delta * (g.astype(c) + decay * y.astype(c)))
 
-        h = _total(jax.tree.map(inner, updates, params, x_ref), dtype)
+        h = _total(jax.tree.map(inner, updates, params, x_ref, decayed), dtype)
         betas = jnp.asarray([1 - 0.1**i for i in range(1, num_betas + 1)], dtype)
-        m = jnp.maximum(betas * state.m, jnp.abs(h) + eps)
         v = betas**2 * state.v + h**2
-        r = betas * state.r - state.s * jnp.clip(h, -state.m, state.m)
+        if authors:
+            m = jnp.maximum(betas * state.m, jnp.abs(h))
+            r = jnp.maximum(betas * state.r - state.s * h, 0)
+        else:
+            m = jnp.maximum(betas * state.m, jnp.abs(h) + eps)
+            r = betas * state.r - state.s * jnp.clip(h, -state.m, state.m)
         wealth = s_init / num_betas * m + jnp.maximum(r, 0)
         s = wealth / (jnp.sqrt(v) + eps)
 

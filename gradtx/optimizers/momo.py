@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +53,11 @@ def _check(owner, learning_rate, lower_bound, weight_decay):
     _checks.non_negative(owner, "weight_decay", weight_decay)
 
 
+def _check_decay_form(owner, decay_form):
+    if decay_form not in ("optax", "authors"):
+        _checks._fail(owner, "decay_form", decay_form, "'optax' or 'authors'")
+
+
 def _need_value(owner, params, value):
     if params is None:
         raise ValueError(f"{owner}: the model reads <g, x>: pass the params to update.")
@@ -74,6 +79,8 @@ def momo(
     lower_bound: Any = 0.0,
     weight_decay: Any = 0.0,
     adapt_lower_bound: bool = False,
+    *,
+    decay_form: Literal["optax", "authors"] = "optax",
 ) -> GradientTransformation:
     """MoMo (Schaipp et al. 2023, Alg. 1): SGD with momentum whose step is capped by a
     Polyak step on a momentum model of the loss.
@@ -104,6 +111,11 @@ def momo(
       lower_bound: ``f_*``, a lower bound on the loss (0 for most losses).
       weight_decay: ``lambda`` >= 0.
       adapt_lower_bound: MoMo*, see above.
+      decay_form: where the decay divides. ``"optax"`` (default): Optax's,
+        as above, ``x_k / (1 + alpha lambda) - tau_k d_k``. ``"authors"``: the
+        authors' PyTorch code (``momo-opt`` 0.1.0), a proximal step that
+        divides the whole step, ``(x_k - tau_k d_k) / (1 + alpha lambda)``.
+        The two agree when ``weight_decay`` is 0.
 
     Returns:
       A complete optimizer whose state is :class:`MomoState`. ``update`` needs
@@ -132,6 +144,7 @@ def momo(
     owner = "momo"
     _check(owner, learning_rate, lower_bound, weight_decay)
     _checks.in_range(owner, "beta", beta, 0.0, 1.0)
+    _check_decay_form(owner, decay_form)
 
     def init_fn(params):
         tree.check_inexact(params, owner)
@@ -174,7 +187,8 @@ def momo(
 
         def step(g, x, d_i):
             c = d_i.dtype
-            out = -(alpha * weight_decay / shrink) * x.astype(c) - tau * d_i
+            step_size = tau / shrink if decay_form == "authors" else tau
+            out = -(alpha * weight_decay / shrink) * x.astype(c) - step_size * d_i
             return out.astype(g.dtype)
 
         new_updates = jax.tree.map(step, updates, params, d)
@@ -195,6 +209,8 @@ def momo_adam(
     lower_bound: Any = 0.0,
     weight_decay: Any = 0.0,
     adapt_lower_bound: bool = False,
+    *,
+    decay_form: Literal["optax", "authors"] = "optax",
 ) -> GradientTransformation:
     """MoMo-Adam (Schaipp et al. 2023, Alg. 2): Adam whose step is capped by a Polyak
     step on a momentum model of the loss, in Adam's metric.
@@ -221,6 +237,9 @@ def momo_adam(
       b1, b2: ``beta_1``, ``beta_2`` in [0, 1).
       eps: ``epsilon`` >= 0, added to the root.
       lower_bound, weight_decay, adapt_lower_bound: see :func:`momo`.
+      decay_form: see :func:`momo` (``"authors"``: ``(x_k - tau_k d_k / D_k) /
+        (1 + alpha lambda)``, the authors' ``MomoAdam`` with ``divide=True``,
+        its default).
 
     Returns:
       A complete optimizer whose state is :class:`MomoAdamState`. ``update``
@@ -247,6 +266,7 @@ def momo_adam(
     _checks.in_range(owner, "b1", b1, 0.0, 1.0)
     _checks.in_range(owner, "b2", b2, 0.0, 1.0)
     _checks.non_negative(owner, "eps", eps)
+    _check_decay_form(owner, decay_form)
 
     def init_fn(params):
         tree.check_inexact(params, owner)
@@ -296,7 +316,8 @@ def momo_adam(
 
         def step(g, x, d_i, v_i):
             big_d = eps + tree.sqrt(v_i / bc2.astype(v_i.dtype))
-            out = -(alpha * weight_decay / shrink) * x.astype(d_i.dtype) - tau * d_i / big_d
+            step_size = tau / shrink if decay_form == "authors" else tau
+            out = -(alpha * weight_decay / shrink) * x.astype(d_i.dtype) - step_size * d_i / big_d
             return out.astype(g.dtype)
 
         new_updates = jax.tree.map(step, updates, params, d, v)

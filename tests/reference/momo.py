@@ -1,7 +1,8 @@
 """MoMo and MoMo-Adam: Schaipp, Ohana, Eickenberg, Defazio & Gower (2023), MoMo:
 Momentum Models for Adaptive Learning Rates, Alg. 1 and Alg. 2, with MoMo*'s online
 lower bound (Sec. 5) and weight decay as ``x <- x - alpha lambda / (1 + alpha
-lambda) x`` beside the step.
+lambda) x`` beside the step (Optax's), or, with ``proximal=True``, the authors'
+code's ``x <- (x - tau d) / (1 + alpha lambda)``.
 
 Paper symbols: ``d_k`` the momentum, ``fbar_k`` the averaged loss, ``gamma_k`` the
 averaged ``<g_i, x_i>``, ``h_k = fbar_k + <d_k, x_k> - gamma_k`` the model's value
@@ -21,13 +22,13 @@ def _dot(a, b):
     return sum(float(np.sum(a_i * b_i)) for a_i, b_i in zip(a, b, strict=True))
 
 
-def momo(x, oracle, num_steps, lr=1.0, beta=0.9, f_star=0.0, wd=0.0, adapt=False):
+def momo(x, oracle, num_steps, lr=1.0, beta=0.9, f_star=0.0, wd=0.0, adapt=False, proximal=False):
     """Alg. 1 (``rho = 0`` at the first step, so ``d_0 = g_0``)::
 
     d_k = rho d_{k-1} + (1 - rho) g_k;   fbar_k, gamma_k likewise with f_k, <g_k, x_k>
     c   = 1 + alpha_k wd
     tau = min(alpha_k, (c (fbar_k - f_* - gamma_k) + <d_k, x_k>)_+ / ||d_k||^2)
-    x  <- x - alpha_k wd / c x - tau d_k
+    x  <- x - alpha_k wd / c x - tau d_k       (proximal: x <- (x - tau d_k) / c)
     MoMo*: before, if c (fbar - gamma) + <d, x> < c f_*: f_* = max(that / (2c), lb);
            after,  f_* = max(fbar + <d, x> - gamma - tau ||d||^2 / 2, lb)
     """
@@ -51,7 +52,10 @@ def momo(x, oracle, num_steps, lr=1.0, beta=0.9, f_star=0.0, wd=0.0, adapt=False
             if cap < c * lb:
                 lb = max(cap / (2 * c), f_star)
         tau = min(alpha, max(c * (fbar - lb - gamma) + d_x, 0.0) / d_sq)
-        x = [x_i - alpha * wd / c * x_i - tau * d_i for x_i, d_i in zip(x, d, strict=True)]
+        if proximal:
+            x = [(x_i - tau * d_i) / c for x_i, d_i in zip(x, d, strict=True)]
+        else:
+            x = [x_i - alpha * wd / c * x_i - tau * d_i for x_i, d_i in zip(x, d, strict=True)]
         if adapt:
             lb = max(fbar + d_x - gamma - tau * d_sq / 2, f_star)
         trajectory.record(x)
@@ -59,14 +63,24 @@ def momo(x, oracle, num_steps, lr=1.0, beta=0.9, f_star=0.0, wd=0.0, adapt=False
 
 
 def momo_adam(
-    x, oracle, num_steps, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, f_star=0.0, wd=0.0, adapt=False
+    x,
+    oracle,
+    num_steps,
+    lr=1e-2,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    f_star=0.0,
+    wd=0.0,
+    adapt=False,
+    proximal=False,
 ):
     """Alg. 2, with ``rho_k = 1 - b1^{k+1}`` and ``D = eps + sqrt(v / (1 - b2^{k+1}))``::
 
     d_k = b1 d + (1 - b1) g;  v_k = b2 v + (1 - b2) g^2;  fbar, gamma with b1
     tau = min(alpha_k / rho_k,
               (c (fbar - rho_k f_* - gamma) + <d, x>)_+ / <d, d / D>)
-    x  <- x - alpha_k wd / c x - tau d / D
+    x  <- x - alpha_k wd / c x - tau d / D     (proximal: x <- (x - tau d / D) / c)
     MoMo*: as in momo, with rho_k c in place of c, and the estimate divided by rho_k.
     """
     lr = rate(lr)
@@ -93,10 +107,13 @@ def momo_adam(
             if cap < rho * c * lb:
                 lb = max(cap / (2 * rho * c), f_star)
         tau = min(alpha / rho, max(c * (fbar - rho * lb - gamma) + d_x, 0.0) / d_sq)
-        x = [
-            x_i - alpha * wd / c * x_i - tau * d_i / D_i
-            for x_i, d_i, D_i in zip(x, d, big_d, strict=True)
-        ]
+        if proximal:
+            x = [(x_i - tau * d_i / D_i) / c for x_i, d_i, D_i in zip(x, d, big_d, strict=True)]
+        else:
+            x = [
+                x_i - alpha * wd / c * x_i - tau * d_i / D_i
+                for x_i, d_i, D_i in zip(x, d, big_d, strict=True)
+            ]
         if adapt:
             lb = max((fbar + d_x - gamma - tau * d_sq / 2) / rho, f_star)
         trajectory.record(x)
