@@ -377,6 +377,10 @@ _SECOND_ORDER = dict(
     extra_args={"value_fn": _half_squared_norm},
 )
 
+# The line searches take complex params as Optax's: the loss is real, the slope the
+# real inner product (tests/test_optax_gaps.py compares them with Optax's).
+_LINESEARCH = {**_SECOND_ORDER, "supports_complex": True}
+
 
 # Sophia's Hessian estimator reads the loss as obj_fn (Optax's name); with
 # f = |x|^2 / 2 its Hessian is I.
@@ -1534,7 +1538,7 @@ REGISTRY: tuple[Entry, ...] = (
             gradtx.scale_by_backtracking_linesearch,
             {"max_backtracking_steps": 10, "store_grad": store_grad},
             searches_line=True,
-            **_SECOND_ORDER,
+            **_LINESEARCH,
         )
         for suffix, store_grad in (("", False), ("_store_grad", True))
     ),
@@ -1544,7 +1548,7 @@ REGISTRY: tuple[Entry, ...] = (
         gradtx.scale_by_zoom_linesearch,
         {"max_linesearch_steps": 10},
         searches_line=True,
-        **_SECOND_ORDER,
+        **_LINESEARCH,
     ),
     # Learning curves recorded in the state around any optimizer; reads the loss
     # from extra_args["value"] when given.

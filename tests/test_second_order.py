@@ -51,23 +51,32 @@ from tests.second_order_problems import PROBLEMS
 # ---------------------------------------------------------------- recording a run
 
 
+_SEARCH_STATES = (gradtx.ScaleByBacktrackingLinesearchState, gradtx.ScaleByZoomLinesearchState)
+
+
 def _linesearch_state(state):
-    """The one line-search state inside a chain's state (found by its fields)."""
+    """The one line-search state inside a chain's state."""
     found = [
         node
-        for node in jax.tree.leaves(state, is_leaf=lambda n: hasattr(n, "succeeded"))
-        if hasattr(node, "succeeded")
+        for node in jax.tree.leaves(state, is_leaf=lambda n: isinstance(n, _SEARCH_STATES))
+        if isinstance(node, _SEARCH_STATES)
     ]
     assert len(found) == 1, f"expected one line-search state, found {len(found)}"
     return found[0]
+
+
+def _succeeded(search):
+    """Every error in ``search.info`` within the default tolerance 0: the conditions held."""
+    errors = search.info[1:]  # after num_linesearch_steps: decrease (and curvature) errors
+    return jnp.all(jnp.stack([jnp.asarray(e) <= 0 for e in errors]))
 
 
 def record(tx, problem, num_steps):
     """Runs ``tx`` for ``num_steps`` (one scan, float64); returns numpy arrays per step.
 
     ``x[k]`` the flat params before step k, ``u[k]`` the flat update of step k,
-    ``eta[k]`` the line search's ``learning_rate`` after step k, ``ok[k]`` its
-    ``succeeded`` flag.
+    ``eta[k]`` the line search's ``learning_rate`` after step k, ``ok[k]``
+    whether its conditions held (:func:`_succeeded`).
     """
     loss = problem.loss
 
@@ -80,7 +89,7 @@ def record(tx, problem, num_steps):
             ravel_pytree(params)[0],
             ravel_pytree(updates)[0],
             search.learning_rate,
-            search.succeeded,
+            _succeeded(search),
         )
         return (gradtx.apply_updates(params, updates), state), out
 
@@ -224,14 +233,16 @@ def test_zoom_steps_satisfy_strong_wolfe(case):
 
 
 def test_a_search_that_takes_no_step_reports_failure():
-    """An uphill direction: no step, and ``succeeded`` is False."""
+    """An uphill direction: no step, and ``state.info`` reports the failure."""
     loss = PROBLEMS["rosenbrock_2d"].loss
     params = jax.tree.map(jnp.asarray, PROBLEMS["rosenbrock_2d"].params0)
     uphill = jax.grad(loss)(params)  # the search adds its input: this goes uphill
     for search in (scale_by_zoom_linesearch(20), scale_by_backtracking_linesearch(20)):
         u, state = search.update(uphill, search.init(params), params, value_fn=loss)
         assert all(float(leaf) == 0.0 for leaf in jax.tree.leaves(u))
-        assert not bool(state.succeeded)
+        assert not bool(_succeeded(state))
+        assert int(state.info.num_linesearch_steps) == 0
+        assert float(state.info.decrease_error) == np.inf
 
 
 # ---------------------------------------------------------------- value and gradient reuse

@@ -78,8 +78,9 @@ def test_a_stack_of_copies_mirrors_its_param():
     params = {"b": jnp.zeros(3), "w": jnp.zeros((2, 3))}
     state = gradtx.lbfgs(memory_size=4).init(params)
     indices = mirror_indices(state, params)
-    assert jax.tree.map(lambda s: s.shape, state[0].s_memory) == {"b": (4, 3), "w": (4, 2, 3)}
-    assert indices[0].s_memory == {"b": 0, "w": 1}
+    shapes = jax.tree.map(lambda s: s.shape, state[0].diff_params_memory)
+    assert shapes == {"b": (4, 3), "w": (4, 2, 3)}
+    assert indices[0].diff_params_memory == {"b": 0, "w": 1}
 
 
 def test_leaves_of_another_structure_or_shape_mirror_nothing():
@@ -139,7 +140,7 @@ def test_stacked_leaves_keep_the_stack_dimension_whole():
     out = state_shardings(
         gradtx.lbfgs(memory_size=3), params, {"w": NamedSharding(mesh, P("data"))}
     )
-    assert out[0].s_memory["w"].spec == P(None, "data")
+    assert out[0].diff_params_memory["w"].spec == P(None, "data")
 
 
 def test_single_device_params_give_single_device_state():

@@ -320,13 +320,6 @@ class CompareCurves(Directive):
 
 # ---------------------------------------------------------------- Optax's names
 
-# Optax names spelled differently in gradtx (looked up with getattr all the same).
-RENAMED = {
-    "ScaleByLBFGSState": "ScaleByLbfgsState",
-    "ScaleByRStdDevState": "ScaleByStddevState",
-    "ScaleByBacktrackingLinesearchState": "LinesearchState",
-    "ScaleByZoomLinesearchState": "LinesearchState",
-}
 SUBMODULES = ("contrib", "tree", "projections", "schedules")
 # Where gradtx may hold a name, searched in this order after the matching submodule.
 GRADTX_NAMESPACES = (
@@ -352,12 +345,11 @@ def _public(module: types.ModuleType) -> list[str]:
 def _gradtx_spelling(name: str, submodule: str) -> str | None:
     import gradtx
 
-    target = RENAMED.get(name, name)
     order = (submodule,) + tuple(ns for ns in GRADTX_NAMESPACES if ns != submodule)
     for ns in order:
         module = importlib.import_module(f"gradtx.{ns}") if ns else gradtx
-        if hasattr(module, target):
-            return f"gradtx.{ns}.{target}" if ns else f"gradtx.{target}"
+        if hasattr(module, name):
+            return f"gradtx.{ns}.{name}" if ns else f"gradtx.{name}"
     return None
 
 
@@ -394,10 +386,7 @@ def gradtx_only() -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         spaces = [optax] + [importlib.import_module(f"optax.{sub}") for sub in SUBMODULES]
-        renamed = set(RENAMED.values())  # Optax's names, spelled differently
-        return sorted(
-            n for n in gradtx.__all__ if n not in renamed and not any(hasattr(m, n) for m in spaces)
-        )
+        return sorted(n for n in gradtx.__all__ if not any(hasattr(m, n) for m in spaces))
 
 
 class OptaxNames(Directive):

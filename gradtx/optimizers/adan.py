@@ -24,13 +24,13 @@ from gradtx.transforms.scale import scale_by_learning_rate
 
 
 class ScaleByAdanState(NamedTuple):
-    """State of :func:`scale_by_adan` (fields named as the paper's symbols)."""
+    """State of :func:`scale_by_adan` (Optax's fields, named as the paper's symbols)."""
 
-    count: Array  # int32 scalar: k, the number of steps taken.
     m: Updates  # EMA of g.
     v: Updates  # EMA of g_k - g_{k-1}.
     n: Updates  # EMA of |g_k + (1 - beta_2)(g_k - g_{k-1})|^2, real.
     g: Updates  # g_{k-1}, the previous gradient (zeros before the first step).
+    t: Array  # int32 scalar: k, the number of steps taken.
 
 
 _DIFFERENCE_WEIGHTS = ("b2", "1-b2")
@@ -123,12 +123,12 @@ def scale_by_adan(
     def init_fn(params):
         # Three separate buffers, so that a donated state never holds one twice.
         m, v, g = (tree.zeros_like(params) for _ in range(3))
-        return ScaleByAdanState(tree.zero_count(), m, v, tree.zeros_like(params, real=True), g)
+        return ScaleByAdanState(m, v, tree.zeros_like(params, real=True), g, tree.zero_count())
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         tree.check_structure(state.m, updates, owner=owner)
-        count = tree.safe_increment(state.count)
+        count = tree.safe_increment(state.t)
 
         def corrections(dtype):
             return tuple(tree.bias_correction_factor(b, count, dtype) for b in (b1, b2, b3))
@@ -140,7 +140,7 @@ def scale_by_adan(
             )
 
         out, m, v, n, g = tree.map_unzip(leaf, 5, updates, state.m, state.v, state.n, state.g)
-        return out, ScaleByAdanState(count, m, v, n, g)
+        return out, ScaleByAdanState(m, v, n, g, count)
 
     return GradientTransformation(init_fn, update_fn)
 

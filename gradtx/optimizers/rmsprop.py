@@ -13,20 +13,36 @@ from gradtx.optimizers.sgd import nesterov as nesterov_velocity
 from gradtx.optimizers.sgd import trace, velocity_and_step
 from gradtx.transforms.scale import scale_by_learning_rate
 
+# As in Optax, the step count is kept only with bias_correction=True, in the
+# "WithCount" states (the only option that reads it); the field names are Optax's.
+
 
 class ScaleByRmsState(NamedTuple):
-    """State of :func:`scale_by_rms`."""
+    """State of :func:`scale_by_rms` (``bias_correction=False``)."""
 
-    count: Array  # int32 scalar: t, used by bias_correction=True.
     nu: Updates  # r in Goodfellow Alg. 8.5; real dtype, shaped like the params.
 
 
-class ScaleByStddevState(NamedTuple):
-    """State of :func:`scale_by_stddev`."""
+class ScaleByRmsWithCountState(NamedTuple):
+    """State of :func:`scale_by_rms` with ``bias_correction=True``."""
 
-    count: Array  # int32 scalar: t, used by bias_correction=True.
+    count: Array  # int32 scalar: t, for the bias correction 1 - rho^t.
+    nu: Updates  # r, as in ScaleByRmsState.
+
+
+class ScaleByRStdDevState(NamedTuple):
+    """State of :func:`scale_by_stddev` (``bias_correction=False``)."""
+
     mu: Updates  # The EMA of g (Graves 2013's g_bar), shaped like the params.
     nu: Updates  # The EMA of |g|^2 (r), real dtype.
+
+
+class ScaleByRStdDevWithCountState(NamedTuple):
+    """State of :func:`scale_by_stddev` with ``bias_correction=True``."""
+
+    count: Array  # int32 scalar: t, for the bias correction 1 - rho^t.
+    mu: Updates  # g_bar, as in ScaleByRStdDevState.
+    nu: Updates  # r, as in ScaleByRStdDevState.
 
 
 def _normalise(g, second, eps, eps_in_sqrt):
@@ -95,14 +111,18 @@ def scale_by_rms(
 
     def init_fn(params):
         nu = tree.full_like(params, initial_scale, nu_dtype, real=True)
-        return ScaleByRmsState(tree.zero_count(), nu)
+        if bias_correction:
+            return ScaleByRmsWithCountState(tree.zero_count(), nu)
+        return ScaleByRmsState(nu)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         tree.check_structure(state.nu, updates, owner="scale_by_rms")
-        count = tree.safe_increment(state.count)
+        count = tree.safe_increment(state.count) if bias_correction else None
         out, nu = tree.map_unzip(lambda g, v: leaf(g, v, count), 2, updates, state.nu)
-        return out, ScaleByRmsState(count, nu)
+        if bias_correction:
+            return out, ScaleByRmsWithCountState(count, nu)
+        return out, ScaleByRmsState(nu)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -159,16 +179,20 @@ def scale_by_stddev(
     def init_fn(params):
         mu = tree.zeros_like(params)
         nu = tree.full_like(params, initial_scale, nu_dtype, real=True)
-        return ScaleByStddevState(tree.zero_count(), mu, nu)
+        if bias_correction:
+            return ScaleByRStdDevWithCountState(tree.zero_count(), mu, nu)
+        return ScaleByRStdDevState(mu, nu)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         tree.check_structure(state.nu, updates, owner="scale_by_stddev")
-        count = tree.safe_increment(state.count)
+        count = tree.safe_increment(state.count) if bias_correction else None
         out, mu, nu = tree.map_unzip(
             lambda g, m, v: leaf(g, m, v, count), 3, updates, state.mu, state.nu
         )
-        return out, ScaleByStddevState(count, mu, nu)
+        if bias_correction:
+            return out, ScaleByRStdDevWithCountState(count, mu, nu)
+        return out, ScaleByRStdDevState(mu, nu)
 
     return GradientTransformation(init_fn, update_fn)
 

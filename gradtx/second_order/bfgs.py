@@ -272,15 +272,20 @@ def _zeros(x: Any, dtype: Any) -> Any:
     return jax.tree.map(lambda v: jnp.zeros_like(v, _leaf_dtype(v, dtype)), x)
 
 
-class ScaleByLbfgsState(NamedTuple):
-    """State of :func:`scale_by_lbfgs` (trees in the compute dtype, >= float32)."""
+class ScaleByLBFGSState(NamedTuple):
+    """State of :func:`scale_by_lbfgs` (trees in the compute dtype, >= float32).
+
+    The first six fields are Optax's, in Optax's order; the last two are
+    gradtx's (a pair failing the curvature test is not stored, so the pair count
+    is not the step count, and ``gamma`` is kept rather than recomputed).
+    """
 
     count: Array  # int32 scalar: steps taken (k).
     params: Any  # x_{k-1} (complex leaves complex, real leaves real).
-    grad: Any  # g_{k-1}.
-    s_memory: Any  # like params with a leading axis of memory_size: the stored s_i.
-    y_memory: Any  # likewise, the stored y_i.
-    rho: Array  # (memory_size,): 1 / y_i's_i; 0 for an empty slot.
+    updates: Any  # g_{k-1}, the gradient given at the last step.
+    diff_params_memory: Any  # like params with a leading axis of memory_size: the s_i.
+    diff_updates_memory: Any  # likewise, the y_i.
+    weights_memory: Array  # (memory_size,): rho_i = 1 / y_i's_i; 0 for an empty slot.
     gamma: Array  # scalar: H_k^0 = gamma I, s'y / y'y of the newest pair.
     num_pairs: Array  # int32 scalar: pairs stored so far (the next slot is num_pairs % m).
 
@@ -417,13 +422,13 @@ def scale_by_lbfgs(
             )
 
         # Separate buffers for each field, so that a donated state donates each once.
-        return ScaleByLbfgsState(
+        return ScaleByLBFGSState(
             count=tree.zero_count(),
             params=_zeros(params, dtype),
-            grad=_zeros(params, dtype),
-            s_memory=memory(),
-            y_memory=memory(),
-            rho=jnp.zeros([memory_size], real),
+            updates=_zeros(params, dtype),
+            diff_params_memory=memory(),
+            diff_updates_memory=memory(),
+            weights_memory=jnp.zeros([memory_size], real),
             gamma=jnp.ones([], real),
             num_pairs=tree.zero_count(),
         )
@@ -431,11 +436,11 @@ def scale_by_lbfgs(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         _common.require_params(owner, params)
-        tree.check_structure(state.grad, updates, owner=owner)
-        dtype, real = _common.tree_dtype(state.params), state.rho.dtype
+        tree.check_structure(state.updates, updates, owner=owner)
+        dtype, real = _common.tree_dtype(state.params), state.weights_memory.dtype
         x, g = _cast(params, dtype), _cast(updates, dtype)
         s, y, sy, yy, usable = _curvature_pair(
-            x, g, state.params, state.grad, state.count, axis_name
+            x, g, state.params, state.updates, state.count, axis_name
         )
         slot = state.num_pairs % memory_size
 
@@ -444,18 +449,20 @@ def scale_by_lbfgs(
                 lambda mem, v: jnp.where(usable, mem.at[slot].set(v), mem), memory, new
             )
 
-        rho = jnp.where(usable, state.rho.at[slot].set(1.0 / jnp.where(usable, sy, 1.0)), state.rho)
+        rho = state.weights_memory
+        rho = jnp.where(usable, rho.at[slot].set(1.0 / jnp.where(usable, sy, 1.0)), rho)
         gamma = state.gamma
         if scale_init_precond:
             gamma = jnp.where(usable, sy / jnp.where(yy > 0, yy, 1.0), gamma).astype(real)
         num_pairs = tree.safe_increment(state.num_pairs)
         num_pairs = jnp.where(usable, num_pairs, state.num_pairs)
-        s_memory, y_memory = store(state.s_memory, s), store(state.y_memory, y)
+        s_memory = store(state.diff_params_memory, s)
+        y_memory = store(state.diff_updates_memory, y)
         newest = (num_pairs - 1) % memory_size
         u = lbfgs_two_loop(g, s_memory, y_memory, rho, gamma, newest, axis_name)
         first = _first_step_scale(jnp.sqrt(_common.vdot(g, g, axis_name)), scale_init_precond)
         u = jax.tree.map(lambda ui, gi: jnp.where(num_pairs > 0, ui, first * gi), u, g)
-        new_state = ScaleByLbfgsState(
+        new_state = ScaleByLBFGSState(
             tree.safe_increment(state.count), x, g, s_memory, y_memory, rho, gamma, num_pairs
         )
         return tree.cast_like(u, updates), new_state

@@ -48,33 +48,70 @@ from gradtx.second_order import _common
 _GUESSES = ("one", "keep")
 
 
-class LinesearchState(NamedTuple):
-    """State of :func:`scale_by_backtracking_linesearch` and :func:`scale_by_zoom_linesearch`.
+class BacktrackingLinesearchInfo(NamedTuple):
+    """What the last :func:`scale_by_backtracking_linesearch` search found (Optax's fields)."""
 
-    Scalars are in the params' compute dtype (at least float32) unless stated.
+    num_linesearch_steps: Array  # int32: loss evaluations made by the last search.
+    # max(f(x + eta d) - (1 + delta) f(x) - c1 eta phi'(0), 0) at the last trial
+    # (inf when its loss is not finite, or before any trial): the search
+    # succeeded where it is <= atol.
+    decrease_error: Array
+
+
+class ScaleByBacktrackingLinesearchState(NamedTuple):
+    """State of :func:`scale_by_backtracking_linesearch`: Optax's fields, in Optax's order.
+
+    Scalars are in the params' real compute dtype (at least float32).
     """
 
-    # The first three fields are Optax's, in Optax's order (``state[0]`` is the rate).
-    learning_rate: Array  # eta accepted by the last successful search (1 or the max at first).
-    value: Array  # f(x + eta d): the loss at the point the last search moved to.
-    grad: Any  # its gradient, a tree like params (None for backtracking without store_grad).
-    count: Array  # int32: searches done; the fields above are valid once count > 0.
-    succeeded: Array  # bool: the last search met its conditions (else it moved by 0 or best).
-    num_evaluations: Array  # int32: loss evaluations made by the last search.
+    learning_rate: Array  # eta accepted by the last successful search (the max at first).
+    value: Array  # f(x + eta d): the loss at the point the last search moved to (inf at first).
+    grad: Any  # its (JAX) gradient, a tree like params; None without store_grad.
+    info: BacktrackingLinesearchInfo
 
 
-def _init(owner: str, params: Any, learning_rate: float, store_grad: bool) -> LinesearchState:
+class ZoomLinesearchInfo(NamedTuple):
+    """What the last :func:`scale_by_zoom_linesearch` search found (Optax's fields).
+
+    The errors are those of the step taken (of the last trial when no trial met
+    sufficient decrease and the step is 0; inf before any trial): the search met
+    the strong Wolfe conditions where both are <= ``tol``.
+    """
+
+    num_linesearch_steps: Array  # int32: loss evaluations made by the last search.
+    decrease_error: Array  # how far from sufficient decrease (0: met), see _zoom_errors.
+    curvature_error: Array  # how far from strong curvature, |phi'(eta)| - c2 |phi'(0)| (0: met).
+
+
+class ScaleByZoomLinesearchState(NamedTuple):
+    """State of :func:`scale_by_zoom_linesearch`: Optax's fields, in Optax's order.
+
+    Scalars are in the params' real compute dtype (at least float32).
+    """
+
+    learning_rate: Array  # eta accepted by the last search that moved (1 or the max at first).
+    value: Array  # f(x + eta d): the loss at the point the last search moved to (inf at first).
+    grad: Any  # its (JAX) gradient, a tree like params.
+    info: ZoomLinesearchInfo
+
+
+_STATES = (ScaleByBacktrackingLinesearchState, ScaleByZoomLinesearchState)
+
+
+def _init(owner: str, params: Any, learning_rate: float, store_grad: bool, zoom: bool):
     tree.check_inexact(params, owner)  # complex params are searched as in Optax (_start)
     dtype = tree.real_dtype(_common.tree_dtype(params))
     grad = jax.tree.map(jnp.zeros_like, params) if store_grad else None
-    return LinesearchState(
-        count=tree.zero_count(),
-        learning_rate=jnp.asarray(learning_rate, dtype),
-        value=jnp.asarray(jnp.inf, dtype),
-        grad=grad,
-        succeeded=jnp.asarray(False),
-        num_evaluations=jnp.int32(0),
-    )
+    rate = jnp.asarray(learning_rate, dtype)
+
+    def inf():  # a buffer per field, so that a donated state donates each once
+        return jnp.full([], jnp.inf, dtype)
+
+    if zoom:
+        info = ZoomLinesearchInfo(jnp.int32(0), inf(), inf())
+        return ScaleByZoomLinesearchState(rate, inf(), grad, info)
+    info = BacktrackingLinesearchInfo(jnp.int32(0), inf())
+    return ScaleByBacktrackingLinesearchState(rate, inf(), grad, info)
 
 
 def _start(
@@ -155,12 +192,15 @@ def scale_by_backtracking_linesearch(
     min(increase_factor * eta_prev, max_learning_rate)``, where ``eta_prev`` is
     the last accepted ``eta`` (``max_learning_rate`` at first). Each trial costs
     one loss evaluation (and its gradient with ``store_grad``). The parameters,
-    their names and their order are Optax's.
+    their names and their order are Optax's, and so is the state
+    (:class:`ScaleByBacktrackingLinesearchState`): ``state.info`` holds the
+    number of evaluations and the decrease error of the last trial.
 
     Note:
       If no trial passes, or ``d`` is not a descent direction, the update is 0
-      and ``state.succeeded`` is False; Optax then takes the last (smallest)
-      trial step unless its loss was not finite. The first search starts from
+      and ``state.info.decrease_error`` is above ``atol`` (inf when no trial
+      was made); Optax then takes the last (smallest) trial step unless its
+      loss was not finite. The first search starts from
       ``max_learning_rate`` (Optax: ``min(increase_factor, max_learning_rate)``).
       Complex params are searched as by :func:`scale_by_zoom_linesearch` (and
       Optax): the slope is the real inner product, the ``grad`` passed and the
@@ -225,7 +265,7 @@ def scale_by_backtracking_linesearch(
     _checks.axis_name(owner, axis_name)
 
     def init_fn(params):
-        return _init(owner, params, max_learning_rate, store_grad)
+        return _init(owner, params, max_learning_rate, store_grad, zoom=False)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
         value_fn, f0, g0, slope = _start(
@@ -236,22 +276,25 @@ def scale_by_backtracking_linesearch(
         # An infinite factor restarts from the largest step (also after a step of 0).
         eta0 = jnp.where(jnp.isinf(increase_factor), max_learning_rate, grown).astype(dtype)
         descent = slope < 0
-        bound = (1 + rtol) * f0 + atol
 
         def not_done(carry):
-            i, _, _, _, ok = carry
-            return descent & ~ok & (i <= max_backtracking_steps)
+            i, _, _, _, error = carry
+            return descent & (error > atol) & (i <= max_backtracking_steps)
 
         def try_next(carry):
             i, _, _, _, _ = carry
             eta = (eta0 * jnp.asarray(decrease_factor, dtype) ** i).astype(dtype)
             f, g = _trial(value_fn, params, updates, eta, store_grad)
             f = f.astype(dtype)
-            ok = jnp.isfinite(f) & (f <= bound + slope_rtol * eta * slope)
-            return i + 1, eta, f, g, ok
+            error = f - (1 + rtol) * f0 - slope_rtol * eta * slope
+            bad = ~jnp.isfinite(f) | jnp.isnan(error)
+            error = jnp.where(bad, jnp.inf, jnp.maximum(error, 0)).astype(dtype)
+            return i + 1, eta, f, g, error
 
-        start = (jnp.int32(0), jnp.zeros([], dtype), f0, g0 if store_grad else None, False)
-        evaluations, eta, f, g, ok = jax.lax.while_loop(not_done, try_next, start)
+        inf = jnp.full([], jnp.inf, dtype)
+        start = (jnp.int32(0), jnp.zeros([], dtype), f0, g0 if store_grad else None, inf)
+        evaluations, eta, f, g, error = jax.lax.while_loop(not_done, try_next, start)
+        ok = error <= atol
         if verbose:
             _say(
                 ~ok,
@@ -263,13 +306,11 @@ def scale_by_backtracking_linesearch(
                 f=f,
             )
         eta = jnp.where(ok, eta, 0.0).astype(dtype)
-        new_state = LinesearchState(
-            count=tree.safe_increment(state.count),
+        new_state = ScaleByBacktrackingLinesearchState(
             learning_rate=jnp.where(ok, eta, state.learning_rate),
             value=jnp.where(ok, f, f0),
             grad=_select(ok, g, g0) if store_grad else None,
-            succeeded=ok,
-            num_evaluations=evaluations,
+            info=BacktrackingLinesearchInfo(evaluations, error),
         )
         return _common.scaled(eta, updates), new_state
 
@@ -298,6 +339,7 @@ class _ZoomCarry(NamedTuple):
     best_value: Array
     best_grad: Any
     found: Array  # bool: best satisfies the strong Wolfe conditions
+    errors: tuple[Array, Array]  # (decrease, curvature) of best, or of the last trial if none
 
 
 def cubic_minimizer(a: tuple[Array, Array, Array], b: tuple[Array, Array, Array]) -> Array:
@@ -460,8 +502,10 @@ def scale_by_zoom_linesearch(
     interval is shorter than ``stepsize_precision`` and a trial met sufficient
     decrease, it takes the lowest such trial. If ``max_linesearch_steps``
     evaluations end without a Wolfe point, it takes the lowest trial that met
-    sufficient decrease (or 0 if none did) and sets ``state.succeeded`` to False;
-    a direction that is not downhill gives 0 at once.
+    sufficient decrease (or 0 if none did); a direction that is not downhill
+    gives 0 at once. The state is Optax's (:class:`ScaleByZoomLinesearchState`):
+    ``state.info`` (:class:`ZoomLinesearchInfo`) holds the number of evaluations
+    and both errors of the step taken, each <= ``tol`` when the search succeeded.
 
     Note:
       Where no trial met sufficient decrease, Optax takes the last trial step
@@ -516,8 +560,11 @@ def scale_by_zoom_linesearch(
       >>> tx = gradtx.chain(gradtx.sgd(1.0), gradtx.scale_by_zoom_linesearch(20))
       >>> p = jnp.array([1.0, -2.0])
       >>> u, state = tx.update(jax.grad(loss)(p), tx.init(p), p, value_fn=loss)
-      >>> bool(state[1].succeeded), bool(loss(p + u) < loss(p))
-      (True, True)
+      >>> info = state[1].info
+      >>> bool(info.decrease_error <= 0) and bool(info.curvature_error <= 0)
+      True
+      >>> bool(loss(p + u) < loss(p))
+      True
 
       Inside ``shard_map`` (here one device; with ``n`` each holds ``1/n`` of
       ``p``), the loss of the whole problem is the psum of the blocks' losses:
@@ -547,7 +594,7 @@ def scale_by_zoom_linesearch(
     first = 1.0 if max_learning_rate is None else min(1.0, max_learning_rate)
 
     def init_fn(params):
-        return _init(owner, params, first, True)
+        return _init(owner, params, first, True, zoom=True)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, grad=None, **extra):
         value_fn, f0, g0, s0 = _start(
@@ -578,7 +625,9 @@ def scale_by_zoom_linesearch(
             wolfe = sufficient & (curvature <= tol)
             improves = sufficient & (f < carry.best_value)
             keep = wolfe | improves
+            report = keep | (carry.best_eta == 0)
             carry = carry._replace(
+                errors=_where3(report, (decrease, curvature), carry.errors),
                 best_eta=jnp.where(keep, eta, carry.best_eta),
                 best_value=jnp.where(keep, f, carry.best_value),
                 best_grad=_select(keep, g, carry.best_grad),
@@ -614,6 +663,7 @@ def scale_by_zoom_linesearch(
             best_value=f0,
             best_grad=g0,
             found=jnp.asarray(False),
+            errors=(jnp.full([], jnp.inf, dtype), jnp.full([], jnp.inf, dtype)),
         )
         final = jax.lax.while_loop(not_done, evaluate, start)
         eta = final.best_eta
@@ -630,13 +680,11 @@ def scale_by_zoom_linesearch(
                 best=final.best_value,
             )
         moved = eta > 0
-        new_state = LinesearchState(
-            count=tree.safe_increment(state.count),
+        new_state = ScaleByZoomLinesearchState(
             learning_rate=jnp.where(moved, eta, state.learning_rate),
             value=final.best_value,
             grad=final.best_grad,
-            succeeded=final.found,
-            num_evaluations=final.evaluations,
+            info=ZoomLinesearchInfo(final.evaluations, *final.errors),
         )
         return _common.scaled(eta, updates), new_state
 
@@ -646,10 +694,10 @@ def scale_by_zoom_linesearch(
 # ----------------------------------------------------------------- reuse of the values
 
 
-def linesearch_states(state: Any) -> list[LinesearchState]:
-    """Every :class:`LinesearchState` inside an optimizer state (chains, wrappers)."""
-    nodes = jax.tree.leaves(state, is_leaf=lambda node: isinstance(node, LinesearchState))
-    return [node for node in nodes if isinstance(node, LinesearchState)]
+def linesearch_states(state: Any) -> list[Any]:
+    """Every line search's state inside an optimizer state (chains, wrappers)."""
+    nodes = jax.tree.leaves(state, is_leaf=lambda node: isinstance(node, _STATES))
+    return [node for node in nodes if isinstance(node, _STATES)]
 
 
 def value_and_grad_from_state(
@@ -735,7 +783,7 @@ def value_and_grad_from_state(
             value, grad = compute(p, *a, **k)
             return jnp.asarray(value).astype(shape.dtype), tree.cast_like(grad, params)
 
-        use = (search.count > 0) & jnp.isfinite(search.value)
+        use = jnp.isfinite(search.value)  # inf until a search has run
         return jax.lax.cond(use, reuse, evaluate, (params, args, kwargs))
 
     return value_and_grad

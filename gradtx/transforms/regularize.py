@@ -38,8 +38,16 @@ def _select(keep: Any, changed: Array, original: Array) -> Array:
     return jnp.where(keep, changed, original)
 
 
-class AddDecayedWeightsState(NamedTuple):
-    """State of :func:`add_decayed_weights` when ``weight_decay`` is a schedule."""
+# Optax's names: with a number the state is empty (Optax's AddDecayedWeightsState
+# is EmptyState itself); with a schedule it holds the step count.
+AddDecayedWeightsState = EmptyState
+
+
+class WeightDecayScheduleState(NamedTuple):
+    """State of :func:`add_decayed_weights` when ``weight_decay`` is a schedule.
+
+    Optax's ``WeightDecaySchedule`` (not a public name there), same field.
+    """
 
     count: Array  # int32 scalar: the step count fed to the schedule.
 
@@ -83,7 +91,7 @@ def add_decayed_weights(
 
     def init_fn(params):
         tree.check_inexact(params, "add_decayed_weights")
-        return AddDecayedWeightsState(tree.zero_count()) if scheduled else EmptyState()
+        return WeightDecayScheduleState(tree.zero_count()) if scheduled else EmptyState()
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
@@ -96,7 +104,7 @@ def add_decayed_weights(
         tree.check_structure(params, updates, owner="add_decayed_weights")
         if scheduled:
             alpha = weight_decay(state.count)
-            state = AddDecayedWeightsState(tree.safe_increment(state.count))
+            state = WeightDecayScheduleState(tree.safe_increment(state.count))
         else:
             alpha = weight_decay
         keep = resolve_mask(mask, params)

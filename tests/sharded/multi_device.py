@@ -679,7 +679,9 @@ def _linesearch_run(tx, loss, num_steps: int, reuse: bool):
             )
             params = gradtx.apply_updates(params, updates)
             (search,) = linesearch_states(state)
-            facts = (search.learning_rate, search.num_evaluations, search.succeeded, search.value)
+            # Succeeded: every error of the search's info within the default tolerance 0.
+            ok = jnp.all(jnp.stack([e <= 0 for e in search.info[1:]]))
+            facts = (search.learning_rate, search.info.num_linesearch_steps, ok, search.value)
             return (params, state), (params, *facts)
 
         return jax.lax.scan(step, (params, tx.init(params)), length=num_steps)[1]
