@@ -153,7 +153,10 @@ def adamw_4bit(
       0.30 / 0.34 / 0.72 with blocks of 128. A ``v`` with fewer than two axes
       longer than 1 (a bias, a norm scale of at least ``min_size`` entries) is
       kept in blocks of ``block_size``, since its rank-1 scales would be the
-      vector itself.
+      vector itself. An ``n x m`` ``v`` keeps ``n + m`` float32 scales
+      against ``n m / 128`` blocks: fewer when both axes are long (a 512 x
+      512 kernel: 1024 against 2048), more for a narrow one (784 x 64: 848
+      against 392).
 
     References:
       Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States,
