@@ -19,11 +19,13 @@ Four parts, each on its own configurations (one line each in the tables below):
    every round, every step timed to its result; median over the timed steps, and
    the ratio to the float32 baseline (``adamw``; ``lion`` for ``lion_8bit``).
 3. **Moment error** (``ERROR_CONFIGS``): ``adamw`` and its 8-bit and 4-bit
-   versions on one gradient stream: an MLP (256-512-512-10) regressing a fixed
-   random teacher, the gradient of every step taken at the float32 run's params
-   and given to all three. At steps 10, 100 and 1000: ``||m_q - m|| / ||m||`` and
-   the same for ``v`` (the quantized moments dequantized; over the leaves that
-   are quantized, i.e. the kernels), and the parameter drift
+   versions (the 4-bit one with ``v`` in blocks, ``nu_normalization="block"``,
+   and with ``v`` normalised rank-1, the default) on one gradient stream: an
+   MLP (256-512-512-10) regressing a fixed random teacher, the gradient of
+   every step taken at the float32 run's params and given to all four. At
+   steps 10, 100 and 1000: ``||m_q - m|| / ||m||`` and the same for ``v`` (the
+   quantized moments dequantized; over the leaves that are quantized, i.e. the
+   kernels), and the parameter drift
    ``||p_q - p|| / ||p - p_0||`` (each run applies its own updates).
 4. **Training curves** (``TRAIN_CONFIGS``), three seeds each, one learning rate
    for every configuration: an MLP on scikit-learn's bundled digits, and a small
@@ -85,7 +87,9 @@ CONFIGS: dict[str, tuple[Callable[[], Any], Any]] = {
         BF16,
     ),
     "adamw_8bit": (lambda: gradtx.adamw_8bit(1e-3), F32),
-    "adamw_4bit": (lambda: gradtx.adamw_4bit(1e-3), F32),
+    # v in blocks, as adamw_4bit was until rank-1 (its default now, the next row).
+    "adamw_4bit": (lambda: gradtx.adamw_4bit(1e-3, nu_normalization="block"), F32),
+    "adamw_4bit, nu rank-1": (lambda: gradtx.adamw_4bit(1e-3, nu_normalization="rank1"), F32),
     "quantize_state(adam), 8 bits, block 2048": (
         lambda: gradtx.quantize_state(gradtx.adam(1e-3), bits=8, block_size=2048),
         F32,
@@ -164,7 +168,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
 STEP_CONFIGS: dict[str, tuple[Callable[[], Any], str]] = {
     "adamw": (lambda: gradtx.adamw(1e-3), "adamw"),
     "adamw_8bit": (lambda: gradtx.adamw_8bit(1e-3), "adamw"),
-    "adamw_4bit": (lambda: gradtx.adamw_4bit(1e-3), "adamw"),
+    "adamw_4bit": (lambda: gradtx.adamw_4bit(1e-3, nu_normalization="block"), "adamw"),
     "lion": (lambda: gradtx.lion(1e-4), "lion"),
     "lion_8bit": (lambda: gradtx.lion_8bit(1e-4), "lion"),
 }
@@ -211,7 +215,8 @@ def measure_step_time(quick: bool) -> dict[str, Any]:
 ERROR_CONFIGS: dict[str, Callable[[float], Any]] = {
     "adamw": lambda lr: gradtx.adamw(lr),
     "adamw_8bit": lambda lr: gradtx.adamw_8bit(lr),
-    "adamw_4bit": lambda lr: gradtx.adamw_4bit(lr),
+    "adamw_4bit": lambda lr: gradtx.adamw_4bit(lr, nu_normalization="block"),
+    "adamw_4bit, nu rank-1": lambda lr: gradtx.adamw_4bit(lr, nu_normalization="rank1"),
 }
 ERROR_STEPS = (10, 100, 1000)
 
@@ -225,11 +230,14 @@ def _maps(bits: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dequantized(q: Any, like: jax.Array, code: np.ndarray, bits: int, block_size: int):
-    """A :class:`gradtx.QuantizedArray` back in float32 (4-bit codes: high half first)."""
+    """A :class:`gradtx.QuantizedArray` back in float32 (4-bit codes: high half first;
+    a tuple of scales is the rank-1 layout)."""
     codes = q.codes
     if bits == 4:
         pairs = jnp.stack([codes >> 4, codes & 15], axis=-1)
         codes = jnp.reshape(pairs, codes.shape[:-1] + (-1,))[..., : like.shape[-1]]
+    if isinstance(q.scales, tuple):
+        return gradtx.dequantize_rank1(codes, q.scales, code, jnp.float32)
     return gradtx.dequantize_blockwise(codes, q.scales, code, block_size, jnp.float32)
 
 
@@ -259,7 +267,8 @@ def measure_moment_error(quick: bool) -> dict[str, Any]:
     params0 = mlp_init(key_params, widths)
     teacher = mlp_init(key_teacher, widths)
     txs = {name: make(lr) for name, make in ERROR_CONFIGS.items()}
-    bits = {"adamw_8bit": (8, 256), "adamw_4bit": (4, 128)}  # (bits, the default block_size)
+    # (bits, the default block_size)
+    bits = {"adamw_8bit": (8, 256), "adamw_4bit": (4, 128), "adamw_4bit, nu rank-1": (4, 128)}
 
     def loss(p, x):
         return jnp.mean((mlp_apply(p, x) - mlp_apply(teacher, x)) ** 2)
@@ -340,7 +349,7 @@ TRAIN_CONFIGS: dict[str, tuple[Callable[[float, jax.Array], Any], Any]] = {
         F32,
     ),
     "adamw_8bit": (lambda lr, key: gradtx.adamw_8bit(lr), F32),
-    "adamw_4bit": (lambda lr, key: gradtx.adamw_4bit(lr), F32),
+    "adamw_4bit": (lambda lr, key: gradtx.adamw_4bit(lr, nu_normalization="block"), F32),
     "adam_mini": (
         lambda lr, key: gradtx.adam_mini(lr, weight_decay=1e-4, num_heads=HEADS_LM),
         F32,

@@ -322,9 +322,11 @@ from gradtx.transforms.privacy import (
 from gradtx.transforms.quantized_state import (
     QuantizedArray,
     dequantize_blockwise,
+    dequantize_rank1,
     dynamic_map,
     linear_map,
     quantize_blockwise,
+    quantize_rank1,
     quantize_state,
     zero_free_linear_map,
 )
@@ -525,6 +527,7 @@ __all__ = [
     "dadapt_adamw",
     "decoupled_weight_decay",
     "dequantize_blockwise",
+    "dequantize_rank1",
     "differentially_private_aggregate",
     "dog",
     "dowg",
@@ -612,6 +615,7 @@ __all__ = [
     "proximal_elastic_net",
     "proximal_l1",
     "quantize_blockwise",
+    "quantize_rank1",
     "quantize_state",
     "radam",
     "random_search",

@@ -21,9 +21,10 @@ replicated. The dtype does not matter: a bfloat16 ``mu`` or an int8 sign buffer
 of a float32 parameter is sharded like it. A block-quantized leaf
 (:class:`gradtx.QuantizedArray`, see :func:`gradtx.quantize_state`) stands for
 its parameter: its codes and its per-block scales are split along the
-parameter's leading axes. Per-parameter statistics of another shape (SOAP's
-and Shampoo's Kronecker factors, Adam-mini's block moments) are split as a
-rule registered for their state's field says (:func:`register_statistics`).
+parameter's leading axes, and rank-1 scales (one vector per axis) each along
+its own axis. Per-parameter statistics of another shape (SOAP's and Shampoo's
+Kronecker factors, Adam-mini's block moments) are split as a rule registered
+for their state's field says (:func:`register_statistics`).
 
 References:
   Rajbhandari, Rasley, Ruwase & He (2020), ZeRO: Memory Optimizations Toward
@@ -146,11 +147,21 @@ def _quantized_placement(mesh: Mesh, spec: PartitionSpec, ndim: int, leaf: Any) 
     ``param.shape[:k] + (n_blocks,)``, take the spec of the ``k`` leading axes,
     and the blocks axis takes axis ``k``'s entry when no later axis is split
     and the device count divides the number of blocks (each device then holds
-    the scales of its own elements).
+    the scales of its own elements). Rank-1 scales (a tuple, ``scales[a]`` of
+    shape ``(param.shape[a],)``) take the spec's entry for axis ``a``: the row
+    scales split as the rows, the column scales as the columns.
     """
     entries = _entries(spec, ndim)
     fits = lambda entry, length: _fits(mesh, entry, length)  # noqa: E731
     codes = entries[:-1] + (fits(entries[-1], leaf.codes.shape[-1]),) if ndim else ()
+    if isinstance(leaf.scales, tuple):  # rank-1: scales[a] indexed like the parameter's axis a
+        return type(leaf)(
+            NamedSharding(mesh, PartitionSpec(*codes)),
+            tuple(
+                NamedSharding(mesh, PartitionSpec(fits(entry, scale.shape[0])))
+                for entry, scale in zip(entries, leaf.scales, strict=True)
+            ),
+        )
     k = leaf.scales.ndim - 1
     later_whole = all(e is None for e in entries[k + 1 :])
     blocks = fits(entries[k], leaf.scales.shape[-1]) if ndim and later_whole else None
@@ -414,8 +425,8 @@ def _quantized_sharding(
     if isinstance(sharding, NamedSharding):
         return _quantized_placement(sharding.mesh, sharding.spec, ndim, leaf)
     if len(sharding.device_set) == 1:
-        return type(leaf)(sharding, sharding)
-    return type(leaf)(elsewhere(), elsewhere())
+        return type(leaf)(sharding, jax.tree.map(lambda _: sharding, leaf.scales))
+    return type(leaf)(elsewhere(), jax.tree.map(lambda _: elsewhere(), leaf.scales))
 
 
 def _stacked(sharding: Sharding, extra: int, elsewhere: Callable[[], Sharding]) -> Sharding:

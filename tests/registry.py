@@ -1944,7 +1944,10 @@ REGISTRY: tuple[Entry, ...] = (
     # blocks of 2 and no minimum size, so that the tiny params are quantized. Only
     # real floating leaves are quantized: with complex params Adam's nu (real) is
     # quantized and mu (complex) is not, so the complex run is not the real run
-    # rotated (supports_complex=False).
+    # rotated (supports_complex=False). adamw_4bit's v is rank-1 by default (the
+    # 2x3 tiny param has two axes longer than 1): its scales are maxima over each
+    # leaf's rows and columns, which flat's one buffer does not have
+    # (reduces_per_leaf=True); adamw_4bit_nu_block keeps v in blocks.
     Entry(
         "adamw_8bit",
         "adamw_8bit",
@@ -1959,6 +1962,16 @@ REGISTRY: tuple[Entry, ...] = (
         "adamw_4bit",
         gradtx.adamw_4bit,
         {"learning_rate": 0.1, "block_size": 2, "min_size": 1},
+        needs_params=True,
+        supports_complex=False,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    Entry(
+        "adamw_4bit_nu_block",
+        "adamw_4bit",
+        gradtx.adamw_4bit,
+        {"learning_rate": 0.1, "block_size": 2, "min_size": 1, "nu_normalization": "block"},
         needs_params=True,
         supports_complex=False,
         **_OPTIMIZER,
@@ -1980,6 +1993,17 @@ REGISTRY: tuple[Entry, ...] = (
         ),
         descends=True,
         supports_complex=False,
+        **_LR,
+    ),
+    Entry(
+        "quantize_state_adam_rank1",
+        "quantize_state",
+        lambda learning_rate=0.1: gradtx.quantize_state(
+            gradtx.adam(learning_rate), bits=4, block_size=2, min_size=1, rank1_fields=("nu",)
+        ),
+        descends=True,
+        supports_complex=False,
+        reduces_per_leaf=True,
         **_LR,
     ),
 )
@@ -2048,6 +2072,8 @@ NOT_TRANSFORMATIONS = frozenset(
         "zero_free_linear_map",
         "quantize_blockwise",
         "dequantize_blockwise",
+        "quantize_rank1",
+        "dequantize_rank1",
     }
 )
 

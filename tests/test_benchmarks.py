@@ -152,6 +152,11 @@ def test_state_memory_reports_every_configuration(monkeypatch):
         # under 4096 elements (biases, norm scales) stay float32.
         assert 2 < rows["adamw_8bit"][tree] < 2.2  # 2 + 8 / 256 on the quantized leaves
         assert rows["adamw_4bit"][tree] > 1 and rows["adamw_4bit"][tree] < 1.2  # 1 + 8 / 128
+        # rank-1 v: 4 bytes per row and per column instead of per 128 entries:
+        # more than blocks on the quick trees' narrow kernels (784 x 64 has
+        # 848 row and column scales, 392 blocks), fewer on the full trees.
+        rank1 = rows["adamw_4bit, nu rank-1"][tree]
+        assert rank1 > 1 and rank1 < 1.25
         assert 2 < rows["quantize_state(adam), 8 bits, block 2048"][tree] < rows["adamw_8bit"][tree]
         assert 4 <= rows["lion"][tree] < 4.1
         assert rows["lion_8bit"][tree] > 1 and rows["lion_8bit"][tree] < 1.1  # 1 + 4 / 256
@@ -176,7 +181,7 @@ def test_state_memory_quick_run_writes_every_part(monkeypatch, tmp_path):
         assert rows["adamw"]["ratio"] == 1.0 and rows["lion"]["ratio"] == 1.0
         assert all(finite(r["ratio"]) for r in rows.values())
     errors = results["moment_error"]["steps"]
-    assert set(errors) == {"adamw_8bit", "adamw_4bit"}
+    assert set(errors) == {"adamw_8bit", "adamw_4bit", "adamw_4bit, nu rank-1"}
     for per_step in errors.values():
         assert per_step  # at least one checkpoint
         for r in per_step.values():

@@ -44,6 +44,16 @@ BAD_HYPERPARAMETERS = [
         dict(bits=3),
         r"quantize_state: bits must be 8 or 4, got 3",
     ),
+    (
+        gradtx.adamw_4bit,
+        dict(learning_rate=0.1, nu_normalization="rank-1"),
+        r"adamw_4bit: nu_normalization must be 'rank1' or 'block', got 'rank-1'",
+    ),
+    (
+        functools.partial(gradtx.quantize_state, gradtx.adam(0.1)),
+        dict(rank1_fields="nu"),
+        r"quantize_state: rank1_fields must be a collection of names, not a str",
+    ),
     (gradtx.adam_mini, dict(b1=1.5), rf"scale_by_adam_mini: b1 must be {UNIT}, got 1\.5"),
     (gradtx.adam_mini, dict(num_heads=0), r"scale_by_adam_mini: num_heads must be"),
     (gradtx.scale_by_adam_mini, dict(b2=1.0), rf"scale_by_adam_mini: b2 must be {UNIT}"),

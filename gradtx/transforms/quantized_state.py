@@ -27,13 +27,19 @@ scales have shape ``shape[:k] + (rest // block_size,)``. A parameter split over
 devices along its leading axes therefore splits its codes and scales the same
 way (see :func:`gradtx.sharding.state_shardings`).
 
+Rank-1 layout (:func:`quantize_rank1`, the leaves of ``rank1_fields``): the
+codes as above, and the scales a tuple of one vector per axis, ``scales[a]`` of
+shape ``(shape[a],)``; a parameter split along axis ``a`` splits ``scales[a]``
+the same way.
+
 References:
   Dettmers, Lewis, Shleifer & Zettlemoyer (2022), 8-bit Optimizers via
   Block-wise Quantization, ICLR (Sec. 2, dynamic tree quantization; Sec. 2.1,
   block-wise quantization).
   Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States,
   NeurIPS (Sec. 4, the first moment with block size 128 and a dynamic-exponent
-  map; Sec. 5, the second moment with a linear map that excludes zero).
+  map; Sec. 5, the second moment with a linear map that excludes zero, and the
+  rank-1 normalisation, "Rank-1 Normalization").
 """
 
 from __future__ import annotations
@@ -385,6 +391,124 @@ def dequantize_blockwise(
     return jnp.reshape(values * per_element, shape).astype(dtype)
 
 
+# ---------------------------------------------------------------------- rank-1
+
+
+def _rank1_applies(shape: tuple[int, ...]) -> bool:
+    """Rank-1 normalisation needs two axes longer than 1; otherwise the scales of
+    the one long axis would be the array itself (a float32 copy)."""
+    return sum(n > 1 for n in shape) >= 2
+
+
+def _rank1_normalizer(scales: tuple[Array, ...], shape: tuple[int, ...]) -> Array:
+    """``N_j = min_i mu_i[j_i]`` for every index ``j`` of an array of ``shape``."""
+    ndim = len(shape)
+    per_axis = [
+        jnp.reshape(s, (1,) * i + (-1,) + (1,) * (ndim - i - 1)) for i, s in enumerate(scales)
+    ]
+    return jnp.broadcast_to(functools.reduce(jnp.minimum, per_axis), shape)
+
+
+def quantize_rank1(x: Array, code: Any) -> tuple[Array, tuple[Array, ...]]:
+    """Rank-1 quantization (Li et al. 2023): each entry normalised by the smallest
+    of the largest magnitudes of the slices through it, one slice per axis.
+
+    For a matrix, ``r_i = max_j |x_ij|`` (the row's largest magnitude), ``c_j =
+    max_i |x_ij|`` (the column's) and the entry is divided by ``min(r_i, c_j)``;
+    for ``p`` axes, ``mu_a[k]`` is the largest magnitude among the entries with
+    index ``k`` on axis ``a`` and
+
+    .. math::
+        N_j = \\min_{a} \\mu_a[j_a], \\qquad
+        q_j = \\operatorname*{arg\\,min}_l \\left| Q_l - x_j / N_j \\right|, \\qquad
+        \\tilde x_j = Q_{q_j} N_j .
+
+    Since ``|x_j| <= mu_a[j_a]`` for every axis, ``|x_j| / N_j <= 1``. An entry
+    keeps a scale set by its own row and column: a large value inflates the
+    scale of its row and its column only, where a block scale is inflated for
+    every entry of the block. The division and the rounding to the nearest value
+    of ``code`` (ties to the lower one) are those of :func:`quantize_blockwise`.
+
+    Args:
+      x: the array, at least 2-D (a real float dtype; bfloat16 and float16
+        computed in float32).
+      code: the map, sorted ascending, at most 256 values.
+
+    Returns:
+      ``(codes, scales)``: uint8 indices into ``code`` with the shape of ``x``,
+      and the tuple ``(mu_0, ..., mu_{p-1})``, ``mu_a`` of shape
+      ``(x.shape[a],)`` (float32, float64 for a float64 ``x``).
+
+    Raises:
+      ValueError: ``x`` has fewer than 2 axes.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx import dequantize_rank1, quantize_rank1, zero_free_linear_map
+      >>> v = jnp.array([[4.0, 0.02], [0.01, 0.02]])
+      >>> codes, (rows, columns) = quantize_rank1(v, zero_free_linear_map(4))
+      >>> codes
+      Array([[15, 15],
+             [ 7, 15]], dtype=uint8)
+      >>> rows, columns
+      (Array([4.  , 0.02], dtype=float32), Array([4.  , 0.02], dtype=float32))
+      >>> dequantize_rank1(codes, (rows, columns), zero_free_linear_map(4))
+      Array([[4.  , 0.02],
+             [0.01, 0.02]], dtype=float32)
+
+      Block-wise, with one scale (4.0) for the four entries, the smallest
+      value of the map, ``4 / 16``, would stand for 0.01 and 0.02.
+
+    Note:
+      An entry whose scale is 0 (its row or column all zero) is normalised to
+      0 and dequantizes to 0.
+
+    References:
+      Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States,
+      NeurIPS, the paragraph "Rank-1 Normalization" (the matrix case and its
+      generalisation to tensors of more than two axes).
+    """
+    if jnp.ndim(x) < 2:
+        raise ValueError(f"quantize_rank1: x must have at least 2 axes, got shape {jnp.shape(x)}.")
+    dtype = jnp.promote_types(jnp.result_type(x), jnp.float32)
+    x = jnp.asarray(x, dtype)
+    magnitude = jnp.abs(x)
+    axes = range(x.ndim)
+    scales = tuple(jnp.max(magnitude, axis=tuple(b for b in axes if b != a)) for a in axes)
+    normalizer = _rank1_normalizer(scales, x.shape)
+    safe = jnp.where(normalizer == 0, 1.0, normalizer)
+    normed = jnp.where(normalizer == 0, 0.0, x / safe)
+    return _nearest(code, normed).astype(jnp.uint8), scales
+
+
+def dequantize_rank1(
+    codes: Array, scales: tuple[Array, ...], code: Any, dtype: Any = jnp.float32
+) -> Array:
+    """The inverse of :func:`quantize_rank1`: ``code[codes] * min_a mu_a[j_a]``.
+
+    Args:
+      codes: uint8 indices, the array's shape.
+      scales: the per-axis maxima ``(mu_0, ..., mu_{p-1})`` from :func:`quantize_rank1`.
+      code: the map the codes index.
+      dtype: the dtype of the result.
+
+    Returns:
+      The array, shape ``codes.shape``, in ``dtype``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx import dequantize_rank1, zero_free_linear_map
+      >>> scales = (jnp.array([1.0, 0.5]), jnp.array([2.0, 0.25]))
+      >>> codes = jnp.array([[15, 15], [15, 7]], jnp.uint8)
+      >>> dequantize_rank1(codes, scales, zero_free_linear_map(4))
+      Array([[1.   , 0.25 ],
+             [0.5  , 0.125]], dtype=float32)
+    """
+    normalizer = _rank1_normalizer(tuple(scales), jnp.shape(codes))
+    values = jnp.asarray(code, normalizer.dtype)[codes.astype(jnp.int32)]
+    return (values * normalizer).astype(dtype)
+
+
 def _pack_4bit(codes: Array) -> Array:
     """Two 4-bit codes per byte along the last axis, the first in the high half."""
     odd = codes.shape[-1] % 2
@@ -403,10 +527,19 @@ def _unpack_4bit(packed: Array, length: int) -> Array:
 
 
 class QuantizedArray(NamedTuple):
-    """A state leaf held block-wise quantized by :func:`quantize_state`."""
+    """A state leaf held quantized by :func:`quantize_state`.
+
+    Block-wise (:func:`quantize_blockwise`), ``scales`` is one array of the
+    blocks' ``N_b``; rank-1 (:func:`quantize_rank1`, the leaves of
+    ``rank1_fields``), it is a tuple of one vector per axis of the leaf,
+    ``scales[a]`` of shape ``(shape[a],)``, and entry ``j`` is scaled by
+    ``min_a scales[a][j_a]``.
+    """
 
     codes: Array  # uint8: the leaf's shape (8-bit), or its last axis packed two per byte (4-bit).
-    scales: Array  # N_b, float32 (float64 for a float64 leaf): shape[:k] + (n_blocks,).
+    # float32 (float64 for a float64 leaf). Block-wise: N_b, shape[:k] + (n_blocks,).
+    # Rank-1: a tuple, scales[a] of shape (shape[a],), the largest |x| with index i on axis a.
+    scales: Array | tuple[Array, ...]
 
 
 def _maps(bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -431,6 +564,7 @@ def quantize_state(
     block_size: int = 256,
     min_size: int = 4096,
     nonnegative_fields: Collection[str] = ("nu",),
+    rank1_fields: Collection[str] = (),
 ) -> GradientTransformation:
     """Stores the moments of ``inner`` block-wise quantized to 8 or 4 bits.
 
@@ -453,6 +587,13 @@ def quantize_state(
     state: ``nu`` is Adam's, AdEMAMix's and SOAP's second moment); this is read
     from the state's structure, never from values.
 
+    A leaf on a path through a field of ``rank1_fields`` is normalised rank-1
+    (:func:`quantize_rank1`, Li et al. 2023, "Rank-1 Normalization") instead of block-wise:
+    entry ``j`` by ``min_a mu_a[j_a]``, the smallest of the largest magnitudes
+    of its row, its column (and of its slices along further axes), with one
+    float32 scale per index of each axis. A leaf with fewer than two axes longer
+    than 1 (a vector) stays block-wise.
+
     Args:
       inner: any transformation, e.g. :func:`gradtx.adamw`.
       bits: 8 or 4.
@@ -461,6 +602,8 @@ def quantize_state(
       min_size: leaves with fewer elements stay in full precision (bitsandbytes
         keeps tensors under 4096 elements in 32 bits).
       nonnegative_fields: state field names whose leaves are >= 0.
+      rank1_fields: state field names whose leaves of two or more axes are
+        normalised rank-1 (Li et al. put the second moment, ``("nu",)``, there).
 
     Returns:
       The wrapped transformation; its state is ``inner``'s with
@@ -468,7 +611,8 @@ def quantize_state(
 
     Raises:
       ValueError: ``bits`` not 8 or 4, ``block_size`` not a positive even
-        integer, ``min_size`` not an integer >= 0.
+        integer, ``min_size`` not an integer >= 0, ``nonnegative_fields`` or
+        ``rank1_fields`` a str.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -476,10 +620,9 @@ def quantize_state(
       >>> state = tx.init({"w": jnp.ones((2, 256))})
       >>> state[0].mu["w"].codes.dtype, state[0].mu["w"].scales.shape
       (dtype('uint8'), (2, 1))
-
-    Note:
-      Li et al.'s rank-1 normalisation of the second moment is not done: both
-      moments use block-wise absmax scales.
+      >>> tx = gradtx.quantize_state(gradtx.adam(1e-3), bits=4, min_size=4, rank1_fields=("nu",))
+      >>> [s.shape for s in tx.init({"w": jnp.ones((2, 256))})[0].nu["w"].scales]
+      [(2,), (256,)]
     """
     owner = "quantize_state"
     if bits not in (4, 8):
@@ -489,20 +632,32 @@ def quantize_state(
         raise ValueError(f"{owner}: block_size must be even, got {block_size!r}.")
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
         raise ValueError(f"{owner}: min_size must be an integer >= 0, got {min_size!r}.")
-    if isinstance(nonnegative_fields, str):
-        raise ValueError(f"{owner}: nonnegative_fields must be a collection of names, not a str.")
+    for name, fields in (
+        ("nonnegative_fields", nonnegative_fields),
+        ("rank1_fields", rank1_fields),
+    ):
+        if isinstance(fields, str):
+            raise ValueError(f"{owner}: {name} must be a collection of names, not a str.")
     signed_map, nonnegative_map = _maps(bits)
-    nonnegative = frozenset(nonnegative_fields)
+    nonnegative, rank1 = frozenset(nonnegative_fields), frozenset(rank1_fields)
 
     def code_for(path: tuple[Any, ...]) -> np.ndarray:
         return nonnegative_map if _field_names(path) & nonnegative else signed_map
 
+    def rank1_for(path: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
+        return bool(_field_names(path) & rank1) and _rank1_applies(shape)
+
     def quantize(path: tuple[Any, ...], x: Array) -> QuantizedArray:
-        codes, scales = quantize_blockwise(x, code_for(path), block_size)
+        if rank1_for(path, jnp.shape(x)):
+            codes, scales = quantize_rank1(x, code_for(path))
+        else:
+            codes, scales = quantize_blockwise(x, code_for(path), block_size)
         return QuantizedArray(_pack_4bit(codes) if bits == 4 else codes, scales)
 
     def dequantize(path: tuple[Any, ...], q: QuantizedArray, like: Any) -> Array:
         codes = _unpack_4bit(q.codes, like.shape[-1]) if bits == 4 else q.codes
+        if rank1_for(path, like.shape):
+            return dequantize_rank1(codes, q.scales, code_for(path), like.dtype)
         return dequantize_blockwise(codes, q.scales, code_for(path), block_size, like.dtype)
 
     def init_fn(params):

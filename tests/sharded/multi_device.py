@@ -193,8 +193,12 @@ def quantized_placement(state_path: str, leaf, param_shapes, param_sharding):
     spec, the last axis whole where its length is not divisible; the scales, shape
     ``param.shape[:k] + (n_blocks,)``, take the spec of the ``k`` leading axes and,
     on the blocks axis, axis ``k``'s entry when no later axis is split and it
-    divides the number of blocks.
+    divides the number of blocks. Rank-1 scales (``.scales[a]``, a vector of
+    ``param.shape[a]``) take the param's entry for axis ``a``.
     """
+    rank1 = re.fullmatch(r"(.*)\.scales\[(\d+)\]", state_path)
+    if rank1:
+        state_path, axis = rank1.group(1) + ".scales", int(rank1.group(2))
     field = state_path.rsplit(".", 1)[-1]
     if field not in ("codes", "scales") or leaf.dtype not in (jnp.uint8, jnp.float32):
         return None
@@ -213,6 +217,8 @@ def quantized_placement(state_path: str, leaf, param_shapes, param_sharding):
 
     if field == "codes":
         return NamedSharding(like.mesh, P(*spec[:-1], kept(spec[-1], leaf.shape[-1])))
+    if rank1:
+        return NamedSharding(like.mesh, P(kept(spec[axis], leaf.shape[0])))
     k = leaf.ndim - 1
     blocks = kept(spec[k], leaf.shape[-1]) if all(e is None for e in spec[k + 1 :]) else None
     return NamedSharding(like.mesh, P(*spec[:k], blocks))
