@@ -1977,6 +1977,22 @@ REGISTRY: tuple[Entry, ...] = (
         supports_complex=False,
         **_LR,
     ),
+    # LAMB's PyTorch forms (issue 21): one block apart from the chain, so one entry.
+    Entry(
+        "lamb_pytorch_optimizer_forms",
+        "lamb",
+        gradtx.lamb,
+        {
+            "learning_rate": 0.1,
+            "bias_correction": "step",
+            "weight_decouple": True,
+            "eps_in_trust_ratio": True,
+            "max_weight_norm": 1.0,
+        },
+        needs_params=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}
