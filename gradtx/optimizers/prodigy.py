@@ -127,8 +127,8 @@ def prodigy(
         pytorch_optimizer's ``growth_rate``: with ``d_max`` the largest of ``d_0``
         and every ``c r_{k+1} / ||s_{k+1}||_1`` so far, ``d_{k+1} = min(d_max,
         growth_rate d_k)``, except that the first estimate above ``d_0`` is
-        taken whole; the state is then :class:`ProdigyGrowthState`, Optax's
-        state and ``d_max``.
+        taken whole. The state is then ``ProdigyGrowthState`` (in
+        ``gradtx.optimizers.prodigy``): Optax's state and ``d_max``.
 
     Returns:
       A complete optimizer (its updates are the steps); its state is
