@@ -31,6 +31,10 @@ REFERENCE_CASES = {
         {"weight_decay": 0.1, "s_init": 1e-4, "num_betas": 3},
         {"lr": 0.1, "wd": 0.1, "s_init": 1e-4, "n": 3},
     ),
+    "sgd-authors-decay": (  # mechanic-pytorch's rules
+        {"weight_decay": 0.1, "form": "authors"},
+        {"lr": 0.1, "wd": 0.1, "authors": True},
+    ),
 }
 
 
@@ -100,7 +104,15 @@ BAD = [
     ({"s_init": 0.0}, r"mechanize: s_init must be a finite number > 0"),
     ({"num_betas": 0}, r"mechanize: num_betas must be an integer >= 1"),
     ({"num_betas": 2.0}, r"mechanize: num_betas must be an integer >= 1"),
+    ({"form": "paper"}, r"mechanize: form must be 'optax' or 'authors'"),
 ]
+
+
+def test_the_forms_differ():
+    # Guards against a vacuous "authors" case: its run must differ from Optax's.
+    grads = H.NoisyQuadratic().grads
+    optax_form = ref.mechanic_sgd(H.THETA0, grads, lr=0.1, wd=0.1, num_steps=H.NUM_STEPS)
+    assert H.deviation(list(_references()["sgd-authors-decay"]), list(optax_form)) > 1e-3
 
 
 @pytest.mark.parametrize("kwargs, message", BAD)

@@ -33,6 +33,8 @@ def mechanize(
     eps: Any = 1e-8,
     s_init: Any = 1e-6,
     num_betas: int = 6,
+    *,
+    form: str = "optax",
 ) -> GradientTransformation:
     """Mechanic (Cutkosky, Defazio & Mehta 2023, Alg. 1): learns the scale of another
     optimizer's steps by coin betting.
@@ -64,6 +66,15 @@ def mechanize(
       s_init: ``s_init`` > 0, each bettor's first scale and its share of the
         initial wealth.
       num_betas: ``n`` >= 1.
+      form: gradtx's switch. ``"optax"`` (default): Optax's rules above.
+        ``"authors"``: the authors' PyTorch code (``mechanic-pytorch``), which
+        keeps two of the paper's rules where Optax departs, the bettors start
+        at 0 and ``r_t = max(0, beta r_{t-1} - s_t h_t)`` (no clip of ``h``),
+        and has ``m_t = max(beta m_{t-1}, |h_t|)`` from ``m_0 = 10^{-6}``
+        (a constant of that code; with the paper's ``h`` and ``m_0 = 0``, a
+        first ``h`` < 0 would leave every ``s`` at 0); its decay term reads the
+        params after the base step, ``x_t + u_t`` in place of ``x_t`` (in
+        ``x`` and ``||x||``).
 
     Returns:
       A complete optimizer whose state is :class:`MechanicState`; ``update``
@@ -98,6 +109,9 @@ def mechanize(
     _checks.positive(owner, "eps", eps)
     _checks.positive(owner, "s_init", s_init)
     _checks.positive_int(owner, "num_betas", num_betas)
+    if form not in ("optax", "authors"):
+        raise ValueError(f"{owner}: form must be 'optax' or 'authors', got {form!r}")
+    authors = form == "authors"
 
     def init_fn(params):
         tree.check_inexact(params, owner)
@@ -108,9 +122,9 @@ def mechanize(
             base_optimizer_state=base_optimizer.init(params),
             count=tree.zero_count(),
             r=zeros(),
-            m=zeros(),
+            m=jnp.full([num_betas], 1e-6, dtype) if authors else zeros(),
             v=zeros(),
-            s=jnp.full([num_betas], s_init, dtype),
+            s=zeros() if authors else jnp.full([num_betas], s_init, dtype),
             x0=jax.tree.map(lambda x: jnp.array(x, copy=True), params),
         )
 
@@ -126,20 +140,26 @@ def mechanize(
         x_ref = jax.tree.map(lambda x, x0: jnp.where(first, x, x0), params, state.x0)
         big_s = jnp.sum(state.s)
         g_norm = tree.sqrt(tree.squared_norm(updates)).astype(dtype)
-        x_norm = tree.sqrt(tree.squared_norm(params)).astype(dtype)
+        # The authors' code reads the decay's x after the base step: x_t + u_t.
+        x_decay = tree.add(params, base_updates) if authors else params
+        x_norm = tree.sqrt(tree.squared_norm(x_decay)).astype(dtype)
         decay = weight_decay * big_s * g_norm / (x_norm + eps)
 
-        def inner(g, x, x0):  # one leaf of h_t = <Delta_t, g~_t>
+        def inner(g, x, x0, x_d):  # one leaf of h_t = <Delta_t, g~_t>
             c = jnp.promote_types(tree.compute_dtype(jnp.result_type(g, x)), dtype)
             x = x.astype(c)
             delta = (x - x0.astype(c)) / (big_s + eps)
-            return jnp.sum(delta * (g.astype(c) + decay * x))
+            return jnp.sum(delta * (g.astype(c) + decay * x_d.astype(c)))
 
-        h = _total(jax.tree.map(inner, updates, params, x_ref), dtype)
+        h = _total(jax.tree.map(inner, updates, params, x_ref, x_decay), dtype)
         betas = jnp.asarray([1 - 0.1**i for i in range(1, num_betas + 1)], dtype)
-        m = jnp.maximum(betas * state.m, jnp.abs(h) + eps)
         v = betas**2 * state.v + h**2
-        r = betas * state.r - state.s * jnp.clip(h, -state.m, state.m)
+        if authors:
+            m = jnp.maximum(betas * state.m, jnp.abs(h))
+            r = jnp.maximum(betas * state.r - state.s * h, 0)
+        else:
+            m = jnp.maximum(betas * state.m, jnp.abs(h) + eps)
+            r = betas * state.r - state.s * jnp.clip(h, -state.m, state.m)
         wealth = s_init / num_betas * m + jnp.maximum(r, 0)
         s = wealth / (jnp.sqrt(v) + eps)
 

@@ -20,13 +20,20 @@ def _dot(a, b):
     return sum(float(np.sum(a_i * b_i)) for a_i, b_i in zip(a, b, strict=True))
 
 
-def mechanic_sgd(x, grads, lr=0.1, wd=0.01, eps=1e-8, s_init=1e-6, n=6, num_steps=None):
+def mechanic_sgd(
+    x, grads, lr=0.1, wd=0.01, eps=1e-8, s_init=1e-6, n=6, authors=False, num_steps=None
+):
     """Alg. 1 with ``BASE`` = SGD (``u_t = -lr g_t``)::
 
     g~  = g + wd S_t ||g|| / (||x|| + eps) x;     h = <Delta_t, g~>
     m   = max(beta m, |h| + eps);  v = beta^2 v + h^2;  r = beta r - s clip(h, -m_old, m_old)
     W   = s_init / n m + max(r, 0);  s = W / (sqrt(v) + eps)
     x_{t+1} = x_ref + sum(s) (Delta_t + u_t)
+
+    ``authors=True`` follows the authors' PyTorch code (``mechanic-pytorch``)
+    instead: ``s`` starts at 0 and ``m`` at ``1e-6``; ``m = max(beta m, |h|)``;
+    ``r = max(0, beta r - s h)`` (the paper's line, no clip of ``h``); the decay
+    in ``g~`` reads ``x + u_t`` (the params after the base step) for ``x``.
     """
     gradients = Gradients(grads, num_steps)
     x = as_float64(x)
@@ -34,17 +41,24 @@ def mechanic_sgd(x, grads, lr=0.1, wd=0.01, eps=1e-8, s_init=1e-6, n=6, num_step
     beta = np.array([1 - 0.1**i for i in range(1, n + 1)])
     m, v, r = np.zeros(n), np.zeros(n), np.zeros(n)
     s = np.full(n, s_init)
+    if authors:
+        m, s = np.full(n, 1e-6), np.zeros(n)
     trajectory = Trajectory(x)
     for t in range(gradients.num_steps):
         g = gradients(t, x)
         big_s = np.sum(s)
         delta = [(x_i - x0_i) / (big_s + eps) for x_i, x0_i in zip(x, x_ref, strict=True)]
-        scale = wd * big_s * np.sqrt(_dot(g, g)) / (np.sqrt(_dot(x, x)) + eps)
-        h = _dot(delta, [g_i + scale * x_i for g_i, x_i in zip(g, x, strict=True)])
-        m_old = m
-        m = np.maximum(beta * m, abs(h) + eps)
+        x_d = [x_i - lr * g_i for x_i, g_i in zip(x, g, strict=True)] if authors else x
+        scale = wd * big_s * np.sqrt(_dot(g, g)) / (np.sqrt(_dot(x_d, x_d)) + eps)
+        h = _dot(delta, [g_i + scale * x_i for g_i, x_i in zip(g, x_d, strict=True)])
         v = beta**2 * v + h**2
-        r = beta * r - s * np.clip(h, -m_old, m_old)
+        if authors:
+            m = np.maximum(beta * m, abs(h))
+            r = np.maximum(beta * r - s * h, 0.0)
+        else:
+            m_old = m
+            m = np.maximum(beta * m, abs(h) + eps)
+            r = beta * r - s * np.clip(h, -m_old, m_old)
         wealth = s_init / n * m + np.maximum(r, 0)
         s = wealth / (np.sqrt(v) + eps)
         x = [
