@@ -58,6 +58,20 @@ CASES = {
         lambda ps: pytorch_optimizer.DAdaptAdam(ps),
         1e-10,
     ),
+    "dadapt_adamw (L2 decay, growth_rate 1.05)": (
+        lambda: gradtx.dadapt_adamw(
+            weight_decay=0.1, bias_correction=False, weight_decouple=False, growth_rate=1.05
+        ),
+        lambda ps: pytorch_optimizer.DAdaptAdam(ps, weight_decay=0.1, growth_rate=1.05),
+        1e-10,
+    ),
+    "dadapt_adamw (L2 decay, lr 0.5)": (
+        lambda: gradtx.dadapt_adamw(
+            0.5, weight_decay=0.05, bias_correction=False, weight_decouple=False
+        ),
+        lambda ps: pytorch_optimizer.DAdaptAdam(ps, lr=0.5, weight_decay=0.05),
+        1e-10,
+    ),
     "dadapt_adamw (bias correction, decoupled decay, lr 0.5, betas)": (
         lambda: gradtx.dadapt_adamw(0.5, betas=(0.8, 0.99), weight_decay=0.1, estim_lr0=1e-3),
         lambda ps: pytorch_optimizer.DAdaptAdam(
