@@ -1993,6 +1993,15 @@ REGISTRY: tuple[Entry, ...] = (
         reduces_per_leaf=True,
         **_OPTIMIZER,
     ),
+    # Prodigy's growth cap (issue 21): its state gains d_max (ProdigyGrowthState).
+    Entry(
+        "prodigy_growth_rate",
+        "prodigy",
+        gradtx.prodigy,
+        {"estim_lr0": 1e-2, "growth_rate": 1.5},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}

@@ -245,8 +245,8 @@ def prodigy(
         return GradientTransformation(init_prodigy, update_fn)
 
     def init_capped(params):
-        inner = init_prodigy(params)
-        return ProdigyGrowthState(inner, inner.estim_lr)
+        inner = init_prodigy(params)  # d_max: a buffer of its own (donation)
+        return ProdigyGrowthState(inner, jnp.asarray(estim_lr0, inner.estim_lr.dtype))
 
     def update_capped(updates, state, params=None, **extra_args):
         del extra_args

@@ -277,8 +277,8 @@ def lamb(
     references disagree (the defaults are Optax's, which is Alg. 2):
 
     - ``bias_correction``: ``True`` (Optax, the paper's Alg. 2) uses ``m_hat,
-      v_hat``; ``False`` (cybertronai's ``pytorch-lamb``, written from the
-      paper's v3) uses ``r = m / (sqrt(v) + eps)``, so ``eps`` meets the
+      v_hat``; ``False`` (cybertronai's ``pytorch-lamb``, which follows the
+      paper's arXiv v3) uses ``r = m / (sqrt(v) + eps)``, so ``eps`` meets the
       uncorrected root; ``"step"`` (``pytorch_optimizer.Lamb``) takes that ``r``
       and divides the whole step, after the trust ratio, by ``1 - b1^t``.
     - ``weight_decouple``: ``False`` (Optax, the paper, ``pytorch-lamb``,
@@ -287,7 +287,8 @@ def lamb(
       first shrinks ``x <- (1 - eta_t lambda) x``, outside the ratio, and the
       ratio reads the shrunk ``x`` and ``r`` alone.
     - ``eps_in_trust_ratio``: ``False`` (Optax, the paper, ``pytorch-lamb``)
-      divides by ``||u||``; ``True`` (``pytorch_optimizer``) by ``||u|| + eps``.
+      divides by ``||u||``, ``u`` the vector the ratio scales (``r + lambda
+      x`` or ``r``); ``True`` (``pytorch_optimizer``) by ``||u|| + eps``.
     - ``max_weight_norm``: ``None`` (Optax) leaves ``phi`` the identity; a number
       ``c`` clips, ``phi(z) = min(z, c)`` (the paper leaves the bounds of ``phi``
       open; ``pytorch-lamb`` and ``pytorch_optimizer`` use 10).
