@@ -2006,6 +2006,31 @@ REGISTRY: tuple[Entry, ...] = (
         reduces_per_leaf=True,
         **_LR,
     ),
+    # LAMB's PyTorch forms: one block apart from the chain, so one entry.
+    Entry(
+        "lamb_pytorch_optimizer_forms",
+        "lamb",
+        gradtx.lamb,
+        {
+            "learning_rate": 0.1,
+            "bias_correction": "step",
+            "weight_decouple": True,
+            "eps_in_trust_ratio": True,
+            "max_weight_norm": 1.0,
+        },
+        needs_params=True,
+        reduces_per_leaf=True,
+        **_OPTIMIZER,
+    ),
+    # Prodigy's growth cap: its state gains d_max (ProdigyGrowthState).
+    Entry(
+        "prodigy_growth_rate",
+        "prodigy",
+        gradtx.prodigy,
+        {"estim_lr0": 1e-2, "growth_rate": 1.5},
+        needs_params=True,
+        **_OPTIMIZER,
+    ),
 )
 
 BY_NAME: dict[str, Entry] = {entry.name: entry for entry in REGISTRY}

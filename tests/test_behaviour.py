@@ -466,7 +466,14 @@ _TEMPORARY_LEAVES = {
     # the whole update before scaling it, so XLA keeps the update in a buffer (Optax:
     # 2.0 for each).
     **dict.fromkeys(
-        ["lamb", "lamb_weight_decay_mask", "lars", "lars_nesterov_masked_trust_ratio"], 1.1
+        [
+            "lamb",
+            "lamb_weight_decay_mask",
+            "lamb_pytorch_optimizer_forms",
+            "lars",
+            "lars_nesterov_masked_trust_ratio",
+        ],
+        1.1,
     ),
     "adafactor": 1.1,
     # Adan reads the previous gradient (g_k - g_{k-1}) in the kernels of its three

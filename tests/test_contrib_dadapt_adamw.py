@@ -51,6 +51,16 @@ REFERENCE_CASES = {
         {"betas": (0.8, 0.99), "estim_lr0": 1e-3, "eps": 1e-4, "bias_correction": False},
         {"b1": 0.8, "b2": 0.99, "d0": 1e-3, "eps": 1e-4},
     ),
+    "l2-growth-rate": (  # the authors' code: coupled decay, a cap on d's growth
+        {"estim_lr0": 1e-3, "weight_decay": 0.1, "weight_decouple": False, "growth_rate": 1.05},
+        {
+            "d0": 1e-3,
+            "weight_decay": 0.1,
+            "decoupled": False,
+            "growth_rate": 1.05,
+            "bias_correction": True,
+        },
+    ),
 }
 
 
@@ -87,6 +97,26 @@ def test_matches_reference(name, dtype):
     tol = H.RTOL["float64"] if dtype == "float64" else FLOAT32_TOL
     worst = H.deviation(_ours(dtype)[name], list(_references()[name]))
     assert worst <= tol, f"{name} [{dtype}]: {worst:.3e}"
+
+
+def test_the_l2_and_growth_switches_each_matter():
+    # Guards against a vacuous "l2-growth-rate" case: each switch alone moves the run.
+    def run(**kw):
+        return list(
+            ref.dadapt_adam(
+                H.THETA0,
+                H.NoisyQuadratic().grads,
+                num_steps=H.NUM_STEPS,
+                d0=1e-3,
+                weight_decay=0.1,
+                bias_correction=True,
+                **kw,
+            )
+        )
+
+    optax_form = run()
+    assert H.deviation(run(decoupled=False), optax_form) > 1e-3
+    assert H.deviation(run(growth_rate=1.05), optax_form) > 1e-3
 
 
 def test_bias_correction_switch_matters():
@@ -132,6 +162,7 @@ BAD = [
     ({"estim_lr0": 0.0}, r"dadapt_adamw: estim_lr0 must be a finite number > 0"),
     ({"weight_decay": -0.1}, r"dadapt_adamw: weight_decay must be a finite number >= 0"),
     ({"learning_rate": float("nan")}, r"dadapt_adamw: learning_rate must be finite"),
+    ({"growth_rate": 0.5}, r"dadapt_adamw: growth_rate must be a number >= 1"),
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -118,3 +119,21 @@ def test_update_needs_params():
     tx = gradtx.mechanize(gradtx.sgd(0.1))
     with pytest.raises(ValueError, match="pass them to update"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+@pytest.mark.parametrize("tuner_form", ["optax", "authors"])
+def test_the_rate_derivative_is_finite_where_h_is_zero(tuner_form):
+    # With the params held fixed, Delta and h stay 0, so v = h^2 = 0: the
+    # authors' decay reads x + u, which carries the rate into h, and a root
+    # with derivative inf at 0 made d/dlr NaN.
+    x = jnp.array([1.0, -2.0, 0.5])
+
+    def total(lr):
+        tx = gradtx.mechanize(gradtx.sgd(lr), tuner_form=tuner_form)
+        state, out = tx.init(x), 0.0
+        for _ in range(2):
+            u, state = tx.update(jnp.array([0.3, -0.1, 0.2]), state, x)
+            out = out + jnp.sum(u)
+        return out
+
+    assert bool(jnp.isfinite(jax.grad(total)(0.1)))

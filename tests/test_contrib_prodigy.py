@@ -47,6 +47,10 @@ REFERENCE_CASES = {
         {"learning_rate": _decay, "estim_lr0": 1e-3},
         {"lr": _decay, "d0": 1e-3, "bias_correction": True},
     ),
+    "growth-rate": (  # the authors' cap on the growth of d (prodigyopt)
+        {"learning_rate": _decay, "estim_lr0": 1e-3, "growth_rate": 1.02},
+        {"lr": _decay, "d0": 1e-3, "growth_rate": 1.02, "bias_correction": True},
+    ),
     "beta3-coef-d0": (
         {"betas": (0.8, 0.99), "beta3": 0.9, "estim_lr_coef": 0.5, "estim_lr0": 1e-3, "eps": 1e-4},
         {
@@ -93,6 +97,12 @@ def test_matches_reference(name, dtype):
     tol = H.RTOL["float64"] if dtype == "float64" else FLOAT32_TOL
     worst = H.deviation(_ours(dtype)[name], list(_references()[name]))
     assert worst <= tol, f"{name} [{dtype}]: {worst:.3e}"
+
+
+def test_the_growth_cap_binds():
+    # Guards against a vacuous growth-rate case: the capped run must differ.
+    ours = _ours("float64")
+    assert H.deviation(ours["d0-1e-3"], ours["growth-rate"]) > 1e-3
 
 
 def test_bias_correction_switch_matters():
@@ -148,6 +158,8 @@ BAD = [
     ({"estim_lr_coef": -1.0}, r"prodigy: estim_lr_coef must be a finite number > 0"),
     ({"weight_decay": -0.1}, r"prodigy: weight_decay must be a finite number >= 0"),
     ({"learning_rate": float("nan")}, r"prodigy: learning_rate must be finite"),
+    ({"growth_rate": 0.5}, r"prodigy: growth_rate must be a number >= 1"),
+    ({"growth_rate": float("nan")}, r"prodigy: growth_rate must be a number >= 1"),
 ]
 
 

@@ -101,6 +101,44 @@ CASES = [
             decay_mask=DECAY_LEAVES,
         ),
     ),
+    # LAMB's PyTorch forms: no debiasing (pytorch-lamb); pytorch_optimizer.Lamb's.
+    Case(
+        "lamb-no-debias-decay-mask",
+        lambda: gradtx.lamb(0.01, 0.9, 0.99, 1e-3, 0.0, 0.1, DECAY_MASK, bias_correction=False),
+        lambda th, g, f: TR.lamb(
+            th, g, 0.01, 0.9, 0.99, 1e-3, 0.1, decay_mask=DECAY_LEAVES, debias=False
+        ),
+    ),
+    Case(
+        "lamb-pytorch-optimizer-forms-schedule-clip",
+        lambda: gradtx.lamb(
+            reciprocal(0.02),
+            0.8,
+            0.99,
+            1e-3,
+            0.0,
+            0.1,
+            DECAY_MASK,
+            bias_correction="step",
+            weight_decouple=True,
+            eps_in_trust_ratio=True,
+            max_weight_norm=2.0,
+        ),
+        lambda th, g, f: TR.lamb(
+            th,
+            g,
+            reciprocal(0.02),
+            0.8,
+            0.99,
+            1e-3,
+            0.1,
+            decay_mask=DECAY_LEAVES,
+            debias="step",
+            decay_outside=True,
+            epsilon_in_ratio=True,
+            phi_max=2.0,
+        ),
+    ),
     # LARS (You, Gitman & Ginsburg 2017, Alg. 1): without decay the denominators agree.
     Case(
         "lars-paper-no-decay",
@@ -374,6 +412,32 @@ def test_the_lars_denominators_differ_with_decay_and_agree_without():
     assert (
         deviation(TR.lars(*args, 0.0, 0.9), TR.lars(*args, 0.0, 0.9, denominator="decayed")) < 1e-14
     )
+
+
+def test_each_lamb_switch_changes_the_run():
+    """Each of LAMB's PyTorch switches, alone, moves the reference trajectory by
+    far more than the float32 tolerance (so the cases above test each form)."""
+    args = (THETA0, GRADS_BY_STEP, 0.01, 0.9, 0.99, 1e-3, 0.1)
+    optax_form = TR.lamb(*args)
+    for switch in (
+        {"debias": False},
+        {"debias": "step"},
+        {"decay_outside": True},
+        {"epsilon_in_ratio": True},
+        {"phi_max": 2.0},
+    ):
+        assert deviation(TR.lamb(*args, **switch), optax_form) > 1e-4, switch
+
+
+def test_lamb_refuses_an_unknown_bias_correction_and_a_bad_cap():
+    with pytest.raises(ValueError, match=r"lamb: bias_correction must be True, False or 'step'"):
+        gradtx.lamb(0.1, bias_correction="paper")
+    with pytest.raises(ValueError, match=r"lamb: bias_correction must be True, False or 'step'"):
+        gradtx.lamb(0.1, bias_correction=1)
+    with pytest.raises(ValueError, match=r"lamb: max_weight_norm"):
+        gradtx.lamb(0.1, max_weight_norm=0.0)
+    with pytest.raises(ValueError, match=r"lamb: eps"):
+        gradtx.lamb(0.1, eps=-1.0, weight_decouple=True)
 
 
 def test_lars_refuses_an_unknown_form_and_a_scheduled_decay_in_the_papers():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
@@ -56,6 +58,8 @@ def dadapt_adamw(
     weight_decay: Any = 0.0,
     *,
     bias_correction: bool = True,
+    weight_decouple: bool = True,
+    growth_rate: Any = math.inf,
 ) -> GradientTransformation:
     """D-Adaptation AdamW (Defazio & Mishchenko 2023, Alg. 4): Adam with a learned
     step size.
@@ -86,6 +90,17 @@ def dadapt_adamw(
         step by Adam's bias correction; ``False`` is the default of the authors'
         code and of pytorch_optimizer's ``DAdaptAdam`` (their
         ``bias_correction=True`` is Optax's form).
+      weight_decouple: gradtx's switch. ``True`` (Optax's, the default):
+        the decay ``- lambda gamma_k d_k x_k`` above, as AdamW. ``False``: L2
+        regularisation, ``g_k <- g_k + lambda x_k`` before everything else
+        (the inner product, ``m``, ``v`` and ``s``) and no decay in ``u_k``:
+        the default of the authors' code (``dadaptation.DAdaptAdam``,
+        ``decouple=False``) and of pytorch_optimizer's ``DAdaptAdam``
+        (``weight_decouple=False``). Alg. 4 has no decay.
+      growth_rate: gradtx's switch, a number >= 1: ``d_{k+1} = max(d_k,
+        min(d_hat, growth_rate d_k))``, with ``d_hat`` the estimate above.
+        ``inf`` (the default) is Optax's and the paper's (no cap); a finite value
+        is the authors' and pytorch_optimizer's ``growth_rate``.
 
     Returns:
       A complete optimizer (its updates are the steps); its state is
@@ -105,12 +120,9 @@ def dadapt_adamw(
     Note:
       The inner product of ``r`` weights ``s_k`` by the previous denominator
       ``A_k``, as the authors' code, Optax and PyTorch do. The decay is
-      decoupled as in Optax (the authors' code and pytorch_optimizer add an L2
-      term to the gradient by default; their ``decouple=True`` /
-      ``weight_decouple=True`` is this form). Where every ``s`` is zero ``d`` is
-      kept (Optax returns NaN; PyTorch skips the step). The authors'
-      ``growth_rate`` cap is not offered (it is infinite by default). Complex
-      params use ``|g|^2`` and the real part of the inner product.
+      decoupled by default as in Optax (see ``weight_decouple``). Where every
+      ``s`` is zero ``d`` is kept (Optax returns NaN; PyTorch skips the step).
+      Complex params use ``|g|^2`` and the real part of the inner product.
 
     References:
       Defazio & Mishchenko (2023), Learning-Rate-Free Learning by D-Adaptation,
@@ -126,6 +138,11 @@ def dadapt_adamw(
     _checks.non_negative(owner, "eps", eps)
     _checks.positive(owner, "estim_lr0", estim_lr0)
     _checks.non_negative(owner, "weight_decay", weight_decay)
+    concrete = _checks.scalar(owner, "growth_rate", growth_rate)
+    if concrete is not None and not np.all(concrete >= 1):  # NaN fails too
+        raise ValueError(
+            f"{owner}: growth_rate must be a number >= 1 (inf: no cap), got {growth_rate!r}."
+        )
     sb2 = b2**0.5
 
     def init_fn(params):
@@ -153,20 +170,25 @@ def dadapt_adamw(
             gamma = gamma * jnp.sqrt(1 - b2**t) / (1 - b1**t)
         dlr = d * gamma
 
-        def moments(g, m, v, s):
+        def moments(g, m, v, s, x):
+            if not weight_decouple:  # L2: the decay joins the gradient
+                c = tree.compute_dtype(jnp.result_type(g, x))
+                g = g.astype(c) + weight_decay * x.astype(c)
             return dadapt_moments(g, m, v, s, dlr, eps, b1, b2, sb2)
 
         m, v, s, inner, l1 = tree.map_unzip(
-            moments, 5, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum
+            moments, 5, updates, state.exp_avg, state.exp_avg_sq, state.grad_sum, params
         )
         inner_sum = sum((i.astype(d.dtype) for i in jax.tree.leaves(inner)), jnp.zeros([], d.dtype))
         l1_sum = sum((n.astype(d.dtype) for n in jax.tree.leaves(l1)), jnp.zeros([], d.dtype))
         r = sb2 * state.numerator_weighted + (1 - sb2) * dlr * inner_sum
         d_hat = r / ((1 - sb2) * jnp.where(l1_sum > 0, l1_sum, 1))
+        d_hat = jnp.minimum(d_hat, jnp.asarray(growth_rate, d.dtype) * d)
         d_new = jnp.where(l1_sum > 0, jnp.maximum(d, d_hat), d)
+        decoupled = weight_decay if weight_decouple else 0.0
 
         def step(g, m_i, v_i, x):
-            return dadapt_step(m_i, v_i, x, dlr, eps, weight_decay, g.dtype)
+            return dadapt_step(m_i, v_i, x, dlr, eps, decoupled, g.dtype)
 
         new_updates = jax.tree.map(step, updates, m, v, params)
         return new_updates, DAdaptAdamWState(m, v, s, d_new, r, count)

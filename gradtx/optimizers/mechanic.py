@@ -163,7 +163,7 @@ def mechanize(
             m = jnp.maximum(betas * state.m, jnp.abs(h) + eps)
             r = betas * state.r - state.s * jnp.clip(h, -state.m, state.m)
         wealth = s_init / num_betas * m + jnp.maximum(r, 0)
-        s = wealth / (jnp.sqrt(v) + eps)
+        s = wealth / (tree.sqrt(v) + eps)  # derivative 0, not inf, where v = 0
 
         def step(u, x, x0):  # x_{t+1} - x_t with x_{t+1} = x_ref + S_{t+1} (Delta_t + u_t)
             c = jnp.promote_types(tree.compute_dtype(jnp.result_type(u, x)), dtype)

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradtx import _checks, tree
 from gradtx.base import Array, GradientTransformation, ScalarOrSchedule, Updates
@@ -22,6 +25,14 @@ class ProdigyState(NamedTuple):
     estim_lr: Array  # d_k: the distance estimate, a real scalar.
     numerator_weighted: Array  # r_k: beta3-discounted sum of lr_k d_k^2 <g_k, x_0 - x_k> / d_0.
     count: Array  # int32 scalar: k.
+
+
+class ProdigyGrowthState(NamedTuple):
+    """State of :func:`prodigy` with a finite ``growth_rate``: Optax's state and
+    the running maximum of the estimates, which the cap needs."""
+
+    prodigy: ProdigyState  # Optax's fields.
+    estim_lr_max: Array  # d_max: max(d_0, every d_hat so far), a real scalar.
 
 
 def scalar_dtype(params: Any) -> jnp.dtype:
@@ -69,6 +80,7 @@ def prodigy(
     safeguard_warmup: bool = False,
     *,
     bias_correction: bool = True,
+    growth_rate: Any = math.inf,
 ) -> GradientTransformation:
     """Prodigy (Mishchenko & Defazio 2024, Alg. 3): AdamW with a learned step size.
 
@@ -109,6 +121,14 @@ def prodigy(
         ``False`` is the paper's Alg. 3 and the default of the authors' code and
         of pytorch_optimizer's ``Prodigy`` (their ``bias_correction=True`` is
         Optax's form).
+      growth_rate: gradtx's switch, a number >= 1: a cap on the growth of ``d``
+        per step. ``inf`` (the default) is Optax's and the paper's rule above (no
+        cap). A finite value is the authors' code (``prodigyopt``) and
+        pytorch_optimizer's ``growth_rate``: with ``d_max`` the largest of ``d_0``
+        and every ``c r_{k+1} / ||s_{k+1}||_1`` so far, ``d_{k+1} = min(d_max,
+        growth_rate d_k)``, except that the first estimate above ``d_0`` is
+        taken whole. The state is then ``ProdigyGrowthState`` (in
+        ``gradtx.optimizers.prodigy``): Optax's state and ``d_max``.
 
     Returns:
       A complete optimizer (its updates are the steps); its state is
@@ -131,10 +151,8 @@ def prodigy(
       beta_3)`` factors in ``r`` and ``s`` cancel in their ratio; the code's
       ``1 / d_0`` does too, and is kept for Optax's state values. Where every
       ``s`` is zero (a zero gradient at the start) ``d`` is kept (Optax divides
-      0 by 0 and returns NaN; the authors' code skips the step). The authors'
-      ``growth_rate`` (a cap ``d_{k+1} <= growth_rate d_k``, default infinite)
-      is not offered: it needs one more scalar in the state than Optax's
-      :class:`ProdigyState` has. Complex params use ``|g|^2`` and the real
+      0 by 0 and returns NaN; the authors' code skips the step). Complex
+      params use ``|g|^2`` and the real
       part of ``<g, x_0 - x>``. ``d`` is kept in the widest real dtype of the
       params (at least float32; Optax takes the narrowest).
 
@@ -155,8 +173,14 @@ def prodigy(
     _checks.positive(owner, "estim_lr_coef", estim_lr_coef)
     _checks.non_negative(owner, "weight_decay", weight_decay)
     b3 = b2**0.5 if beta3 is None else beta3
+    concrete = _checks.scalar(owner, "growth_rate", growth_rate)
+    if concrete is not None and not np.all(concrete >= 1):  # NaN fails too
+        raise ValueError(
+            f"{owner}: growth_rate must be a number >= 1 (inf: no cap), got {growth_rate!r}."
+        )
+    capped = not (isinstance(growth_rate, numbers.Real) and math.isinf(growth_rate))
 
-    def init_fn(params):
+    def init_prodigy(params):
         tree.check_inexact(params, owner)
         dtype = scalar_dtype(params)
         return ProdigyState(
@@ -169,8 +193,17 @@ def prodigy(
             count=tree.zero_count(),
         )
 
-    def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
+    def next_estimate(d, d_hat, d_max, estimated):
+        """``(d_{k+1}, d_max)``: Optax's ``max(d, d_hat)``, or the authors' capped rule."""
+        if d_max is None:
+            return jnp.where(estimated, jnp.maximum(d, d_hat), d), None
+        first = d == jnp.asarray(estim_lr0, d.dtype)  # the first estimate is taken whole
+        d_from = jnp.where(first, jnp.maximum(d, d_hat), d)
+        new_max = jnp.maximum(d_max, d_hat)
+        d_new = jnp.minimum(new_max, d_from * jnp.asarray(growth_rate, d.dtype))
+        return jnp.where(estimated, d_new, d), jnp.where(estimated, new_max, d_max)
+
+    def update_prodigy(updates, state, params, d_max):
         if params is None:
             raise ValueError(f"{owner}: x_0 - x is measured from the params: pass them to update.")
         tree.check_structure(state.params0, updates, owner=owner)
@@ -194,12 +227,32 @@ def prodigy(
         l1_sum = sum((n.astype(d.dtype) for n in jax.tree.leaves(l1)), jnp.zeros([], d.dtype))
         r = b3 * state.numerator_weighted + (d / estim_lr0) * dlr * inner_sum
         d_hat = estim_lr_coef * r / jnp.where(l1_sum > 0, l1_sum, 1)
-        d_new = jnp.where(l1_sum > 0, jnp.maximum(d, d_hat), d)
+        d_new, d_max = next_estimate(d, d_hat, d_max, l1_sum > 0)
 
         def step(g, m_i, v_i, x):
             return prodigy_step(m_i, v_i, x, dlr, d_new, eps, weight_decay, g.dtype)
 
         new_updates = jax.tree.map(step, updates, m, v, params)
-        return new_updates, ProdigyState(m, v, s, state.params0, d_new, r, count)
+        return new_updates, ProdigyState(m, v, s, state.params0, d_new, r, count), d_max
 
-    return GradientTransformation(init_fn, update_fn)
+    if not capped:
+
+        def update_fn(updates, state, params=None, **extra_args):
+            del extra_args
+            new_updates, new_state, _ = update_prodigy(updates, state, params, None)
+            return new_updates, new_state
+
+        return GradientTransformation(init_prodigy, update_fn)
+
+    def init_capped(params):
+        inner = init_prodigy(params)  # d_max: a buffer of its own (donation)
+        return ProdigyGrowthState(inner, jnp.asarray(estim_lr0, inner.estim_lr.dtype))
+
+    def update_capped(updates, state, params=None, **extra_args):
+        del extra_args
+        new_updates, inner, d_max = update_prodigy(
+            updates, state.prodigy, params, state.estim_lr_max
+        )
+        return new_updates, ProdigyGrowthState(inner, d_max)
+
+    return GradientTransformation(init_capped, update_capped)

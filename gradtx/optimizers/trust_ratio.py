@@ -20,7 +20,13 @@ import jax.numpy as jnp
 from gradtx import _checks, tree
 from gradtx.base import Array, EmptyState, GradientTransformation, ScalarOrSchedule
 from gradtx.combine import Mask, chain, masked, resolve_mask
-from gradtx.optimizers.adam import scale_by_adam
+from gradtx.optimizers.adam import (
+    ScaleByAdamState,
+    check_adam_args,
+    init_moments,
+    normalise,
+    scale_by_adam,
+)
 from gradtx.optimizers.sgd import trace
 from gradtx.transforms.regularize import add_decayed_weights
 from gradtx.transforms.scale import scale_by_learning_rate
@@ -168,6 +174,79 @@ def _lars_paper_ratio(
     return GradientTransformation(init_fn, update_fn)
 
 
+def lamb_leaf(g, x, m, v, shared, form):
+    """One layer of LAMB in any of its forms: ``(out, m, v)`` (see :func:`lamb`).
+
+    ``shared`` holds ``(eta_t, lambda_t, 1 - b1^t, 1 - b2^t)`` (``lambda_t`` 0 on
+    a layer the mask leaves out); ``form`` the
+    switches ``(b1, b2, eps, eps_root, bias_correction, weight_decouple,
+    eps_in_trust_ratio, max_weight_norm)``.
+    """
+    b1, b2, eps, eps_root, bias_correction, weight_decouple, eps_in_ratio, max_norm = form
+    eta, lam, bc1, bc2 = shared
+    c = tree.compute_dtype(jnp.promote_types(g.dtype, x.dtype))
+    new_m, new_v = tree.moment_leaf(g, m, b1, 1), tree.moment_leaf(g, v, b2, 2)
+    m_c, v_c = tree.as_dtype(new_m, c), tree.as_dtype(new_v, tree.real_dtype(c))
+    if bias_correction is True:  # Alg. 2: m_hat / (sqrt(v_hat) + eps)
+        r = normalise(m_c / bc1, v_c / bc2, eps, eps_root)
+    else:  # eps meets the uncorrected root
+        r = normalise(m_c, v_c, eps, eps_root)
+    x_c = tree.as_dtype(x, c)
+    if weight_decouple:  # x <- (1 - eta lambda) x first; the ratio reads that x
+        x_c, u = (1 - eta * lam) * x_c, r
+    else:  # Alg. 2: the decay inside the ratio
+        u = r + lam * x_c
+    x_norm = leaf_norm(x_c, 0.0)
+    if max_norm is not None:  # phi(z) = min(z, max_weight_norm)
+        x_norm = jnp.minimum(x_norm, max_norm)
+    u_norm = leaf_norm(u, 0.0)
+    used = (x_norm > 0) & (u_norm > 0)
+    denominator = u_norm + eps if eps_in_ratio else u_norm
+    ratio = jnp.where(used, x_norm / jnp.where(used, denominator, 1), 1)
+    step = eta / bc1 if bias_correction == "step" else eta
+    out = -step * ratio * u
+    if weight_decouple:
+        out = out - eta * lam * tree.as_dtype(x, c)
+    return tree.as_dtype(out, g.dtype), new_m, new_v
+
+
+def _lamb_forms(
+    learning_rate, b1, b2, eps, eps_root, weight_decay, mask, form
+) -> GradientTransformation:
+    """LAMB's other forms as one block (see :func:`lamb`); state ``(count, mu, nu)``."""
+    owner = "lamb"
+
+    def init_fn(params):
+        tree.check_inexact(params, owner)
+        return ScaleByAdamState(tree.zero_count(), *init_moments(params, None, None))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        check_params(owner, params)
+        tree.check_structure(params, updates, owner=owner)
+        decayed = _leaf_flags(mask, params)
+        count = tree.safe_increment(state.count)
+        eta = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        lam = weight_decay(state.count) if callable(weight_decay) else weight_decay
+
+        lams = jax.tree.map(lambda d: lam if d else 0.0, decayed)
+
+        def leaf(g, x, m, v, lam_i):
+            c = tree.real_dtype(tree.compute_dtype(jnp.promote_types(g.dtype, x.dtype)))
+            shared = (
+                jnp.asarray(eta, c),
+                jnp.asarray(lam_i, c),
+                tree.bias_correction_factor(b1, count, c),
+                tree.bias_correction_factor(b2, count, c),
+            )
+            return lamb_leaf(g, x, m, v, shared, form)
+
+        out, mu, nu = tree.map_unzip(leaf, 3, updates, params, state.mu, state.nu, lams)
+        return out, ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
 def lamb(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
@@ -176,23 +255,64 @@ def lamb(
     eps_root: float = 0.0,
     weight_decay: ScalarOrSchedule = 0.0,
     mask: Mask | None = None,
+    *,
+    bias_correction: bool | str = True,
+    weight_decouple: bool = False,
+    eps_in_trust_ratio: bool = False,
+    max_weight_norm: float | None = None,
 ) -> GradientTransformation:
     """LAMB (You et al. 2020, Alg. 2): Adam's direction, decoupled decay, a trust ratio.
 
     .. math::
         r = \\frac{\\hat m}{\\sqrt{\\hat v} + \\epsilon}, \\qquad
-        x \\leftarrow x - \\eta_t \\frac{\\|x\\|}{\\|r + \\lambda x\\|} (r + \\lambda x)
+        x \\leftarrow x - \\eta_t \\frac{\\phi(\\|x\\|)}{\\|r + \\lambda x\\|} (r + \\lambda x)
 
     per layer, with ``m_hat, v_hat`` Adam's bias-corrected moments. Composition:
     ``chain(scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(lambda, mask),
     scale_by_trust_ratio(), scale_by_learning_rate(eta))``, as Optax. The paper's
-    scaling function ``phi`` is the identity here (no clipping of ``||x||``).
+    scaling function ``phi`` is the identity here (no clipping of ``||x||``)
+    unless ``max_weight_norm`` is set.
+
+    The keyword-only switches give the forms of the PyTorch code, where the
+    references disagree (the defaults are Optax's, which is Alg. 2):
+
+    - ``bias_correction``: ``True`` (Optax, the paper's Alg. 2) uses ``m_hat,
+      v_hat``; ``False`` (cybertronai's ``pytorch-lamb``, which follows the
+      paper's arXiv v3) uses ``r = m / (sqrt(v) + eps)``, so ``eps`` meets the
+      uncorrected root; ``"step"`` (``pytorch_optimizer.Lamb``) takes that ``r``
+      and divides the whole step, after the trust ratio, by ``1 - b1^t``.
+    - ``weight_decouple``: ``False`` (Optax, the paper, ``pytorch-lamb``,
+      ``pytorch_optimizer``'s ``weight_decouple=False``) adds ``lambda x`` to
+      ``r`` inside the trust ratio; ``True`` (``pytorch_optimizer``'s default)
+      first shrinks ``x <- (1 - eta_t lambda) x``, outside the ratio, and the
+      ratio reads the shrunk ``x`` and ``r`` alone.
+    - ``eps_in_trust_ratio``: ``False`` (Optax, the paper, ``pytorch-lamb``)
+      divides by ``||u||``, ``u`` the vector the ratio scales (``r + lambda
+      x`` or ``r``); ``True`` (``pytorch_optimizer``) by ``||u|| + eps``.
+    - ``max_weight_norm``: ``None`` (Optax) leaves ``phi`` the identity; a number
+      ``c`` clips, ``phi(z) = min(z, c)`` (the paper leaves the bounds of ``phi``
+      open; ``pytorch-lamb`` and ``pytorch_optimizer`` use 10).
+
+    ``pytorch_optimizer.Lamb()`` (its defaults) is ``lamb(...,
+    bias_correction="step", weight_decouple=True, eps_in_trust_ratio=True,
+    max_weight_norm=10.0)``. Any non-default switch runs the whole method as
+    one block whose state is :class:`~gradtx.ScaleByAdamState` (``count, mu,
+    nu``, the moments uncorrected).
 
     Args:
       learning_rate: ``eta_t``, a number or a schedule.
       b1, b2, eps, eps_root: see :func:`gradtx.scale_by_adam` (``eps`` 1e-6 here).
       weight_decay: ``lambda`` >= 0, a number or a schedule.
       mask: which leaves are decayed (see :func:`gradtx.add_decayed_weights`).
+      bias_correction: gradtx's switch, ``True`` (default), ``False`` or
+        ``"step"`` (above).
+      weight_decouple: gradtx's switch, the decay outside the ratio (above).
+      eps_in_trust_ratio: gradtx's switch, ``eps`` added to the update's norm.
+      max_weight_norm: gradtx's switch, ``None`` or > 0: a cap on ``||x||`` in
+        the ratio.
+
+    Raises:
+      ValueError: an unknown ``bias_correction``; a hyperparameter out of range.
 
     Examples:
       >>> import gradtx, jax.numpy as jnp
@@ -205,13 +325,40 @@ def lamb(
       You et al. (2020), Large Batch Optimization for Deep Learning: Training BERT
       in 76 Minutes, Alg. 2.
     """
-    _checks.learning_rate("lamb", learning_rate)
-    return chain(
-        scale_by_adam(b1, b2, eps, eps_root),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_trust_ratio(),
-        scale_by_learning_rate(learning_rate),
+    owner = "lamb"
+    _checks.learning_rate(owner, learning_rate)
+    if bias_correction not in (True, False, "step") or not isinstance(bias_correction, (bool, str)):
+        raise ValueError(
+            f"{owner}: bias_correction must be True, False or 'step', got {bias_correction!r}"
+        )
+    if max_weight_norm is not None:
+        _checks.positive(owner, "max_weight_norm", max_weight_norm)
+    default = (
+        bias_correction is True
+        and not weight_decouple
+        and not eps_in_trust_ratio
+        and max_weight_norm is None
     )
+    if default:
+        return chain(
+            scale_by_adam(b1, b2, eps, eps_root),
+            add_decayed_weights(weight_decay, mask),
+            scale_by_trust_ratio(),
+            scale_by_learning_rate(learning_rate),
+        )
+    check_adam_args(owner, b1, b2, eps, eps_root, None, None)
+    _checks.non_negative(owner, "weight_decay", weight_decay, schedule=True)
+    form = (
+        b1,
+        b2,
+        eps,
+        eps_root,
+        bias_correction,
+        bool(weight_decouple),
+        bool(eps_in_trust_ratio),
+        max_weight_norm,
+    )
+    return _lamb_forms(learning_rate, b1, b2, eps, eps_root, weight_decay, mask, form)
 
 
 def lars(

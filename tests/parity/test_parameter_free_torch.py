@@ -48,9 +48,28 @@ CASES = {
         # rounding in the order of the sums (1e-16) grows to 2.4e-6 over the run.
         1e-5,
     ),
+    "prodigy (growth_rate 1.05, d0 1e-3)": (
+        lambda: gradtx.prodigy(estim_lr0=1e-3, bias_correction=False, growth_rate=1.05),
+        lambda ps: pytorch_optimizer.Prodigy(ps, d0=1e-3, growth_rate=1.05),
+        1e-10,
+    ),
     "dadapt_adamw (no bias correction)": (
         lambda: gradtx.dadapt_adamw(bias_correction=False),
         lambda ps: pytorch_optimizer.DAdaptAdam(ps),
+        1e-10,
+    ),
+    "dadapt_adamw (L2 decay, growth_rate 1.05)": (
+        lambda: gradtx.dadapt_adamw(
+            weight_decay=0.1, bias_correction=False, weight_decouple=False, growth_rate=1.05
+        ),
+        lambda ps: pytorch_optimizer.DAdaptAdam(ps, weight_decay=0.1, growth_rate=1.05),
+        1e-10,
+    ),
+    "dadapt_adamw (L2 decay, lr 0.5)": (
+        lambda: gradtx.dadapt_adamw(
+            0.5, weight_decay=0.05, bias_correction=False, weight_decouple=False
+        ),
+        lambda ps: pytorch_optimizer.DAdaptAdam(ps, lr=0.5, weight_decay=0.05),
         1e-10,
     ),
     "dadapt_adamw (bias correction, decoupled decay, lr 0.5, betas)": (

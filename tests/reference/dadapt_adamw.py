@@ -24,6 +24,8 @@ def dadapt_adam(
     d0=1e-6,
     weight_decay=0.0,
     bias_correction=False,
+    decoupled=True,
+    growth_rate=np.inf,
     num_steps=None,
 ):
     """Alg. 4, the whole tree as one vector::
@@ -35,7 +37,11 @@ def dadapt_adam(
         x_{k+1} = x_k - m / A_{k+1} - weight_decay gamma_k d_k x_k
 
     ``bias_correction=True`` multiplies ``gamma_k`` by
-    ``sqrt(1 - b2^{k+1}) / (1 - b1^{k+1})`` (Optax's form).
+    ``sqrt(1 - b2^{k+1}) / (1 - b1^{k+1})`` (Optax's form). ``decoupled=False``
+    is L2 regularisation (the authors' code's default): ``g_k <- g_k +
+    weight_decay x_k`` first, and no decay in the step. A finite
+    ``growth_rate`` caps the estimate: ``d_{k+1} = max(d_k, min(d_hat,
+    growth_rate d_k))``.
     """
     gradients = Gradients(grads, num_steps)
     lr = rate(lr)
@@ -48,6 +54,8 @@ def dadapt_adam(
     trajectory = Trajectory(x)
     for k in range(gradients.num_steps):
         g = gradients(k, x)
+        if not decoupled:
+            g = [g_i + weight_decay * x_i for g_i, x_i in zip(g, x, strict=True)]
         gamma = lr(k)
         if bias_correction:
             gamma *= np.sqrt(1 - b2 ** (k + 1)) / (1 - b1 ** (k + 1))
@@ -58,9 +66,10 @@ def dadapt_adam(
             v[i] = b2 * v[i] + (1 - b2) * g[i] ** 2
             s[i] = sb2 * s[i] + (1 - sb2) * gamma * d * g[i]
         l1 = sum(np.sum(np.abs(s_i)) for s_i in s)
-        d_next = max(d, r / ((1 - sb2) * l1)) if l1 > 0 else d
+        d_next = max(d, min(r / ((1 - sb2) * l1), growth_rate * d)) if l1 > 0 else d
+        lam = weight_decay if decoupled else 0.0
         for i in range(len(x)):
-            x[i] = x[i] - m[i] / (np.sqrt(v[i]) + eps) - weight_decay * gamma * d * x[i]
+            x[i] = x[i] - m[i] / (np.sqrt(v[i]) + eps) - lam * gamma * d * x[i]
         d = d_next
         trajectory.record(x)
     return trajectory.stacked()

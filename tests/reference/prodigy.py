@@ -27,6 +27,7 @@ def prodigy(
     weight_decay=0.0,
     safeguard_warmup=False,
     bias_correction=False,
+    growth_rate=np.inf,
     num_steps=None,
 ):
     """Alg. 3, with the whole tree as one vector::
@@ -44,6 +45,12 @@ def prodigy(
     The paper writes ``d_k eps``; the authors' code, Optax and PyTorch add
     ``d_{k+1} eps``, as here (``eps`` is too small for the difference to matter
     in training, but not to a 1e-10 comparison).
+
+    A finite ``growth_rate`` is the authors' cap (``prodigyopt``): ``d_max``
+    starts at ``d0`` and takes every ``d_hat = d_coef r / ||s||_1``; while ``d``
+    is still ``d0`` it first becomes ``max(d0, d_hat)``; then ``d_{k+1} =
+    min(d_max, growth_rate d)``. With ``growth_rate = inf`` that is ``max(d,
+    d_hat)``.
     """
     gradients = Gradients(grads, num_steps)
     lr = rate(lr)
@@ -53,7 +60,7 @@ def prodigy(
     m = [np.zeros_like(x_i) for x_i in x]
     v = [np.zeros_like(x_i) for x_i in x]
     s = [np.zeros_like(x_i) for x_i in x]
-    r, d = 0.0, d0
+    r, d, d_max = 0.0, d0, d0
     trajectory = Trajectory(x)
     for k in range(gradients.num_steps):
         g = gradients(k, x)
@@ -68,7 +75,12 @@ def prodigy(
             v[i] = b2 * v[i] + (1 - b2) * d**2 * g[i] ** 2
             s[i] = b3 * s[i] + s_weight * g[i]
         l1 = sum(np.sum(np.abs(s_i)) for s_i in s)
-        d_next = max(d, d_coef * r / l1) if l1 > 0 else d
+        d_next = d
+        if l1 > 0:
+            d_hat = d_coef * r / l1
+            d_from = max(d, d_hat) if d == d0 else d
+            d_max = max(d_max, d_hat)
+            d_next = min(d_max, growth_rate * d_from)
         for i in range(len(x)):
             step = m[i] / (np.sqrt(v[i]) + d_next * eps) + weight_decay * x[i]
             x[i] = x[i] - gamma * d * step

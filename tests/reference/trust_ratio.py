@@ -89,6 +89,10 @@ def lamb(
     *,
     epsilon_root=0.0,
     decay_mask=None,
+    debias=True,
+    decay_outside=False,
+    epsilon_in_ratio=False,
+    phi_max=None,
     num_steps=None,
 ):
     """Alg. 2, for each layer ``i``::
@@ -102,6 +106,14 @@ def lamb(
     with ``phi(z) = z``; the ratio is 1 where either norm is 0. ``epsilon_root``
     is added inside the root (0 in the paper); ``decay_mask`` (one bool per leaf)
     turns off the decay on a layer.
+
+    The PyTorch forms (cybertronai's ``pytorch-lamb``, ``pytorch_optimizer.Lamb``):
+    ``debias=False`` skips the two corrections (``r_t = m_t / (sqrt(v_t) +
+    epsilon)``); ``debias="step"`` skips them and divides the step by ``1 -
+    beta_1^t`` (``pytorch_optimizer``); ``decay_outside`` first sets ``x_t <- (1
+    - eta_t lambda) x_t`` and then steps by ``eta_t phi(||x_t||) / ||r_t|| r_t``
+    from that ``x_t``; ``epsilon_in_ratio`` divides by ``||.|| + epsilon``;
+    ``phi_max`` makes ``phi(z) = min(z, phi_max)``.
     """
     gradients, eta_t, lam_t = Gradients(grads, num_steps), rate(eta), rate(lam)
     x = as_float64(x)
@@ -115,11 +127,28 @@ def lamb(
         for i in range(len(x)):
             m[i] = beta_1 * m[i] + (1 - beta_1) * g[i]
             v[i] = beta_2 * v[i] + (1 - beta_2) * g[i] ** 2
-            m_hat = m[i] / (1 - beta_1**t)
-            v_hat = v[i] / (1 - beta_2**t)
+            if debias is True:
+                m_hat = m[i] / (1 - beta_1**t)
+                v_hat = v[i] / (1 - beta_2**t)
+            else:
+                m_hat, v_hat = m[i], v[i]
             r = m_hat / (np.sqrt(v_hat + epsilon_root) + epsilon)
-            u = r + (lam_t(k) if decay_mask[i] else 0.0) * x[i]
-            ratio = _ratio(np.linalg.norm(x[i]), np.linalg.norm(u))
-            x[i] = x[i] - eta_t(k) * ratio * u
+            lam_i = lam_t(k) if decay_mask[i] else 0.0
+            if decay_outside:
+                x[i] = (1 - eta_t(k) * lam_i) * x[i]
+                u = r
+            else:
+                u = r + lam_i * x[i]
+            x_norm = np.linalg.norm(x[i])
+            if phi_max is not None:
+                x_norm = min(x_norm, phi_max)
+            u_norm = np.linalg.norm(u)
+            ratio = (
+                1.0
+                if u_norm == 0
+                else _ratio(x_norm, u_norm + (epsilon if epsilon_in_ratio else 0.0))
+            )
+            step = eta_t(k) / (1 - beta_1**t) if debias == "step" else eta_t(k)
+            x[i] = x[i] - step * ratio * u
         trajectory.record(x)
     return trajectory.stacked()
