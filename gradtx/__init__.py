@@ -272,6 +272,8 @@ from gradtx.transforms.clipping import (
     clip_by_block_rms,
     clip_by_global_norm,
     clip_by_leaf_norm,
+    unitwise_clip,
+    unitwise_norm,
 )
 from gradtx.transforms.complex_valued import (
     SplitRealAndImaginaryState,
@@ -281,6 +283,7 @@ from gradtx.transforms.conditional import (
     ApplyIfFiniteState,
     ConditionallyMaskState,
     ConditionallyTransformState,
+    ConditionFn,
     apply_if_finite,
     conditionally_mask,
     conditionally_transform,
@@ -368,6 +371,7 @@ __all__ = [
     "COCOBState",
     "ClipByGlobalNormState",
     "ClipState",
+    "ConditionFn",
     "ConditionallyMaskState",
     "ConditionallyTransformState",
     "ContinueResult",
@@ -711,6 +715,8 @@ __all__ = [
     "transforms",
     "tree",
     "tree_map_params",
+    "unitwise_clip",
+    "unitwise_norm",
     "value_and_grad_from_state",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",

@@ -2099,6 +2099,9 @@ NOT_TRANSFORMATIONS = frozenset(
         "dequantize_blockwise",
         "quantize_rank1",
         "dequantize_rank1",
+        # adaptive_grad_clip's unit norms and rule, functions on arrays (Optax's).
+        "unitwise_norm",
+        "unitwise_clip",
     }
 )
 

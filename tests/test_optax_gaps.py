@@ -369,3 +369,58 @@ def test_linesearch_on_complex_params_matches_optax(search):
         assert x.dtype == y.dtype
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
     assert float(_complex_quadratic(z0 + ours.sum(0))) < float(_complex_quadratic(z0)) - 1.0
+
+
+def test_optax_transforms_names_are_gradtx_transforms_names():
+    """``optax.transforms.X`` written as ``gradtx.transforms.X``: gradtx's top-level X."""
+    names = [n for n in dir(optax.transforms) if not n.startswith("_")]
+    names = [n for n in names if not isinstance(getattr(optax.transforms, n), type(optax))]
+    assert len(names) >= 40
+    for name in names:
+        assert getattr(gradtx.transforms, name) is getattr(gradtx, name), name
+    assert set(names) <= set(dir(gradtx.transforms))
+    with pytest.raises(AttributeError, match="has no attribute 'adamw'"):
+        gradtx.transforms.adamw  # noqa: B018  (an optimizer, not in Optax's namespace)
+
+
+UNIT_SHAPES = [(), (5,), (1, 5), (4, 3), (2, 4, 3), (3, 3, 2, 4), (2, 2, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+def test_unitwise_norm_and_clip_give_optax_s_numbers(dtype):
+    rng = np.random.default_rng(3)
+    for shape in UNIT_SHAPES:
+        x = rng.normal(size=shape) + (1j * rng.normal(size=shape) if dtype == "complex64" else 0)
+        x = jnp.asarray(x, dtype)
+        norm = gradtx.unitwise_norm(x)
+        np.testing.assert_allclose(norm, optax.transforms.unitwise_norm(x), rtol=1e-6)
+        assert norm.shape == x.shape and norm.dtype == jnp.float32
+        max_norm = jnp.full(x.shape, 0.5 * float(jnp.median(norm)), jnp.float32)
+        clipped = gradtx.unitwise_clip(norm, max_norm, x)
+        np.testing.assert_allclose(
+            clipped, optax.transforms.unitwise_clip(norm, max_norm, x), rtol=1e-6
+        )
+    x = jnp.asarray(rng.normal(size=(3, 4, 5)), jnp.float32)
+    for axis in (1, (0, 2), -1):
+        np.testing.assert_allclose(
+            gradtx.unitwise_norm(x, axis), optax.transforms.unitwise_norm(x, axis), rtol=1e-6
+        )
+
+
+def test_unitwise_norm_of_a_rank_6_leaf_and_of_huge_values():
+    """Beyond Optax (which asks for ``axis`` above rank 5): every axis but the last;
+    and a unit whose squares overflow float32 still has its finite norm."""
+    x = np.random.default_rng(4).normal(size=(2, 2, 1, 2, 3, 4))
+    expected = np.sqrt((x**2).sum(axis=(0, 1, 2, 3, 4), keepdims=True))
+    np.testing.assert_allclose(
+        gradtx.unitwise_norm(jnp.asarray(x, jnp.float32)),
+        np.broadcast_to(expected, x.shape),
+        rtol=1e-6,
+    )
+    huge = jnp.array([3e30, 4e30], jnp.float32)
+    np.testing.assert_allclose(gradtx.unitwise_norm(huge), [5e30, 5e30], rtol=1e-6)
+
+
+def test_unitwise_clip_refuses_arrays_of_other_shapes():
+    with pytest.raises(ValueError, match=r"one shape, got \(2,\), \(3,\) and \(2,\)"):
+        gradtx.unitwise_clip(jnp.ones(2), jnp.ones(3), jnp.ones(2))

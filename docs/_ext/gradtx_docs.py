@@ -320,7 +320,7 @@ class CompareCurves(Directive):
 
 # ---------------------------------------------------------------- Optax's names
 
-SUBMODULES = ("contrib", "tree", "projections", "schedules")
+SUBMODULES = ("contrib", "tree", "projections", "schedules", "transforms")
 # Where gradtx may hold a name, searched in this order after the matching submodule.
 GRADTX_NAMESPACES = (
     "",
@@ -328,6 +328,7 @@ GRADTX_NAMESPACES = (
     "contrib",
     "tree",
     "projections",
+    "transforms",
     "second_order",
     "training",
     "checkpoint",

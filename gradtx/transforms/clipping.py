@@ -243,6 +243,71 @@ def _unit_axes(x: Array, axis: Any) -> tuple[int, ...]:
     return (0,) if x.ndim in (2, 3) else tuple(range(x.ndim - 1))
 
 
+def unitwise_norm(x: Array, axis: int | tuple[int, ...] | None = None) -> Array:
+    """The L2 norm of each unit of ``x``, broadcast back to ``x``'s shape.
+
+    A unit is the slice that :func:`adaptive_grad_clip` measures (Brock et al.
+    2021, Sec. 4.1): ``||x_i|| = sqrt(sum_{j in unit i} |x_j|^2)`` over the axes
+    ``axis``, or, with ``axis=None``, over axes read from the rank as Optax's
+    ``optax.transforms.unitwise_norm``: a scalar or a (squeezed) vector is one
+    unit, a rank-2 or rank-3 kernel ``(in, out)`` reduces axis 0, and a rank-4
+    or rank-5 convolution kernel (``HWIO``, ``DHWIO``) every axis but the last.
+    Ranks above 5 reduce every axis but the last too, where Optax asks for
+    ``axis``. A sum of squares that overflows is taken as ``m ||x / m||`` with
+    ``m = max |x|``, so a finite unit has a finite norm.
+
+    Args:
+      x: an array (complex allowed: ``|x|^2``).
+      axis: the axes a unit spans, or ``None`` (by rank).
+
+    Returns:
+      The norms, real, in at least float32, with ``x``'s shape.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> gradtx.unitwise_norm(jnp.array([[3.0, 0.0], [4.0, 1.0]]))  # per column
+      Array([[5., 1.],
+             [5., 1.]], dtype=float32)
+    """
+    x = jnp.asarray(x)
+    norm = _norms([[x]], _unit_axes(x, axis) if x.ndim else None)[0]
+    return jnp.broadcast_to(norm, x.shape)
+
+
+def unitwise_clip(g_norm: Array, max_norm: Array, grad: Array, div_eps: Any = 1e-6) -> Array:
+    """Scales each element of ``grad`` whose unit norm exceeds ``max_norm`` down to it.
+
+    ``grad`` where ``g_norm < max_norm``, else ``grad * max_norm / max(g_norm,
+    div_eps)``: the rule of :func:`adaptive_grad_clip` (Brock et al. 2021, eq. 3)
+    on precomputed norms, with Optax's ``optax.transforms.unitwise_clip``
+    arguments and numbers. ``div_eps`` only keeps the division finite.
+
+    Args:
+      g_norm: the unit norms of ``grad``, broadcast to its shape
+        (:func:`unitwise_norm`).
+      max_norm: the largest norm of each unit, of the same shape.
+      grad: the gradient.
+      div_eps: the smallest divisor.
+
+    Raises:
+      ValueError: the three arrays are not of one shape.
+
+    Examples:
+      >>> import gradtx, jax.numpy as jnp
+      >>> g = jnp.array([3.0, 4.0])
+      >>> gradtx.unitwise_clip(gradtx.unitwise_norm(g), jnp.full(2, 1.0), g)
+      Array([0.6, 0.8], dtype=float32)
+    """
+    g_norm, max_norm, grad = jnp.asarray(g_norm), jnp.asarray(max_norm), jnp.asarray(grad)
+    if not g_norm.shape == max_norm.shape == grad.shape:
+        raise ValueError(
+            "unitwise_clip: g_norm, max_norm and grad must have one shape, got "
+            f"{g_norm.shape}, {max_norm.shape} and {grad.shape}."
+        )
+    clipped = grad * (max_norm / jnp.maximum(g_norm, div_eps))
+    return jnp.where(g_norm < max_norm, grad, clipped)
+
+
 def adaptive_grad_clip(
     clipping: float | Array, eps: float = 1e-3, axis: int | tuple[int, ...] | None = None
 ) -> GradientTransformation:

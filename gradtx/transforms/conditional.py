@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -181,6 +181,18 @@ def apply_if_finite(
 
 
 # ---------------------------------------------------------------------- a condition on the step
+
+
+class ConditionFn(Protocol):
+    """The type of ``should_transform_fn`` (Optax's ``optax.transforms.ConditionFn``).
+
+    Called as ``c(step, **extra_args)`` with the step count (an int32 scalar) and,
+    where it names them, the extra arguments of ``update``; returns a boolean
+    scalar: whether :func:`conditionally_transform` runs the inner transformation
+    at this step (or :func:`conditionally_mask` lets its updates through).
+    """
+
+    def __call__(self, step: Array, **extra_args: Any) -> Array: ...
 
 
 class ConditionallyTransformState(NamedTuple):
