@@ -49,6 +49,23 @@ CASES = [
             alpha=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-16, epsilon_s=1e-16, centre_on_new=True
         ),
     ),
+    (
+        "the authors' momentum_update (momentum_numerator=True), decay",
+        lambda: gradtx.acprop(
+            0.01, weight_decay=0.01, centre_on_new_momentum=True, momentum_numerator=True
+        ),
+        None,
+        dict(
+            alpha=0.01,
+            beta_1=0.9,
+            beta_2=0.999,
+            epsilon=1e-16,
+            epsilon_s=1e-16,
+            lam=0.01,
+            centre_on_new=True,
+            momentum_numerator=True,
+        ),
+    ),
 ]
 
 
@@ -90,6 +107,12 @@ def test_centring_choice_changes_the_trajectory():
             dict(centre_on_new_momentum=1),
             TypeError,
             "centre_on_new_momentum must be a bool",
+        ),
+        (
+            gradtx.scale_by_acprop,
+            dict(momentum_numerator="yes"),
+            TypeError,
+            "momentum_numerator must be a bool",
         ),
         (
             gradtx.acprop,

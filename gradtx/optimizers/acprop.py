@@ -19,8 +19,9 @@ from gradtx.transforms.regularize import add_decayed_weights
 from gradtx.transforms.scale import scale_by_learning_rate
 
 
-def _acprop_leaf(g, mu, s, shared, b1, b2, eps, eps_root, centre_on_new):
-    """One leaf of Alg. 2: the new ``m`` and ``s``, and ``g / (sqrt(s_hat_{t-1}) + eps)``."""
+def _acprop_leaf(g, mu, s, shared, b1, b2, eps, eps_root, centre_on_new, momentum_numerator):
+    """One leaf of Alg. 2: the new ``m`` and ``s``, and ``g / (sqrt(s_hat_{t-1}) + eps)``
+    (``m_hat_t`` in place of ``g`` with ``momentum_numerator``)."""
     c = tree.compute_dtype(g.dtype)
     r = tree.real_dtype(c)
     g_c = tree.as_dtype(g, c)
@@ -28,10 +29,11 @@ def _acprop_leaf(g, mu, s, shared, b1, b2, eps, eps_root, centre_on_new):
     centre = tree.as_dtype(new_mu if centre_on_new else mu, c)
     s_prev = tree.as_dtype(s, r)
     new_s = b2 * s_prev + (1 - b2) * tree.abs_sq(g_c - centre) + eps_root
-    bc2_prev, first = shared(c)
+    bc1, bc2_prev, first = shared(c)
     # At t = 1 there is no s_{t-1} yet: the step divides by 1 (Optax's choice).
     s_hat_prev = jnp.where(first, 1, s_prev / jnp.where(first, 1, bc2_prev))
-    out = normalise(g_c, s_hat_prev, eps, 0.0)
+    numerator = tree.as_dtype(new_mu, c) / bc1 if momentum_numerator else g_c
+    out = normalise(numerator, s_hat_prev, eps, 0.0)
     return tree.as_dtype(out, g.dtype), new_mu, tree.as_dtype(new_s, s.dtype)
 
 
@@ -42,6 +44,7 @@ def scale_by_acprop(
     eps_root: float = 1e-16,
     *,
     centre_on_new_momentum: bool = False,
+    momentum_numerator: bool = False,
 ) -> GradientTransformation:
     """ACProp's scaling: the gradient over the root of the *previous* centred moment.
 
@@ -61,7 +64,12 @@ def scale_by_acprop(
     the algorithm leaves them open: ``s_{t-1}`` is bias-corrected by
     ``1 - beta_2^{t-1}``, and the first step, with no ``s_0`` to divide by,
     divides by 1. Optax's docstring writes the error as ``g_t - m_t`` while its
-    code centres on ``m_{t-1}``; ``centre_on_new_momentum`` picks.
+    code centres on ``m_{t-1}``; ``centre_on_new_momentum`` picks. The authors'
+    PyTorch code (an AdaBelief fork) centres on ``m_t`` and divides the
+    gradient by default; its ``momentum_update`` option divides the
+    bias-corrected momentum ``m_t / (1 - beta_1^t)`` instead, which
+    ``momentum_numerator`` selects (the authors' code also rectifies the step as
+    RAdam by default, which gradtx does not do).
 
     Args:
       b1: ``beta_1`` in [0, 1).
@@ -70,7 +78,11 @@ def scale_by_acprop(
       eps_root: >= 0, added to ``s`` every step (it accumulates in the state).
       centre_on_new_momentum: ``False`` (default; Optax's code): the error is
         ``g_t - m_{t-1}``, the prediction made before ``g_t`` was seen.
-        ``True``: ``g_t - m_t``, as AdaBelief's Alg. 2 and Optax's docstring.
+        ``True``: ``g_t - m_t``, as AdaBelief's Alg. 2, Optax's docstring and
+        the authors' code.
+      momentum_numerator: ``False`` (default; Optax's and the authors' default):
+        the numerator is ``g_t``. ``True``: ``m_t / (1 - beta_1^t)``, the
+        authors' ``momentum_update=True``.
 
     Raises:
       ValueError: ``b1`` or ``b2`` outside [0, 1); negative ``eps``/``eps_root``.
@@ -82,17 +94,21 @@ def scale_by_acprop(
       Array([ 0.5, -2. ], dtype=float32)
     """
     check_adam_args("scale_by_acprop", b1, b2, eps, eps_root, None, None)
-    if not isinstance(centre_on_new_momentum, bool):
-        raise TypeError(
-            "scale_by_acprop: centre_on_new_momentum must be a bool, "
-            f"got {centre_on_new_momentum!r}."
-        )
+    for name, value in (
+        ("centre_on_new_momentum", centre_on_new_momentum),
+        ("momentum_numerator", momentum_numerator),
+    ):
+        if not isinstance(value, bool):
+            raise TypeError(f"scale_by_acprop: {name} must be a bool, got {value!r}.")
 
     def leaf(g, mu, s, shared):
-        return _acprop_leaf(g, mu, s, shared, b1, b2, eps, eps_root, centre_on_new_momentum)
+        return _acprop_leaf(
+            g, mu, s, shared, b1, b2, eps, eps_root, centre_on_new_momentum, momentum_numerator
+        )
 
     def scalars(count, dtype):
-        return tree.bias_correction_factor(b2, count - 1, dtype), count == 1
+        bc1 = tree.bias_correction_factor(b1, count, dtype)
+        return bc1, tree.bias_correction_factor(b2, count - 1, dtype), count == 1
 
     return moment_transformation("scale_by_acprop", ScaleByBeliefState, leaf, None, None, scalars)
 
@@ -107,6 +123,7 @@ def acprop(
     mask: Mask | None = None,
     *,
     centre_on_new_momentum: bool = False,
+    momentum_numerator: bool = False,
 ) -> GradientTransformation:
     """ACProp (Zhuang et al. 2021, Alg. 2): centred, asynchronous adaptive steps.
 
@@ -120,7 +137,8 @@ def acprop(
 
     Args:
       learning_rate: ``alpha``, a number or a schedule.
-      b1, b2, eps, eps_root, centre_on_new_momentum: see :func:`scale_by_acprop`.
+      b1, b2, eps, eps_root, centre_on_new_momentum, momentum_numerator: see
+        :func:`scale_by_acprop`.
       weight_decay: ``lambda`` >= 0, a number or a schedule.
       mask: which leaves are decayed (see :func:`add_decayed_weights`).
 
@@ -137,7 +155,14 @@ def acprop(
     """
     _checks.learning_rate("acprop", learning_rate)
     return chain(
-        scale_by_acprop(b1, b2, eps, eps_root, centre_on_new_momentum=centre_on_new_momentum),
+        scale_by_acprop(
+            b1,
+            b2,
+            eps,
+            eps_root,
+            centre_on_new_momentum=centre_on_new_momentum,
+            momentum_numerator=momentum_numerator,
+        ),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )

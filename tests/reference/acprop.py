@@ -25,6 +25,7 @@ def acprop(
     *,
     lam=0.0,
     centre_on_new=False,
+    momentum_numerator=False,
     num_steps=None,
 ):
     """Alg. 2, for t = 1, 2, ...: the step divides by ``s_{t-1}``, computed before ``g_t``::
@@ -37,7 +38,9 @@ def acprop(
     The asynchronous rule is the paper's (its abstract: the denominator uses
     information up to step ``t - 1``, the numerator the gradient of step ``t``).
     The prediction error uses ``m_{t-1}``, the momentum before ``g_t`` (Optax's
-    code); ``centre_on_new=True`` uses ``m_t`` (Optax's docstring, AdaBelief).
+    code); ``centre_on_new=True`` uses ``m_t`` (Optax's docstring, AdaBelief, the
+    authors' code). ``momentum_numerator=True`` divides ``m_t / (1 - beta_1^t)``
+    in place of ``g_t`` (the authors' ``momentum_update`` option).
     The bias correction of ``s_{t-1}``, the first step's ``s_hat = 1`` and
     ``lam`` (decoupled decay scaled by ``alpha``) are Optax's choices.
     """
@@ -53,7 +56,8 @@ def acprop(
             m_prev = m[i]
             m[i] = beta_1 * m[i] + (1 - beta_1) * g[i]
             s_hat = np.ones_like(s[i]) if t == 1 else s[i] / (1 - beta_2 ** (t - 1))
-            step = g[i] / (np.sqrt(s_hat) + epsilon) + lam * theta[i]
+            numerator = m[i] / (1 - beta_1**t) if momentum_numerator else g[i]
+            step = numerator / (np.sqrt(s_hat) + epsilon) + lam * theta[i]
             theta[i] = theta[i] - alpha_k(k) * step
             error = g[i] - (m[i] if centre_on_new else m_prev)
             s[i] = beta_2 * s[i] + (1 - beta_2) * error**2 + epsilon_s
