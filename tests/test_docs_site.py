@@ -183,6 +183,39 @@ def test_every_first_order_named_optimizer_has_a_path_on_its_api_page():
     assert sorted(placed) == sorted(paths.PROBLEMS)
 
 
+def test_the_second_order_gallery_draws_every_second_order_named_optimizer():
+    # docs/_ext/gradtx_second_order_paths.py draws its METHODS at build time; each
+    # second-order named optimizer of the registry is among them, and the page places
+    # both problems' pictures, the convergence plot and the table of calls.
+    pytest.importorskip("docutils")
+    from tests.registry import NAMED_OPTIMIZERS
+
+    ext = _ext_module("gradtx_docs")  # imports gradtx_second_order_paths as Sphinx does
+    second = ext.gradtx_second_order_paths
+    paths = ext.gradtx_paths
+    second_order = {
+        e.public
+        for e in NAMED_OPTIMIZERS
+        if getattr(e.factory, "__module__", "").startswith("gradtx.second_order")
+    }
+    assert second_order >= {"lbfgs", "bfgs", "newton", "hessian_free", "nonlinear_cg"}
+    drawn = {re.match(r"gradtx\.(\w+)\(", call)[1] for call in second.METHODS.values()}
+    assert second_order <= drawn, f"not drawn: {sorted(second_order - drawn)}"
+    for label in second.METHODS:
+        tx = second.build(label)
+        assert callable(tx.init) and callable(tx.update), label
+    page = (DOCS / "guides" / "second_order_gallery.md").read_text()
+    placed = re.findall(r"^```\{second-order-gallery\} (\S+)$", page, re.MULTILINE)
+    assert sorted(placed) == sorted(paths.PROBLEMS)
+    for directive in ("second-order-convergence", "second-order-calls"):
+        assert re.search(rf"^```\{{{directive}\}}$", page, re.MULTILINE), directive
+    # Reachable from the first-order gallery and the second-order guide.
+    for guide in ("gallery.md", "second_order.md"):
+        assert "second_order_gallery>" in (DOCS / "guides" / guide).read_text() or (
+            "{doc}`second_order_gallery`" in (DOCS / "guides" / guide).read_text()
+        ), guide
+
+
 def test_the_build_runs_every_guide_and_every_example():
     jobs = _ext_module("gradtx_jobs")
     scripts = {path.name for path in (DOCS.parent / "examples").glob("*.py")}

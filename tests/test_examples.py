@@ -1,4 +1,5 @@
-"""What the README promises: the main job (``gradtx compare``), the quick start, the table."""
+"""What the README promises: the main job (``gradtx compare``), the quick start, the
+table, its size, and links that lead to the documentation site's pages."""
 
 from __future__ import annotations
 
@@ -76,3 +77,45 @@ def test_readme_lists_every_named_optimizer():
     assert {"adam", "lion", "adafactor", "lbfgs"} <= named
     assert named - listed == set()
     assert {"chain", "apply_updates", "tree", "projections"} <= listed
+
+
+README_LIMIT_BYTES = 15_000
+# A relative Markdown link target: ``](path)`` or ``](path#anchor)``, not a URL.
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_readme_stays_within_its_size_limit():
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= README_LIMIT_BYTES, (
+        f"README.md is {size} bytes, over its limit of {README_LIMIT_BYTES}: shorten it "
+        "and leave the detail to the documentation site (docs/)"
+    )
+
+
+def test_readme_links_resolve_and_every_guide_is_linked():
+    """Each relative link names a file of the checkout (the docs pages' sources,
+    which GitHub renders), an ``#anchor`` names a heading of the README, and every
+    guide of docs/guides/ is linked, so the README's summaries lead to their detail."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = _LINK.findall(readme)
+    headings = {
+        re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in readme.splitlines()
+        if line.startswith("#")
+    }
+    broken = []
+    for target in targets:
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        if not path:
+            if anchor not in headings:
+                broken.append(target)
+        elif not (ROOT / path).exists():
+            broken.append(target)
+    assert not broken, f"README.md links to what is not there: {broken}"
+    docs_links = {t.partition("#")[0] for t in targets if t.startswith("docs/")}
+    guides = {f"docs/guides/{page.name}" for page in (ROOT / "docs" / "guides").glob("*.md")}
+    assert guides, "no guides under docs/guides"
+    assert guides - docs_links == set(), f"guides the README does not link: {guides - docs_links}"
+    assert "docs/api/index.rst" in docs_links

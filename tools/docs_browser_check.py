@@ -8,8 +8,8 @@ Usage (after ``python -m sphinx -W -b html docs docs/_build/html``; needs the
 
 Serves the site from ``127.0.0.1`` on a free port (``http.server`` in a thread)
 and loads each page (by default :data:`PAGES`: the index, an API page with
-equations, the schedules guide's picture gallery) in Chromium driven by
-Selenium through ``/usr/bin/chromedriver``. For each page it checks that
+equations, the schedules guide's pictures, the two optimizer galleries) in
+Chromium driven by Selenium through ``/usr/bin/chromedriver``. For each page it checks that
 
 * MathJax rendered: every ``.math`` element holds an ``mjx-container``, and no
   raw TeX (``\\frac``, ``\\sqrt``, ``\\(`` ...) is left in the visible text
@@ -51,6 +51,7 @@ PAGES = {
     "api/adam.html": "api-adam",  # docs/api/adam.rst: the Adam family's equations
     "guides/schedules.html": "guides-schedules",  # the schedules' pictures
     "guides/gallery.html": "guides-gallery",  # every optimizer's paths
+    "guides/second_order_gallery.html": "guides-second-order-gallery",  # second-order paths
 }
 CHROMIUM_FLAGS = (
     "--headless",

@@ -12,6 +12,10 @@
 * ``.. optimizer-path:: <name>`` and ``.. optimizer-gallery::``: each first-order
   named optimizer's path on Rosenbrock and on a badly conditioned quadratic,
   computed and drawn on ``builder-inited`` (:mod:`gradtx_paths`).
+* ``.. second-order-gallery:: <problem>``, ``.. second-order-convergence::`` and
+  ``.. second-order-calls::``: the second-order methods' iterates on the same two
+  problems, their losses against the step, and the calls drawn
+  (:mod:`gradtx_second_order_paths`, drawn on ``builder-inited`` too).
 * ``.. compare-curves::``: the learning curves of ``gradtx compare`` on digits,
   and every guide's Python code and every example script, run in subprocesses
   while the pages are read and written (:mod:`gradtx_jobs`); a failure fails the
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import gradtx_jobs
 import gradtx_paths
+import gradtx_second_order_paths
 from docutils import nodes
 from docutils.parsers.rst import Directive, directives
 from sphinx import addnodes
@@ -165,6 +170,7 @@ def _on_builder_inited(app) -> None:
     RUNNER.start(Path(app.outdir))
     draw_schedules(Path(app.outdir).joinpath(*STATIC_DIR))
     gradtx_paths.draw(Path(app.outdir).joinpath(*PATHS_DIR))
+    gradtx_second_order_paths.draw(Path(app.outdir).joinpath(*PATHS_DIR))
 
 
 def _on_build_finished(app, exception) -> None:
@@ -286,6 +292,64 @@ class OptimizerTable(Directive):
         for name in gradtx_paths.OPTIMIZERS:
             calls = [gradtx_paths.call_text(name, p) for p in gradtx_paths.PROBLEMS]
             body += _text_row([name, *calls], literal=True)
+        return [table]
+
+
+class SecondOrderGallery(Directive):
+    """``.. second-order-gallery:: problem``: every second-order method's iterates on it."""
+
+    required_arguments = 1
+    has_content = False
+
+    def run(self):
+        problem = self.arguments[0]
+        if problem not in gradtx_paths.PROBLEMS:
+            raise self.error(f"second-order-gallery: no problem {problem!r}")
+        src = _static_src(self, *PATHS_DIR, f"second-order-{problem}.png")
+        alt = f"The iterates of every second-order method of gradtx on the {problem}."
+        return [
+            nodes.raw(
+                "", f'<img class="optimizer-gallery" src="{src}" alt="{alt}" />', format="html"
+            )
+        ]
+
+
+class SecondOrderConvergence(Directive):
+    """``.. second-order-convergence::``: every second-order method's loss per step."""
+
+    has_content = False
+
+    def run(self):
+        src = _static_src(self, *PATHS_DIR, "second-order-convergence.png")
+        alt = (
+            "The loss against the step of every second-order method of gradtx, on "
+            "Rosenbrock's function and on the badly conditioned quadratic."
+        )
+        return [
+            nodes.raw(
+                "", f'<img class="optimizer-gallery" src="{src}" alt="{alt}" />', format="html"
+            )
+        ]
+
+
+class SecondOrderCalls(Directive):
+    """``.. second-order-calls::``: the call drawn under each label of the pictures."""
+
+    has_content = False
+
+    def run(self):
+        table = nodes.table(classes=["optimizer-rates"])
+        group = nodes.tgroup(cols=2)
+        table += group
+        for _ in range(2):
+            group += nodes.colspec(colwidth=1)
+        head = nodes.thead()
+        group += head
+        body = nodes.tbody()
+        group += body
+        head += _text_row(["label", "call (on both problems)"], literal=False)
+        for label in gradtx_second_order_paths.METHODS:
+            body += _text_row([label, gradtx_second_order_paths.METHODS[label]], literal=True)
         return [table]
 
 
@@ -451,6 +515,9 @@ def setup(app):
     app.add_directive("optimizer-path", OptimizerPath)
     app.add_directive("optimizer-gallery", OptimizerGallery)
     app.add_directive("optimizer-rates", OptimizerTable)
+    app.add_directive("second-order-gallery", SecondOrderGallery)
+    app.add_directive("second-order-convergence", SecondOrderConvergence)
+    app.add_directive("second-order-calls", SecondOrderCalls)
     app.add_directive("compare-curves", CompareCurves)
     app.add_directive("optax-names", OptaxNames)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
