@@ -22,6 +22,7 @@ from gradtx import (
     training,
     transforms,
     tree,
+    tree_utils,
 )
 from gradtx.base import (
     EmptyState,
@@ -715,6 +716,7 @@ __all__ = [
     "transforms",
     "tree",
     "tree_map_params",
+    "tree_utils",
     "unitwise_clip",
     "unitwise_norm",
     "value_and_grad_from_state",

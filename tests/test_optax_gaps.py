@@ -197,7 +197,6 @@ NOT_EXPORTED = {
     "update_moment": "gradtx.tree.update_moment",
     "update_infinity_moment": "gradtx.tree.update_infinity_moment",
     "update_moment_per_elem_norm": "gradtx.tree.update_moment_per_elem_norm",
-    "tree_utils": "gradtx.tree",
     # Losses and the rest outside optimizers (README: losses stay in Optax).
     **{
         name: "optax's losses"
@@ -424,3 +423,19 @@ def test_unitwise_norm_of_a_rank_6_leaf_and_of_huge_values():
 def test_unitwise_clip_refuses_arrays_of_other_shapes():
     with pytest.raises(ValueError, match=r"one shape, got \(2,\), \(3,\) and \(2,\)"):
         gradtx.unitwise_clip(jnp.ones(2), jnp.ones(3), jnp.ones(2))
+
+
+def test_optax_tree_utils_names_are_gradtx_tree_functions():
+    """``optax.tree_utils.tree_f`` is ``optax.tree.f``; gradtx's spellings match."""
+    names = [n for n in dir(optax.tree_utils) if n.startswith("tree_")]
+    assert len(names) >= 30
+    for name in names:
+        short = name.removeprefix("tree_")
+        assert getattr(optax.tree_utils, name) is getattr(optax.tree, short), name
+        assert getattr(gradtx.tree_utils, name) is getattr(gradtx.tree, short), name
+    assert gradtx.tree_utils.NamedTupleKey is gradtx.tree.NamedTupleKey
+    assert {*names, "NamedTupleKey"} <= set(dir(gradtx.tree_utils))
+    tree = {"a": jnp.array([3.0, -4.0]), "b": jnp.array(2.0)}
+    assert float(gradtx.tree_utils.tree_norm(tree)) == float(optax.tree_utils.tree_norm(tree))
+    with pytest.raises(AttributeError, match="has no attribute 'tree_adam'"):
+        gradtx.tree_utils.tree_adam  # noqa: B018

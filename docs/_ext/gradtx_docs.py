@@ -384,13 +384,14 @@ class CompareCurves(Directive):
 
 # ---------------------------------------------------------------- Optax's names
 
-SUBMODULES = ("contrib", "tree", "projections", "schedules", "transforms")
+SUBMODULES = ("contrib", "tree", "tree_utils", "projections", "schedules", "transforms")
 # Where gradtx may hold a name, searched in this order after the matching submodule.
 GRADTX_NAMESPACES = (
     "",
     "schedules",
     "contrib",
     "tree",
+    "tree_utils",
     "projections",
     "transforms",
     "second_order",
