@@ -356,6 +356,7 @@ from gradtx.transforms.scale import (
 )
 from gradtx.transforms.wrappers import SnapshotState, freeze, selective_transform, snapshot
 from gradtx.tree import map_params as tree_map_params
+from gradtx.tree import update_infinity_moment, update_moment, update_moment_per_elem_norm
 
 __version__ = "0.1.0"
 
@@ -719,6 +720,9 @@ __all__ = [
     "tree_utils",
     "unitwise_clip",
     "unitwise_norm",
+    "update_infinity_moment",
+    "update_moment",
+    "update_moment_per_elem_norm",
     "value_and_grad_from_state",
     "warmup_constant_schedule",
     "warmup_cosine_decay_schedule",

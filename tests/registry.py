@@ -2102,6 +2102,10 @@ NOT_TRANSFORMATIONS = frozenset(
         # adaptive_grad_clip's unit norms and rule, functions on arrays (Optax's).
         "unitwise_norm",
         "unitwise_clip",
+        # Optax's top-level names of gradtx.tree's moment updates (functions on trees).
+        "update_moment",
+        "update_infinity_moment",
+        "update_moment_per_elem_norm",
     }
 )
 

@@ -193,10 +193,6 @@ def test_lookahead_reset_state_with_a_python_scalar_in_the_inner_state(pair, res
 
 # Optax's public top-level names that gradtx does not export, each with why.
 NOT_EXPORTED = {
-    # Optax's top-level aliases of tree functions: gradtx keeps one home per name.
-    "update_moment": "gradtx.tree.update_moment",
-    "update_infinity_moment": "gradtx.tree.update_infinity_moment",
-    "update_moment_per_elem_norm": "gradtx.tree.update_moment_per_elem_norm",
     # Losses and the rest outside optimizers (README: losses stay in Optax).
     **{
         name: "optax's losses"
@@ -439,3 +435,13 @@ def test_optax_tree_utils_names_are_gradtx_tree_functions():
     assert float(gradtx.tree_utils.tree_norm(tree)) == float(optax.tree_utils.tree_norm(tree))
     with pytest.raises(AttributeError, match="has no attribute 'tree_adam'"):
         gradtx.tree_utils.tree_adam  # noqa: B018
+
+
+def test_optax_s_top_level_moment_updates_are_gradtx_tree_s():
+    for name in ("update_moment", "update_infinity_moment", "update_moment_per_elem_norm"):
+        assert getattr(optax, name) is getattr(optax.tree, name)
+        assert getattr(gradtx, name) is getattr(gradtx.tree, name)
+    g, m = {"a": jnp.array([1.0, -2.0])}, {"a": jnp.array([0.5, 0.5])}
+    np.testing.assert_array_equal(
+        gradtx.update_moment(g, m, 0.9, 2)["a"], optax.update_moment(g, m, 0.9, 2)["a"]
+    )

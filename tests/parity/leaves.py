@@ -69,15 +69,17 @@ def trajectory_deviation(
     make_torch: Callable,
     torch_step: Callable = plain_step,
     steps: int = STEPS,
+    start: tuple | None = None,
 ) -> tuple[float, float]:
     """``(worst, moved)``: the largest ``|w - w_torch|`` over ``steps`` steps run side by
     side (call under x64), and how far gradtx's params moved from the start.
 
     ``make_torch(ps)`` builds the torch optimizer for the list of float64 leaves
     ``ps``; ``torch_step(opt, loss)`` takes its step after ``loss.backward()``.
-    gradtx's ``update`` gets the params and ``value=`` the loss.
+    gradtx's ``update`` gets the params and ``value=`` the loss. ``start`` is a
+    problem ``(x0, curvature, target)`` of one's own (default :func:`problem`).
     """
-    x0, curv, target = problem()
+    x0, curv, target = problem() if start is None else start
     ps = [torch.tensor(x.copy(), dtype=torch.float64, requires_grad=True) for x in x0]
     opt = make_torch(ps)
     tx = make_gradtx()

@@ -18,8 +18,6 @@ runs hop about it and amplify rounding (at ``lr = 0.02`` the two runs agree to
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -27,6 +25,8 @@ import gradtx
 
 torch = pytest.importorskip("torch")
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+from tests.parity import leaves  # noqa: E402  (needs torch)
+
 pytestmark = pytest.mark.parity
 
 STEPS = 300
@@ -41,9 +41,9 @@ def test_trajectory_matches_pytorch_optimizer(weight_decouple, weight_decay):
     x0 = [rng.normal(size=s) * k for s, k in zip(SHAPES, SCALES, strict=True)]
     curv = [rng.uniform(0.5, 5.0, size=s) for s in SHAPES]
     lr, b1, b2, eps = 0.005, 0.9, 0.99, 1e-6
-    with jax.enable_x64(True):
-        ps = [torch.tensor(x.copy(), dtype=torch.float64, requires_grad=True) for x in x0]
-        opt = pytorch_optimizer.Lamb(
+
+    def make_torch(ps):
+        return pytorch_optimizer.Lamb(
             ps,
             lr=lr,
             betas=(b1, b2),
@@ -51,7 +51,9 @@ def test_trajectory_matches_pytorch_optimizer(weight_decouple, weight_decay):
             weight_decouple=weight_decouple,
             eps=eps,
         )
-        tx = gradtx.lamb(
+
+    def make_gradtx():
+        return gradtx.lamb(
             lr,
             b1,
             b2,
@@ -62,23 +64,12 @@ def test_trajectory_matches_pytorch_optimizer(weight_decouple, weight_decay):
             eps_in_trust_ratio=True,
             max_weight_norm=10.0,
         )
-        w = [jnp.asarray(x) for x in x0]
-        state = tx.init(w)
-        step = jax.jit(tx.update)
-        worst, moved = 0.0, 0.0
-        for _ in range(STEPS):
-            opt.zero_grad()
-            sum(
-                0.5 * (torch.tensor(c) * (p - 1.0) ** 2).sum()
-                for p, c in zip(ps, curv, strict=True)
-            ).backward()
-            opt.step()
-            grads = [jnp.asarray(c * (np.asarray(x) - 1.0)) for x, c in zip(w, curv, strict=True)]
-            updates, state = step(grads, state, w)
-            w = gradtx.apply_updates(w, updates)
-            for a, p, x in zip(w, ps, x0, strict=True):
-                worst = max(worst, float(np.max(np.abs(np.asarray(a) - p.detach().numpy()))))
-                moved = max(moved, float(np.max(np.abs(np.asarray(a) - x))))
+
+    ones = [np.ones(s) for s in SHAPES]
+    with leaves.float64():
+        worst, moved = leaves.trajectory_deviation(
+            make_gradtx, make_torch, steps=STEPS, start=(x0, curv, ones)
+        )
     print(f"weight_decouple={weight_decouple} weight_decay={weight_decay}: worst {worst:.3e}")
     assert moved > 0.1
     assert worst < 1e-12, worst

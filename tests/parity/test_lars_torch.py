@@ -16,7 +16,6 @@ tests/test_new_aliases_2.py against the float64 reference instead.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,6 +23,8 @@ import gradtx
 
 torch = pytest.importorskip("torch")
 pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+from tests.parity import leaves  # noqa: E402  (needs torch)
+
 pytestmark = pytest.mark.parity
 
 STEPS = 300
@@ -41,9 +42,9 @@ def test_trajectory_matches_pytorch_optimizer(nesterov, weight_decay):
     x0 = [rng.normal(size=s) for s in SHAPES]
     curv = [rng.uniform(0.5, 5.0, size=s) for s in SHAPES]
     lr, eta, momentum = 0.1, 0.02, 0.9
-    with jax.enable_x64(True):
-        ps = [torch.tensor(x.copy(), dtype=torch.float64, requires_grad=True) for x in x0]
-        opt = pytorch_optimizer.LARS(
+
+    def make_torch(ps):
+        return pytorch_optimizer.LARS(
             ps,
             lr=lr,
             weight_decay=weight_decay,
@@ -51,7 +52,9 @@ def test_trajectory_matches_pytorch_optimizer(nesterov, weight_decay):
             trust_coefficient=eta,
             nesterov=nesterov,
         )
-        tx = gradtx.lars(
+
+    def make_gradtx():
+        return gradtx.lars(
             lr,
             weight_decay,
             _matrices,
@@ -61,22 +64,11 @@ def test_trajectory_matches_pytorch_optimizer(nesterov, weight_decay):
             nesterov=nesterov,
             trust_ratio_form="paper",
         )
-        w = [jnp.asarray(x) for x in x0]
-        state = tx.init(w)
-        step = jax.jit(tx.update)
-        worst, moved = 0.0, 0.0
-        for _ in range(STEPS):
-            opt.zero_grad()
-            sum(
-                0.5 * (torch.tensor(c) * (p - 1.0) ** 2).sum()
-                for p, c in zip(ps, curv, strict=True)
-            ).backward()
-            opt.step()
-            grads = [jnp.asarray(c * (np.asarray(x) - 1.0)) for x, c in zip(w, curv, strict=True)]
-            updates, state = step(grads, state, w)
-            w = gradtx.apply_updates(w, updates)
-            for a, p, x in zip(w, ps, x0, strict=True):
-                worst = max(worst, float(np.max(np.abs(np.asarray(a) - p.detach().numpy()))))
-                moved = max(moved, float(np.max(np.abs(np.asarray(a) - x))))
+
+    ones = [np.ones(s) for s in SHAPES]
+    with leaves.float64():
+        worst, moved = leaves.trajectory_deviation(
+            make_gradtx, make_torch, steps=STEPS, start=(x0, curv, ones)
+        )
     assert moved > 0.1
     assert worst < 1e-12, worst
