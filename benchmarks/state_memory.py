@@ -28,17 +28,20 @@ Four parts, each on its own configurations (one line each in the tables below):
    kernels), and the parameter drift
    ``||p_q - p|| / ||p - p_0||`` (each run applies its own updates).
 4. **Training curves** (``TRAIN_CONFIGS``), three seeds each, one learning rate
-   for every configuration: an MLP on scikit-learn's bundled digits, and a small
-   character-level transformer LM (plain JAX, written here) on the source of a
-   few Python standard-library modules read from disk (nothing is downloaded).
-   The final validation loss, mean and sample std over the seeds, and whether the
-   mean is within the float32 run's seed spread: ``|mean - mean_f32| <= 2 *
-   std_f32``. The bfloat16-params configurations keep the params (and so AdamW's
-   moments) in bfloat16; the forward pass computes in float32 in every run.
+   for every configuration: an MLP on scikit-learn's bundled digits, and the
+   character-level transformer LM of ``benchmarks/workloads.py`` (Flax NNX, its
+   default ``CharLMConfig``; its model, data and train/validation split are
+   imported from there: ``workloads.char_lm_workload``) on the standard
+   library's own source read from disk (nothing is downloaded). The final
+   validation loss, mean and sample std over the seeds, and whether the mean is
+   within the float32 run's seed spread: ``|mean - mean_f32| <= 2 * std_f32``.
+   The bfloat16-params configurations keep the params (and so AdamW's moments)
+   in bfloat16; the forward pass computes in float32 in every run.
 
 Run: ``python benchmarks/state_memory.py [--quick] [--parts bytes,step,error,train]
-[--json PATH]``; prints markdown tables. ``--quick``: tiny sizes and few steps
-(a smoke test: 136 s on 2 shared CPU cores).
+[--char-lm-lr LR] [--json PATH]``; prints markdown tables. ``--quick``: tiny sizes and few steps
+(a smoke test: about 2 min on 2 shared CPU cores; ``--quick --parts train``
+alone about 2 min too, most of it compilation).
 """
 
 from __future__ import annotations
@@ -50,7 +53,6 @@ import math
 import os
 import platform
 import sys
-import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +67,7 @@ import gradtx
 # step_time.py is a script beside this one: its trees and timing helpers are reused.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import step_time  # noqa: E402
+import workloads  # noqa: E402
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 HEADS = 4
@@ -339,28 +342,29 @@ def measure_moment_error(quick: bool) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ 4. training curves
 
-HEADS_LM = 4
-
-# name -> (make(learning_rate, key), the params' dtype)
-TRAIN_CONFIGS: dict[str, tuple[Callable[[float, jax.Array], Any], Any]] = {
-    "adamw": (lambda lr, key: gradtx.adamw(lr), F32),
+# name -> (make(learning_rate, key, num_heads), the params' dtype)
+TRAIN_CONFIGS: dict[str, tuple[Callable[[float, jax.Array, int], Any], Any]] = {
+    "adamw": (lambda lr, key, heads: gradtx.adamw(lr), F32),
     "adamw, mu and nu bfloat16": (
-        lambda lr, key: gradtx.adamw(lr, mu_dtype=BF16, nu_dtype=BF16),
+        lambda lr, key, heads: gradtx.adamw(lr, mu_dtype=BF16, nu_dtype=BF16),
         F32,
     ),
-    "adamw_8bit": (lambda lr, key: gradtx.adamw_8bit(lr), F32),
-    "adamw_4bit": (lambda lr, key: gradtx.adamw_4bit(lr, nu_normalization="block"), F32),
+    "adamw_8bit": (lambda lr, key, heads: gradtx.adamw_8bit(lr), F32),
+    "adamw_4bit": (
+        lambda lr, key, heads: gradtx.adamw_4bit(lr, nu_normalization="block"),
+        F32,
+    ),
     "adam_mini": (
-        lambda lr, key: gradtx.adam_mini(lr, weight_decay=1e-4, num_heads=HEADS_LM),
+        lambda lr, key, heads: gradtx.adam_mini(lr, weight_decay=1e-4, num_heads=heads),
         F32,
     ),
-    "adamw, bfloat16 params (no compensation)": (lambda lr, key: gradtx.adamw(lr), BF16),
+    "adamw, bfloat16 params (no compensation)": (lambda lr, key, heads: gradtx.adamw(lr), BF16),
     "adamw + stochastic_rounding, bfloat16 params": (
-        lambda lr, key: gradtx.chain(gradtx.adamw(lr), gradtx.stochastic_rounding(key=key)),
+        lambda lr, key, heads: gradtx.chain(gradtx.adamw(lr), gradtx.stochastic_rounding(key=key)),
         BF16,
     ),
     "adamw + kahan_summation, bfloat16 params": (
-        lambda lr, key: gradtx.chain(gradtx.adamw(lr), gradtx.kahan_summation()),
+        lambda lr, key, heads: gradtx.chain(gradtx.adamw(lr), gradtx.kahan_summation()),
         BF16,
     ),
 }
@@ -368,16 +372,17 @@ SEEDS = (0, 1, 2)
 
 
 class Task(NamedTuple):
-    """A model, its data, and how long to train it."""
+    """A model, its data, and how long to train it (the shape of ``workloads.Workload``)."""
 
     name: str
-    init: Callable[[jax.Array], Any]  # key -> float32 params
-    batch: Callable[[jax.Array], Any]  # key -> a training batch
-    loss: Callable[[Any, Any], jax.Array]  # (params, batch) -> mean loss
-    val: Any  # the validation batch
+    init: Callable[[jax.Array], Any]  # key -> float32 params (runs eagerly)
+    train_loss: Callable[[Any, dict, jax.Array], jax.Array]  # (params, data, key) -> minibatch loss
+    val_loss: Callable[[Any, dict], jax.Array]  # (params, data) -> validation loss
+    data: dict[str, np.ndarray]  # an argument of the compiled run, not a constant in it
     learning_rate: float
     steps: int
     evals: int  # validation losses along the run (the curve)
+    num_heads: int  # Adam-mini's heads for q/k-named leaves (the MLP has none)
 
 
 def digits_task(quick: bool) -> Task:
@@ -385,164 +390,97 @@ def digits_task(quick: bool) -> Task:
 
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(0).permutation(len(y))
-    x, y = jnp.asarray(x[order] / 16.0, jnp.float32), jnp.asarray(y[order])
-    x_train, y_train, x_val, y_val = x[:1297], y[:1297], x[1297:], y[1297:]
+    x, y = (x[order] / 16.0).astype(np.float32), y[order].astype(np.int32)
+    data = {"x_train": x[:1297], "y_train": y[:1297], "x_val": x[1297:], "y_val": y[1297:]}
     widths = (64, 256, 256, 10)
 
-    def loss(params, batch):
-        x, y = batch
+    def cross_entropy(params, x, y):
         logits = mlp_apply(params, x)
         return jnp.mean(
             jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, y[:, None], 1)[:, 0]
         )
 
-    def batch(key):
-        i = jax.random.randint(key, (64,), 0, x_train.shape[0])
-        return x_train[i], y_train[i]
+    def train_loss(params, data, key):
+        i = jax.random.randint(key, (64,), 0, data["x_train"].shape[0])
+        return cross_entropy(params, data["x_train"][i], data["y_train"][i])
 
     return Task(
         "digits MLP",
         lambda key: mlp_init(key, widths),
-        batch,
-        loss,
-        (x_val, y_val),
+        train_loss,
+        lambda params, data: cross_entropy(params, data["x_val"], data["y_val"]),
+        data,
         learning_rate=3e-3,
         steps=100 if quick else 600,
         evals=5 if quick else 10,
+        num_heads=1,
     )
 
 
-LM_MODULES = ("argparse.py", "functools.py", "textwrap.py", "heapq.py", "string.py", "bisect.py")
+CHAR_LM_STEPS = 1000
+# The best of float32 adamw's 3e-4, 1e-3, 3e-3 and 1e-2 at 1000 steps (benchmarks/README.md).
+CHAR_LM_LR = 1e-3
+# quick -> the model's size: workloads.py's default, or its own ``--quick`` one.
+CHAR_LM = {False: workloads.CharLMConfig(), True: workloads.QUICK.char_lm}
 
 
-def lm_text() -> tuple[np.ndarray, np.ndarray]:
-    """The concatenated source of ``LM_MODULES`` as ASCII codes: 90% train, 10% validation."""
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    text = "\n".join((stdlib / m).read_text(encoding="utf-8") for m in LM_MODULES)
-    codes = np.frombuffer(text.encode("ascii", errors="replace"), np.uint8).astype(np.int32)
-    split = int(0.9 * codes.size)
-    return codes[:split], codes[split:]
-
-
-def lm_init(key: jax.Array, vocab: int, dim: int, layers: int, context: int) -> dict:
-    keys = iter(jax.random.split(key, 4 + 8 * layers))
-
-    def dense(fan_in, fan_out):
-        return jax.random.normal(next(keys), (fan_in, fan_out)) / math.sqrt(fan_in)
-
-    params = {
-        "embed": {"embedding": 0.02 * jax.random.normal(next(keys), (vocab, dim))},
-        "pos_embed": {"embedding": 0.02 * jax.random.normal(next(keys), (context, dim))},
-        "final_norm": {"scale": jnp.ones((dim,))},
-        "lm_head": {"kernel": dense(dim, vocab)},
-    }
-    for i in range(layers):
-        params[f"layers_{i}"] = {
-            "attn": {
-                k: {"kernel": dense(dim, dim)} for k in ("q_proj", "k_proj", "v_proj", "o_proj")
-            },
-            "ln_1": {"scale": jnp.ones((dim,))},
-            "ln_2": {"scale": jnp.ones((dim,))},
-            "mlp": {
-                "fc1": {"kernel": dense(dim, 4 * dim), "bias": jnp.zeros((4 * dim,))},
-                "fc2": {"kernel": dense(4 * dim, dim), "bias": jnp.zeros((dim,))},
-            },
-        }
-    return params
-
-
-def lm_apply(params: dict, tokens: jax.Array) -> jax.Array:
-    """A pre-norm causal transformer (RMSNorm, ``HEADS_LM`` heads, GELU MLP), in float32."""
-    p = jax.tree.map(lambda a: a.astype(jnp.float32), params)
-    length = tokens.shape[-1]
-    x = p["embed"]["embedding"][tokens] + p["pos_embed"]["embedding"][:length]
-    mask = jnp.tril(jnp.ones((length, length), bool))
-
-    def norm(x, scale):
-        return x * jax.lax.rsqrt(jnp.mean(x**2, -1, keepdims=True) + 1e-6) * scale
-
-    def heads(x):
-        return x.reshape(x.shape[:-1] + (HEADS_LM, -1))
-
-    layers = sorted(k for k in p if k.startswith("layers_"))
-    for name in layers:
-        layer = p[name]
-        h = norm(x, layer["ln_1"]["scale"])
-        attn = layer["attn"]
-        q, k, v = (heads(h @ attn[n]["kernel"]) for n in ("q_proj", "k_proj", "v_proj"))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
-        weights = jax.nn.softmax(jnp.where(mask, scores, -1e30), -1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape)
-        x = x + out @ attn["o_proj"]["kernel"]
-        h = norm(x, layer["ln_2"]["scale"])
-        mlp = layer["mlp"]
-        h = jax.nn.gelu(h @ mlp["fc1"]["kernel"] + mlp["fc1"]["bias"])
-        x = x + h @ mlp["fc2"]["kernel"] + mlp["fc2"]["bias"]
-    return norm(x, p["final_norm"]["scale"]) @ p["lm_head"]["kernel"]
-
-
-def char_lm_task(quick: bool) -> Task:
-    train, val = lm_text()
-    vocab, dim, layers, context, batch_size = 128, 64, 2, 64, 32
-    if quick:
-        dim, layers, context, batch_size = 32, 1, 32, 16
-    train = jnp.asarray(train)
-    starts = np.linspace(0, val.size - context - 2, 64).astype(int)
-    val_batch = jnp.asarray(np.stack([val[s : s + context + 1] for s in starts]))
-
-    def loss(params, tokens):
-        logits = lm_apply(params, tokens[:, :-1])
-        target = tokens[:, 1:]
-        return jnp.mean(
-            jax.nn.logsumexp(logits, -1)
-            - jnp.take_along_axis(logits, target[..., None], -1)[..., 0]
-        )
-
-    def batch(key):
-        s = jax.random.randint(key, (batch_size,), 0, train.size - context - 1)
-        return jax.vmap(lambda i: jax.lax.dynamic_slice(train, (i,), (context + 1,)))(s)
-
+def char_lm_task(quick: bool, learning_rate: float = CHAR_LM_LR) -> Task:
+    """``benchmarks/workloads.py``'s Flax NNX char-LM, its data and its validation windows."""
+    config = CHAR_LM[quick]
+    workload = workloads.char_lm_workload(config)
     return Task(
-        "char-LM transformer",
-        lambda key: lm_init(key, vocab, dim, layers, context),
-        batch,
-        loss,
-        val_batch,
-        learning_rate=3e-3,
-        steps=60 if quick else 1000,
-        evals=3 if quick else 10,
+        "char-LM transformer (workloads.py)",
+        workload.init,
+        workload.train_loss,
+        lambda params, data: workload.evaluate(params, data)["loss"],
+        workload.data,
+        learning_rate=learning_rate,
+        steps=20 if quick else CHAR_LM_STEPS,
+        evals=2 if quick else 10,
+        num_heads=config.num_heads,
     )
 
 
 def train_curves(task: Task, make: Callable, dtype: Any) -> np.ndarray:
-    """Validation loss at ``task.evals`` points for every seed: shape (seeds, evals)."""
-    per_eval = task.steps // task.evals
+    """Validation loss at ``task.evals`` points for every seed: shape (seeds, evals).
 
-    def one_seed(seed):
-        key_init, key_data, key_sr = jax.random.split(jax.random.key(seed), 3)
-        params = jax.tree.map(lambda a: a.astype(dtype), task.init(key_init))
-        tx = make(task.learning_rate, key_sr)
+    The seeds run side by side (``vmap``) in one compiled program; the params are
+    stored in ``dtype`` and cast to float32 for the forward pass.
+    """
+    per_eval = task.steps // task.evals
+    keys = [jax.random.split(jax.random.key(seed), 3) for seed in SEEDS]
+    # Flax's initializers run eagerly, one seed at a time, then stack.
+    inits = [jax.tree.map(lambda a: a.astype(dtype), task.init(k[0])) for k in keys]
+    params = jax.tree.map(lambda *a: jnp.stack(a), *inits)
+    key_data = jnp.stack([k[1] for k in keys])
+    key_sr = jnp.stack([k[2] for k in keys])
+    f32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)
+
+    def one_seed(params, key_data, key_sr, data):
+        tx = make(task.learning_rate, key_sr, task.num_heads)
         state = tx.init(params)
+        loss = lambda p, key: task.train_loss(f32(p), data, key)
 
         def step(carry, t):
             params, state = carry
-            grads = jax.grad(task.loss)(params, task.batch(jax.random.fold_in(key_data, t)))
+            grads = jax.grad(loss)(params, jax.random.fold_in(key_data, t))
             updates, state = tx.update(grads, state, params)
             return (gradtx.apply_updates(params, updates), state), None
 
         def segment(carry, i):
             carry, _ = jax.lax.scan(step, carry, i * per_eval + jnp.arange(per_eval))
-            return carry, task.loss(carry[0], task.val)
+            return carry, task.val_loss(f32(carry[0]), data)
 
         _, curve = jax.lax.scan(segment, (params, state), jnp.arange(task.evals))
         return curve
 
-    return np.asarray(jax.jit(jax.vmap(one_seed))(jnp.asarray(SEEDS)))
+    run = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
+    return np.asarray(run(params, key_data, key_sr, jax.device_put(task.data)))
 
 
-def measure_training(quick: bool) -> dict[str, Any]:
+def measure_training(quick: bool, char_lm_lr: float = CHAR_LM_LR) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for task in (digits_task(quick), char_lm_task(quick)):
+    for task in (digits_task(quick), char_lm_task(quick, char_lm_lr)):
         rows: dict[str, Any] = {}
         for name, (make, dtype) in TRAIN_CONFIGS.items():
             start = time.perf_counter()
@@ -647,7 +585,9 @@ def markdown(results: dict[str, Any]) -> str:
 PARTS = ("bytes", "step", "error", "train")
 
 
-def run(quick: bool = False, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+def run(
+    quick: bool = False, parts: tuple[str, ...] = PARTS, char_lm_lr: float = CHAR_LM_LR
+) -> dict[str, Any]:
     start = time.perf_counter()
     results: dict[str, Any] = {
         "command": "python benchmarks/state_memory.py " + " ".join(sys.argv[1:]),
@@ -666,7 +606,7 @@ def run(quick: bool = False, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     if "error" in parts:
         results["moment_error"] = measure_moment_error(quick)
     if "train" in parts:
-        results["training"] = measure_training(quick)
+        results["training"] = measure_training(quick, char_lm_lr)
     results["wall_s"] = time.perf_counter() - start
     return results
 
@@ -677,13 +617,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
     )
+    parser.add_argument(
+        "--char-lm-lr",
+        type=float,
+        default=CHAR_LM_LR,
+        help=f"the char-LM's learning rate in the training part (default {CHAR_LM_LR:g})",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
-    results = run(args.quick, parts)
+    results = run(args.quick, parts, args.char_lm_lr)
     results["backend"] = jax.default_backend()
     print(markdown(results))
     print(f"wall time: {results['wall_s']:.0f} s", file=sys.stderr)

@@ -186,7 +186,11 @@ def test_state_memory_quick_run_writes_every_part(monkeypatch, tmp_path):
         assert per_step  # at least one checkpoint
         for r in per_step.values():
             assert all(finite(r[k]) and r[k] >= 0 for k in ("mu", "nu", "param_drift"))
-    assert set(results["training"]) == {"digits MLP", "char-LM transformer"}
+    assert set(results["training"]) == {"digits MLP", "char-LM transformer (workloads.py)"}
+    # The language model is workloads.py's own (its quick size), not a copy.
+    workload = state_memory.workloads.char_lm_workload(state_memory.CHAR_LM[True])
+    n_params = sum(x.size for x in jax.tree.leaves(workload.init(jax.random.key(0))))
+    assert results["training"]["char-LM transformer (workloads.py)"]["params"] == n_params
     for task in results["training"].values():
         assert set(task["configs"]) == set(state_memory.TRAIN_CONFIGS)
         for row in task["configs"].values():
