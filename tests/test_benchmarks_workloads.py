@@ -52,3 +52,18 @@ def test_train_digits_cnn_is_reusable_with_any_optimizer(monkeypatch):
     assert run["curve_steps"] == list(range(4, 41, 4))
     assert run["final_val_loss"] == run["curve"][-1] < run["curve"][0]
     assert 0.0 <= run["final_val_accuracy"] <= 1.0
+
+
+def test_workload_step_time_prints_a_row_per_optimizer(monkeypatch, capsys):
+    _load_workloads(monkeypatch)
+    spec = importlib.util.spec_from_file_location(
+        "workload_step_time", _BENCHMARKS / "workload_step_time.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(
+        ["--workload", "digits", "--optimizers", "adamw,shampoo", "--steps", "3", "--warmup", "1"]
+    )
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["adamw", "shampoo"]
+    assert rows[0].endswith("| 1.00 | 1.00 |")

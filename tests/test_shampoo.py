@@ -144,6 +144,20 @@ def test_state_shapes_per_leaf():
     assert big[0].shape == (1, 7, 7) and big[1].shape == (1, 5, 5)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU lowering only")
+def test_cpu_roots_call_lapack_on_one_block_at_a_time():
+    # jaxlib 0.10's batched CPU eigh blocks a thread of XLA's pool while the others
+    # decompose its matrices: several such calls at once can deadlock the pool.
+    params = {"w": jnp.zeros((7, 5)), "v": jnp.zeros((2, 4))}
+    tx = gradtx.scale_by_shampoo(3)
+    hlo = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
+    calls = [line for line in hlo.splitlines() if "lapack_ssyevd" in line]
+    assert calls
+    for line in calls:  # the operand is one (n, n) matrix, not a stack of them
+        result = line.split("=", 1)[1].strip()
+        assert result.startswith("(f32[3,3]") or result.startswith("(f32[2,2]"), line
+
+
 def test_bfloat16_params_keep_float32_statistics():
     params = {"w": jnp.ones((4, 3), jnp.bfloat16)}
     tx = gradtx.shampoo(0.1, 2)

@@ -82,10 +82,26 @@ def _from_blocks(blocks: Array, m: int, n: int, block_size: int) -> Array:
     return blocks.reshape(nr * br, nc * bc)[:m, :n]
 
 
+def _eigh(a: Array) -> tuple[Array, Array]:
+    """``jnp.linalg.eigh`` of a stack of matrices; on CPU one matrix per LAPACK call.
+
+    jaxlib 0.10's CPU ``eigh`` hands the matrices of a batch to XLA's intra-op
+    thread pool and blocks its own pool thread until they are done. Shampoo's
+    per-leaf roots are independent, so XLA may run several such calls at once;
+    when they hold every thread of the pool (2 on a 2-core machine), none of
+    the work they wait for can start and the step never returns. A call on one
+    matrix runs on the calling thread, so ``lax.map`` over the stack cannot
+    block; the decompositions are the same LAPACK calls on the same matrices.
+    """
+    return lax.platform_dependent(
+        a, cpu=lambda x: lax.map(jnp.linalg.eigh, x), default=jnp.linalg.eigh
+    )
+
+
 def _inverse_root(a: Array, p: int, method: str) -> Array:
     """``a^{-1/p}`` of a symmetric positive definite matrix (a batch of them)."""
     if method == "eigh":
-        w, v = jnp.linalg.eigh(a)
+        w, v = _eigh(a)
         w = jnp.maximum(w, jnp.finfo(a.dtype).tiny)  # rounding may leave w slightly < 0
         return jnp.matmul(
             v * w[..., None, :] ** (-1.0 / p), jnp.swapaxes(v, -1, -2), precision=_EXACT
