@@ -32,16 +32,22 @@ with neither the cache nor these flags, as the benchmarks do.
 
 The tests that take longest (a multi-device subprocess, the examples, whole
 command-line runs) are scheduled first, so that the two ``pytest-xdist`` workers
-finish together.
+finish together. The workers take tests in groups (``--dist loadgroup``, see
+:func:`_xdist_group`): every test of one registry entry, or of one module that
+computes something once for many of its tests, runs on one worker, so that the
+work is done once per run rather than once per worker.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+
+import pytest
 
 _OWNER = "GRADTX_TEST_XLA_CACHE_OWNER"
 _FAST_COMPILE = (
@@ -110,9 +116,39 @@ def pytest_unconfigure(config):
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
+@functools.cache
+def _shares_work(path) -> tuple[bool, bool]:
+    """Whether a test module has a module-scoped fixture, and whether it caches
+    results that several of its tests read (``functools.cache``)."""
+    text = path.read_text() if path.suffix == ".py" else ""
+    return 'scope="module"' in text, "functools.cache" in text
+
+
+def _xdist_group(item) -> str | None:
+    """The ``pytest-xdist`` group of a test under ``tests/``: its module where the
+    module computes something once for many tests, else its registry entry (every
+    test of one entry on one worker, so the per-entry caches of tests/registry.py
+    fill once), else none."""
+    path = item.path
+    if path is None or path.parent.name != "tests" or item.get_closest_marker("xdist_group"):
+        return None
+    module_fixture, module_cache = _shares_work(path)
+    if module_fixture:  # interleaving modules would set the fixture up again
+        return f"module-{path.stem}"
+    entry = getattr(getattr(item, "callspec", None), "params", {}).get("entry")
+    if type(entry).__name__ == "Entry":
+        return f"entry-{entry.name}"
+    return f"module-{path.stem}" if module_cache else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     def rank(item):
         name = item.path.name if item.path is not None else ""
         return _SLOW_FIRST.index(name) if name in _SLOW_FIRST else len(_SLOW_FIRST)
 
     items.sort(key=rank)  # stable: the order within each module is kept
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

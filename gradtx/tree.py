@@ -411,8 +411,20 @@ def update_moment(updates: Any, moments: Any, decay: Any, order: int) -> Any:
     complex ``g**2`` and this the real ``|g|^2`` (Optax's
     ``update_moment_per_elem_norm`` does that too), and in the dtype: the moment's.
 
-    >>> update_moment({"a": jnp.array([2.0])}, {"a": jnp.array([1.0])}, 0.5, 2)
-    {'a': Array([2.5], dtype=float32)}
+    Args:
+      updates: the tree of ``g``.
+      moments: the tree of moments, of the same structure.
+      decay: the EMA's decay in [0, 1].
+      order: the power of ``g`` averaged (``|g|^2`` for 2).
+
+    Returns:
+      The new moments, each in its moment's dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx.tree import update_moment
+      >>> update_moment({"a": jnp.array([2.0])}, {"a": jnp.array([1.0])}, 0.5, 2)
+      {'a': Array([2.5], dtype=float32)}
     """
     return jax.tree.map(
         lambda g, m: None if g is None else moment_leaf(g, m, decay, order),
@@ -430,9 +442,21 @@ def update_moment_per_elem_norm(updates: Any, moments: Any, decay: Any, order: i
     ``optax.tree.update_moment_per_elem_norm``. Computed in at least float32 and
     returned in the moment's dtype; a ``None`` update gives ``None``.
 
-    >>> z = {"a": jnp.array([3 + 4j])}
-    >>> update_moment_per_elem_norm(z, {"a": jnp.array([0.0])}, 0.5, 1)
-    {'a': Array([2.5], dtype=float32)}
+    Args:
+      updates: the tree of ``g``.
+      moments: the tree of moments, of the same structure.
+      decay: the EMA's decay in [0, 1].
+      order: the power of ``|g|`` averaged.
+
+    Returns:
+      The new moments, each in its moment's dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx.tree import update_moment_per_elem_norm
+      >>> z = {"a": jnp.array([3 + 4j])}
+      >>> update_moment_per_elem_norm(z, {"a": jnp.array([0.0])}, 0.5, 1)
+      {'a': Array([2.5], dtype=float32)}
     """
 
     def leaf(g, m):
@@ -454,8 +478,20 @@ def update_infinity_moment(updates: Any, moments: Any, decay: Any, eps: Any) -> 
     as ``optax.tree.update_infinity_moment`` does. Returned in the moment's
     dtype; a ``None`` update gives ``None``.
 
-    >>> update_infinity_moment({"a": jnp.array([-3.0])}, {"a": jnp.array([4.0])}, 0.5, 0.0)
-    {'a': Array([3.], dtype=float32)}
+    Args:
+      updates: the tree of ``g``.
+      moments: the tree of ``u``, of the same structure.
+      decay: ``beta_2`` in [0, 1].
+      eps: added to ``|g|`` inside the max.
+
+    Returns:
+      The new ``u``, each in its moment's dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from gradtx.tree import update_infinity_moment
+      >>> update_infinity_moment({"a": jnp.array([-3.0])}, {"a": jnp.array([4.0])}, 0.5, 0.0)
+      {'a': Array([3.], dtype=float32)}
     """
 
     def leaf(g, u):

@@ -135,7 +135,7 @@ def run_many(makes, kind: str):
 
 # The cases of one kind are compiled in groups of GROUP consecutive (sorted) names;
 # a test computes its group the first time one of its members runs in this
-# process, and neighbouring tests usually share an xdist worker.
+# process, and a group's tests share an xdist worker (``--dist loadgroup``).
 GROUP = 5
 
 
@@ -222,13 +222,21 @@ CASES: dict[str, Callable[[], gradtx.GradientTransformation]] = {
 SORTED_CASES = sorted(CASES)
 
 
-@pytest.mark.parametrize("name", SORTED_CASES)
+def _grouped(kind: str) -> list:
+    """``SORTED_CASES``, each marked with its group (one xdist worker per group)."""
+    return [
+        pytest.param(name, marks=pytest.mark.xdist_group(f"flat-{kind}-{i // GROUP}"))
+        for i, name in enumerate(SORTED_CASES)
+    ]
+
+
+@pytest.mark.parametrize("name", _grouped("float32"))
 def test_same_trajectory_float32(name):
     plain, flat_path = grouped_run_both(name, "float32")
     assert_same(plain, flat_path)
 
 
-@pytest.mark.parametrize("name", SORTED_CASES)
+@pytest.mark.parametrize("name", _grouped("float64"))
 def test_same_trajectory_float64(name):
     with jax.enable_x64(True):
         plain, flat_path = grouped_run_both(name, "float64")

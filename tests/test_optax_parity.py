@@ -947,7 +947,16 @@ def grouped_run_both(case, dtype):
     return _group_paths(jnp.dtype(dtype).name, index // GROUP)[index % GROUP]
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
+def _grouped(dtype_name: str) -> list:
+    """``CASES``, each marked with its group, so that ``--dist loadgroup`` runs a group's
+    cases on one ``pytest-xdist`` worker: one compilation of the group's program."""
+    return [
+        pytest.param(case, marks=pytest.mark.xdist_group(f"optax-parity-{dtype_name}-{i // GROUP}"))
+        for i, case in enumerate(CASES)
+    ]
+
+
+@pytest.mark.parametrize("case", _grouped("float32"), ids=repr)
 def test_same_trajectory_float32(case):
     ours, theirs = grouped_run_both(case, jnp.float32)
     assert jax.tree.leaves(ours)[0].dtype == jnp.float32
@@ -958,7 +967,7 @@ def test_same_trajectory_float32(case):
     assert_trees_close(ours, theirs, **tol)
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
+@pytest.mark.parametrize("case", _grouped("float64"), ids=repr)
 def test_same_trajectory_float64(case):
     with jax.enable_x64(True):
         ours, theirs = grouped_run_both(case, jnp.float64)
