@@ -279,20 +279,11 @@ class OptimizerTable(Directive):
     has_content = False
 
     def run(self):
-        table = nodes.table(classes=["optimizer-rates"])
-        group = nodes.tgroup(cols=3)
-        table += group
-        for _ in range(3):
-            group += nodes.colspec(colwidth=1)
-        head = nodes.thead()
-        group += head
-        body = nodes.tbody()
-        group += body
-        head += _text_row(["method", "on Rosenbrock", "on the quadratic"], literal=False)
-        for name in gradtx_paths.OPTIMIZERS:
-            calls = [gradtx_paths.call_text(name, p) for p in gradtx_paths.PROBLEMS]
-            body += _text_row([name, *calls], literal=True)
-        return [table]
+        rows = [
+            [name, *(gradtx_paths.call_text(name, p) for p in gradtx_paths.PROBLEMS)]
+            for name in gradtx_paths.OPTIMIZERS
+        ]
+        return [_calls_table(["method", "on Rosenbrock", "on the quadratic"], rows)]
 
 
 class SecondOrderGallery(Directive):
@@ -338,19 +329,24 @@ class SecondOrderCalls(Directive):
     has_content = False
 
     def run(self):
-        table = nodes.table(classes=["optimizer-rates"])
-        group = nodes.tgroup(cols=2)
-        table += group
-        for _ in range(2):
-            group += nodes.colspec(colwidth=1)
-        head = nodes.thead()
-        group += head
-        body = nodes.tbody()
-        group += body
-        head += _text_row(["label", "call (on both problems)"], literal=False)
-        for label in gradtx_second_order_paths.METHODS:
-            body += _text_row([label, gradtx_second_order_paths.METHODS[label]], literal=True)
-        return [table]
+        rows = [[label, call] for label, call in gradtx_second_order_paths.METHODS.items()]
+        return [_calls_table(["label", "call (on both problems)"], rows)]
+
+
+def _calls_table(header: list[str], rows: list[list[str]]) -> nodes.table:
+    """A table of the calls drawn: ``header`` in plain text, each row's cells as code."""
+    table = nodes.table(classes=["optimizer-rates"])
+    group = nodes.tgroup(cols=len(header))
+    table += group
+    for _ in header:
+        group += nodes.colspec(colwidth=1)
+    head, body = nodes.thead(), nodes.tbody()
+    group += head
+    group += body
+    head += _text_row(header, literal=False)
+    for cells in rows:
+        body += _text_row(cells, literal=True)
+    return table
 
 
 def _text_row(cells, *, literal: bool) -> nodes.row:
