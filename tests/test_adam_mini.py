@@ -244,3 +244,20 @@ BAD_LAYOUTS = [
 def test_bad_layouts_fail_at_init_naming_the_leaf(kwargs, params, message):
     with pytest.raises(ValueError, match=message):
         gradtx.scale_by_adam_mini(**kwargs).init(params)
+
+
+def test_an_nnx_state_is_partitioned_by_its_layer_names_not_by_variable_value():
+    """An NNX leaf's path ends in the Variable's ``.value``: that attribute names no
+    layer, so a plain ``fc`` kernel is one block, and a layer *called* ``value``
+    (the attention value projection) still gets one block per output neuron."""
+    from flax import nnx
+
+    class Model(nnx.Module):
+        def __init__(self):
+            self.fc = nnx.Linear(3, 4, rngs=nnx.Rngs(0))
+            self.value = nnx.Linear(3, 4, rngs=nnx.Rngs(1))
+
+    nu = gradtx.adam_mini(0.1).init(nnx.state(Model(), nnx.Param))[0].nu
+    assert nu["fc"]["kernel"].value.shape == (1, 1)  # "whole"
+    assert nu["value"]["kernel"].value.shape == (1, 4)  # one per output neuron
+    assert nu["fc"]["bias"].value.shape == (4,)  # "adam"

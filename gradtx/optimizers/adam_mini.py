@@ -116,6 +116,11 @@ sharding.register_statistics(ScaleByAdamMiniState, "nu", _block_moment_entries)
 
 
 def _path_name(path: tuple[Any, ...]) -> str:
+    """The keys of ``path`` joined by ``/``, less a last attribute ``value``: the
+    array inside a Flax NNX ``Variable``, which names no layer (else every NNX
+    leaf would match the ``value`` projection's rule)."""
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
+        path = path[:-1]
     parts = []
     for key in path:
         for attr in ("key", "name", "idx"):
