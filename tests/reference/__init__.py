@@ -46,7 +46,8 @@ module          algorithms
                 modes of Optax's ``sam``) and a heavy-ball outer step
 ``sophia``      Liu et al. (2023) Alg. 3, with or without Optax's bias correction and
                 Hessian-after-the-step order
-``galore``      Zhao et al. (2024) Alg. 2 (GaLore-Adam), left or right projection
+``galore``      Zhao et al. (2024) Alg. 2 (GaLore-Adam), left, right or two-sided
+                projection, by shape as Optax or as the paper
 ==============  =====================================================================
 
 Every reference takes the initial parameters as a list of arrays (the leaves of

@@ -16,7 +16,36 @@ import numpy as np
 from ._common import Trajectory, as_float64
 
 
-def galore_adam(theta, grad, eta, r, T, alpha, beta_1, beta_2, epsilon, num_steps):
+def _side(shape, projection_type):
+    """``"left"`` (``R = P^T G``), ``"right"`` (``R = G Q``) or ``"full"`` (``P^T G Q``).
+
+    ``"std"``: the paper's rule (left for a wide matrix, Alg. 2's ``m <= n``;
+    its transpose, right, for a tall one; right for a square one, as the authors'
+    code). ``"reverse_std"``: the opposite sides (left when ``m >= n``).
+    """
+    tall = shape[0] >= shape[1]
+    if projection_type == "std":
+        return "right" if tall else "left"
+    if projection_type == "reverse_std":
+        return "left" if tall else "right"
+    return projection_type
+
+
+def galore_adam(
+    theta,
+    grad,
+    eta,
+    r,
+    T,
+    alpha,
+    beta_1,
+    beta_2,
+    epsilon,
+    num_steps,
+    projection_type="reverse_std",
+    weight_decay=0.0,
+    decay_after_step=False,
+):
     """Alg. 2 (``t`` from 1)::
 
         if t mod T = 1:  U, S, V^T = SVD(G_t);  P_t = U[:, :r]     (else P_t = P_{t-1})
@@ -27,41 +56,61 @@ def galore_adam(theta, grad, eta, r, T, alpha, beta_1, beta_2, epsilon, num_step
         N_t = M_t / (sqrt(V_t) + epsilon)
         W_t = W_{t-1} - eta alpha P_t N_t
 
-    for ``m >= n``. A matrix with ``m < n`` is projected on the right, on the
-    leading right singular vectors ``Q = V[:, :r]``: ``R = G Q`` and the step is
-    ``alpha N Q^T`` (the same rule applied to ``G^T``). ``r`` is capped at
+    (the moments are kept across a refresh). That is the ``"left"`` side. On the
+    ``"right"`` one, ``Q = V[:, :r]`` (the leading right singular vectors),
+    ``R = G Q`` and the step is ``alpha N Q^T`` (the rule applied to ``G^T``); on
+    ``"full"``, ``R = P^T G Q`` and the step is ``alpha P N Q^T``. Which side a
+    matrix takes: ``projection_type`` (see :func:`_side`). ``r`` is capped at
     ``min(m, n)``. ``grad(t - 1, W)`` gives ``G_t``.
+
+    Weight decay ``lambda`` (not in Alg. 2), on every leaf: Optax's
+    ``W_t = W_{t-1} - eta (alpha P_t N_t + lambda W_{t-1})``, or with
+    ``decay_after_step`` the authors' code's ``W_t = (W_{t-1} - eta alpha P_t N_t)
+    (1 - eta lambda)``.
     """
     theta = as_float64(theta)
-    projectors = [None] * len(theta)
+    sides = [_side(x.shape, projection_type) if x.ndim == 2 else None for x in theta]
     shapes = []
-    for x in theta:
-        if x.ndim == 2:
-            rank = min(r, *x.shape)
-            shapes.append((rank, x.shape[1]) if x.shape[0] >= x.shape[1] else (x.shape[0], rank))
-        else:
+    for x, side in zip(theta, sides, strict=True):
+        if side is None:
             shapes.append(x.shape)
+            continue
+        rank = min(r, *x.shape)
+        m, n = x.shape
+        shapes.append({"left": (rank, n), "right": (m, rank), "full": (rank, rank)}[side])
+    P = [None] * len(theta)  # left factors
+    Q = [None] * len(theta)  # right factors
     M = [np.zeros(s) for s in shapes]
     V = [np.zeros(s) for s in shapes]
     trajectory = Trajectory(theta)
     for t in range(1, num_steps + 1):
         G = grad(t - 1, theta)
-        for i, g in enumerate(G):
-            left = g.ndim == 2 and g.shape[0] >= g.shape[1]
-            if g.ndim == 2:
+        for i, (g, side) in enumerate(zip(G, sides, strict=True)):
+            if side is not None:
                 rank = min(r, *g.shape)
                 if t % T == 1 % T:
                     U, _, Vt = np.linalg.svd(g, full_matrices=False)
-                    projectors[i] = U[:, :rank] if left else Vt[:rank, :].T
-                P = projectors[i]
-                R = P.T @ g if left else g @ P
+                    P[i], Q[i] = U[:, :rank], Vt[:rank, :].T
+                if side == "left":
+                    R = P[i].T @ g
+                elif side == "right":
+                    R = g @ Q[i]
+                else:
+                    R = P[i].T @ g @ Q[i]
             else:
                 R = g
             M[i] = beta_1 * M[i] + (1 - beta_1) * R
             V[i] = beta_2 * V[i] + (1 - beta_2) * R**2
             N = (M[i] / (1 - beta_1**t)) / (np.sqrt(V[i] / (1 - beta_2**t)) + epsilon)
-            if g.ndim == 2:
-                N = alpha * (P @ N if left else N @ P.T)
-            theta[i] = theta[i] - eta * N
+            if side == "left":
+                N = alpha * P[i] @ N
+            elif side == "right":
+                N = alpha * N @ Q[i].T
+            elif side == "full":
+                N = alpha * P[i] @ N @ Q[i].T
+            if decay_after_step:
+                theta[i] = (theta[i] - eta * N) * (1 - eta * weight_decay)
+            else:
+                theta[i] = theta[i] - eta * (N + weight_decay * theta[i])
         trajectory.record(theta)
     return trajectory.stacked()
