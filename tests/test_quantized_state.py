@@ -448,7 +448,7 @@ def _maps4():
 
 def _stored4(q, shape):
     """``(codes, scales)`` of a 4-bit leaf as the reference holds them."""
-    codes = np.asarray(_unpack_4bit(jnp.asarray(q.codes), shape[-1]))
+    codes = ref.unpack_4bit(q.codes, shape[-1])
     if isinstance(q.scales, tuple):
         return codes, [np.asarray(s) for s in q.scales]
     return codes, np.asarray(q.scales).ravel()

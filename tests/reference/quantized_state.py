@@ -137,6 +137,15 @@ def dequantize_rank1(codes, mus, code):
     return np.asarray(code, np.float64)[codes] * rank1_normalizer(mus, codes.shape)
 
 
+def unpack_4bit(packed, length):
+    """The 4-bit codes held two to a byte along the last axis, the first code of a
+    pair in the high half (``byte = 16 q_{2k} + q_{2k+1}``), the last axis cut to
+    ``length`` codes."""
+    packed = np.asarray(packed, np.uint8)
+    pairs = np.stack([packed >> 4, packed & 15], axis=-1)
+    return pairs.reshape(*packed.shape[:-1], -1)[..., :length]
+
+
 def adamw_4bit_step(theta, g, m_q, v_q, t, eta, beta_1, beta_2, eps, lam, block_size, maps=None):
     """One step of Li et al.'s 4-bit AdamW on one leaf, in float64::
 
