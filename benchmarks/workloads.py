@@ -796,6 +796,10 @@ def format_hyperparams(hyperparams: dict[str, float]) -> str:
 # ------------------------------------------------------------------------ reporting
 
 
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.1f}" if seconds >= 10 else f"{seconds:.2f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """A table per workload, a row per optimizer: the final validation loss (mean ±
     standard deviation over the seeds), the digits' accuracy, the setting found, the
@@ -830,8 +834,8 @@ def markdown(result: dict[str, Any]) -> str:
             reached = cell.get("steps_to_reference")
             row.append("not reached" if reached is None else str(reached))
             seconds = cell.get("seconds_to_reference")
-            row.append("not reached" if seconds is None else f"{seconds:.1f}")
-            row.append(f"{cell['mean_curve_seconds'][-1]:.1f}")
+            row.append("not reached" if seconds is None else format_seconds(seconds))
+            row.append(format_seconds(cell["mean_curve_seconds"][-1]))
             lines.append("| " + " | ".join(row) + " |")
         tables.append("\n".join(lines) + "\n")
     return "\n".join(tables)
