@@ -23,25 +23,38 @@ weight decay is tuned. Schedule-free AdamW takes a constant rate with its own
 linear warm-up over the same 5% of the steps, and is evaluated at its averaged
 point (``gradtx.schedule_free_eval_params``), not at the params it steps.
 
-For each optimizer and workload: a random search (``gradtx.training.random_search``)
-of ``--trials`` settings, the learning rate log-uniform over the optimizer's range
-and the decoupled weight decay log-uniform too where the optimizer has one, each
-trained for the short search budget with seed 0 and ranked by final validation
-loss; then the best setting trained for the full budget with seeds 1, 2 and 3
-(a seed sets the initial weights and the minibatches). The table gives the mean
-and standard deviation over the three seeds of the final validation loss (and
-of the accuracy on the digits).
+For each optimizer and workload, the same search budget: a random search
+(``gradtx.training.random_search``) of ``--trials`` settings, the learning rate
+log-uniform over the optimizer's range and the decoupled weight decay log-uniform
+too where the optimizer has one, then ``--refine-trials`` more settings drawn
+from the ranges narrowed around the best three (``gradtx.training.refine``);
+each trial trains for the short search budget with seed 0 and is ranked by its
+final validation loss. The best setting of all the trials then trains for the
+full budget with seeds 1, 2 and 3 (a seed sets the initial weights and the
+minibatches). The table gives the mean and standard deviation over the three
+seeds of the final validation loss (and of the accuracy on the digits), the
+steps and wall seconds each method needs to reach AdamW's final loss (the first
+evaluation at which its seed-mean curve is at or below AdamW's seed-mean final
+loss), and the wall seconds of a final run (the mean over the seeds, compilation
+excluded: it is timed apart and recorded in the JSON).
+
+The trials run one after another, not vmapped: on XLA:CPU a vmapped step was no
+faster per run for the transformer and several times slower for the CNN (its
+convolutions become grouped convolutions); ``workload_step_time.py --vmap``
+measures it.
 
 Usage::
 
     python benchmarks/workloads.py --quick      # tiny model and budgets, a smoke test (< 2 min)
-    python benchmarks/workloads.py              # the full comparison (about 30 min on 2 CPU cores)
+    python benchmarks/workloads.py              # the full comparison (< 30 min, 2 CPU cores)
     python benchmarks/workloads.py --optimizers adamw,muon --workloads digits
 
 Writes ``workloads.json`` (every number, the search trials and curves included),
-``workloads.md`` (the table) and ``workloads.png`` (validation-loss curves) to
-``--out`` (default ``benchmarks/results``); ``workloads_quick.*`` with ``--quick``,
-so a smoke test never overwrites a full run. Prints the markdown table.
+``workloads.md`` (the tables) and ``workloads.png`` (validation loss against
+steps and against wall seconds) to ``--out`` (default ``benchmarks/results``);
+``workloads_quick.*`` with ``--quick``, so a smoke test never overwrites a full
+run. Prints the markdown tables. Sets
+``OPENBLAS_NUM_THREADS=1`` when it is unset (see the comment at the imports).
 
 The training functions are reusable from other scripts::
 
@@ -68,13 +81,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
+# One OpenBLAS thread unless set otherwise, before NumPy or JAX load OpenBLAS (it
+# has no effect once they have): Shampoo's and SOAP's eigendecompositions call
+# LAPACK through it, and its threads, on 2 cores busy with other work, wait for
+# one another (benchmarks/README.md measured a Shampoo step of the language model
+# 4.5 times slower on average with OpenBLAS's default threads). XLA's own kernels
+# do not use OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import gradtx
-from gradtx.training import SearchBorderWarning, log_uniform, random_search
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import gradtx  # noqa: E402
+from gradtx.training import SearchBorderWarning, log_uniform, random_search, refine  # noqa: E402
 
 # ---------------------------------------------------------------------------- data
 
@@ -326,7 +347,7 @@ def make_trainer(
     *,
     steps: int,
     eval_every: int,
-) -> Callable[[dict[str, float], int], dict[str, Any]]:
+) -> Callable[..., dict[str, Any]]:
     """A compiled training run, called as ``trainer(hyperparams, seed)``.
 
     ``make_tx(**hyperparams)`` builds the optimizer inside the compiled step, so
@@ -338,21 +359,29 @@ def make_trainer(
     slower inside a scan than on its own (162 ms against 2.5 ms; the transformer's
     step did not slow down), most likely its convolutions.
 
+    The first call compiles the step and the evaluation ahead of time and
+    reports those seconds apart (``compile_seconds``; 0 in later calls), so the
+    wall times of the curve count the steps and evaluations only.
+
     Args:
       workload: what to train (:func:`char_lm_workload`, :func:`digits_workload`).
       make_tx: maps keyword hyperparameters (JAX scalars) to a gradtx optimizer.
       steps: the number of optimizer steps, a multiple of ``eval_every``.
-      eval_every: the validation metrics are computed every ``eval_every`` steps.
+      eval_every: the validation metrics are computed every ``eval_every`` steps;
+        a call may pass its own (``trainer(hyperparams, seed, eval_every=steps)``
+        evaluates once, at the end, with the same compiled programs).
 
     Returns:
-      ``trainer(hyperparams, seed)``, which returns a dict: ``curve`` (the
-      validation loss after steps ``curve_steps``), ``final_val_loss``,
-      ``train_loss`` (the mean minibatch loss of each segment of
-      ``eval_every`` steps), and for the digits ``accuracy_curve`` and
-      ``final_val_accuracy``; all as Python floats and lists.
+      ``trainer(hyperparams, seed, eval_every=None)``, which returns a dict:
+      ``curve`` (the validation loss after steps ``curve_steps``),
+      ``curve_seconds`` (the wall seconds from the first step to each of those
+      evaluations, compilation excluded), ``compile_seconds``,
+      ``final_val_loss``, ``train_loss`` (the mean minibatch loss of each
+      segment of ``eval_every`` steps), and for the digits ``accuracy_curve``
+      and ``final_val_accuracy``; all as Python floats and lists. Its
+      attribute ``compile_seconds`` holds the seconds of the compilation.
     """
-    if steps % eval_every:
-        raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every}).")
+    check_eval_every(steps, eval_every)
     data = jax.device_put(workload.data)  # once, not at every step
 
     @jax.jit
@@ -369,24 +398,47 @@ def make_trainer(
     def evaluate(params, opt_state, data):
         return workload.evaluate(evaluation_params(opt_state, params), data)
 
-    def trainer(hyperparams: dict[str, float], seed: int) -> dict[str, Any]:
+    compiled: dict[str, Any] = {}
+
+    def compile_once(params, opt_state, hyperparams, key) -> float:
+        if compiled:
+            return 0.0
+        start = time.perf_counter()
+        compiled["step"] = train_step.lower(params, opt_state, hyperparams, key, data).compile()
+        compiled["evaluate"] = evaluate.lower(params, opt_state, data).compile()
+        trainer.compile_seconds = time.perf_counter() - start
+        return trainer.compile_seconds
+
+    def trainer(
+        hyperparams: dict[str, float], seed: int, eval_every: int | None = None
+    ) -> dict[str, Any]:
+        every = eval_every or default_eval_every
+        check_eval_every(steps, every)
         init_key, batch_key = jax.random.split(jax.random.key(seed))
         hyperparams = {name: jnp.float32(value) for name, value in hyperparams.items()}
         # Flax's initializers run eagerly: XLA would take seconds to compile them.
         params = workload.init(init_key)
         opt_state = init(params, hyperparams)
-        losses, history = [], []
-        for step, key in enumerate(jax.random.split(batch_key, steps), start=1):
-            params, opt_state, loss = train_step(params, opt_state, hyperparams, key, data)
+        keys = list(jax.random.split(batch_key, steps))
+        compile_seconds = compile_once(params, opt_state, hyperparams, keys[0])
+        step_fn, evaluate_fn = compiled["step"], compiled["evaluate"]
+        jax.block_until_ready((params, opt_state, keys))
+        losses, history, seconds = [], [], []
+        start = time.perf_counter()
+        for step in range(1, steps + 1):
+            params, opt_state, loss = step_fn(params, opt_state, hyperparams, keys[step - 1], data)
             losses.append(loss)
-            if step % eval_every == 0:
-                metrics = evaluate(params, opt_state, data)
+            if step % every == 0:
+                metrics = jax.block_until_ready(evaluate_fn(params, opt_state, data))
+                seconds.append(time.perf_counter() - start)
                 history.append({"train_loss": jnp.mean(jnp.stack(losses)), **metrics})
                 losses = []
         history = jax.device_get(history)
         out = {
-            "curve_steps": list(range(eval_every, steps + 1, eval_every)),
+            "curve_steps": list(range(every, steps + 1, every)),
             "curve": [float(point["loss"]) for point in history],
+            "curve_seconds": seconds,
+            "compile_seconds": compile_seconds,
             "train_loss": [float(point["train_loss"]) for point in history],
         }
         out["final_val_loss"] = out["curve"][-1]
@@ -395,7 +447,14 @@ def make_trainer(
             out["final_val_accuracy"] = out["accuracy_curve"][-1]
         return out
 
+    default_eval_every = eval_every
+    trainer.compile_seconds = 0.0  # until the first call
     return trainer
+
+
+def check_eval_every(steps: int, eval_every: int) -> None:
+    if steps % eval_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every}).")
 
 
 def train_char_lm(
@@ -566,14 +625,22 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """The model sizes, steps and trials of one run of the comparison."""
+    """The model sizes, steps and trials of one run of the comparison.
+
+    The search has two stages, the same for every optimizer: ``trials``
+    settings drawn from the optimizer's ranges, then ``refine_trials`` drawn
+    from the ranges narrowed (``gradtx.training.refine``) around the
+    ``refine_top_k`` best of those; the best of all the trials wins.
+    """
 
     char_lm: CharLMConfig
     digits: DigitsConfig
     steps: dict[str, int]  # workload -> steps of each final run
     search_steps: dict[str, int]  # workload -> steps of each search trial
-    eval_every: dict[str, int]  # workload -> validation every so many steps
+    eval_every: dict[str, int]  # workload -> validation every so many steps (final runs)
     trials: int
+    refine_trials: int = 0
+    refine_top_k: int = 3
     seeds: tuple[int, ...] = (1, 2, 3)
     search_seed: int = 0
 
@@ -581,10 +648,11 @@ class Budget:
 FULL = Budget(
     char_lm=CharLMConfig(),
     digits=DigitsConfig(),
-    steps={"char_lm": 400, "digits": 600},
-    search_steps={"char_lm": 150, "digits": 300},
+    steps={"char_lm": 250, "digits": 600},
+    search_steps={"char_lm": 50, "digits": 200},
     eval_every={"char_lm": 25, "digits": 25},
     trials=6,
+    refine_trials=4,
 )
 QUICK = Budget(
     char_lm=CharLMConfig(
@@ -595,15 +663,56 @@ QUICK = Budget(
     search_steps={"char_lm": 20, "digits": 20},  # the same program: one compilation
     eval_every={"char_lm": 5, "digits": 5},
     trials=2,
+    refine_trials=1,
 )
 
 # ---------------------------------------------------------------------- comparing
 
 
+def staged_search(
+    objective: Callable[[dict[str, float]], float], space: dict[str, Any], budget: Budget
+) -> dict[str, Any]:
+    """``budget.trials`` random settings, then ``budget.refine_trials`` in the refined ranges.
+
+    Both stages are :func:`gradtx.training.random_search` (keys ``search_seed``
+    and ``search_seed + 1``). Returns the best setting, every trial (with its
+    stage), and the dimensions whose best value lies in the outer 10% of the
+    original range (log scale), as ``random_search`` flags them.
+    """
+    with warnings.catch_warnings():  # a best value at a border is recorded, not printed
+        warnings.simplefilter("ignore", SearchBorderWarning)
+        stages = [random_search(objective, space, budget.trials, key=budget.search_seed)]
+        if budget.refine_trials and not all(math.isnan(t.value) for t in stages[0].trials):
+            narrowed = refine(space, stages[0], top_k=budget.refine_top_k)
+            stages.append(
+                random_search(objective, narrowed, budget.refine_trials, key=budget.search_seed + 1)
+            )
+    trials = [
+        {**trial.hyperparams, "final_val_loss": trial.value, "stage": stage}
+        for stage, result in enumerate(stages)
+        for trial in result.trials
+    ]
+    ranked = [math.inf if math.isnan(t["final_val_loss"]) else t["final_val_loss"] for t in trials]
+    best = {name: trials[int(np.argmin(ranked))][name] for name in space}
+    at_border = [
+        name
+        for name, dim in space.items()
+        if not 0.1 <= dim.position(best[name]) <= 0.9  # random_search's border_fraction
+    ]
+    refined = (
+        {name: [dim.low, dim.high] for name, dim in narrowed.items()} if len(stages) > 1 else None
+    )
+    return {"best": best, "trials": trials, "at_border": at_border, "refined_space": refined}
+
+
 def compare(
     workload: Workload, optimizer: str, budget: Budget, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Searches one optimizer's hyperparameters on ``workload``, then trains the best per seed."""
+    """Searches one optimizer's hyperparameters on ``workload``, then trains the best per seed.
+
+    The search trials evaluate once, at their last step; the final runs every
+    ``budget.eval_every`` steps, timed from their first step (compilation apart).
+    """
     spec = OPTIMIZERS[optimizer]
     name = workload.name
 
@@ -618,13 +727,14 @@ def compare(
         return trainers[steps]
 
     start = time.perf_counter()
-    search_run = trainer(budget.search_steps[name])
-    objective = lambda hyperparams: search_run(hyperparams, budget.search_seed)["final_val_loss"]
-    with warnings.catch_warnings():  # a best value at a border is recorded, not printed
-        warnings.simplefilter("ignore", SearchBorderWarning)
-        search = random_search(objective, spec.space, budget.trials, key=budget.search_seed)
+    search_steps = budget.search_steps[name]
+    search_run = trainer(search_steps)
+    objective = lambda hyperparams: search_run(
+        hyperparams, budget.search_seed, eval_every=search_steps
+    )["final_val_loss"]
+    search = staged_search(objective, spec.space, budget)
     searched = time.perf_counter()
-    best = search.best.hyperparams
+    best = search["best"]
     log(f"{name} / {optimizer}: best {format_hyperparams(best)} (search {searched - start:.0f} s)")
 
     final_run = trainer(budget.steps[name])
@@ -632,16 +742,17 @@ def compare(
     finals = np.array([run["final_val_loss"] for run in runs])
     result = {
         "hyperparams": best,
-        "search": {
-            "trials": [{**t.hyperparams, "final_val_loss": t.value} for t in search.trials],
-            "at_border": list(search.at_border),
-            "seconds": searched - start,
-        },
+        "search": {**search, "seconds": searched - start},
         "runs": runs,
         "final_val_loss_mean": float(finals.mean()),
         "final_val_loss_std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
+        "mean_curve": np.mean([run["curve"] for run in runs], axis=0).tolist(),
+        "mean_curve_seconds": np.mean([run["curve_seconds"] for run in runs], axis=0).tolist(),
+        # The search's and the final runs' programs (one if their steps agree).
+        "compile_seconds": sum(t.compile_seconds for t in trainers.values()),
         "seconds": time.perf_counter() - start,
     }
+    del result["search"]["best"]
     if "final_val_accuracy" in runs[0]:
         accuracies = np.array([run["final_val_accuracy"] for run in runs])
         result["final_val_accuracy_mean"] = float(accuracies.mean())
@@ -650,9 +761,31 @@ def compare(
         )
     log(
         f"{name} / {optimizer}: {result['final_val_loss_mean']:.4f} "
-        f"± {result['final_val_loss_std']:.4f} ({result['seconds']:.0f} s)"
+        f"± {result['final_val_loss_std']:.4f}, {result['mean_curve_seconds'][-1]:.1f} s "
+        f"per run ({result['seconds']:.0f} s in all)"
     )
     return result
+
+
+def steps_to_reference(result: dict[str, Any], name: str, reference: str = "adamw") -> None:
+    """Adds to each cell of workload ``name`` when it reaches ``reference``'s final loss.
+
+    The target is the reference's seed-mean final validation loss; a method
+    reaches it at the first evaluation where its own seed-mean curve is at or
+    below it: ``steps_to_reference`` is that evaluation's step and
+    ``seconds_to_reference`` the seed-mean wall seconds to it (compilation
+    excluded); both ``None`` when the curve never gets there.
+    """
+    cells = result["results"].get(name, {})
+    if reference not in cells:
+        return
+    target = cells[reference]["final_val_loss_mean"]
+    for cell in cells.values():
+        steps = cell["runs"][0]["curve_steps"]
+        hits = [i for i, loss in enumerate(cell["mean_curve"]) if loss <= target]
+        cell["reference_loss"] = target
+        cell["steps_to_reference"] = steps[hits[0]] if hits else None
+        cell["seconds_to_reference"] = cell["mean_curve_seconds"][hits[0]] if hits else None
 
 
 def format_hyperparams(hyperparams: dict[str, float]) -> str:
@@ -663,59 +796,90 @@ def format_hyperparams(hyperparams: dict[str, float]) -> str:
 # ------------------------------------------------------------------------ reporting
 
 
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.1f}" if seconds >= 10 else f"{seconds:.2f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """One table: a row per optimizer; per workload the final validation loss (mean ±
-    standard deviation over the seeds), the digits' accuracy, and the setting found."""
-    header, rule = ["optimizer"], ["---"]
+    """A table per workload, a row per optimizer: the final validation loss (mean ±
+    standard deviation over the seeds), the digits' accuracy, the setting found, the
+    steps and wall seconds to reach AdamW's final loss, and the wall seconds of a run."""
+    tables = []
     for name in result["workloads"]:
-        header += [f"{name} val loss"] + (["digits val accuracy"] if name == "digits" else [])
-        header += [f"{name} setting"]
-        rule += ["---:"] * (2 if name == "digits" else 1) + ["---"]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule) + " |"]
-    for optimizer in result["optimizers"]:
-        row = [f"`{optimizer}`"]
-        for name in result["workloads"]:
+        header = ["optimizer", "val loss"] + (["val accuracy"] if name == "digits" else [])
+        header += ["setting", "steps to adamw's loss", "s to adamw's loss", "s per run"]
+        rule = ["---", "---:"] + (["---:"] if name == "digits" else []) + ["---"] + ["---:"] * 3
+        lines = [
+            f"**{name}**",
+            "",
+            "| " + " | ".join(header) + " |",
+            "| " + " | ".join(rule) + " |",
+        ]
+        for optimizer in result["optimizers"]:
             cell = result["results"].get(name, {}).get(optimizer)
             if cell is None:  # not run (yet)
-                row += [""] * (3 if name == "digits" else 2)
+                lines.append(
+                    "| " + " | ".join([f"`{optimizer}`"] + [""] * (len(header) - 1)) + " |"
+                )
                 continue
-            row.append(f"{cell['final_val_loss_mean']:.3f} ± {cell['final_val_loss_std']:.3f}")
+            row = [
+                f"`{optimizer}`",
+                f"{cell['final_val_loss_mean']:.3f} ± {cell['final_val_loss_std']:.3f}",
+            ]
             if name == "digits":
                 mean, std = cell["final_val_accuracy_mean"], cell["final_val_accuracy_std"]
                 row.append(f"{100 * mean:.1f}% ± {100 * std:.1f}")
             border = " (at a border)" if cell["search"]["at_border"] else ""
             row.append(format_hyperparams(cell["hyperparams"]) + border)
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+            reached = cell.get("steps_to_reference")
+            row.append("not reached" if reached is None else str(reached))
+            seconds = cell.get("seconds_to_reference")
+            row.append("not reached" if seconds is None else format_seconds(seconds))
+            row.append(format_seconds(cell["mean_curve_seconds"][-1]))
+            lines.append("| " + " | ".join(row) + " |")
+        tables.append("\n".join(lines) + "\n")
+    return "\n".join(tables)
 
 
 def plot_curves(result: dict[str, Any], path: Path) -> None:
-    """Validation loss against steps, one panel per workload, the mean over seeds per optimizer."""
+    """Validation loss against steps (top row) and wall seconds (bottom row), one column
+    per workload: the mean over seeds per optimizer, the band from min to max."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     workloads = result["workloads"]
-    fig, axes = plt.subplots(1, len(workloads), figsize=(6 * len(workloads), 4.5), squeeze=False)
-    for ax, name in zip(axes[0], workloads, strict=True):
+    fig, axes = plt.subplots(2, len(workloads), figsize=(6 * len(workloads), 8.5), squeeze=False)
+    for column, name in enumerate(workloads):
+        cells = result["results"].get(name, {})
         shown = []  # the curves after their first quarter set the y range
-        for optimizer, cell in result["results"].get(name, {}).items():
+        for optimizer, cell in cells.items():
             curves = np.array([run["curve"] for run in cell["runs"]])
-            steps = cell["runs"][0]["curve_steps"]
-            color = f"C{result['optimizers'].index(optimizer)}"  # the same in every panel
-            ax.plot(steps, curves.mean(axis=0), label=optimizer, color=color)
+            mean = curves.mean(axis=0)
             low, high = curves.min(axis=0), curves.max(axis=0)
-            ax.fill_between(steps, low, high, alpha=0.15, color=color)
-            shown += [x for x in curves.mean(axis=0)[len(steps) // 4 :] if math.isfinite(x)]
-        if shown:
-            pad = 0.05 * (max(shown) - min(shown)) + 1e-3
-            ax.set_ylim(min(shown) - pad, max(shown) + pad)
+            color = f"C{result['optimizers'].index(optimizer)}"  # the same in every panel
+            xs = (cell["runs"][0]["curve_steps"], cell["mean_curve_seconds"])
+            for row, x in enumerate(xs):
+                axes[row, column].plot(x, mean, label=optimizer, color=color)
+                axes[row, column].fill_between(x, low, high, alpha=0.15, color=color)
+            shown += [v for v in mean[len(mean) // 4 :] if math.isfinite(v)]
         unit = "nats / char" if name == "char_lm" else "nats"
-        ax.set(title=name, xlabel="step", ylabel=f"validation loss ({unit})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("gradtx optimizers: mean validation loss over 3 seeds (band: min to max)")
+        labels = ("step", "wall seconds of a run (compilation excluded)")
+        for row, xlabel in enumerate(labels):
+            ax = axes[row, column]
+            if shown:
+                pad = 0.05 * (max(shown) - min(shown)) + 1e-3
+                ax.set_ylim(min(shown) - pad, max(shown) + pad)
+            if "adamw" in cells:
+                ax.axhline(cells["adamw"]["final_val_loss_mean"], color="0.5", lw=0.8, ls=":")
+            ax.set(title=name, xlabel=xlabel, ylabel=f"validation loss ({unit})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(
+        "gradtx optimizers: mean validation loss over 3 seeds (band: min to max; "
+        "dotted: AdamW's final loss)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -751,7 +915,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=lambda v: parse_list(v, list(WORKLOADS), "workload"),
         help=f"comma-separated subset of {','.join(WORKLOADS)}",
     )
-    parser.add_argument("--trials", type=int, default=0, help="search trials (default 6; 2 quick)")
+    parser.add_argument(
+        "--trials", type=int, default=0, help="first-stage search trials (default 6; 2 quick)"
+    )
+    parser.add_argument(
+        "--refine-trials",
+        type=int,
+        default=-1,
+        help="second-stage trials in the refined ranges (default 4; 1 quick; 0: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     parser.add_argument(
         "--out",
@@ -767,6 +939,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     budget = QUICK if args.quick else FULL
     if args.trials:
         budget = dataclasses.replace(budget, trials=args.trials)
+    if args.refine_trials >= 0:
+        budget = dataclasses.replace(budget, refine_trials=args.refine_trials)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / ("workloads_quick" if args.quick else "workloads")
     log = lambda message: print(message, file=sys.stderr, flush=True)
@@ -778,6 +952,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "jax": jax.__version__,
             "backend": jax.default_backend(),
             "cpu_count": os.cpu_count(),
+            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "load_average_at_start": list(os.getloadavg()),
         },
         "budget": dataclasses.asdict(budget),
         "optimizers": args.optimizers,
@@ -795,10 +971,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["results"][name] = {}
         for optimizer in args.optimizers:
             result["results"][name][optimizer] = compare(workload, optimizer, budget, log)
+            steps_to_reference(result, name)
             result["seconds"] = time.perf_counter() - start
             # After every cell: a stopped run keeps what it measured.
             stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
             stem.with_suffix(".md").write_text(markdown(result))
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     plot_curves(result, stem.with_suffix(".png"))
     print(json.dumps(result, indent=2) if args.json else table)

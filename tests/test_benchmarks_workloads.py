@@ -39,8 +39,34 @@ def test_quick_run_reports_a_finite_loss_for_every_optimizer_and_workload(
             assert math.isfinite(cell["final_val_loss_mean"]), (name, optimizer)
             assert len(cell["runs"]) == 3
             assert all(math.isfinite(x) for run in cell["runs"] for x in run["curve"])
+            # Wall seconds at every evaluation, increasing; compilation timed apart.
+            for run in cell["runs"]:
+                assert len(run["curve_seconds"]) == len(run["curve"])
+                assert all(
+                    0 < a <= b
+                    for a, b in zip(run["curve_seconds"], run["curve_seconds"][1:], strict=False)
+                )
+            assert cell["compile_seconds"] > 0 == cell["runs"][1]["compile_seconds"]
+            # The search: the first stage's trials, then the refined stage's.
+            stages = [trial["stage"] for trial in cell["search"]["trials"]]
+            assert stages == [0] * 2 + [1], (name, optimizer)
+            best = min(cell["search"]["trials"], key=lambda trial: trial["final_val_loss"])
+            assert {k: best[k] for k in cell["hyperparams"]} == cell["hyperparams"]
+            # Steps to AdamW's final loss: the first evaluation of the seed-mean curve
+            # at or below it, or None.
+            target = cells["adamw"]["final_val_loss_mean"]
+            assert cell["reference_loss"] == target
+            hits = [
+                s
+                for s, v in zip(run["curve_steps"], cell["mean_curve"], strict=True)
+                if v <= target
+            ]
+            assert cell["steps_to_reference"] == (hits[0] if hits else None)
+        assert cells["adamw"]["steps_to_reference"] is not None  # its own final loss, at worst
     table = (tmp_path / "workloads_quick.md").read_text()
-    assert sum(line.startswith("| `") for line in table.splitlines()) == len(workloads.OPTIMIZERS)
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2 * len(workloads.OPTIMIZERS)  # a table per workload
+    assert all(row.count("|") == rows[0].count("|") for row in rows[:8])
 
 
 def test_train_digits_cnn_is_reusable_with_any_optimizer(monkeypatch):
