@@ -15,6 +15,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -609,6 +610,39 @@ def test_second_moments_use_the_nonnegative_map_by_field_name():
         _, state = tx.update(g, tx.init(params))
         want = gradtx.quantize_blockwise(0.001 * g["w"] ** 2, nu_code, 256)[0]
         np.testing.assert_array_equal(state.nu["w"].codes, want)
+
+
+class _Moments(NamedTuple):
+    mu: dict
+    nu: dict
+
+
+def _nonzero_moments() -> gradtx.GradientTransformation:
+    """A block whose ``init`` holds values (Adam's starts at 0): ``mu = p``, ``nu = p^2``."""
+    init = lambda p: _Moments(p, jax.tree.map(jnp.square, p))  # noqa: E731
+    return gradtx.GradientTransformation(init, lambda u, s, p=None: (u, s))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_an_eager_init_gives_the_jitted_and_the_op_by_op_numbers(bits):
+    """An eager ``init`` quantizes each leaf in one compiled program; it gives the
+    same bits as ``jax.jit(init)`` and as running every operation on its own."""
+    rng = np.random.default_rng(5)
+    params = {
+        "matrix": jnp.asarray(rng.standard_normal((48, 100)), jnp.float32),
+        "vector": jnp.asarray(rng.standard_normal(5000), jnp.float32),
+    }
+    tx = gradtx.quantize_state(
+        _nonzero_moments(), bits=bits, block_size=128, rank1_fields=("nu",), min_size=64
+    )
+    eager = tx.init(params)
+    with jax.disable_jit():
+        op_by_op = tx.init(params)
+    for other in (jax.jit(tx.init)(params), op_by_op):
+        for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(other), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert isinstance(eager.nu["matrix"].scales, tuple)  # rank-1
+    assert _is_quantized(eager.mu["vector"]) and not isinstance(eager.mu["vector"].scales, tuple)
 
 
 def test_small_integer_and_stacked_leaves_stay_as_they_are():

@@ -641,18 +641,28 @@ def quantize_state(
     signed_map, nonnegative_map = _maps(bits)
     nonnegative, rank1 = frozenset(nonnegative_fields), frozenset(rank1_fields)
 
+    def is_nonnegative(path: tuple[Any, ...]) -> bool:
+        return bool(_field_names(path) & nonnegative)
+
     def code_for(path: tuple[Any, ...]) -> np.ndarray:
-        return nonnegative_map if _field_names(path) & nonnegative else signed_map
+        return nonnegative_map if is_nonnegative(path) else signed_map
 
     def rank1_for(path: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
         return bool(_field_names(path) & rank1) and _rank1_applies(shape)
 
-    def quantize(path: tuple[Any, ...], x: Array) -> QuantizedArray:
-        if rank1_for(path, jnp.shape(x)):
-            codes, scales = quantize_rank1(x, code_for(path))
+    def quantize_leaf(x: Array, on_nonnegative_map: bool, by_rank1: bool) -> QuantizedArray:
+        code = nonnegative_map if on_nonnegative_map else signed_map
+        if by_rank1:
+            codes, scales = quantize_rank1(x, code)
         else:
-            codes, scales = quantize_blockwise(x, code_for(path), block_size)
+            codes, scales = quantize_blockwise(x, code, block_size)
         return QuantizedArray(_pack_4bit(codes) if bits == 4 else codes, scales)
+
+    # ``init`` is often called eagerly (a Flax ``nnx.Optimizer``, a script).
+    quantize_leaf_once = _tactics.one_program_when_eager(quantize_leaf, static_argnums=(1, 2))
+
+    def quantize(path: tuple[Any, ...], x: Array) -> QuantizedArray:
+        return quantize_leaf(x, is_nonnegative(path), rank1_for(path, jnp.shape(x)))
 
     def dequantize(path: tuple[Any, ...], q: QuantizedArray, like: Any) -> Array:
         codes = _unpack_4bit(q.codes, like.shape[-1]) if bits == 4 else q.codes
@@ -672,7 +682,10 @@ def quantize_state(
                 and jnp.size(x) >= min_size
                 and jnp.issubdtype(x.dtype, jnp.floating)
             )
-            return quantize(path, _tactics.not_folded(x)) if chosen else x
+            if not chosen:
+                return x
+            x = _tactics.not_folded(x)
+            return quantize_leaf_once(x, is_nonnegative(path), rank1_for(path, jnp.shape(x)))
 
         return jax.tree_util.tree_map_with_path(leaf, state, mirror_indices(state, params))
 
