@@ -28,8 +28,8 @@ Each tactic, its backend, and what it buys:
   ``jax.jit(gradtx.adamw_8bit(1e-3).init)`` of a 784-512-512-10 MLP compiles in
   1.3 s instead of 4.8 s (2 CPU cores, JAX 0.10.2).
 * :func:`one_program_when_eager` (every backend): a function of many small
-  operations (quantizing one state leaf) compiled as one program when called
-  eagerly, instead of one program per operation, shape and dtype. The first eager
+  operations (quantizing or dequantizing one state leaf) compiled as one program
+  when called eagerly, instead of one program per operation, shape and dtype. The first eager
   ``gradtx.adamw_4bit(1e-3).init`` of the quick transformer tree of
   ``benchmarks/step_time.py`` (52 leaves) took 0.6 s of CPU instead of 8.6 s,
   ``adamw_8bit``'s 0.8 s instead of 3.9 s (2 CPU cores, JAX 0.10.2).

@@ -542,6 +542,7 @@ class QuantizedArray(NamedTuple):
     scales: Array | tuple[Array, ...]
 
 
+@functools.cache
 def _maps(bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(signed map, non-negative map) of Dettmers et al. (8 bits) or Li et al. (4 bits)."""
     if bits == 8:
@@ -555,6 +556,39 @@ def _field_names(path: tuple[Any, ...]) -> set[str]:
 
 def _is_quantized(x: Any) -> bool:
     return isinstance(x, QuantizedArray)
+
+
+def _quantize_leaf_now(
+    x: Array, bits: int, block_size: int, nonnegative: bool, rank1: bool
+) -> QuantizedArray:
+    """One state leaf quantized: on the non-negative or the signed map of ``bits``,
+    rank-1 or block-wise; 4-bit codes packed two per byte."""
+    code = _maps(bits)[1 if nonnegative else 0]
+    if rank1:
+        codes, scales = quantize_rank1(x, code)
+    else:
+        codes, scales = quantize_blockwise(x, code, block_size)
+    return QuantizedArray(_pack_4bit(codes) if bits == 4 else codes, scales)
+
+
+def _dequantize_leaf_now(
+    q: QuantizedArray, shape: tuple[int, ...], dtype: Any, bits: int, block_size: int,
+    nonnegative: bool, rank1: bool,
+) -> Array:  # fmt: skip
+    """The inverse of :func:`_quantize_leaf_now`, in ``dtype``."""
+    code = _maps(bits)[1 if nonnegative else 0]
+    codes = _unpack_4bit(q.codes, shape[-1]) if bits == 4 else q.codes
+    if rank1:
+        return dequantize_rank1(codes, q.scales, code, dtype)
+    return dequantize_blockwise(codes, q.scales, code, block_size, dtype)
+
+
+# Called eagerly (``init`` of a Flax ``nnx.Optimizer``, a script, a debugger), a
+# leaf is (de)quantized in one compiled program, shared by every wrapper.
+_quantize_leaf = _tactics.one_program_when_eager(_quantize_leaf_now, static_argnums=(1, 2, 3, 4))
+_dequantize_leaf = _tactics.one_program_when_eager(
+    _dequantize_leaf_now, static_argnums=(1, 2, 3, 4, 5, 6)
+)
 
 
 def quantize_state(
@@ -638,37 +672,22 @@ def quantize_state(
     ):
         if isinstance(fields, str):
             raise ValueError(f"{owner}: {name} must be a collection of names, not a str.")
-    signed_map, nonnegative_map = _maps(bits)
     nonnegative, rank1 = frozenset(nonnegative_fields), frozenset(rank1_fields)
 
     def is_nonnegative(path: tuple[Any, ...]) -> bool:
         return bool(_field_names(path) & nonnegative)
 
-    def code_for(path: tuple[Any, ...]) -> np.ndarray:
-        return nonnegative_map if is_nonnegative(path) else signed_map
-
     def rank1_for(path: tuple[Any, ...], shape: tuple[int, ...]) -> bool:
         return bool(_field_names(path) & rank1) and _rank1_applies(shape)
 
-    def quantize_leaf(x: Array, on_nonnegative_map: bool, by_rank1: bool) -> QuantizedArray:
-        code = nonnegative_map if on_nonnegative_map else signed_map
-        if by_rank1:
-            codes, scales = quantize_rank1(x, code)
-        else:
-            codes, scales = quantize_blockwise(x, code, block_size)
-        return QuantizedArray(_pack_4bit(codes) if bits == 4 else codes, scales)
-
-    # ``init`` is often called eagerly (a Flax ``nnx.Optimizer``, a script).
-    quantize_leaf_once = _tactics.one_program_when_eager(quantize_leaf, static_argnums=(1, 2))
-
     def quantize(path: tuple[Any, ...], x: Array) -> QuantizedArray:
-        return quantize_leaf(x, is_nonnegative(path), rank1_for(path, jnp.shape(x)))
+        rank1_layout = rank1_for(path, jnp.shape(x))
+        return _quantize_leaf(x, bits, block_size, is_nonnegative(path), rank1_layout)
 
     def dequantize(path: tuple[Any, ...], q: QuantizedArray, like: Any) -> Array:
-        codes = _unpack_4bit(q.codes, like.shape[-1]) if bits == 4 else q.codes
-        if rank1_for(path, like.shape):
-            return dequantize_rank1(codes, q.scales, code_for(path), like.dtype)
-        return dequantize_blockwise(codes, q.scales, code_for(path), block_size, like.dtype)
+        shape, dtype = tuple(like.shape), jnp.dtype(like.dtype)
+        layout = (bits, block_size, is_nonnegative(path), rank1_for(path, shape))
+        return _dequantize_leaf(q, shape, dtype, *layout)
 
     def init_fn(params):
         state = inner.init(params)
@@ -684,8 +703,7 @@ def quantize_state(
             )
             if not chosen:
                 return x
-            x = _tactics.not_folded(x)
-            return quantize_leaf_once(x, is_nonnegative(path), rank1_for(path, jnp.shape(x)))
+            return quantize(path, _tactics.not_folded(x))
 
         return jax.tree_util.tree_map_with_path(leaf, state, mirror_indices(state, params))
 
