@@ -18,11 +18,13 @@ Four parts, each on its own configurations (one line each in the tables below):
    helpers: the configurations alternate in blocks of steps, the order reversed
    every round, every step timed to its result; median over the timed steps, and
    the ratio to the float32 baseline (``adamw``; ``lion`` for ``lion_8bit``).
-3. **Moment error** (``ERROR_CONFIGS``): ``adamw`` and its 8-bit and 4-bit
-   versions (the 4-bit one with ``v`` in blocks, ``nu_normalization="block"``,
-   and with ``v`` normalised rank-1, the default) on one gradient stream: an
-   MLP (256-512-512-10) regressing a fixed random teacher, the gradient of
-   every step taken at the float32 run's params and given to all four. At
+3. **Moment error** (``ERROR_CONFIGS``): ``adamw`` and its 8-bit versions
+   (``v``'s map without 0, the default, and with 0, bitsandbytes',
+   ``nu_map_has_zero=True``) and 4-bit versions (``v`` in blocks,
+   ``nu_normalization="block"``, and normalised rank-1, the default) on one
+   gradient stream: an MLP (256-512-512-10) regressing a fixed random teacher,
+   the gradient of every step taken at the float32 run's params and given to
+   all five. At
    steps 10, 100 and 1000: ``||m_q - m|| / ||m||`` and the same for ``v`` (the
    quantized moments dequantized; over the leaves that are quantized, i.e. the
    kernels), and the parameter drift
@@ -39,9 +41,10 @@ Four parts, each on its own configurations (one line each in the tables below):
    in bfloat16; the forward pass computes in float32 in every run.
 
 Run: ``python benchmarks/state_memory.py [--quick] [--parts bytes,step,error,train]
-[--char-lm-lr LR] [--json PATH]``; prints markdown tables. ``--quick``: tiny sizes and few steps
-(a smoke test: about 2 min on 2 shared CPU cores; ``--quick --parts train``
-alone about 2 min too, most of it compilation).
+[--char-lm-lr LR] [--train-tasks digits,char-lm] [--json PATH]``; prints markdown
+tables. ``--quick``: tiny sizes and few steps (a smoke test: about 2 min on 2
+shared CPU cores; ``--quick --parts train`` alone about 2 min too, most of it
+compilation).
 """
 
 from __future__ import annotations
@@ -218,16 +221,17 @@ def measure_step_time(quick: bool) -> dict[str, Any]:
 ERROR_CONFIGS: dict[str, Callable[[float], Any]] = {
     "adamw": lambda lr: gradtx.adamw(lr),
     "adamw_8bit": lambda lr: gradtx.adamw_8bit(lr),
+    "adamw_8bit, nu map with 0": lambda lr: gradtx.adamw_8bit(lr, nu_map_has_zero=True),
     "adamw_4bit": lambda lr: gradtx.adamw_4bit(lr, nu_normalization="block"),
     "adamw_4bit, nu rank-1": lambda lr: gradtx.adamw_4bit(lr, nu_normalization="rank1"),
 }
 ERROR_STEPS = (10, 100, 1000)
 
 
-def _maps(bits: int) -> tuple[np.ndarray, np.ndarray]:
+def _maps(bits: int, has_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(signed, non-negative) maps, as documented in :func:`gradtx.quantize_state`."""
     if bits == 8:
-        return gradtx.dynamic_map(signed=True), gradtx.dynamic_map(signed=False)
+        return gradtx.dynamic_map(signed=True), gradtx.dynamic_map(signed=False, zero=has_zero)
     signed = gradtx.dynamic_map(signed=True, total_bits=4, max_exponent_bits=3)
     return signed, gradtx.zero_free_linear_map(4)
 
@@ -270,8 +274,13 @@ def measure_moment_error(quick: bool) -> dict[str, Any]:
     params0 = mlp_init(key_params, widths)
     teacher = mlp_init(key_teacher, widths)
     txs = {name: make(lr) for name, make in ERROR_CONFIGS.items()}
-    # (bits, the default block_size)
-    bits = {"adamw_8bit": (8, 256), "adamw_4bit": (4, 128), "adamw_4bit, nu rank-1": (4, 128)}
+    # (bits, the default block_size, whether v's map holds 0)
+    bits = {
+        "adamw_8bit": (8, 256, False),
+        "adamw_8bit, nu map with 0": (8, 256, True),
+        "adamw_4bit": (4, 128, False),
+        "adamw_4bit, nu rank-1": (4, 128, False),
+    }
 
     def loss(p, x):
         return jnp.mean((mlp_apply(p, x) - mlp_apply(teacher, x)) ** 2)
@@ -280,8 +289,8 @@ def measure_moment_error(quick: bool) -> dict[str, Any]:
         ref_mu, ref_nu = states["adamw"][0].mu, states["adamw"][0].nu
         ref_p = jax.tree.leaves(params["adamw"])
         out = {}
-        for name, (b, block_size) in bits.items():
-            signed, nonnegative = _maps(b)
+        for name, (b, block_size, has_zero) in bits.items():
+            signed, nonnegative = _maps(b, has_zero)
             mu, nu = states[name][0].mu, states[name][0].nu
             sums = {"mu": [0.0, 0.0], "nu": [0.0, 0.0]}
             for field, q_tree, ref_tree, code in (
@@ -350,10 +359,7 @@ TRAIN_CONFIGS: dict[str, tuple[Callable[[float, jax.Array, int], Any], Any]] = {
         F32,
     ),
     "adamw_8bit": (lambda lr, key, heads: gradtx.adamw_8bit(lr), F32),
-    "adamw_4bit": (
-        lambda lr, key, heads: gradtx.adamw_4bit(lr, nu_normalization="block"),
-        F32,
-    ),
+    "adamw_4bit": (lambda lr, key, heads: gradtx.adamw_4bit(lr), F32),
     "adam_mini": (
         lambda lr, key, heads: gradtx.adam_mini(lr, weight_decay=1e-4, num_heads=heads),
         F32,
@@ -478,9 +484,18 @@ def train_curves(task: Task, make: Callable, dtype: Any) -> np.ndarray:
     return np.asarray(run(params, key_data, key_sr, jax.device_put(task.data)))
 
 
-def measure_training(quick: bool, char_lm_lr: float = CHAR_LM_LR) -> dict[str, Any]:
+TRAIN_TASKS = ("digits", "char-lm")
+
+
+def measure_training(
+    quick: bool, char_lm_lr: float = CHAR_LM_LR, tasks: tuple[str, ...] = TRAIN_TASKS
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for task in (digits_task(quick), char_lm_task(quick, char_lm_lr)):
+    makers = {
+        "digits": lambda: digits_task(quick),
+        "char-lm": lambda: char_lm_task(quick, char_lm_lr),
+    }
+    for task in (makers[name]() for name in TRAIN_TASKS if name in tasks):
         rows: dict[str, Any] = {}
         for name, (make, dtype) in TRAIN_CONFIGS.items():
             start = time.perf_counter()
@@ -586,7 +601,10 @@ PARTS = ("bytes", "step", "error", "train")
 
 
 def run(
-    quick: bool = False, parts: tuple[str, ...] = PARTS, char_lm_lr: float = CHAR_LM_LR
+    quick: bool = False,
+    parts: tuple[str, ...] = PARTS,
+    char_lm_lr: float = CHAR_LM_LR,
+    train_tasks: tuple[str, ...] = TRAIN_TASKS,
 ) -> dict[str, Any]:
     start = time.perf_counter()
     results: dict[str, Any] = {
@@ -606,7 +624,7 @@ def run(
     if "error" in parts:
         results["moment_error"] = measure_moment_error(quick)
     if "train" in parts:
-        results["training"] = measure_training(quick, char_lm_lr)
+        results["training"] = measure_training(quick, char_lm_lr, train_tasks)
     results["wall_s"] = time.perf_counter() - start
     return results
 
@@ -623,13 +641,21 @@ def main(argv: list[str] | None = None) -> None:
         default=CHAR_LM_LR,
         help=f"the char-LM's learning rate in the training part (default {CHAR_LM_LR:g})",
     )
+    parser.add_argument(
+        "--train-tasks",
+        default=",".join(TRAIN_TASKS),
+        help=f"the training part's tasks, a comma-separated subset of {','.join(TRAIN_TASKS)}",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     args = parser.parse_args(argv)
+    train_tasks = tuple(t.strip() for t in args.train_tasks.split(",") if t.strip())
+    if set(train_tasks) - set(TRAIN_TASKS) or not train_tasks:
+        parser.error(f"--train-tasks: choose from {','.join(TRAIN_TASKS)}")
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = set(parts) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
-    results = run(args.quick, parts, args.char_lm_lr)
+    results = run(args.quick, parts, args.char_lm_lr, train_tasks)
     results["backend"] = jax.default_backend()
     print(markdown(results))
     print(f"wall time: {results['wall_s']:.0f} s", file=sys.stderr)

@@ -164,6 +164,12 @@ def test_state_memory_reports_every_configuration(monkeypatch):
     assert len([line for line in table.splitlines() if line.startswith("|")]) == 2 + len(rows)
 
 
+def test_state_memory_train_tasks_flag_is_checked(monkeypatch):
+    state_memory = _load("state_memory", monkeypatch)
+    with pytest.raises(SystemExit):
+        state_memory.main(["--parts", "train", "--train-tasks", "mnist"])
+
+
 def test_state_memory_quick_run_writes_every_part(monkeypatch, tmp_path):
     state_memory = _load("state_memory", monkeypatch)
     path = tmp_path / "state_memory.json"
@@ -181,7 +187,8 @@ def test_state_memory_quick_run_writes_every_part(monkeypatch, tmp_path):
         assert rows["adamw"]["ratio"] == 1.0 and rows["lion"]["ratio"] == 1.0
         assert all(finite(r["ratio"]) for r in rows.values())
     errors = results["moment_error"]["steps"]
-    assert set(errors) == {"adamw_8bit", "adamw_4bit", "adamw_4bit, nu rank-1"}
+    assert set(errors) == set(state_memory.ERROR_CONFIGS) - {"adamw"}
+    assert "adamw_8bit, nu map with 0" in errors
     for per_step in errors.values():
         assert per_step  # at least one checkpoint
         for r in per_step.values():

@@ -90,6 +90,18 @@ def test_the_dynamic_maps_are_the_papers_rounded_to_float32():
     assert 0.0 in gradtx.dynamic_map(True) and gradtx.dynamic_map(False)[0] == 0.0
 
 
+def test_the_unsigned_dynamic_map_without_zero_is_li_et_als_de0():
+    with_zero, de0 = gradtx.dynamic_map(False), gradtx.dynamic_map(False, zero=False)
+    want = ref.dynamic_map(False, zero=False)
+    assert de0.shape == (256,) and de0.dtype == np.float32 and 0.0 not in de0
+    # The 0 becomes the smallest positive value; every other value stays.
+    assert de0[0] == de0[1] == with_zero[1] > 0
+    np.testing.assert_array_equal(de0[1:], with_zero[1:])
+    assert np.all(np.abs(de0 - want) <= 2 * np.spacing(want))
+    with pytest.raises(ValueError, match=r"dynamic_map: zero=False is for an unsigned map"):
+        gradtx.dynamic_map(True, zero=False)
+
+
 def test_the_linear_maps():
     np.testing.assert_array_equal(gradtx.zero_free_linear_map(4), ref.zero_free_linear_map(4))
     assert gradtx.zero_free_linear_map(4)[0] == 1 / 16  # no zero: v is never stored as 0
@@ -122,8 +134,9 @@ def _tie_free_mismatches(got, want, normalized, code, tol):
     """Positions where two codings differ and ``normalized`` is not within ``tol``
     of the midpoint between the two codes: these would be real disagreements."""
     got, want = np.asarray(got).ravel(), np.asarray(want).ravel()
-    diff = np.nonzero(got != want)[0]
     code = np.asarray(code, np.float64)
+    # Two codes of one value (DE-0's first two) store the same number.
+    diff = np.nonzero(code[got] != code[want])[0]
     midpoint = (code[got[diff]] + code[want[diff]]) / 2
     adjacent = np.abs(got[diff].astype(int) - want[diff]) == 1
     near_tie = np.abs(normalized.ravel()[diff] - midpoint) <= tol
@@ -154,6 +167,7 @@ def test_quantize_and_dequantize_match_the_reference(block_size, signed):
 _ALL_MAPS = {
     "dynamic8_signed": lambda: gradtx.dynamic_map(True),
     "dynamic8_unsigned": lambda: gradtx.dynamic_map(False),
+    "dynamic8_unsigned_no_zero": lambda: gradtx.dynamic_map(False, zero=False),
     "linear8_signed": lambda: gradtx.linear_map(True),
     "linear8_unsigned": lambda: gradtx.linear_map(False),
     "dynamic4": lambda: gradtx.dynamic_map(True, total_bits=4, max_exponent_bits=3),
@@ -352,7 +366,7 @@ def test_adamw_8bit_follows_the_reference_step_by_step(adamw_runs, dtype):
     the same codes (except at ties), the same absmax and the same params."""
     grads, runs, _ = adamw_runs
     params_t, states_t, init = runs[dtype]
-    signed, unsigned = gradtx.dynamic_map(True), gradtx.dynamic_map(False)
+    signed, unsigned = gradtx.dynamic_map(True), gradtx.dynamic_map(False, zero=False)
     h = HYPER
     # float32: the moments are rounded to float32 before quantizing (~2 ulps
     # relative to N_b), float64: only the float32 code table and products.
@@ -415,6 +429,48 @@ def test_adamw_8bit_tracks_the_reference_and_float32_adamw(adamw_runs):
         )[1:] - params0[name]  # fmt: skip
         relative = np.linalg.norm(got - want, axis=-1) / np.linalg.norm(want, axis=-1)
         assert relative.max() < 0.1, (name, relative.max())
+
+
+def test_adamw_8bit_stores_no_v_as_zero_unless_asked():
+    """The zero-point problem (Li et al. 2023, Sec. 4.2) and DE-0, against the float64 reference.
+
+    Entry ``[r, 5]`` of each block (a row of 256) has gradient 1e-5 at step 1
+    and 0 at step 2, the rest of the row 1: its ``v`` after step 1, 1e-13, is
+    1e-10 of the block's largest. On bitsandbytes' map (``nu_map_has_zero``)
+    it is stored as 0 while its ``m`` (1e-6, stored as 7.75e-7) is not, so
+    step 2 moves it by ``lr * m_hat / eps``, 367 lr; float32 AdamW moves it
+    by 0.67 lr.
+    DE-0 stores ``v`` as the map's smallest positive value times the block's
+    largest (3.25e-7 * 1e-3): the step is then 0.012 lr, never above float32's.
+    """
+    shape, lr = (16, 256), 1e-3
+    g1 = np.ones(shape)
+    g1[:, 5] = 1e-5
+    g2 = np.ones(shape)
+    g2[:, 5] = 0.0
+    grads = np.stack([g1, g2]).astype(np.float32)
+    theta0 = np.zeros(shape, np.float32)
+    h = dict(learning_rate=lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    steps = {}
+    with jax.enable_x64(True):
+        for has_zero in (False, True):
+            tx = gradtx.adamw_8bit(**h, nu_map_has_zero=has_zero)
+            got = _scan(
+                tx, {"w": jnp.asarray(theta0, jnp.float64)}, {"w": jnp.asarray(grads, jnp.float64)}
+            )
+            got = np.asarray(got[0]["w"])
+            want = ref.adamw_8bit(theta0, grads, lr, 0.9, 0.999, 1e-8, 0.0, 256, has_zero)[1:]
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+            steps[has_zero] = -(got[1, :, 5] - got[0, :, 5]) / lr
+        full = _scan(
+            gradtx.adamw(**h),
+            {"w": jnp.asarray(theta0, jnp.float64)},
+            {"w": jnp.asarray(grads, jnp.float64)},
+        )
+        f32_step = -np.asarray(full[0]["w"][1, :, 5] - full[0]["w"][0, :, 5]) / lr
+    np.testing.assert_allclose(f32_step, 0.67, rtol=0.01)
+    assert np.all(steps[True] > 300), steps[True]  # m / eps
+    assert np.all((steps[False] > 0) & (steps[False] < 0.02)), steps[False]
 
 
 # ---------------------------------------------------------------------- 4-bit AdamW, rank-1
@@ -605,11 +661,26 @@ def test_the_wrapper_works_on_each_optimizer_and_stays_near_it():
 def test_second_moments_use_the_nonnegative_map_by_field_name():
     params = {"w": jnp.ones((16, 256))}
     g = {"w": jnp.asarray(np.random.default_rng(0).standard_normal((16, 256)), jnp.float32)}
-    for fields, nu_code in [(("nu",), gradtx.dynamic_map(False)), ((), gradtx.dynamic_map(True))]:
-        tx = gradtx.quantize_state(gradtx.scale_by_adam(), nonnegative_fields=fields)
+    cases = [
+        (("nu",), {}, gradtx.dynamic_map(False, zero=False)),
+        (("nu",), {"nonnegative_map_has_zero": True}, gradtx.dynamic_map(False)),
+        ((), {}, gradtx.dynamic_map(True)),
+    ]
+    for fields, options, nu_code in cases:
+        tx = gradtx.quantize_state(gradtx.scale_by_adam(), nonnegative_fields=fields, **options)
         _, state = tx.update(g, tx.init(params))
         want = gradtx.quantize_blockwise(0.001 * g["w"] ** 2, nu_code, 256)[0]
         np.testing.assert_array_equal(state.nu["w"].codes, want)
+    for has_zero, nu_code in [
+        (False, gradtx.zero_free_linear_map(4)),
+        (True, gradtx.linear_map(False, 4)),
+    ]:
+        tx = gradtx.quantize_state(
+            gradtx.scale_by_adam(), bits=4, nonnegative_map_has_zero=has_zero
+        )
+        _, state = tx.update(g, tx.init(params))
+        want = gradtx.quantize_blockwise(0.001 * g["w"] ** 2, nu_code, 256)[0]
+        np.testing.assert_array_equal(_unpack_4bit(state.nu["w"].codes, 256), want)
 
 
 class _Moments(NamedTuple):

@@ -30,23 +30,45 @@ def adamw_8bit(
     nu_dtype: Any | None = None,
     block_size: int = 256,
     min_size: int = 4096,
+    nu_map_has_zero: bool = False,
 ) -> GradientTransformation:
     """AdamW with its moments stored in 8 bits, block-wise (Dettmers et al. 2022).
 
     ``quantize_state(adamw(...), bits=8, block_size=block_size, min_size=min_size)``:
     :func:`gradtx.adamw`'s step on ``m`` and ``v`` dequantized from the signed
-    and the unsigned :func:`gradtx.dynamic_map` with one absmax per block of
-    ``block_size`` elements, re-quantized after the step (see
-    :func:`gradtx.quantize_state`). The state takes 2 bytes per parameter plus
-    8 per block (two float32 scales). Leaves under ``min_size`` elements stay
-    float32, as in bitsandbytes' ``AdamW8bit``.
+    :func:`gradtx.dynamic_map` and from the unsigned one without 0
+    (``dynamic_map(signed=False, zero=False)``, Li et al.'s DE-0), with one
+    absmax per block of ``block_size`` elements, re-quantized after the step
+    (see :func:`gradtx.quantize_state`). The state takes 2 bytes per parameter
+    plus 8 per block (two float32 scales). Leaves under ``min_size`` elements
+    stay float32, as in bitsandbytes' ``AdamW8bit``.
 
     Note:
-      The unsigned 8-bit map holds 0 (as bitsandbytes' does): a ``v`` far below
-      its block's largest (e.g. a unit whose gradient has been near 0 while a
-      neighbour's was not) can be stored as 0, and that entry's step is then
-      ``m / eps``. Raising ``eps`` bounds it; :func:`adamw_4bit`'s map for ``v``
-      has no zero (Li et al. 2023).
+      Departure from bitsandbytes' ``AdamW8bit``: its map for ``v`` holds 0,
+      ``nu_map_has_zero=True`` keeps it. On that map a ``v`` under
+      ``1.6e-7`` of its block's largest (a rare token's column of an output
+      layer, whose gradient is far below its block's common tokens') is
+      stored as 0 while its ``m`` is not, and the entry's step is ``m / eps``
+      instead of about 1. Without 0 the smallest stored ``v`` is the map's
+      smallest positive value times the block's largest; Li et al. (2023,
+      Sec. 4.2) found this zero-point problem the cause of their 4-bit
+      AdamW's instability. Measured on ``benchmarks/workloads.py``'s
+      char-LM at learning rate 3e-3, one seed, the float32 run's gradients
+      given to both: such entries (49 a step on average over 500 steps, 37
+      of them in the output layer's kernel, 9 in the token embedding) made
+      86% to 100% of the squared difference between the 8-bit and the
+      float32 update, one entry's step up to 1760 times the learning rate at
+      step 10 and 40 times at step 500; without 0 none were left and the
+      update's relative error fell from 0.81 to 0.30 at step 500.
+
+      Most of the update error that remains is ``v`` stored too low: it
+      summed to 0.80 of float32's after 500 steps on that run (a likely
+      mechanism: the decay ``b2 v`` is carried exactly by each block's
+      largest, but an increment ``(1 - b2) g^2`` under half a gap of the map
+      is rounded away).
+      Rounding ``v`` stochastically (tried, not offered) made it 1.00 and
+      the update's error 0.07, but did not lower the final validation loss
+      over three seeds (``benchmarks/README.md``).
 
     Args:
       learning_rate: as :func:`gradtx.adamw`.
@@ -61,6 +83,8 @@ def adamw_8bit(
       nu_dtype: as :func:`gradtx.adamw`.
       block_size: elements per quantization block.
       min_size: leaves with fewer elements are not quantized.
+      nu_map_has_zero: ``True`` stores ``v`` on bitsandbytes' unsigned map,
+        which holds 0 (see the note).
 
     Returns:
       The optimizer.
@@ -76,12 +100,17 @@ def adamw_8bit(
     References:
       Dettmers, Lewis, Shleifer & Zettlemoyer (2022), 8-bit Optimizers via
       Block-wise Quantization, ICLR.
+      Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States,
+      NeurIPS, Sec. 4.2 (the zero-point problem; DE-0).
     """
     inner = adamw(
         learning_rate, b1, b2, eps, eps_root, mu_dtype, weight_decay, mask,
         nesterov=nesterov, nu_dtype=nu_dtype,
     )  # fmt: skip
-    return quantize_state(inner, bits=8, block_size=block_size, min_size=min_size)
+    return quantize_state(
+        inner, bits=8, block_size=block_size, min_size=min_size,
+        nonnegative_map_has_zero=nu_map_has_zero,
+    )  # fmt: skip
 
 
 def adamw_4bit(

@@ -74,7 +74,9 @@ def _torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
     return np.where(i < steps // 2, from_start, from_end).astype(np.float32)
 
 
-def dynamic_map(signed: bool = True, total_bits: int = 8, max_exponent_bits: int = 7) -> np.ndarray:
+def dynamic_map(
+    signed: bool = True, total_bits: int = 8, max_exponent_bits: int = 7, *, zero: bool = True
+) -> np.ndarray:
     """The dynamic-tree (dynamic-exponent) quantization map of Dettmers et al.
 
     Level ``i = 0 .. E-1`` (``E = max_exponent_bits``) holds the midpoints of
@@ -93,9 +95,17 @@ def dynamic_map(signed: bool = True, total_bits: int = 8, max_exponent_bits: int
         with ``max_exponent_bits=3`` gives 16 (the first-moment map of Li et
         al. 2023, "DE").
       max_exponent_bits: ``E``, the number of decades.
+      zero: ``False`` (an unsigned map only) replaces the map's 0 by its
+        smallest positive value, which then appears twice: Li et al.'s (2023)
+        "DE-0", a second-moment map on which no ``v`` is stored as 0.
 
     Returns:
-      The ``2**total_bits`` values, float32, sorted ascending.
+      The ``2**total_bits`` values, float32, sorted ascending (non-decreasing
+      with ``zero=False``).
+
+    Raises:
+      ValueError: ``zero=False`` with ``signed=True`` (a first moment may be 0),
+        or bit counts that do not give ``2**total_bits`` values.
 
     Examples:
       >>> from gradtx import dynamic_map
@@ -104,11 +114,19 @@ def dynamic_map(signed: bool = True, total_bits: int = 8, max_exponent_bits: int
       (256,) -0.99296874 1.0
       >>> dynamic_map(signed=True, total_bits=4, max_exponent_bits=3)[6:9]
       array([-0.0055, 0.    , 0.0055], dtype=float32)
+      >>> print(dynamic_map(signed=False)[:3])
+      [0.0000000e+00 3.2500003e-07 7.7499999e-07]
+      >>> print(dynamic_map(signed=False, zero=False)[:3])
+      [3.2500003e-07 3.2500003e-07 7.7499999e-07]
 
     References:
       Dettmers, Lewis, Shleifer & Zettlemoyer (2022), Sec. 2 and Fig. 2;
-      Dettmers (2015), 8-Bit Approximations for Parallelism in Deep Learning.
+      Dettmers (2015), 8-Bit Approximations for Parallelism in Deep Learning;
+      Li, Chen & Zhu (2023), Memory Efficient Optimizers with 4-bit States,
+      Sec. 4.2 (the zero-point problem, DE-0).
     """
+    if signed and not zero:
+        raise ValueError("dynamic_map: zero=False is for an unsigned map (signed=False).")
     non_sign_bits = total_bits - 1
     values: list[np.ndarray] = []
     for i in range(max_exponent_bits):
@@ -132,7 +150,10 @@ def dynamic_map(signed: bool = True, total_bits: int = 8, max_exponent_bits: int
             f"dynamic_map: total_bits={total_bits} and max_exponent_bits={max_exponent_bits} "
             f"give {table.size} values, expected {2**total_bits}."
         )
-    return np.sort(table).astype(np.float32)
+    table = np.sort(table).astype(np.float32)
+    if not zero:  # DE-0: the code that held 0 now holds the smallest positive value
+        table[0] = table[1]
+    return table
 
 
 def linear_map(signed: bool = True, total_bits: int = 8) -> np.ndarray:
@@ -246,13 +267,16 @@ def _search_tables(code_bytes: bytes) -> tuple[np.ndarray, np.ndarray, int] | No
     is the largest for which no bucket holds two thresholds, so the rule's
     index on a bucket is ``first[b]`` or ``first[b] + 1``; this is checked here.
 
-    ``None`` (the binary search is used) for a map that is not strictly
-    increasing, or whose codes are so close that no bucket size up to
-    ``23 - _MAX_MANTISSA_BITS`` bits fits; none of the module's maps.
+    A map may repeat a value (``dynamic_map(zero=False)``): the rule never
+    returns the first of two equal codes above them, the bisection between
+    them ends at once, and the check below still holds. ``None`` (the binary
+    search is used) for a map that decreases anywhere, or whose codes are so
+    close that no bucket size up to ``23 - _MAX_MANTISSA_BITS`` bits fits;
+    none of the module's maps.
     """
     code = np.frombuffer(code_bytes, np.float32)
     n = code.size
-    if n < 2 or not np.all(code[1:] > code[:-1]):
+    if n < 2 or not np.all(code[1:] >= code[:-1]):
         return None
     lo, hi = _order_key(code[:-1]), _order_key(code[1:])  # rule(lo) = j, rule(hi) = j + 1
     target = np.arange(1, n)
@@ -543,11 +567,14 @@ class QuantizedArray(NamedTuple):
 
 
 @functools.cache
-def _maps(bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """(signed map, non-negative map) of Dettmers et al. (8 bits) or Li et al. (4 bits)."""
+def _maps(bits: int, nonnegative_map_has_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(signed map, non-negative map): Dettmers et al.'s dynamic maps (8 bits) or Li
+    et al.'s 4-bit ones; the non-negative map without 0 unless asked for."""
+    zero = nonnegative_map_has_zero
     if bits == 8:
-        return dynamic_map(signed=True), dynamic_map(signed=False)
-    return dynamic_map(signed=True, total_bits=4, max_exponent_bits=3), zero_free_linear_map(4)
+        return dynamic_map(signed=True), dynamic_map(signed=False, zero=zero)
+    nonnegative = linear_map(signed=False, total_bits=4) if zero else zero_free_linear_map(4)
+    return dynamic_map(signed=True, total_bits=4, max_exponent_bits=3), nonnegative
 
 
 def _field_names(path: tuple[Any, ...]) -> set[str]:
@@ -559,11 +586,11 @@ def _is_quantized(x: Any) -> bool:
 
 
 def _quantize_leaf_now(
-    x: Array, bits: int, block_size: int, nonnegative: bool, rank1: bool
+    x: Array, bits: int, map_has_zero: bool, block_size: int, nonnegative: bool, rank1: bool
 ) -> QuantizedArray:
-    """One state leaf quantized: on the non-negative or the signed map of ``bits``,
-    rank-1 or block-wise; 4-bit codes packed two per byte."""
-    code = _maps(bits)[1 if nonnegative else 0]
+    """One state leaf quantized: on the non-negative or the signed map of ``bits``
+    (:func:`_maps`), rank-1 or block-wise; 4-bit codes packed two per byte."""
+    code = _maps(bits, map_has_zero)[1 if nonnegative else 0]
     if rank1:
         codes, scales = quantize_rank1(x, code)
     else:
@@ -572,11 +599,11 @@ def _quantize_leaf_now(
 
 
 def _dequantize_leaf_now(
-    q: QuantizedArray, shape: tuple[int, ...], dtype: Any, bits: int, block_size: int,
-    nonnegative: bool, rank1: bool,
+    q: QuantizedArray, shape: tuple[int, ...], dtype: Any, bits: int, map_has_zero: bool,
+    block_size: int, nonnegative: bool, rank1: bool,
 ) -> Array:  # fmt: skip
     """The inverse of :func:`_quantize_leaf_now`, in ``dtype``."""
-    code = _maps(bits)[1 if nonnegative else 0]
+    code = _maps(bits, map_has_zero)[1 if nonnegative else 0]
     codes = _unpack_4bit(q.codes, shape[-1]) if bits == 4 else q.codes
     if rank1:
         return dequantize_rank1(codes, q.scales, code, dtype)
@@ -585,9 +612,9 @@ def _dequantize_leaf_now(
 
 # Called eagerly (``init`` of a Flax ``nnx.Optimizer``, a script, a debugger), a
 # leaf is (de)quantized in one compiled program, shared by every wrapper.
-_quantize_leaf = _tactics.one_program_when_eager(_quantize_leaf_now, static_argnums=(1, 2, 3, 4))
+_quantize_leaf = _tactics.one_program_when_eager(_quantize_leaf_now, static_argnums=(1, 2, 3, 4, 5))
 _dequantize_leaf = _tactics.one_program_when_eager(
-    _dequantize_leaf_now, static_argnums=(1, 2, 3, 4, 5, 6)
+    _dequantize_leaf_now, static_argnums=(1, 2, 3, 4, 5, 6, 7)
 )
 
 
@@ -599,6 +626,7 @@ def quantize_state(
     min_size: int = 4096,
     nonnegative_fields: Collection[str] = ("nu",),
     rank1_fields: Collection[str] = (),
+    nonnegative_map_has_zero: bool = False,
 ) -> GradientTransformation:
     """Stores the moments of ``inner`` block-wise quantized to 8 or 4 bits.
 
@@ -613,13 +641,19 @@ def quantize_state(
         s_t = Q\\big(\\text{inner}(g_t, Q^{-1}(s_{t-1}))\\big)
 
     with :func:`quantize_blockwise` / :func:`dequantize_blockwise`. Maps: with
-    ``bits=8`` the signed and unsigned :func:`dynamic_map` (Dettmers et al.
-    2022); with ``bits=4`` the signed 4-bit dynamic-exponent map for signed
-    leaves and :func:`zero_free_linear_map` for non-negative ones (Li et al.
-    2023), codes packed two per byte. A leaf is non-negative when a field of
-    ``nonnegative_fields`` is on its path (the NamedTuple field names of the
-    state: ``nu`` is Adam's, AdEMAMix's and SOAP's second moment); this is read
-    from the state's structure, never from values.
+    ``bits=8`` the signed :func:`dynamic_map` (Dettmers et al. 2022) for
+    signed leaves and the unsigned one without 0 (``dynamic_map(signed=False,
+    zero=False)``, Li et al.'s DE-0) for non-negative ones; with ``bits=4`` the
+    signed 4-bit dynamic-exponent map and :func:`zero_free_linear_map` (Li et
+    al. 2023), codes packed two per byte. A non-negative leaf is a second
+    moment that the step divides by: a map with 0 stores every entry below
+    half its first gap (for 8 bits ``1.6e-7`` of its block's largest) as
+    0, and the step of such an entry is then ``m / eps``
+    (``nonnegative_map_has_zero=True`` keeps that map, as bitsandbytes does).
+    A leaf is non-negative when a field of ``nonnegative_fields`` is on its
+    path (the NamedTuple field names of the state: ``nu`` is Adam's,
+    AdEMAMix's and SOAP's second moment); this is read from the state's
+    structure, never from values.
 
     A leaf on a path through a field of ``rank1_fields`` is normalised rank-1
     (:func:`quantize_rank1`, Li et al. 2023, "Rank-1 Normalization") instead of block-wise:
@@ -638,6 +672,9 @@ def quantize_state(
       nonnegative_fields: state field names whose leaves are >= 0.
       rank1_fields: state field names whose leaves of two or more axes are
         normalised rank-1 (Li et al. put the second moment, ``("nu",)``, there).
+      nonnegative_map_has_zero: ``True`` stores non-negative leaves on a map
+        holding 0: bitsandbytes' unsigned :func:`dynamic_map` (8 bits), or
+        :func:`linear_map` ``(signed=False, total_bits=4)`` (4 bits).
 
     Returns:
       The wrapped transformation; its state is ``inner``'s with
@@ -672,6 +709,7 @@ def quantize_state(
     ):
         if isinstance(fields, str):
             raise ValueError(f"{owner}: {name} must be a collection of names, not a str.")
+    map_has_zero = bool(nonnegative_map_has_zero)
     nonnegative, rank1 = frozenset(nonnegative_fields), frozenset(rank1_fields)
 
     def is_nonnegative(path: tuple[Any, ...]) -> bool:
@@ -681,13 +719,13 @@ def quantize_state(
         return bool(_field_names(path) & rank1) and _rank1_applies(shape)
 
     def quantize(path: tuple[Any, ...], x: Array) -> QuantizedArray:
-        rank1_layout = rank1_for(path, jnp.shape(x))
-        return _quantize_leaf(x, bits, block_size, is_nonnegative(path), rank1_layout)
+        layout = (bits, map_has_zero, block_size, is_nonnegative(path))
+        return _quantize_leaf(x, *layout, rank1_for(path, jnp.shape(x)))
 
     def dequantize(path: tuple[Any, ...], q: QuantizedArray, like: Any) -> Array:
         shape, dtype = tuple(like.shape), jnp.dtype(like.dtype)
-        layout = (bits, block_size, is_nonnegative(path), rank1_for(path, shape))
-        return _dequantize_leaf(q, shape, dtype, *layout)
+        layout = (bits, map_has_zero, block_size, is_nonnegative(path))
+        return _dequantize_leaf(q, shape, dtype, *layout, rank1_for(path, shape))
 
     def init_fn(params):
         state = inner.init(params)

@@ -9,7 +9,9 @@ States: the linear map without zero, ``Q_j = (j + 1) / 2^b``, the rank-1
 normalisation (``x_ij / min(r_i, c_j)``, ``r_i`` and ``c_j`` the largest
 magnitudes of row ``i`` and column ``j``, and for more axes the smallest of the
 per-axis maxima), and the 4-bit AdamW built from them (first moment B128/DE,
-second moment Rank-1/Linear).
+second moment Rank-1/Linear), and their "DE-0" (Sec. 4.2): the unsigned
+dynamic map with its 0 replaced by its smallest positive value, so that no
+second moment is stored as 0.
 
 Blocks are ``block_size`` consecutive elements of the flattened array (the last
 block shorter). The maps are built in float64 and stored in float32, as a
@@ -21,10 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def dynamic_map(signed=True, total_bits=8, max_exponent_bits=7):
+def dynamic_map(signed=True, total_bits=8, max_exponent_bits=7, zero=True):
     """Dettmers' dynamic tree: per decade ``10^{i-E+1}``, the midpoints of ``2^f + 1``
     equally spaced points of ``[0.1, 1]`` (``f`` the fraction bits of that
-    decade), mirrored when signed; plus 0 and 1."""
+    decade), mirrored when signed; plus 0 (or, ``zero=False``, Li et al.'s
+    DE-0: the smallest positive value once more) and 1."""
     fraction_bits = total_bits - 1 - max_exponent_bits
     values = [0.0, 1.0]
     for i in range(max_exponent_bits):
@@ -32,6 +35,8 @@ def dynamic_map(signed=True, total_bits=8, max_exponent_bits=7):
         edges = np.linspace(0.1, 1.0, count + 1)
         means = 10.0 ** (i - max_exponent_bits + 1) * (edges[:-1] + edges[1:]) / 2
         values += list(means) + (list(-means) if signed else [])
+    if not zero:
+        values[0] = min(v for v in values if v > 0)
     return np.sort(np.asarray(values)).astype(np.float32)
 
 
@@ -64,7 +69,9 @@ def dequantize_blockwise(codes, absmax, code, block_size):
     return (flat * scales).reshape(np.shape(codes))
 
 
-def adamw_8bit_step(theta, g, m_q, v_q, t, eta, beta_1, beta_2, eps, lam, block_size):
+def adamw_8bit_step(
+    theta, g, m_q, v_q, t, eta, beta_1, beta_2, eps, lam, block_size, nu_map_has_zero=False
+):
     """One step of Dettmers et al.'s 8-bit AdamW on one leaf, in float64::
 
         m = deq(m_q);  v = deq(v_q)
@@ -72,10 +79,11 @@ def adamw_8bit_step(theta, g, m_q, v_q, t, eta, beta_1, beta_2, eps, lam, block_
         theta = theta - eta (m / (1 - beta_1^t) / (sqrt(v / (1 - beta_2^t)) + eps) + lam theta)
         m_q = quant(m);  v_q = quant(v)
 
-    ``m_q``, ``v_q``: ``(codes, absmax)`` on the signed / unsigned dynamic map.
+    ``m_q``, ``v_q``: ``(codes, absmax)`` on the signed dynamic map / the
+    unsigned one, DE-0 unless ``nu_map_has_zero`` (then Dettmers et al.'s, with 0).
     Returns ``theta, m_q, v_q`` and the normalized values ``m / N_b``, ``v / N_b``.
     """
-    signed, unsigned = dynamic_map(True), dynamic_map(False)
+    signed, unsigned = dynamic_map(True), dynamic_map(False, zero=nu_map_has_zero)
     g = np.asarray(g, np.float64)
     m = beta_1 * dequantize_blockwise(*m_q, signed, block_size) + (1 - beta_1) * g
     v = beta_2 * dequantize_blockwise(*v_q, unsigned, block_size) + (1 - beta_2) * g * g
@@ -86,7 +94,7 @@ def adamw_8bit_step(theta, g, m_q, v_q, t, eta, beta_1, beta_2, eps, lam, block_
     return theta, (m_codes, m_absmax), (v_codes, v_absmax), m_normalized, v_normalized
 
 
-def adamw_8bit(theta, grads, eta, beta_1, beta_2, eps, lam, block_size):
+def adamw_8bit(theta, grads, eta, beta_1, beta_2, eps, lam, block_size, nu_map_has_zero=False):
     """The 8-bit AdamW trajectory of one leaf, ``grads[k]`` the gradient of step ``k + 1``."""
     theta = np.asarray(theta, np.float64)
     zeros = np.zeros(theta.shape, np.int64), np.zeros(-(-theta.size // block_size))
@@ -94,7 +102,7 @@ def adamw_8bit(theta, grads, eta, beta_1, beta_2, eps, lam, block_size):
     trajectory = [theta]
     for k, g in enumerate(grads):
         theta, m_q, v_q, _, _ = adamw_8bit_step(
-            theta, g, m_q, v_q, k + 1, eta, beta_1, beta_2, eps, lam, block_size
+            theta, g, m_q, v_q, k + 1, eta, beta_1, beta_2, eps, lam, block_size, nu_map_has_zero
         )
         trajectory.append(theta)
     return np.stack(trajectory)
