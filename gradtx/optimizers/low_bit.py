@@ -45,30 +45,14 @@ def adamw_8bit(
 
     Note:
       Departure from bitsandbytes' ``AdamW8bit``: its map for ``v`` holds 0,
-      ``nu_map_has_zero=True`` keeps it. On that map a ``v`` under
+      and ``nu_map_has_zero=True`` keeps it. On that map a ``v`` under
       ``1.6e-7`` of its block's largest (a rare token's column of an output
-      layer, whose gradient is far below its block's common tokens') is
-      stored as 0 while its ``m`` is not, and the entry's step is ``m / eps``
-      instead of about 1. Without 0 the smallest stored ``v`` is the map's
-      smallest positive value times the block's largest; Li et al. (2023,
-      Sec. 4.2) found this zero-point problem the cause of their 4-bit
-      AdamW's instability. Measured on ``benchmarks/workloads.py``'s
-      char-LM at learning rate 3e-3, one seed, the float32 run's gradients
-      given to both: such entries (49 a step on average over 500 steps, 37
-      of them in the output layer's kernel, 9 in the token embedding) made
-      86% to 100% of the squared difference between the 8-bit and the
-      float32 update, one entry's step up to 1760 times the learning rate at
-      step 10 and 40 times at step 500; without 0 none were left and the
-      update's relative error fell from 0.81 to 0.30 at step 500.
-
-      Most of the update error that remains is ``v`` stored too low: it
-      summed to 0.80 of float32's after 500 steps on that run (a likely
-      mechanism: the decay ``b2 v`` is carried exactly by each block's
-      largest, but an increment ``(1 - b2) g^2`` under half a gap of the map
-      is rounded away).
-      Rounding ``v`` stochastically (tried, not offered) made it 1.00 and
-      the update's error 0.07, but did not lower the final validation loss
-      over three seeds (``benchmarks/README.md``).
+      layer, say) is stored as 0 while its ``m`` is not, and the entry's step
+      becomes ``m / eps`` instead of about 1. Without 0 the smallest stored
+      ``v`` is the map's smallest positive value times the block's largest; Li
+      et al. (2023, Sec. 4.2) traced their 4-bit AdamW's instability to this
+      zero point. ``benchmarks/README.md`` measures both maps on a character
+      language model.
 
     Args:
       learning_rate: as :func:`gradtx.adamw`.
