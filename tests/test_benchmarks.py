@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.perf
@@ -168,6 +169,31 @@ def test_state_memory_train_tasks_flag_is_checked(monkeypatch):
     state_memory = _load("state_memory", monkeypatch)
     with pytest.raises(SystemExit):
         state_memory.main(["--parts", "train", "--train-tasks", "mnist"])
+
+
+def test_state_memory_train_configs_flag_is_checked_and_keeps_the_reference(monkeypatch):
+    state_memory = _load("state_memory", monkeypatch)
+    with pytest.raises(SystemExit):
+        state_memory.main(["--parts", "train", "--train-configs", "sgd"])
+    ran = []
+
+    def train_curves(task, make, dtype):
+        ran.append(make)
+        return np.zeros((3, 2))
+
+    monkeypatch.setattr(state_memory, "train_curves", train_curves)
+    monkeypatch.setattr(state_memory, "char_lm_task", lambda quick, lr: None)
+    monkeypatch.setattr(state_memory, "digits_task", lambda quick: _FakeTask())
+    out = state_memory.measure_training(True, tasks=("digits",), configs=("adam_mini",))
+    assert list(out["fake"]["configs"]) == ["adamw", "adam_mini"]
+    assert ran == [state_memory.TRAIN_CONFIGS[n][0] for n in ("adamw", "adam_mini")]
+
+
+class _FakeTask:
+    name, learning_rate, steps = "fake", 1e-3, 2
+
+    def init(self, key):
+        return {"w": np.zeros(3)}
 
 
 def test_state_memory_quick_run_writes_every_part(monkeypatch, tmp_path):
