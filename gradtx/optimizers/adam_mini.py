@@ -223,6 +223,11 @@ def scale_by_adam_mini(
       ``(in, out)`` kernel; ``(0,)``: per row of an embedding table).
 
     ``path`` is the leaf's keys joined by ``/``, as in ``"layers_0/attn/q_proj/kernel"``.
+    The default rules go by the authors' layer names: a matrix whose path holds
+    none of them (a fused ``qkv``, an ``out`` or ``head`` layer, a ``dense_0``)
+    gets one second moment for the whole matrix, coarser than the paper's
+    partition; for such a model pass a ``partition`` that names its layers'
+    roles, or one that sends unnamed matrices to ``(-1,)``.
 
     Args:
       b1: ``beta_1`` in [0, 1).
