@@ -195,11 +195,12 @@ def measure_step_time(quick: bool) -> dict[str, Any]:
         shapes = step_time.TREES[tree](sizes)
         params = step_time.random_tree(shapes, jax.random.key(0), 0.02)
         grads = step_time.random_tree(shapes, jax.random.key(1), 1e-3)
-        runs = []
+        runs, temp_bytes = [], {}
         for name, (make, _) in STEP_CONFIGS.items():
             contender = step_time.Contender(name, make(), gradtx.apply_updates)
             lib_params, state = contender.init(params)
-            compiled, _ = step_time.compile_step(contender, lib_params, state, grads)
+            compiled, info = step_time.compile_step(contender, lib_params, state, grads)
+            temp_bytes[name] = info["temp_bytes"]
             runs.append(step_time.Run(name, compiled, lib_params, state, grads))
         seconds = step_time.time_interleaved(runs, sizes, "step")
         del runs
@@ -209,6 +210,7 @@ def measure_step_time(quick: bool) -> dict[str, Any]:
             summary.pop("steps_ms")
             rows[name] = summary
         for name, (_, baseline) in STEP_CONFIGS.items():
+            rows[name]["temp_bytes"] = temp_bytes[name]  # XLA's temporaries in the step
             rows[name]["baseline"] = baseline
             rows[name]["ratio"] = rows[name]["median_ms"] / rows[baseline]["median_ms"]
         out["trees"][tree] = {"floats": step_time.nfloats(params), "configs": rows}
@@ -561,16 +563,20 @@ def bytes_table(results: dict[str, Any]) -> str:
 
 def step_table(step: dict[str, Any]) -> str:
     trees = list(step["trees"])
-    head = " | ".join(f"{t} ({step['trees'][t]['floats'] / 1e6:.1f}M) ms | ratio" for t in trees)
+    head = " | ".join(
+        f"{t} ({step['trees'][t]['floats'] / 1e6:.1f}M) ms | ratio | temp MB" for t in trees
+    )
     lines = [
         f"| configuration | baseline | {head} |",
-        "| --- | --- |" + " ---: | ---: |" * len(trees),
+        "| --- | --- |" + " ---: | ---: | ---: |" * len(trees),
     ]
     for name in STEP_CONFIGS:
         cells = []
         for t in trees:
             row = step["trees"][t]["configs"][name]
-            cells += [f"{row['median_ms']:.1f}", f"{row['ratio']:.2f}"]
+            temp = row.get("temp_bytes")
+            temp_mb = "" if temp is None else f"{temp / 1e6:.0f}"
+            cells += [f"{row['median_ms']:.1f}", f"{row['ratio']:.2f}", temp_mb]
         baseline = STEP_CONFIGS[name][1]
         lines.append(f"| {name} | {baseline} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
