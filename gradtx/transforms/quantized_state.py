@@ -739,9 +739,7 @@ def quantize_state(
                 and jnp.size(x) >= min_size
                 and jnp.issubdtype(x.dtype, jnp.floating)
             )
-            if not chosen:
-                return x
-            return quantize(path, _tactics.not_folded(x))
+            return quantize(path, _tactics.not_folded(x)) if chosen else x
 
         return jax.tree_util.tree_map_with_path(leaf, state, mirror_indices(state, params))
 
