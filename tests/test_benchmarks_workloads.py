@@ -69,6 +69,30 @@ def test_quick_run_reports_a_finite_loss_for_every_optimizer_and_workload(
     assert all(row.count("|") == rows[0].count("|") for row in rows[:8])
 
 
+def test_the_large_configuration_is_a_bigger_model_with_bigger_budgets(monkeypatch):
+    workloads = _load_workloads(monkeypatch)
+    args = workloads.parse_args(["--large", "--workloads", "char_lm"])
+    assert args.large and not args.quick
+    with pytest.raises(SystemExit):
+        workloads.parse_args(["--large", "--quick"])
+    large, full = workloads.LARGE, workloads.FULL
+    model = lambda c: workloads.CharTransformer(  # noqa: E731
+        layers=c.layers, d_model=c.d_model, num_heads=c.num_heads, context=c.context,
+        rngs=workloads.nnx.Rngs(0),
+    )  # fmt: skip
+    count = lambda c: sum(  # noqa: E731
+        x.size for x in workloads.jax.tree.leaves(
+            workloads.nnx.state(workloads.nnx.eval_shape(lambda: model(c)), workloads.nnx.Param)
+        )
+    )  # fmt: skip
+    assert count(full.char_lm) == 470_784  # the default run's model (benchmarks/README.md)
+    assert 10e6 < count(large.char_lm) < 12e6
+    for name in ("char_lm", "digits"):
+        assert large.steps[name] > full.steps[name]
+        assert large.search_steps[name] > full.search_steps[name]
+    assert large.trials + large.refine_trials > full.trials + full.refine_trials
+
+
 def test_train_digits_cnn_is_reusable_with_any_optimizer(monkeypatch):
     workloads = _load_workloads(monkeypatch)
     import gradtx
